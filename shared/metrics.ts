@@ -1,0 +1,67 @@
+// Prometheus metrics shared by the server and the agent. Each process owns one Registry so
+// tests can start several components in one process without name clashes.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export class Metrics {
+  readonly registry = new Registry()
+
+  /** Datagrams on the UDP socket that failed to decode or authenticate. */
+  readonly droppedDatagrams = new Counter({
+    name: 'edgemesh_dropped_datagrams_total',
+    help: 'Malformed, unauthenticated or unexpected control datagrams dropped',
+    labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
+  /** Tunnel connections that were refused or broken by a misbehaving peer. */
+  readonly rejectedConnections = new Counter({
+    name: 'edgemesh_rejected_connections_total',
+    help: 'Peer connections refused (unknown peer, wrong PSK, bad handshake, bad frames)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
+  readonly punches = new Counter({
+    name: 'edgemesh_punch_attempts_total',
+    help: 'UDP hole punching attempts by outcome',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry]
+  })
+
+  readonly punchMs = new Histogram({
+    name: 'edgemesh_punch_duration_ms',
+    help: 'Time from punch start to an open direct path',
+    buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500],
+    registers: [this.registry]
+  })
+
+  readonly peerConnections = new Gauge({
+    name: 'edgemesh_peer_connections',
+    help: 'Open tunnel connections by path',
+    labelNames: ['path'] as const,
+    registers: [this.registry]
+  })
+
+  readonly registeredAgents = new Gauge({
+    name: 'edgemesh_registered_agents',
+    help: 'Agents currently registered with this relay over UDP',
+    registers: [this.registry]
+  })
+
+  readonly relayedSessions = new Gauge({
+    name: 'edgemesh_blind_relay_sessions',
+    help: 'Blind UDP relay sessions currently forwarding',
+    registers: [this.registry]
+  })
+
+  readonly controlMessages = new Counter({
+    name: 'edgemesh_control_messages_total',
+    help: 'Rendezvous control messages handled, by type',
+    labelNames: ['type'] as const,
+    registers: [this.registry]
+  })
+
+  constructor (opts: { processMetrics?: boolean } = {}) {
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry })
+  }
+}
