@@ -26,23 +26,52 @@ for (const port of ${JSON.stringify(ports)}) {
 
 interface UdpResult { local: number, replies: Array<{ from: string, msg: string }> }
 
-/** One UDP socket (bound to bindPort, 0 = any) sends 'hello' `count` times to every target, after delayMs. */
-function udpClient (o: { bindPort?: number, targets: Array<[string, number]>, count?: number, intervalMs?: number, waitMs?: number, delayMs?: number }): string[] {
+/**
+ * One UDP socket (bound to bindPort, 0 = any) sends 'hello' `count` times to every target.
+ * Prints its result as soon as every target replied (expectReplies) or after waitMs, so positive
+ * checks stay fast yet tolerate a loaded machine, and negative checks wait a fixed time.
+ */
+function udpClient (o: { targets: Array<[string, number]>, count?: number, waitMs?: number, expectReplies?: boolean }): string[] {
   return [NODE, '-e', `
 const dgram = require('node:dgram')
+const targets = ${JSON.stringify(o.targets)}
 const s = dgram.createSocket('udp4')
 const replies = []
-s.on('message', (m, r) => replies.push({ from: r.address + ':' + r.port, msg: String(m) }))
-s.on('error', e => { console.log(JSON.stringify({ error: e.code })); process.exit(1) })
-s.bind(${o.bindPort ?? 0}, () => {
-  const local = s.address().port
+const finish = () => { console.log(JSON.stringify({ local: s.address().port, replies })); process.exit(0) }
+s.on('message', (m, r) => {
+  replies.push({ from: r.address + ':' + r.port, msg: String(m) })
+  if (${o.expectReplies ?? false} && new Set(replies.map(x => x.from)).size === targets.length) finish()
+})
+s.bind(0, () => {
   let n = 0
   const tick = () => {
-    for (const [ip, port] of ${JSON.stringify(o.targets)}) s.send('hello', port, ip)
-    if (++n < ${o.count ?? 2}) setTimeout(tick, ${o.intervalMs ?? 25})
+    for (const [ip, port] of targets) s.send('hello', port, ip)
+    if (++n < ${o.count ?? 2}) setTimeout(tick, 25)
   }
-  setTimeout(tick, ${o.delayMs ?? 0})
-  setTimeout(() => { console.log(JSON.stringify({ local, replies })); s.close() }, ${(o.delayMs ?? 0) + (o.waitMs ?? 500)})
+  tick()
+  setTimeout(finish, ${o.waitMs ?? 5000})
+})`]
+}
+
+/**
+ * Hole punching peer: binds `port` and sends to peer:port every 25 ms, after delayMs, until it
+ * has heard from the peer and sent 10 more (so the peer also hears back), or maxMs passes.
+ */
+function udpPuncher (port: number, peer: string, delayMs: number, maxMs = 5000): string[] {
+  return [NODE, '-e', `
+const s = require('node:dgram').createSocket('udp4')
+const replies = []
+let extra = 0
+const finish = () => { console.log(JSON.stringify({ local: ${port}, replies })); process.exit(0) }
+s.on('message', (m, r) => replies.push({ from: r.address + ':' + r.port, msg: String(m) }))
+s.bind(${port}, () => {
+  const tick = () => {
+    s.send('hello', ${port}, ${JSON.stringify(peer)})
+    if (replies.length > 0 && ++extra >= 10) setTimeout(finish, 100)
+    else setTimeout(tick, 25)
+  }
+  setTimeout(tick, ${delayMs})
+  setTimeout(finish, ${maxMs})
 })`]
 }
 
@@ -98,6 +127,8 @@ function recvLines (p: LabProcess): string[] {
   return p.stdout().split('\n').filter(l => l.startsWith('RECV '))
 }
 
+const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 // --- the lab ----------------------------------------------------------------------------------
@@ -152,13 +183,13 @@ describe('network lab', () => {
   it('cone NAT keeps the source port; symmetric NAT maps each destination to a new port', async () => {
     const targets: Array<[string, number]> = [[relay.ip, 3478], [relay.ip, 3479], [relay.ip, 3480]]
     const [cone, sym] = await Promise.all([
-      runJson<UdpResult>(lab, 'a1', udpClient({ targets })),
-      runJson<UdpResult>(lab, 'c1', udpClient({ targets }))
+      runJson<UdpResult>(lab, 'a1', udpClient({ targets, expectReplies: true })),
+      runJson<UdpResult>(lab, 'c1', udpClient({ targets, expectReplies: true }))
     ])
 
     const coneSeen = new Set(cone.replies.map(r => r.msg))
     expect(coneSeen).toEqual(new Set([`${lab.site('a').publicIp}:${cone.local}`]))
-    expect(recvLines(relayUdp)).toContain(`RECV 3478 ${lab.site('a').publicIp}:${cone.local} hello`)
+    await relayUdp.waitForLine(new RegExp(`^RECV 3478 ${escapeRe(`${lab.site('a').publicIp}:${cone.local}`)} hello$`), 2000)
 
     const symSeen = new Set(sym.replies.map(r => r.msg))
     expect(symSeen.size).toBeGreaterThanOrEqual(2) // 3 destinations -> (almost surely) 3 mappings
@@ -182,14 +213,14 @@ describe('network lab', () => {
 
     const tcp = await runJson<TcpResult>(lab, 'd1', tcpClient(relay.ip, 7000))
     expect(tcp.ok).toBe(true)
-    expect(relayTcp.stdout()).toContain(`CONN ${d.publicIp}:`)
+    await relayTcp.waitForLine(new RegExp(`^CONN ${escapeRe(d.publicIp)}:\\d+$`), 2000)
   })
 
   it('hosts of one site reach each other directly on the LAN', async () => {
     const obs = await startServer(lab, 'a2', udpObserver([5000]), [5000])
-    const r = await runJson<UdpResult>(lab, 'a1', udpClient({ targets: [[lab.host('a2').ip, 5000]] }))
+    const r = await runJson<UdpResult>(lab, 'a1', udpClient({ targets: [[lab.host('a2').ip, 5000]], expectReplies: true }))
     expect(r.replies.map(x => x.msg)).toContain(`${lab.host('a1').ip}:${r.local}`)
-    expect(recvLines(obs)[0]).toBe(`RECV 5000 ${lab.host('a1').ip}:${r.local} hello`)
+    await obs.waitForLine(new RegExp(`^RECV 5000 ${escapeRe(`${lab.host('a1').ip}:${r.local}`)} hello$`), 2000)
     await obs.kill()
   })
 
@@ -210,13 +241,11 @@ describe('network lab', () => {
   it('UDP hole punching works between two cone sites', async () => {
     const a = lab.site('a')
     const b = lab.site('b')
-    const punch = (peer: string, delayMs: number): string[] =>
-      udpClient({ bindPort: 4000, targets: [[peer, 4000]], count: 20, intervalMs: 25, waitMs: 1000, delayMs })
     // b1 starts late on purpose: a1's first packets hit b's router before b1 opened its mapping
     // (they must be dropped without leaving a conntrack entry that would steal port 4000).
     const [fromA, fromB] = await Promise.all([
-      runJson<UdpResult>(lab, 'a1', punch(b.publicIp, 0)),
-      runJson<UdpResult>(lab, 'b1', punch(a.publicIp, 150))
+      runJson<UdpResult>(lab, 'a1', udpPuncher(4000, b.publicIp, 0)),
+      runJson<UdpResult>(lab, 'b1', udpPuncher(4000, a.publicIp, 150))
     ])
     expect(fromA.replies.length).toBeGreaterThan(0)
     expect(fromB.replies.length).toBeGreaterThan(0)
@@ -233,7 +262,7 @@ describe('network lab', () => {
     await lab.portForward('b', 'tcp', 15201, 'b1', 5201)
     const r = await runJson<TcpResult>(lab, 'a1', tcpClient(b.publicIp, 15201))
     expect(r).toMatchObject({ ok: true })
-    expect(b1Echo.stdout()).toContain(`CONN ${a.publicIp}:`)
+    await b1Echo.waitForLine(new RegExp(`^CONN ${escapeRe(a.publicIp)}:\\d+$`), 2000)
   })
 
   it('parallel labs do not collide', async () => {

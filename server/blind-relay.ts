@@ -1,0 +1,95 @@
+// Blind UDP relay: two UDX streams on the relay's socket, each forwarding the other's packets
+// in native code (udx-native relayTo). Payload stays noise-encrypted end to end: the relay
+// never decrypts and never sees plaintext. Pairs that carry no packets for `idleMs` are freed
+// (agents keep used pairs alive with UDX keepalives).
+import type { Logger } from '../shared/logging.ts'
+import type { Metrics } from '../shared/metrics.ts'
+import type { Udx, UdxSocket, UdxStream } from '../shared/udx.ts'
+import type { Endpoint } from '../shared/wire/addr.ts'
+
+interface RelayPair { a: UdxStream, b: UdxStream, lastPackets: number, lastActive: number }
+
+export interface RelayLeg { endpoint: Endpoint, remoteId: number }
+
+export class BlindRelay {
+  private readonly pairs = new Set<RelayPair>()
+  private readonly usedIds = new Set<number>()
+  private readonly gcTimer: NodeJS.Timeout
+  private readonly udx: Udx
+  private readonly socket: UdxSocket
+  private readonly log: Logger
+  private readonly metrics: Metrics
+  private readonly idleMs: number
+  readonly maxPairs: number
+
+  constructor (opts: { udx: Udx, socket: UdxSocket, log: Logger, metrics: Metrics, idleMs?: number, maxPairs?: number }) {
+    this.udx = opts.udx
+    this.socket = opts.socket
+    this.log = opts.log
+    this.metrics = opts.metrics
+    this.idleMs = opts.idleMs ?? 30_000
+    this.maxPairs = opts.maxPairs ?? 20_000
+    this.gcTimer = setInterval(() => { this.collectIdle() }, Math.min(5_000, this.idleMs / 2))
+    this.gcTimer.unref()
+  }
+
+  get size (): number { return this.pairs.size }
+
+  /** A fresh stream id not used by any relay stream on this socket (0 is never used). */
+  allocateId (): number {
+    for (;;) {
+      const id = (Math.random() * 0xffffffff) >>> 0
+      if (id !== 0 && !this.usedIds.has(id)) { this.usedIds.add(id); return id }
+    }
+  }
+
+  /** Starts forwarding between two legs; `aId`/`bId` are the relay-side ids from allocateId. */
+  open (aId: number, a: RelayLeg, bId: number, b: RelayLeg): boolean {
+    if (this.pairs.size >= this.maxPairs) {
+      this.usedIds.delete(aId); this.usedIds.delete(bId)
+      return false
+    }
+    const sa = this.udx.createStream(aId)
+    const sb = this.udx.createStream(bId)
+    sa.connect(this.socket, a.remoteId, a.endpoint.port, a.endpoint.host)
+    sb.connect(this.socket, b.remoteId, b.endpoint.port, b.endpoint.host)
+    sa.relayTo(sb)
+    sb.relayTo(sa)
+    const pair: RelayPair = { a: sa, b: sb, lastPackets: 0, lastActive: Date.now() }
+    const drop = (): void => { this.close(pair) }
+    for (const s of [sa, sb]) {
+      s.on('error', drop)
+      s.on('close', drop)
+    }
+    this.pairs.add(pair)
+    this.metrics.relayedSessions.set(this.pairs.size)
+    return true
+  }
+
+  private packets (p: RelayPair): number {
+    // udx counts packets a relaying stream forwards in its transmit counter
+    return (p.a as any).packetsTransmitted + (p.b as any).packetsTransmitted
+  }
+
+  private collectIdle (): void {
+    const now = Date.now()
+    for (const p of this.pairs) {
+      const n = this.packets(p)
+      if (n !== p.lastPackets) { p.lastPackets = n; p.lastActive = now; continue }
+      if (now - p.lastActive > this.idleMs) this.close(p)
+    }
+  }
+
+  private close (p: RelayPair): void {
+    if (!this.pairs.delete(p)) return
+    this.usedIds.delete(p.a.id); this.usedIds.delete(p.b.id)
+    p.a.destroy(); p.b.destroy()
+    this.metrics.relayedSessions.set(this.pairs.size)
+    this.log.debug({ a: p.a.id, b: p.b.id }, 'blind relay pair closed')
+  }
+
+  stop (): void {
+    clearInterval(this.gcTimer)
+    for (const p of [...this.pairs]) this.close(p)
+  }
+}

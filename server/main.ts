@@ -1,0 +1,96 @@
+// edgemesh-server: the relay node's composition root. One libp2p host (TCP + circuit relay v2)
+// and one UDP socket (rendezvous + blind relay), plus /healthz and /metrics.
+import { parseArgs } from 'node:util'
+import { loadConfig, loadPsk, ServerConfig, ConfigError } from '../shared/config.ts'
+import { loadOrCreateIdentity } from '../shared/identity.ts'
+import { createLogger } from '../shared/logging.ts'
+import { Metrics } from '../shared/metrics.ts'
+import { createUdx } from '../shared/udx.ts'
+import { parseHostPort, startHttp, stopHttp } from '../shared/http.ts'
+import { BlindRelay } from './blind-relay.ts'
+import { RendezvousServer } from './rendezvous.ts'
+import { startRelayHost } from './relay-host.ts'
+
+export interface RunningServer { stop: () => Promise<void>, peerId: string }
+
+export async function startServer (config: ServerConfig): Promise<RunningServer> {
+  const log = createLogger({ name: 'edgemesh-server', level: config.logLevel })
+  const metrics = new Metrics()
+  const identity = await loadOrCreateIdentity(config.identityFile)
+  if (identity.created) log.info({ keyFile: config.identityFile }, 'generated a new relay identity')
+  const psk = await loadPsk(config.pskFile)
+
+  const udx = createUdx()
+  const socket = udx.createSocket()
+  socket.bind(config.listen.udpPort, config.listen.host)
+  const relay = new BlindRelay({ udx, socket, log: log.child({ component: 'blind-relay' }), metrics })
+  const rendezvous = new RendezvousServer({
+    socket, relay, metrics, log: log.child({ component: 'rendezvous' }),
+    keepaliveMs: config.keepaliveMs, maxAgents: config.maxAgents, ...(psk != null ? { psk } : {})
+  })
+  socket.on('message', (buf, from) => { rendezvous.onDatagram(buf, from) })
+
+  const host = await startRelayHost({ privateKey: identity.privateKey, host: config.listen.host, tcpPort: config.listen.tcpPort, announce: config.announce, ...(psk != null ? { psk } : {}) })
+  host.addEventListener('connection:open', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
+  host.addEventListener('connection:close', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
+
+  const http = await startHttp(parseHostPort(config.listen.http), {
+    'GET /healthz': async () => ({
+      body: { status: 'ok', peerId: identity.peerId.toString(), bootId: rendezvous.bootId, registeredAgents: rendezvous.registeredCount, blindRelaySessions: relay.size, tcpConnections: host.getConnections().length }
+    }),
+    'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() })
+  }, (err) => { log.error({ err }, 'http handler failed') })
+
+  log.info({
+    peerId: identity.peerId.toString(),
+    udp: `${config.listen.host}:${config.listen.udpPort}`,
+    tcp: host.getMultiaddrs().map(String),
+    http: config.listen.http,
+    psk: psk != null
+  }, 'edgemesh-server ready')
+
+  return {
+    peerId: identity.peerId.toString(),
+    stop: async () => {
+      rendezvous.stop()
+      relay.stop()
+      await stopHttp(http)
+      await host.stop()
+      await socket.close()
+    }
+  }
+}
+
+export async function main (argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string', short: 'c' },
+      set: { type: 'string', multiple: true },
+      'print-peer-id': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' }
+    }
+  })
+  if (values.help === true) {
+    process.stdout.write(`usage: edgemesh-server [--config FILE] [--set key.path=value ...] [--print-peer-id]
+  --config FILE        YAML configuration (see manifests/ and README)
+  --set a.b=value      override one field, e.g. --set listen.udpPort=4002
+  --print-peer-id      create the identity key if missing, print the peer id, exit
+`)
+    return
+  }
+  const overrides = (values.set ?? []).map((kv): [string, string] => {
+    const i = kv.indexOf('=')
+    if (i < 1) throw new ConfigError(`--set ${kv}: expected key.path=value`)
+    return [kv.slice(0, i), kv.slice(i + 1)]
+  })
+  const config = await loadConfig(ServerConfig, { ...(values.config != null ? { file: values.config } : {}), overrides })
+  if (values['print-peer-id'] === true) {
+    process.stdout.write(`${(await loadOrCreateIdentity(config.identityFile)).peerId.toString()}\n`)
+    return
+  }
+  const server = await startServer(config)
+  const shutdown = (): void => { server.stop().then(() => process.exit(0), () => process.exit(1)) }
+  process.once('SIGTERM', shutdown)
+  process.once('SIGINT', shutdown)
+}

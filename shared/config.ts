@@ -1,0 +1,108 @@
+// Configuration: a YAML file plus command-line flags, validated with zod. Every error names
+// the field (`relays[0].udpPort: ...`) so a bad config is fixed in one look.
+import { readFile } from 'node:fs/promises'
+import { parse as parseYaml } from 'yaml'
+import { z } from 'zod'
+
+export class ConfigError extends Error {
+  constructor (message: string) { super(message); this.name = 'ConfigError' }
+}
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[0-9.]+|[a-zA-Z0-9.-]+):\d{1,5}$/, 'expected host:port')
+export const port = z.number().int().min(0).max(65535)
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+
+export const RelayRef = z.object({
+  host: z.string().min(1),
+  peerId: z.string().min(40, 'expected a libp2p peer id (12D3Koo...)'),
+  tcpPort: port.default(4001),
+  udpPort: port.default(4002)
+}).strict()
+export type RelayRef = z.infer<typeof RelayRef>
+
+export const ServerConfig = z.object({
+  identityFile: z.string().default('/var/lib/edgemesh/server.key'),
+  pskFile: z.string().optional(),
+  listen: z.object({
+    host: z.string().default('0.0.0.0'),
+    tcpPort: port.default(4001),
+    udpPort: port.default(4002),
+    http: hostPort.default('0.0.0.0:9090')
+  }).strict().default({ host: '0.0.0.0', tcpPort: 4001, udpPort: 4002, http: '0.0.0.0:9090' }),
+  /** public addresses agents reach this relay at (announced in circuit reservations) */
+  announce: z.array(z.string().min(1)).default([]),
+  /** keepalive interval the relay asks agents to use (well under the 30 s UDP conntrack timeout) */
+  keepaliveMs: z.number().int().min(200).max(25_000).default(2_000),
+  maxAgents: z.number().int().positive().default(10_000),
+  logLevel: logLevel.default('info')
+}).strict()
+export type ServerConfig = z.infer<typeof ServerConfig>
+
+export const AgentConfig = z.object({
+  nodeName: z.string().min(1).max(253).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected a Kubernetes node name (lowercase RFC 1123)'),
+  identityFile: z.string().default('/var/lib/edgemesh/agent.key'),
+  pskFile: z.string().optional(),
+  listen: z.object({
+    host: z.string().default('0.0.0.0'),
+    udpPort: port.default(4003),
+    tcpPort: port.default(4004)
+  }).strict().default({ host: '0.0.0.0', udpPort: 4003, tcpPort: 4004 }),
+  /** where `edgemesh status` / `edgemesh ping` reach this agent */
+  controlSocket: z.string().default('/run/edgemesh/agent.sock'),
+  metrics: hostPort.optional(),
+  relays: z.array(RelayRef).min(1, 'at least one relay is required'),
+  peersFile: z.string().optional(),
+  tunnel: z.object({
+    punchTimeoutMs: z.number().int().min(100).max(30_000).default(3_000),
+    punchRetryMs: z.number().int().min(1_000).default(30_000),
+    keepaliveMs: z.number().int().min(500).max(25_000).default(5_000),
+    /** extra local addresses to offer peers (LAN candidates are discovered automatically) */
+    advertise: z.array(z.string()).default([])
+  }).strict().default({ punchTimeoutMs: 3_000, punchRetryMs: 30_000, keepaliveMs: 5_000, advertise: [] }),
+  logLevel: logLevel.default('info')
+}).strict()
+export type AgentConfig = z.infer<typeof AgentConfig>
+
+export function formatZodError (err: z.ZodError, source: string): string {
+  const lines = err.issues.map((i) => {
+    const path = i.path.reduce<string>((acc, p) => typeof p === 'number' ? `${acc}[${p}]` : acc === '' ? String(p) : `${acc}.${String(p)}`, '')
+    return `  ${path === '' ? '(root)' : path}: ${i.message}`
+  })
+  return `invalid configuration in ${source}:\n${lines.join('\n')}`
+}
+
+/** Sets `a.b.c` in a nested object from a flag like --a.b.c=value (numbers/booleans coerced). */
+export function applyOverride (target: Record<string, any>, dotted: string, raw: string): void {
+  const parts = dotted.split('.')
+  let obj = target
+  for (const p of parts.slice(0, -1)) {
+    if (typeof obj[p] !== 'object' || obj[p] === null) obj[p] = {}
+    obj = obj[p]
+  }
+  const value: unknown = raw === 'true' ? true : raw === 'false' ? false : /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw
+  obj[parts.at(-1)!] = value
+}
+
+export async function loadConfig<S extends z.ZodType> (schema: S, opts: { file?: string, overrides?: Array<[string, string]> }): Promise<z.infer<S>> {
+  let raw: Record<string, any> = {}
+  const source = opts.file ?? 'flags'
+  if (opts.file != null) {
+    let text: string
+    try { text = await readFile(opts.file, 'utf8') } catch (err: any) { throw new ConfigError(`cannot read config file ${opts.file}: ${err.message}`) }
+    try { raw = parseYaml(text) ?? {} } catch (err: any) { throw new ConfigError(`config file ${opts.file} is not valid YAML: ${err.message}`) }
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`config file ${opts.file}: expected a mapping at the top level`)
+  }
+  for (const [k, v] of opts.overrides ?? []) applyOverride(raw, k, v)
+  const parsed = schema.safeParse(raw)
+  if (!parsed.success) throw new ConfigError(formatZodError(parsed.error, source))
+  return parsed.data
+}
+
+export async function loadPsk (file: string | undefined): Promise<Uint8Array | undefined> {
+  if (file == null) return undefined
+  try {
+    return new Uint8Array(await readFile(file))
+  } catch (err: any) {
+    throw new ConfigError(`pskFile: cannot read ${file}: ${err.message}`)
+  }
+}
