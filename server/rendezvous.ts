@@ -149,7 +149,9 @@ export class RendezvousServer {
     const directA = relay.allocateId()
     const directB = relay.allocateId()
     let relayA = 0; let relayB = 0; let relaySideA = 0; let relaySideB = 0
-    if (m.wantRelay) {
+    // peers behind the same public IP (one site, one NAT) get no relay leg: their direct LAN
+    // path must win and the relay must carry none of their traffic
+    if (m.wantRelay && a.observed.host !== b.observed.host) {
       relayA = relay.allocateId(); relayB = relay.allocateId()
       relaySideA = relay.allocateId(); relaySideB = relay.allocateId()
       if (!relay.open(relaySideA, { endpoint: a.observed, remoteId: relayA }, relaySideB, { endpoint: b.observed, remoteId: relayB })) {

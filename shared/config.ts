@@ -59,6 +59,8 @@ export const AgentConfig = z.object({
     /** extra local addresses to offer peers (LAN candidates are discovered automatically) */
     advertise: z.array(z.string()).default([])
   }).strict().default({ punchTimeoutMs: 3_000, punchRetryMs: 30_000, keepaliveMs: 5_000, advertise: [] }),
+  /** serve the diagnostic transfer protocols (tests, benchmarks, `edgemesh debug`) */
+  diagnostics: z.boolean().default(false),
   logLevel: logLevel.default('info')
 }).strict()
 export type AgentConfig = z.infer<typeof AgentConfig>

@@ -1,0 +1,42 @@
+// The agent's local control API (HTTP over a unix socket, like tailscaled's LocalAPI): what
+// `edgemesh status` and `edgemesh ping` talk to. Diagnostic routes exist only when enabled.
+import type { Server } from 'node:http'
+import { mkdir } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { startHttp, type Route } from '../../shared/http.ts'
+import type { Logger } from '../../shared/logging.ts'
+import type { Metrics } from '../../shared/metrics.ts'
+import type { Tunnel } from '../tunnel/tunnel.ts'
+import { firstByte, transfer } from '../tunnel/diagnostics.ts'
+
+function required (url: URL, name: string): string {
+  const v = url.searchParams.get(name)
+  if (v == null || v === '') throw Object.assign(new Error(`missing query parameter "${name}"`), { status: 400 })
+  return v
+}
+
+export async function startControlApi (opts: { socketPath: string, tunnel: Tunnel, metrics: Metrics, diagnostics: boolean, log: Logger }): Promise<Server> {
+  const { tunnel, metrics } = opts
+  const routes: Record<string, Route> = {
+    'GET /healthz': async () => ({ body: { status: 'ok' } }),
+    'GET /status': async () => ({ body: tunnel.status() }),
+    'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+    'POST /ping': async (_req, url) => {
+      const count = Number(url.searchParams.get('count') ?? 3)
+      return { body: await tunnel.ping(required(url, 'node'), { count, signal: AbortSignal.timeout(20_000) }) }
+    }
+  }
+  if (opts.diagnostics) {
+    routes['POST /diag/transfer'] = async (_req, url) => {
+      const node = required(url, 'node')
+      const direction = required(url, 'direction')
+      if (direction !== 'send' && direction !== 'receive') throw new Error('direction must be send or receive')
+      const { conn, path } = await tunnel.connectionVia(node, url.searchParams.get('via') ?? undefined)
+      return { body: await transfer(conn, path, direction, Number(required(url, 'bytes'))) }
+    }
+    routes['POST /diag/first-byte'] = async (_req, url) => ({ body: await firstByte(tunnel, required(url, 'node'), url.searchParams.get('via') ?? undefined) })
+    routes['POST /diag/disconnect'] = async (_req, url) => { await tunnel.disconnect(required(url, 'node')); return { body: { ok: true } } }
+  }
+  await mkdir(dirname(opts.socketPath), { recursive: true })
+  return await startHttp({ socketPath: opts.socketPath }, routes, (err) => { opts.log.warn({ err: (err as Error).message }, 'control request failed') })
+}

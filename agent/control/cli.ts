@@ -1,0 +1,74 @@
+// `edgemesh`: operator CLI talking to the local agent's control socket, in the spirit of
+// `tailscale status` / `tailscale ping`.
+import { request } from 'node:http'
+import { parseArgs } from 'node:util'
+import { renderTable } from '../../shared/table.ts'
+import type { PeerStatus, PingResult, RelayStatus } from '../tunnel/tunnel.ts'
+
+const USAGE = `usage: edgemesh [--socket PATH] <command>
+commands:
+  status              peers, the path in use (direct-udp, direct-tcp, relay-udp, relay-tcp), remote address, RTT
+  ping <node> [-c N]  open (or reuse) the tunnel to <node> and measure the round trip
+  status --json       machine-readable status
+`
+
+export async function callAgent<T> (socketPath: string, method: string, path: string, timeoutMs = 30_000): Promise<T> {
+  return await new Promise((resolve, reject) => {
+    const req = request({ socketPath, method, path, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        let body: any
+        try { body = JSON.parse(text) } catch { body = text }
+        if ((res.statusCode ?? 500) >= 400) reject(new Error(body?.error ?? `agent answered ${res.statusCode}`))
+        else resolve(body as T)
+      })
+    })
+    req.on('timeout', () => { req.destroy(new Error('agent did not answer in time')) })
+    req.on('error', (err: any) => {
+      reject(err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? new Error(`no agent at ${socketPath} (is edgemesh-agent running? use --socket)`) : err)
+    })
+    req.end()
+  })
+}
+
+const ms = (v: number | null | undefined): string => v == null ? '-' : `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ms`
+
+export function formatStatus (s: { node: string, peerId: string, relays: RelayStatus[], peers: PeerStatus[] }): string {
+  const relays = renderTable(['RELAY', 'UDP', 'OBSERVED AS', 'CIRCUIT', 'RTT'],
+    s.relays.map((r) => [r.host, r.udp, r.observed, r.circuit, ms(r.rttMs)]))
+  const peers = renderTable(['NODE', 'PEER ID', 'PATH', 'REMOTE', 'RTT', 'OTHER PATHS'],
+    s.peers.map((p) => [p.node, `${p.peerId.slice(0, 8)}…${p.peerId.slice(-4)}`, p.path, p.remote, ms(p.rttMs), p.paths.slice(1).map((x) => x.path).join(',') || '-']))
+  return `${s.node} (${s.peerId})\n\n${relays}\n\n${peers}\n`
+}
+
+export async function main (argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      socket: { type: 'string', default: process.env.EDGEMESH_SOCKET ?? '/run/edgemesh/agent.sock' },
+      json: { type: 'boolean' },
+      count: { type: 'string', short: 'c', default: '3' },
+      help: { type: 'boolean', short: 'h' }
+    }
+  })
+  const [cmd, arg] = positionals
+  const socket = values.socket!
+  if (values.help === true || cmd == null) { process.stdout.write(USAGE); return }
+  if (cmd === 'status') {
+    const s = await callAgent<any>(socket, 'GET', '/status')
+    process.stdout.write(values.json === true ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s))
+    return
+  }
+  if (cmd === 'ping') {
+    if (arg == null) throw new Error('usage: edgemesh ping <node>')
+    const r = await callAgent<PingResult>(socket, 'POST', `/ping?node=${encodeURIComponent(arg)}&count=${Number(values.count)}`)
+    process.stdout.write(values.json === true
+      ? JSON.stringify(r) + '\n'
+      : `pong from ${r.node} via ${r.path} ${r.remote} in ${ms(r.rttMs)} (connect ${ms(r.connectMs)})\n`)
+    return
+  }
+  throw new Error(`unknown command "${cmd}"\n${USAGE}`)
+}

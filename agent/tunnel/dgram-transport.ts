@@ -1,0 +1,81 @@
+// The dgram transport: libp2p connections over UDX streams on the agent's one UDP socket.
+// Path discovery (rendezvous, punching) lives elsewhere; this piece only turns a connected UDX
+// stream into an upgraded libp2p connection (pnet if configured, noise, yamux) through the
+// node's own upgrader, so the result is an ordinary libp2p Connection. It is registered as a
+// libp2p service to receive the node's typed components.
+import { multiaddr } from '@multiformats/multiaddr'
+import type { ComponentLogger, Connection, PeerId, Upgrader } from '@libp2p/interface'
+import { createSinkStream, type Udx, type UdxSocket } from '../../shared/udx.ts'
+import type { Endpoint } from '../../shared/wire/addr.ts'
+import { UdxConnection } from './udx-connection.ts'
+import type { PathKind } from './paths.ts'
+
+export interface DgramTransportComponents {
+  upgrader: Upgrader
+  logger: ComponentLogger
+}
+
+export interface UdxDial {
+  remotePeer: PeerId
+  remote: Endpoint
+  localId: number
+  remoteId: number
+  /** the side that initiated the rendezvous runs the noise initiator role */
+  initiator: boolean
+  path: Extract<PathKind, 'direct-udp' | 'relay-udp'>
+  signal: AbortSignal
+}
+
+export class DgramTransport {
+  private readonly components: DgramTransportComponents
+  private udx: Udx | undefined
+  private socket: UdxSocket | undefined
+  private keepaliveMs = 5_000
+  /** path labels of UDX connections, by libp2p connection id */
+  private readonly paths = new Map<string, { path: PathKind, remote: Endpoint }>()
+
+  constructor (components: DgramTransportComponents) {
+    this.components = components
+  }
+
+  /** The socket is created by the tunnel (it also carries rendezvous traffic). */
+  private onConnection: (conn: Connection, path: PathKind) => void = () => {}
+
+  attach (udx: Udx, socket: UdxSocket, keepaliveMs: number, onConnection: (conn: Connection, path: PathKind) => void): void {
+    this.udx = udx
+    this.socket = socket
+    this.keepaliveMs = keepaliveMs
+    this.onConnection = onConnection
+  }
+
+  pathOf (conn: Connection): { path: PathKind, remote: Endpoint } | undefined {
+    return this.paths.get(conn.id)
+  }
+
+  async dial (d: UdxDial): Promise<Connection> {
+    if (this.udx == null || this.socket == null) throw new Error('dgram transport not attached')
+    const stream = createSinkStream(this.udx, d.localId)
+    stream.connect(this.socket, d.remoteId, d.remote.port, d.remote.host)
+    // keepalives hold NAT mappings open (UDP conntrack forgets after 30 s) and detect dead paths
+    stream.setKeepalive(this.keepaliveMs)
+    const remoteAddr = multiaddr(`/ip${d.remote.host.includes(':') ? 6 : 4}/${d.remote.host}/udp/${d.remote.port}/p2p/${d.remotePeer.toString()}`)
+    const maConn = new UdxConnection({
+      stream,
+      remoteAddr,
+      direction: d.initiator ? 'outbound' : 'inbound',
+      log: this.components.logger.forComponent(`edgemesh:udx:${d.path}`)
+    })
+    try {
+      // upgradeOutbound returns the Connection for both roles; initiator:false makes us the
+      // noise responder and multistream listener
+      const conn = await this.components.upgrader.upgradeOutbound(maConn, { signal: d.signal, initiator: d.initiator })
+      this.paths.set(conn.id, { path: d.path, remote: d.remote })
+      conn.addEventListener('close', () => { this.paths.delete(conn.id) }, { once: true })
+      this.onConnection(conn, d.path)
+      return conn
+    } catch (err) {
+      stream.destroy()
+      throw err
+    }
+  }
+}

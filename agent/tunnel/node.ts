@@ -1,0 +1,77 @@
+// The agent's libp2p node: TCP (direct LAN/public paths), circuit relay v2 client (relay-tcp),
+// noise + yamux, optional PSK (pnet), and the dgram transport service for UDX paths.
+// Handshake failures and refused peers are logged here in one clear line each, because
+// libp2p itself only reports them on its debug channel.
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { preSharedKey } from '@libp2p/pnet'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import type { ConnectionEncrypter, MultiaddrConnection, PeerId, PrivateKey } from '@libp2p/interface'
+import type { Logger } from '../../shared/logging.ts'
+import type { Metrics } from '../../shared/metrics.ts'
+import { DgramTransport, type DgramTransportComponents } from './dgram-transport.ts'
+
+export interface AgentNodeOptions {
+  privateKey: PrivateKey
+  listenHost: string
+  tcpPort: number
+  psk?: Uint8Array
+  /** peer ids allowed to connect (mesh peers and relays); everything else is refused */
+  isAllowedPeer: (peerId: PeerId) => boolean
+  log: Logger
+  metrics: Metrics
+}
+
+export type AgentNode = Libp2p<{ dgram: DgramTransport, identify: unknown }>
+
+function describe (conn: { remoteAddr?: { toString: () => string } }): string {
+  return conn.remoteAddr?.toString() ?? 'unknown address'
+}
+
+/** Wraps noise so a failed handshake (wrong PSK, not an edgemesh peer, garbage) is logged and counted. */
+function reportingEncrypter (inner: ConnectionEncrypter, opts: AgentNodeOptions, hasPsk: boolean): ConnectionEncrypter {
+  const wrapped: ConnectionEncrypter = Object.create(inner)
+  const report = (err: any, conn: unknown, direction: string): never => {
+    const reason = hasPsk ? 'handshake failed (wrong pre-shared key, or not an edgemesh peer)' : 'handshake failed (not an edgemesh peer, or garbage on the wire)'
+    opts.metrics.rejectedConnections.inc({ reason: 'handshake' })
+    opts.log.warn({ remote: describe(conn as any), direction, err: err?.message }, `refused connection: ${reason}`)
+    throw err
+  }
+  wrapped.secureInbound = async (conn, o) => await inner.secureInbound(conn, o).catch((err) => report(err, conn, 'inbound'))
+  wrapped.secureOutbound = async (conn, o) => await inner.secureOutbound(conn, o).catch((err) => report(err, conn, 'outbound'))
+  return wrapped
+}
+
+export async function createAgentNode (opts: AgentNodeOptions): Promise<AgentNode> {
+  const hasPsk = opts.psk != null
+  const refuse = (peerId: PeerId, maConn: MultiaddrConnection): boolean => {
+    if (opts.isAllowedPeer(peerId)) return false
+    opts.metrics.rejectedConnections.inc({ reason: 'unknown-peer' })
+    opts.log.warn({ peer: peerId.toString(), remote: describe(maConn) }, 'refused connection from unknown peer (not in the peer directory)')
+    return true
+  }
+  return await createLibp2p({
+    privateKey: opts.privateKey,
+    addresses: { listen: [`/ip4/${opts.listenHost}/tcp/${opts.tcpPort}`] },
+    transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 3_000 })],
+    connectionEncrypters: [(components: any) => reportingEncrypter(noise()(components), opts, hasPsk)],
+    streamMuxers: [yamux()],
+    ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
+    connectionGater: {
+      // agents dial LAN and documentation-range addresses on purpose
+      denyDialMultiaddr: () => false,
+      denyInboundEncryptedConnection: refuse,
+      denyOutboundEncryptedConnection: refuse
+    },
+    connectionManager: { maxConnections: 4096, inboundUpgradeTimeout: 10_000 },
+    // our keepalives (UDX) and ping protocol watch liveness; libp2p's monitor would add traffic
+    connectionMonitor: { enabled: false },
+    services: {
+      identify: identify(),
+      dgram: (components: DgramTransportComponents) => new DgramTransport(components)
+    }
+  }) as unknown as AgentNode
+}

@@ -1,0 +1,195 @@
+// One agent's conversation with one relay over the shared UDP socket: signed registration
+// (which doubles as the keepalive that holds the NAT mapping open), restart detection via the
+// relay's boot id, and connect requests that return the peer's candidates and stream ids.
+import { EventEmitter } from 'node:events'
+import { randomInt } from 'node:crypto'
+import type { PrivateKey } from '@libp2p/interface'
+import type { Logger } from '../../shared/logging.ts'
+import type { RelayRef } from '../../shared/config.ts'
+import type { UdxSocket } from '../../shared/udx.ts'
+import type { Endpoint } from '../../shared/wire/addr.ts'
+import { pskMac } from '../../shared/wire/auth.ts'
+import {
+  encodeMessage, encodeRegister, encodeRegisterBody,
+  type Candidate, type ConnectErrorMessage, type PeerInfoMessage, type RendezvousMessage
+} from '../../shared/wire/rendezvous.ts'
+
+/** Missed keepalive answers before the relay counts as unreachable. */
+const MISSES_BEFORE_DOWN = 3
+
+export class ConnectRefusedError extends Error {
+  readonly code: number
+  constructor (m: ConnectErrorMessage) {
+    super(`relay refused connect: ${m.reason}`)
+    this.name = 'ConnectRefusedError'
+    this.code = m.code
+  }
+}
+
+export interface RendezvousClientEvents {
+  /** a peer asked this relay to connect to us */
+  incoming: [PeerInfoMessage]
+  /** registration state changed: up (answers arrive) or down */
+  state: [boolean]
+  /** the relay process restarted: every relay session through it is gone */
+  restarted: []
+}
+
+export interface RendezvousClientOptions {
+  relay: RelayRef
+  /** the relay's UDP endpoint (the configured host must be an IP address) */
+  endpoint: Endpoint
+  socket: UdxSocket
+  privateKey: PrivateKey
+  peerIdBytes: Uint8Array
+  nodeName: string
+  candidates: () => Candidate[]
+  psk?: Uint8Array
+  keepaliveMs: number
+  log: Logger
+}
+
+export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
+  readonly endpoint: Endpoint
+  readonly relay: RelayRef
+  /** our public address as this relay sees it */
+  observed: Endpoint | null = null
+  bootId: number | null = null
+  up = false
+  lastRttMs: number | null = null
+  private readonly opts: RendezvousClientOptions
+  private keepaliveMs: number
+  private timer: NodeJS.Timeout | undefined
+  private misses = 0
+  private lastRegisterSentAt = 0
+  private readonly pending = new Map<number, { resolve: (m: PeerInfoMessage) => void, reject: (e: Error) => void }>()
+  private readonly upWaiters = new Set<() => void>()
+  private stopped = false
+
+  constructor (opts: RendezvousClientOptions) {
+    super()
+    this.opts = opts
+    this.relay = opts.relay
+    this.endpoint = opts.endpoint
+    this.keepaliveMs = opts.keepaliveMs
+  }
+
+  start (): void {
+    void this.register()
+    this.schedule()
+  }
+
+  private schedule (): void {
+    clearTimeout(this.timer)
+    if (this.stopped) return
+    // register quickly while down so a restarted relay is found again within about a second
+    const delay = this.up ? this.keepaliveMs : Math.min(1_000, this.keepaliveMs)
+    this.timer = setTimeout(() => {
+      if (this.lastRegisterSentAt > 0 && ++this.misses >= MISSES_BEFORE_DOWN && this.up) this.setUp(false)
+      void this.register()
+      this.schedule()
+    }, delay)
+    this.timer.unref()
+  }
+
+  private async register (): Promise<void> {
+    const { privateKey, peerIdBytes, nodeName, psk } = this.opts
+    let body: Uint8Array
+    try {
+      body = encodeRegisterBody({ timestampMs: Date.now(), peerId: peerIdBytes, nodeName, candidates: this.opts.candidates() })
+    } catch (err) {
+      this.opts.log.error({ err }, 'cannot encode registration')
+      return
+    }
+    const signature = await privateKey.sign(body)
+    this.lastRegisterSentAt = performance.now()
+    this.send(encodeRegister(body, signature, pskMac(psk, body)))
+  }
+
+  private send (buf: Uint8Array): void {
+    if (this.stopped) return
+    this.opts.socket.trySend(buf, this.endpoint.port, this.endpoint.host)
+  }
+
+  private setUp (up: boolean): void {
+    if (this.up === up) return
+    this.up = up
+    this.opts.log.info({ relay: `${this.endpoint.host}:${this.endpoint.port}`, observed: this.observed }, up ? 'registered with relay over UDP' : 'relay not answering over UDP')
+    if (up) { for (const w of this.upWaiters) w(); this.upWaiters.clear() }
+    this.emit('state', up)
+  }
+
+  /** Resolves once registered, or false after timeoutMs (UDP blocked or relay down). */
+  async waitUp (timeoutMs: number): Promise<boolean> {
+    if (this.up) return true
+    return await new Promise((resolve) => {
+      const w = (): void => { clearTimeout(t); resolve(true) }
+      const t = setTimeout(() => { this.upWaiters.delete(w); resolve(false) }, timeoutMs)
+      this.upWaiters.add(w)
+    })
+  }
+
+  /** Messages that came from this relay's endpoint (already decoded). */
+  onMessage (m: RendezvousMessage): boolean {
+    switch (m.type) {
+      case 'registered': {
+        this.misses = 0
+        this.lastRttMs = this.lastRegisterSentAt > 0 ? performance.now() - this.lastRegisterSentAt : null
+        const restarted = this.bootId !== null && this.bootId !== m.bootId
+        this.bootId = m.bootId
+        this.observed = m.observed
+        // follow the relay's hint, but never slower than our own configured interval
+        this.keepaliveMs = Math.min(this.opts.keepaliveMs, m.keepaliveMs)
+        if (restarted) {
+          this.opts.log.warn({ relay: `${this.endpoint.host}:${this.endpoint.port}` }, 'relay restarted: dropping sessions through it')
+          this.emit('restarted')
+        }
+        this.setUp(true)
+        return true
+      }
+      case 'peer-info':
+        if (m.requestId === 0) { this.emit('incoming', m); return true }
+        this.pending.get(m.requestId)?.resolve(m)
+        return this.pending.delete(m.requestId)
+      case 'connect-error': {
+        const p = this.pending.get(m.requestId)
+        if (p == null) return false
+        this.pending.delete(m.requestId)
+        if (m.code === 3) void this.register() // relay forgot us: re-register now
+        p.reject(new ConnectRefusedError(m))
+        return true
+      }
+      default:
+        return false
+    }
+  }
+
+  /** Asks the relay to introduce us to `target`; retransmits until answered. */
+  async connect (target: Uint8Array, wantRelay: boolean, timeoutMs: number, signal?: AbortSignal): Promise<PeerInfoMessage> {
+    const requestId = randomInt(1, 0xffffffff)
+    const msg = encodeMessage({ type: 'connect', requestId, target, wantRelay })
+    return await new Promise((resolve, reject) => {
+      const cleanup = (): void => {
+        clearInterval(retry); clearTimeout(timeout)
+        signal?.removeEventListener('abort', onAbort)
+        this.pending.delete(requestId)
+      }
+      const onAbort = (): void => { cleanup(); reject(signal?.reason ?? new Error('aborted')) }
+      this.pending.set(requestId, {
+        resolve: (m) => { cleanup(); resolve(m) },
+        reject: (e) => { cleanup(); reject(e) }
+      })
+      const retry = setInterval(() => { this.send(msg) }, 200)
+      const timeout = setTimeout(() => { cleanup(); reject(new Error(`relay ${this.endpoint.host}:${this.endpoint.port} did not answer`)) }, timeoutMs)
+      signal?.addEventListener('abort', onAbort)
+      this.send(msg)
+    })
+  }
+
+  stop (): void {
+    this.stopped = true
+    clearTimeout(this.timer)
+    for (const p of this.pending.values()) p.reject(new Error('stopped'))
+    this.pending.clear()
+  }
+}

@@ -1,0 +1,113 @@
+// Helpers for libp2p v3 streams that respect backpressure. Note: @libp2p/utils 7.4.1's
+// onDrain() caches a resolved promise after the first drain and then never waits again, so
+// we wait for the next 'drain' event ourselves.
+import type { Socket } from 'node:net'
+import type { Stream } from '@libp2p/interface'
+
+type Chunk = Uint8Array | { subarray: () => Uint8Array }
+
+export function toBytes (d: Chunk): Uint8Array {
+  return d instanceof Uint8Array ? d : d.subarray()
+}
+
+export async function waitDrain (stream: Stream): Promise<void> {
+  if (!stream.writableNeedsDrain) return
+  await new Promise<void>((resolve, reject) => {
+    const onDrain = (): void => { cleanup(); resolve() }
+    const onClose = (evt: any): void => { cleanup(); reject(evt?.error ?? new Error('stream closed')) }
+    const cleanup = (): void => {
+      stream.removeEventListener('drain', onDrain)
+      stream.removeEventListener('close', onClose)
+    }
+    stream.addEventListener('drain', onDrain)
+    stream.addEventListener('close', onClose)
+  })
+}
+
+/** Sends one chunk, waiting for drain when the stream's buffer is full. */
+export async function send (stream: Stream, data: Uint8Array): Promise<void> {
+  if (!stream.send(data)) await waitDrain(stream)
+}
+
+/**
+ * Reads a stream as an async iterable with backpressure: the stream is paused while more than
+ * `highWaterMark` bytes wait unread.
+ */
+export async function * readStream (stream: Stream, highWaterMark = 1 << 20): AsyncGenerator<Uint8Array> {
+  const queue: Uint8Array[] = []
+  let queued = 0
+  let ended = false
+  let error: Error | undefined
+  let wake: (() => void) | undefined
+  const notify = (): void => { const w = wake; wake = undefined; w?.() }
+  const onMessage = (evt: any): void => {
+    const b = toBytes(evt.data)
+    queue.push(b); queued += b.byteLength
+    if (queued > highWaterMark && stream.readStatus === 'readable') stream.pause()
+    notify()
+  }
+  const onEnd = (): void => { ended = true; notify() }
+  const onClose = (evt: any): void => { if (evt?.error != null) error = evt.error; ended = true; notify() }
+  stream.addEventListener('message', onMessage)
+  stream.addEventListener('remoteCloseWrite', onEnd)
+  stream.addEventListener('close', onClose)
+  try {
+    for (;;) {
+      const b = queue.shift()
+      if (b !== undefined) {
+        queued -= b.byteLength
+        if (queued <= highWaterMark / 2 && stream.readStatus === 'paused') stream.resume()
+        yield b
+        continue
+      }
+      if (error != null) throw error
+      if (ended) return
+      await new Promise<void>((resolve) => { wake = resolve })
+    }
+  } finally {
+    stream.removeEventListener('message', onMessage)
+    stream.removeEventListener('remoteCloseWrite', onEnd)
+    stream.removeEventListener('close', onClose)
+  }
+}
+
+/** Reads exactly n bytes (or throws if the stream ends first). */
+export async function readExactly (it: AsyncIterator<Uint8Array>, n: number, carry: { rest?: Uint8Array } = {}): Promise<Uint8Array> {
+  const parts: Uint8Array[] = []
+  let have = 0
+  if (carry.rest != null) { parts.push(carry.rest); have += carry.rest.byteLength; carry.rest = undefined }
+  while (have < n) {
+    const r = await it.next()
+    if (r.done === true) throw new Error(`stream ended after ${have} of ${n} bytes`)
+    parts.push(r.value); have += r.value.byteLength
+  }
+  const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+  if (all.byteLength > n) carry.rest = all.subarray(n)
+  return all.subarray(0, n)
+}
+
+/**
+ * Pipes a TCP socket and a tunnel stream both ways with backpressure and half-close: used by
+ * the proxy and SOCKS5 capabilities.
+ */
+export function pipeSocket (sock: Socket, stream: Stream): void {
+  sock.setNoDelay(true)
+  sock.on('data', (d: Buffer) => {
+    if (stream.writeStatus !== 'writable') return
+    if (!stream.send(d)) {
+      sock.pause()
+      waitDrain(stream).then(() => sock.resume(), () => sock.destroy())
+    }
+  })
+  sock.on('end', () => { stream.close().catch(() => {}) })
+  sock.on('error', (err) => { stream.abort(err) })
+  sock.on('close', () => { if (stream.status === 'open') stream.close().catch(() => {}) })
+  stream.addEventListener('message', (evt) => {
+    if (!sock.write(toBytes(evt.data))) {
+      stream.pause()
+      sock.once('drain', () => { if (stream.readStatus === 'paused') stream.resume() })
+    }
+  })
+  stream.addEventListener('remoteCloseWrite', () => { sock.end() })
+  stream.addEventListener('close', (evt: any) => { if (evt.error != null) sock.destroy(); else sock.end() })
+}

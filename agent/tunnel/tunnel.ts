@@ -1,0 +1,618 @@
+// The tunnel: encrypted, multiplexed connections to other agents by node name, over the best
+// path available. Path discovery runs beside the data path (Tailscale's magicsock idea):
+//   - a dial races the blind UDP relay against hole punching (and direct TCP to LAN/public
+//     candidates), so the first byte never waits for a punch that fails;
+//   - every success is kept; new streams always go to the best open connection, so traffic
+//     moves to a direct path as soon as one opens;
+//   - while only relayed, punching is retried in the background;
+//   - sites with UDP blocked use libp2p circuit relay v2 over TCP (relay-tcp).
+import { randomBytes } from 'node:crypto'
+import { networkInterfaces } from 'node:os'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { Connection, PeerId, PrivateKey, Stream, StreamHandler } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { AgentConfig, RelayRef } from '../../shared/config.ts'
+import type { Logger } from '../../shared/logging.ts'
+import type { Metrics } from '../../shared/metrics.ts'
+import { createUdx, type Udx, type UdxSocket } from '../../shared/udx.ts'
+import { endpointKey, type Endpoint } from '../../shared/wire/addr.ts'
+import { ConnectErrorCode, decodeMessage, looksLikeRendezvous, type Candidate, type PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
+import { peerIdFromBytes } from '../../shared/peer-id.ts'
+import type { PeerDirectory, PeerRecord } from './directory.ts'
+import { createAgentNode, type AgentNode } from './node.ts'
+import { classifyLibp2pConnection, isDirect, pathRank, type PathKind } from './paths.ts'
+import { PunchRegistry } from './punch.ts'
+import { ConnectRefusedError, RendezvousClient } from './rendezvous-client.ts'
+import { readExactly, readStream, send } from './stream-io.ts'
+
+export const PING_PROTOCOL = '/edgemesh/ping/1.0.0'
+
+export interface TunnelOptions {
+  nodeName: string
+  privateKey: PrivateKey
+  config: AgentConfig
+  directory: PeerDirectory
+  psk?: Uint8Array
+  log: Logger
+  metrics: Metrics
+}
+
+export interface PathStatus { path: PathKind, remote: string, streams: number, openedAt: number }
+
+export interface PeerStatus {
+  node: string
+  peerId: string
+  /** path new streams use now, or 'idle' when no connection is open */
+  path: PathKind | 'idle'
+  remote: string | null
+  rttMs: number | null
+  paths: PathStatus[]
+}
+
+export interface RelayStatus { host: string, peerId: string, udp: 'up' | 'down', observed: string | null, circuit: 'reserved' | 'none', rttMs: number | null }
+
+export interface PingResult { node: string, path: PathKind, remote: string, rttMs: number, connectMs: number }
+
+interface PeerState {
+  record: PeerRecord
+  peerId: PeerId
+  dialing: Promise<Connection> | null
+  lastRttMs: number | null
+  lastPunchAt: number
+  punching: boolean
+}
+
+/** How long one dial may take across all paths before it fails. */
+const DIAL_TIMEOUT_MS = 15_000
+/** A relayed connection with no streams is closed once a direct path has been up this long. */
+const IDLE_RELAY_CLOSE_MS = 10_000
+
+/** The small interface other capabilities (proxy, socks5) use. */
+export interface TunnelApi {
+  openStream: (node: string, protocol: string, opts?: { signal?: AbortSignal }) => Promise<Stream>
+  handle: (protocol: string, handler: (stream: Stream, peer: { node: string, peerId: string }) => void) => Promise<void>
+}
+
+export class Tunnel implements TunnelApi {
+  readonly node: AgentNode
+  private readonly opts: TunnelOptions
+  private readonly udx: Udx
+  private readonly socket: UdxSocket
+  private readonly punches: PunchRegistry
+  private readonly clients: RendezvousClient[] = []
+  private readonly clientsByEndpoint = new Map<string, RendezvousClient>()
+  private readonly peers = new Map<string, PeerState>()
+  private readonly relayPeerIds: Set<string>
+  private readonly connPaths = new Map<string, PathKind>()
+  private readonly abort = new AbortController()
+  private maintenanceTimer: NodeJS.Timeout | undefined
+  private circuitBusy = new Set<string>()
+  private readonly log: Logger
+
+  private constructor (opts: TunnelOptions, node: AgentNode, udx: Udx, socket: UdxSocket) {
+    this.opts = opts
+    this.node = node
+    this.udx = udx
+    this.socket = socket
+    this.log = opts.log
+    this.punches = new PunchRegistry(socket)
+    this.relayPeerIds = new Set(opts.config.relays.map((r) => r.peerId))
+  }
+
+  static async start (opts: TunnelOptions): Promise<Tunnel> {
+    const { config } = opts
+    const udx = createUdx()
+    const socket = udx.createSocket()
+    try {
+      socket.bind(config.listen.udpPort, config.listen.host)
+    } catch (err: any) {
+      throw new Error(`listen.udpPort: cannot bind UDP ${config.listen.host}:${config.listen.udpPort}: ${err.message}`)
+    }
+    const relayIds = new Set(config.relays.map((r) => r.peerId))
+    const node = await createAgentNode({
+      privateKey: opts.privateKey,
+      listenHost: config.listen.host,
+      tcpPort: config.listen.tcpPort,
+      ...(opts.psk != null ? { psk: opts.psk } : {}),
+      isAllowedPeer: (p) => relayIds.has(p.toString()) || opts.directory.byPeerId(p.toString()) != null,
+      log: opts.log,
+      metrics: opts.metrics
+    })
+    const tunnel = new Tunnel(opts, node, udx, socket)
+    node.services.dgram.attach(udx, socket, config.tunnel.keepaliveMs, (conn, path) => { tunnel.adopt(conn, path) })
+    await tunnel.init()
+    return tunnel
+  }
+
+  private async init (): Promise<void> {
+    const { config, nodeName, metrics } = this.opts
+    this.socket.on('message', (buf, from) => { this.onDatagram(buf, from) })
+    const peerIdBytes = this.node.peerId.toMultihash().bytes
+    for (const relay of config.relays) {
+      const client = new RendezvousClient({
+        relay,
+        endpoint: { host: relay.host, port: relay.udpPort },
+        socket: this.socket,
+        privateKey: this.opts.privateKey,
+        peerIdBytes,
+        nodeName,
+        candidates: () => this.localCandidates(),
+        ...(this.opts.psk != null ? { psk: this.opts.psk } : {}),
+        keepaliveMs: config.tunnel.keepaliveMs,
+        log: this.log.child({ component: 'rendezvous' })
+      })
+      client.on('incoming', (info) => { this.onIncoming(client, info) })
+      client.on('restarted', () => { this.dropRelaySessions(client) })
+      this.clients.push(client)
+      this.clientsByEndpoint.set(endpointKey(client.endpoint), client)
+      client.start()
+    }
+    this.node.addEventListener('connection:open', (evt) => { this.onConnectionOpen(evt.detail) })
+    this.node.addEventListener('connection:close', (evt) => { this.onConnectionClose(evt.detail) })
+    await this.node.handle(PING_PROTOCOL, (stream) => { void this.servePing(stream) }, { runOnLimitedConnection: true })
+    this.maintenanceTimer = setInterval(() => { this.maintain() }, 1_000)
+    this.maintenanceTimer.unref()
+    this.maintain()
+    // give registration a moment so the first dial can use UDP paths; never block start-up long
+    await Promise.race(this.clients.map(async (c) => await c.waitUp(1_500)))
+    metrics.peerConnections.set({ path: 'direct-udp' }, 0)
+  }
+
+  get peerId (): PeerId { return this.node.peerId }
+
+  // ---------------------------------------------------------------- datagrams
+
+  private onDatagram (buf: Buffer, from: Endpoint): void {
+    const { metrics } = this.opts
+    if (!looksLikeRendezvous(buf)) { metrics.droppedDatagrams.inc({ reason: 'not-rendezvous' }); return }
+    let m
+    try {
+      m = decodeMessage(buf).message
+    } catch {
+      metrics.droppedDatagrams.inc({ reason: 'malformed' })
+      return
+    }
+    if (m.type === 'punch') {
+      if (!this.punches.onPunch(m.session, m.ack, from)) metrics.droppedDatagrams.inc({ reason: 'unknown-session' })
+      return
+    }
+    const client = this.clientsByEndpoint.get(endpointKey(from))
+    if (client == null || !client.onMessage(m)) metrics.droppedDatagrams.inc({ reason: 'unexpected' })
+  }
+
+  /** LAN addresses (same UDP/TCP ports) offered to peers for same-site direct paths. */
+  private localCandidates (): Candidate[] {
+    const { listen, tunnel } = this.opts.config
+    const hosts = new Set<string>(tunnel.advertise)
+    if (listen.host === '0.0.0.0') {
+      for (const addrs of Object.values(networkInterfaces())) {
+        for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) hosts.add(a.address)
+      }
+    } else {
+      hosts.add(listen.host)
+    }
+    const out: Candidate[] = []
+    for (const host of [...hosts].slice(0, 7)) {
+      out.push({ proto: 'udp', host, port: listen.udpPort })
+      out.push({ proto: 'tcp', host, port: this.tcpPort() })
+    }
+    return out
+  }
+
+  private tcpPort (): number {
+    for (const ma of this.node.getMultiaddrs()) {
+      const s = ma.toString()
+      const m = /\/tcp\/(\d+)/.exec(s)
+      if (m != null && !s.includes('p2p-circuit')) return Number(m[1])
+    }
+    return this.opts.config.listen.tcpPort
+  }
+
+  // ---------------------------------------------------------------- peers and connections
+
+  private peerState (record: PeerRecord): PeerState {
+    let s = this.peers.get(record.nodeName)
+    if (s == null || s.record.peerId !== record.peerId) {
+      s = { record, peerId: peerIdFromString(record.peerId), dialing: null, lastRttMs: null, lastPunchAt: 0, punching: false }
+      this.peers.set(record.nodeName, s)
+    }
+    return s
+  }
+
+  private pathOf (conn: Connection): PathKind | undefined {
+    return this.connPaths.get(conn.id) ?? this.node.services.dgram.pathOf(conn)?.path ?? classifyLibp2pConnection(conn)
+  }
+
+  private onConnectionOpen (conn: Connection): void {
+    // UDX connections are labelled by the dgram transport once their upgrade returns (adopt)
+    const path = this.pathOf(conn)
+    if (path != null) this.adopt(conn, path)
+  }
+
+  adopt (conn: Connection, path: PathKind): void {
+    if (this.connPaths.get(conn.id) === path) return
+    this.connPaths.set(conn.id, path)
+    this.updateConnectionGauge()
+    const record = this.opts.directory.byPeerId(conn.remotePeer.toString())
+    if (record != null) this.log.info({ peer: record.nodeName, path, remote: conn.remoteAddr.toString() }, 'tunnel path open')
+  }
+
+  private onConnectionClose (conn: Connection): void {
+    const path = this.connPaths.get(conn.id)
+    this.connPaths.delete(conn.id)
+    this.updateConnectionGauge()
+    const record = this.opts.directory.byPeerId(conn.remotePeer.toString())
+    if (record != null && path != null) this.log.info({ peer: record.nodeName, path }, 'tunnel path closed')
+  }
+
+  private updateConnectionGauge (): void {
+    const counts: Record<PathKind, number> = { 'direct-tcp': 0, 'direct-udp': 0, 'relay-udp': 0, 'relay-tcp': 0 }
+    for (const conn of this.node.getConnections()) {
+      if (this.relayPeerIds.has(conn.remotePeer.toString())) continue
+      const p = this.connPaths.get(conn.id)
+      if (p != null) counts[p]++
+    }
+    for (const [path, n] of Object.entries(counts)) this.opts.metrics.peerConnections.set({ path }, n)
+  }
+
+  /** Open connections to a peer, best path first. */
+  private connectionsOf (peerId: PeerId): Array<{ conn: Connection, path: PathKind }> {
+    const out: Array<{ conn: Connection, path: PathKind }> = []
+    for (const conn of this.node.getConnections(peerId)) {
+      if (conn.status !== 'open') continue
+      const path = this.pathOf(conn)
+      if (path != null) out.push({ conn, path })
+    }
+    return out.sort((a, b) => pathRank(a.path) - pathRank(b.path) || a.conn.timeline.open - b.conn.timeline.open)
+  }
+
+  private resolve (nodeName: string): PeerState {
+    const record = this.opts.directory.byName(nodeName)
+    if (record == null) throw new Error(`unknown node "${nodeName}": not in the peer directory`)
+    if (record.peerId === this.node.peerId.toString()) throw new Error(`"${nodeName}" is this node`)
+    return this.peerState(record)
+  }
+
+  /** The best open connection to a node, dialing if there is none. */
+  async connection (nodeName: string, signal?: AbortSignal): Promise<Connection> {
+    const state = this.resolve(nodeName)
+    const best = this.connectionsOf(state.peerId)[0]
+    if (best != null) return best.conn
+    state.dialing ??= this.dial(state).finally(() => { state.dialing = null })
+    return signal == null ? await state.dialing : await Promise.race([state.dialing, abortPromise(signal)])
+  }
+
+  async openStream (nodeName: string, protocol: string, opts: { signal?: AbortSignal } = {}): Promise<Stream> {
+    const conn = await this.connection(nodeName, opts.signal)
+    return await conn.newStream(protocol, { runOnLimitedConnection: true, ...(opts.signal != null ? { signal: opts.signal } : {}) })
+  }
+
+  async handle (protocol: string, handler: (stream: Stream, peer: { node: string, peerId: string }) => void): Promise<void> {
+    const wrapped: StreamHandler = (stream, conn) => {
+      const peerId = conn.remotePeer.toString()
+      const record = this.opts.directory.byPeerId(peerId)
+      if (record == null) { stream.abort(new Error('unknown peer')); return }
+      handler(stream, { node: record.nodeName, peerId })
+    }
+    await this.node.handle(protocol, wrapped, { runOnLimitedConnection: true, maxInboundStreams: 1024, maxOutboundStreams: 1024 })
+  }
+
+  /**
+   * A connection to a node and its path: the best one, or (diagnostics) a fresh connection to
+   * an explicit multiaddr such as a port-forwarded TCP address.
+   */
+  async connectionVia (nodeName: string, via?: string): Promise<{ conn: Connection, path: PathKind }> {
+    if (via == null) {
+      const conn = await this.connection(nodeName)
+      return { conn, path: this.pathOf(conn) ?? 'relay-tcp' }
+    }
+    const state = this.resolve(nodeName)
+    const ma = multiaddr(via.includes('/p2p/') ? via : `${via}/p2p/${state.peerId.toString()}`)
+    const conn = await this.dialTcp(ma, state, 'direct-tcp', AbortSignal.timeout(DIAL_TIMEOUT_MS))
+    return { conn, path: this.pathOf(conn) ?? 'direct-tcp' }
+  }
+
+  /** Closes every connection to a node (the next stream dials afresh). */
+  async disconnect (nodeName: string): Promise<void> {
+    const state = this.resolve(nodeName)
+    await Promise.all(this.node.getConnections(state.peerId).map(async (c) => { await c.close().catch(() => c.abort(new Error('disconnect'))) }))
+  }
+
+  // ---------------------------------------------------------------- dialing
+
+  private upClient (): RendezvousClient | undefined {
+    return this.clients.find((c) => c.up)
+  }
+
+  private async dial (state: PeerState): Promise<Connection> {
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
+    const attempts: Array<Promise<Connection>> = []
+    for (const a of state.record.addresses) attempts.push(this.dialTcp(multiaddr(a), state, 'direct-tcp', signal))
+    const client = this.upClient()
+    attempts.push(client != null ? this.rendezvousDial(client, state, signal) : this.circuitDial(state, signal))
+    try {
+      return await Promise.any(attempts)
+    } catch (err: any) {
+      const reasons = err instanceof AggregateError ? err.errors.map((e: any) => e?.message ?? String(e)).join('; ') : String(err?.message ?? err)
+      throw new Error(`cannot reach ${state.record.nodeName}: ${reasons}`)
+    }
+  }
+
+  /**
+   * Asks the relay for an introduction, then races the blind relay leg, the punched leg and
+   * direct TCP to usable candidates; resolves with the first connection. The others keep
+   * going and, if they succeed, become additional (possibly better) paths.
+   */
+  private async rendezvousDial (client: RendezvousClient, state: PeerState, signal: AbortSignal): Promise<Connection> {
+    let info: PeerInfoMessage
+    try {
+      info = await client.connect(state.peerId.toMultihash().bytes, true, 2_000, signal)
+    } catch (err) {
+      // the peer has no UDP registration (UDP blocked at its site) or the relay is silent
+      if (err instanceof ConnectRefusedError && err.code !== ConnectErrorCode.peerNotOnUdp) throw err
+      return await this.circuitDial(state, signal)
+    }
+    if (!info.peer.every((b, i) => b === state.peerId.toMultihash().bytes[i])) throw new Error('relay introduced the wrong peer')
+    const legs = this.startLegs(client, info, state.peerId, signal)
+    try {
+      return await Promise.any(legs)
+    } catch {
+      // no UDP leg worked (for example both sides symmetric and no relay leg): TCP circuit
+      return await this.circuitDial(state, signal)
+    }
+  }
+
+  /** Starts the relay, punch and TCP legs for one introduction (both roles). */
+  private startLegs (client: RendezvousClient, info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal): Array<Promise<Connection>> {
+    const legs: Array<Promise<Connection>> = []
+    if (info.relayLocalId !== 0) {
+      legs.push(this.node.services.dgram.dial({
+        remotePeer: peerId, remote: client.endpoint, localId: info.relayLocalId, remoteId: info.relayRemoteId,
+        initiator: info.initiator, path: 'relay-udp', signal
+      }))
+    }
+    legs.push(this.punchLeg(info, peerId, signal))
+    if (info.initiator) {
+      for (const c of info.candidates) {
+        if (c.proto === 'tcp' && this.isUsefulTcpCandidate(c)) {
+          legs.push(this.dialTcp(multiaddr(`/ip4/${c.host}/tcp/${c.port}/p2p/${peerId.toString()}`), null, 'direct-tcp', signal))
+        }
+      }
+    }
+    for (const leg of legs) leg.catch(() => {}) // losers are fine; failures are logged per leg
+    return legs
+  }
+
+  private async punchLeg (info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal): Promise<Connection> {
+    const { metrics, config } = this.opts
+    const udp = info.candidates.filter((c) => c.proto === 'udp')
+    const r = await this.punches.punch(info.session, udp, { timeoutMs: config.tunnel.punchTimeoutMs, signal })
+    if (r == null) {
+      metrics.punches.inc({ outcome: 'failed' })
+      throw new Error('hole punching failed (symmetric NAT or UDP filtered)')
+    }
+    metrics.punches.inc({ outcome: 'ok' })
+    metrics.punchMs.observe(r.ms)
+    this.log.debug({ peer: peerId.toString(), remote: endpointKey(r.remote), ms: +r.ms.toFixed(1) }, 'hole punched')
+    return await this.node.services.dgram.dial({
+      remotePeer: peerId, remote: r.remote, localId: info.directLocalId, remoteId: info.directRemoteId,
+      initiator: info.initiator, path: 'direct-udp', signal
+    })
+  }
+
+  /** TCP candidates worth a dial: same subnet as one of ours, or a public address. */
+  private isUsefulTcpCandidate (c: Endpoint): boolean {
+    if (c.host.includes(':')) return false
+    for (const addrs of Object.values(networkInterfaces())) {
+      for (const a of addrs ?? []) {
+        if (a.family !== 'IPv4' || a.internal) continue
+        if (a.address === c.host) return false
+        if (sameSubnet(a.address, c.host, a.netmask)) return true
+      }
+    }
+    return !isPrivateIPv4(c.host)
+  }
+
+  private async dialTcp (ma: Multiaddr, state: PeerState | null, path: PathKind, signal: AbortSignal): Promise<Connection> {
+    const conn = await this.node.dial(ma, { force: true, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
+    if (state != null && !conn.remotePeer.equals(state.peerId)) { await conn.close(); throw new Error('wrong peer at direct address') }
+    this.connPaths.set(conn.id, path)
+    return conn
+  }
+
+  /** relay-tcp: libp2p circuit relay v2 through each relay in turn. */
+  private async circuitDial (state: PeerState, signal: AbortSignal): Promise<Connection> {
+    const errors: string[] = []
+    for (const relay of this.opts.config.relays) {
+      try {
+        const conn = await this.node.dial(circuitAddr(relay, state.peerId), { force: true, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
+        this.connPaths.set(conn.id, 'relay-tcp')
+        return conn
+      } catch (err: any) {
+        errors.push(`${relay.host}: ${err.message}`)
+      }
+    }
+    throw new Error(`relay-tcp failed (${errors.join('; ')})`)
+  }
+
+  /** The relay introduced a peer that wants to reach us: run our side of every leg. */
+  private onIncoming (client: RendezvousClient, info: PeerInfoMessage): void {
+    let peerId: PeerId
+    try { peerId = peerIdFromBytes(info.peer) } catch { this.opts.metrics.droppedDatagrams.inc({ reason: 'bad-peer-id' }); return }
+    const record = this.opts.directory.byPeerId(peerId.toString())
+    if (record == null) {
+      this.opts.metrics.rejectedConnections.inc({ reason: 'unknown-peer' })
+      this.log.warn({ peer: peerId.toString(), name: info.peerName }, 'refused introduction from unknown peer (not in the peer directory)')
+      return
+    }
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
+    this.startLegs(client, info, peerId, signal)
+  }
+
+  // ---------------------------------------------------------------- background work
+
+  /** Runs every second: circuit reservations, background punching, idle relay cleanup. */
+  private maintain (): void {
+    this.ensureCircuitReservations()
+    const now = Date.now()
+    for (const state of this.peers.values()) {
+      const conns = this.connectionsOf(state.peerId)
+      if (conns.length === 0) continue
+      const hasDirect = conns.some((c) => isDirect(c.path))
+      if (!hasDirect) {
+        this.retryPunch(state, now)
+        continue
+      }
+      // a direct path is up: relayed connections with no streams left are closed
+      for (const { conn, path } of conns) {
+        if (isDirect(path)) continue
+        if (conn.streams.length === 0 && now - conn.timeline.open > IDLE_RELAY_CLOSE_MS) {
+          conn.close().catch(() => {})
+        }
+      }
+    }
+  }
+
+  private retryPunch (state: PeerState, now: number): void {
+    const client = this.upClient()
+    if (client == null || state.punching || now - state.lastPunchAt < this.opts.config.tunnel.punchRetryMs) return
+    state.punching = true
+    state.lastPunchAt = now
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
+    client.connect(state.peerId.toMultihash().bytes, false, 2_000, signal)
+      .then(async (info) => { await this.punchLeg(info, state.peerId, signal) })
+      .then(() => { this.log.info({ peer: state.record.nodeName }, 'background punch opened a direct path') })
+      .catch(() => {})
+      .finally(() => { state.punching = false })
+  }
+
+  /** Listens on each relay's circuit address; re-reserves after the relay restarts. */
+  private ensureCircuitReservations (): void {
+    const addrs = this.node.getMultiaddrs().map(String)
+    for (const relay of this.opts.config.relays) {
+      const reserved = addrs.some((a) => a.includes(`/p2p/${relay.peerId}/p2p-circuit`))
+      if (reserved || this.circuitBusy.has(relay.peerId)) continue
+      this.circuitBusy.add(relay.peerId)
+      const listenAddr = multiaddr(`/ip4/${relay.host}/tcp/${relay.tcpPort}/p2p/${relay.peerId}/p2p-circuit`)
+      const tm = (this.node as any).components.transportManager
+      tm.listen([listenAddr])
+        .catch((err: any) => { this.log.debug({ relay: relay.host, err: err.message }, 'circuit reservation failed; retrying') })
+        .finally(() => { this.circuitBusy.delete(relay.peerId) })
+    }
+  }
+
+  /** A restarted relay lost every blind relay pair: close our sessions through it so streams redial. */
+  private dropRelaySessions (client: RendezvousClient): void {
+    for (const conn of this.node.getConnections()) {
+      const p = this.node.services.dgram.pathOf(conn)
+      if (p?.path === 'relay-udp' && endpointKey(p.remote) === endpointKey(client.endpoint)) {
+        conn.abort(new Error('relay restarted'))
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- status and ping
+
+  private async servePing (stream: Stream): Promise<void> {
+    try {
+      for await (const chunk of readStream(stream)) await send(stream, chunk)
+      await stream.close()
+    } catch (err) {
+      stream.abort(err as Error)
+    }
+  }
+
+  async ping (nodeName: string, opts: { count?: number, signal?: AbortSignal } = {}): Promise<PingResult> {
+    const t0 = performance.now()
+    const conn = await this.connection(nodeName, opts.signal)
+    const connectMs = performance.now() - t0
+    const path = this.pathOf(conn) ?? 'relay-tcp'
+    const stream = await conn.newStream(PING_PROTOCOL, { runOnLimitedConnection: true })
+    const it = readStream(stream)[Symbol.asyncIterator]()
+    const carry: { rest?: Uint8Array } = {}
+    const rtts: number[] = []
+    for (let i = 0; i < (opts.count ?? 3); i++) {
+      const probe = randomBytes(16)
+      const t = performance.now()
+      await send(stream, probe)
+      const echoed = await readExactly(it, 16, carry)
+      if (!Buffer.from(echoed).equals(probe)) throw new Error('ping: corrupted echo')
+      rtts.push(performance.now() - t)
+    }
+    await stream.close()
+    const rttMs = Math.min(...rtts)
+    const state = this.resolve(nodeName)
+    state.lastRttMs = rttMs
+    return { node: nodeName, path, remote: remoteOf(conn, this.node.services.dgram.pathOf(conn)?.remote), rttMs, connectMs }
+  }
+
+  status (): { node: string, peerId: string, relays: RelayStatus[], peers: PeerStatus[] } {
+    const addrs = this.node.getMultiaddrs().map(String)
+    const relays: RelayStatus[] = this.clients.map((c) => ({
+      host: c.relay.host,
+      peerId: c.relay.peerId,
+      udp: c.up ? 'up' : 'down',
+      observed: c.observed != null ? endpointKey(c.observed) : null,
+      circuit: addrs.some((a) => a.includes(`/p2p/${c.relay.peerId}/p2p-circuit`)) ? 'reserved' : 'none',
+      rttMs: c.lastRttMs
+    }))
+    const peers: PeerStatus[] = []
+    for (const record of this.opts.directory.list()) {
+      if (record.peerId === this.node.peerId.toString()) continue
+      const state = this.peerState(record)
+      const conns = this.connectionsOf(state.peerId)
+      const best = conns[0]
+      peers.push({
+        node: record.nodeName,
+        peerId: record.peerId,
+        path: best?.path ?? 'idle',
+        remote: best != null ? remoteOf(best.conn, this.node.services.dgram.pathOf(best.conn)?.remote) : null,
+        rttMs: state.lastRttMs,
+        paths: conns.map(({ conn, path }) => ({ path, remote: remoteOf(conn, this.node.services.dgram.pathOf(conn)?.remote), streams: conn.streams.length, openedAt: conn.timeline.open }))
+      })
+    }
+    return { node: this.opts.nodeName, peerId: this.node.peerId.toString(), relays, peers }
+  }
+
+  async stop (): Promise<void> {
+    this.abort.abort(new Error('tunnel stopping'))
+    clearInterval(this.maintenanceTimer)
+    for (const c of this.clients) c.stop()
+    await this.node.stop()
+    await this.socket.close()
+  }
+}
+
+function circuitAddr (relay: RelayRef, target: PeerId): Multiaddr {
+  return multiaddr(`/ip4/${relay.host}/tcp/${relay.tcpPort}/p2p/${relay.peerId}/p2p-circuit/p2p/${target.toString()}`)
+}
+
+function remoteOf (conn: Connection, udx: Endpoint | undefined): string {
+  if (udx != null) return endpointKey(udx)
+  const s = conn.remoteAddr.toString()
+  const m = /^\/ip[46]\/([^/]+)\/tcp\/(\d+)/.exec(s)
+  if (m == null) return s
+  return s.includes('/p2p-circuit') ? `${m[1]}:${m[2]} (circuit)` : `${m[1]}:${m[2]}`
+}
+
+function ipv4ToInt (ip: string): number {
+  return ip.split('.').reduce((acc, p) => ((acc << 8) | Number(p)) >>> 0, 0)
+}
+
+function sameSubnet (a: string, b: string, mask: string): boolean {
+  const m = ipv4ToInt(mask)
+  return (ipv4ToInt(a) & m) === (ipv4ToInt(b) & m)
+}
+
+function isPrivateIPv4 (ip: string): boolean {
+  const n = ipv4ToInt(ip)
+  const inRange = (base: string, bits: number): boolean => ((n ^ ipv4ToInt(base)) >>> (32 - bits)) === 0
+  return inRange('10.0.0.0', 8) || inRange('172.16.0.0', 12) || inRange('192.168.0.0', 16) || inRange('100.64.0.0', 10) || inRange('169.254.0.0', 16) || inRange('127.0.0.0', 8)
+}
+
+async function abortPromise (signal: AbortSignal): Promise<never> {
+  return await new Promise((_resolve, reject) => {
+    if (signal.aborted) { reject(signal.reason); return }
+    signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
+  })
+}

@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+// Runs the TypeScript sources directly (Node 24 strips types); see README.
+import { main } from '../agent/main.ts'
+import { runMain } from '../shared/cli-main.ts'
+runMain(() => main(process.argv.slice(2)))
