@@ -4,6 +4,7 @@ import { defineConfig } from 'vitest/config'
 // processes, so they run one file at a time (2 cores) with generous timeouts.
 export default defineConfig({
   test: {
+    reporters: ['default', './test/summary-reporter.ts'],
     projects: [
       {
         test: {

@@ -9,7 +9,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { preSharedKey } from '@libp2p/pnet'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
-import type { ConnectionEncrypter, MultiaddrConnection, PeerId, PrivateKey } from '@libp2p/interface'
+import type { MultiaddrConnection, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { DgramTransport, type DgramTransportComponents } from './dgram-transport.ts'
@@ -31,33 +31,44 @@ function describe (conn: { remoteAddr?: { toString: () => string } }): string {
   return conn.remoteAddr?.toString() ?? 'unknown address'
 }
 
-/** Wraps noise so a failed handshake (wrong PSK, not an edgemesh peer, garbage) is logged and counted. */
-function reportingEncrypter (inner: ConnectionEncrypter, opts: AgentNodeOptions, hasPsk: boolean): ConnectionEncrypter {
-  const wrapped: ConnectionEncrypter = Object.create(inner)
-  const report = (err: any, conn: unknown, direction: string): never => {
+/**
+ * Logs and counts every connection that fails its upgrade (garbage before multistream-select,
+ * wrong PSK, failed noise handshake). libp2p reports these only on its debug channel; peers
+ * refused by the gater are logged by the gater itself.
+ */
+function reportUpgradeFailures (node: Libp2p, opts: AgentNodeOptions): void {
+  const upgrader = (node as any).components.upgrader
+  const hasPsk = opts.psk != null
+  const report = (err: any, maConn: unknown, direction: string): void => {
+    const name = String(err?.name ?? '')
+    if (name === 'ConnectionInterceptedError' || name === 'AbortError' || name === 'TimeoutError' || name === 'ConnectionDeniedError') return
+    if (direction === 'outbound' && name !== 'EncryptionFailedError') return
     const reason = hasPsk ? 'handshake failed (wrong pre-shared key, or not an edgemesh peer)' : 'handshake failed (not an edgemesh peer, or garbage on the wire)'
     opts.metrics.rejectedConnections.inc({ reason: 'handshake' })
-    opts.log.warn({ remote: describe(conn as any), direction, err: err?.message }, `refused connection: ${reason}`)
-    throw err
+    opts.log.warn({ remote: describe(maConn as any), direction, err: err?.message }, `refused connection: ${reason}`)
   }
-  wrapped.secureInbound = async (conn, o) => await inner.secureInbound(conn, o).catch((err) => report(err, conn, 'inbound'))
-  wrapped.secureOutbound = async (conn, o) => await inner.secureOutbound(conn, o).catch((err) => report(err, conn, 'outbound'))
-  return wrapped
+  const inbound = upgrader.upgradeInbound.bind(upgrader)
+  const outbound = upgrader.upgradeOutbound.bind(upgrader)
+  upgrader.upgradeInbound = async (maConn: unknown, o: unknown) => {
+    try { return await inbound(maConn, o) } catch (err) { report(err, maConn, 'inbound'); throw err }
+  }
+  upgrader.upgradeOutbound = async (maConn: unknown, o: any) => {
+    try { return await outbound(maConn, o) } catch (err) { report(err, maConn, o?.initiator === false ? 'inbound' : 'outbound'); throw err }
+  }
 }
 
 export async function createAgentNode (opts: AgentNodeOptions): Promise<AgentNode> {
-  const hasPsk = opts.psk != null
   const refuse = (peerId: PeerId, maConn: MultiaddrConnection): boolean => {
     if (opts.isAllowedPeer(peerId)) return false
     opts.metrics.rejectedConnections.inc({ reason: 'unknown-peer' })
     opts.log.warn({ peer: peerId.toString(), remote: describe(maConn) }, 'refused connection from unknown peer (not in the peer directory)')
     return true
   }
-  return await createLibp2p({
+  const node = await createLibp2p({
     privateKey: opts.privateKey,
     addresses: { listen: [`/ip4/${opts.listenHost}/tcp/${opts.tcpPort}`] },
     transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 3_000 })],
-    connectionEncrypters: [(components: any) => reportingEncrypter(noise()(components), opts, hasPsk)],
+    connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
     connectionGater: {
@@ -73,5 +84,7 @@ export async function createAgentNode (opts: AgentNodeOptions): Promise<AgentNod
       identify: identify(),
       dgram: (components: DgramTransportComponents) => new DgramTransport(components)
     }
-  }) as unknown as AgentNode
+  })
+  reportUpgradeFailures(node, opts)
+  return node as unknown as AgentNode
 }

@@ -64,7 +64,7 @@ interface PeerState {
 
 /** How long one dial may take across all paths before it fails. */
 const DIAL_TIMEOUT_MS = 15_000
-/** A relayed connection with no streams is closed once a direct path has been up this long. */
+/** A connection on a worse path with no streams is closed once the better one is this old. */
 const IDLE_RELAY_CLOSE_MS = 10_000
 
 /** The small interface other capabilities (proxy, socks5) use. */
@@ -458,31 +458,37 @@ export class Tunnel implements TunnelApi {
     for (const state of this.peers.values()) {
       const conns = this.connectionsOf(state.peerId)
       if (conns.length === 0) continue
-      const hasDirect = conns.some((c) => isDirect(c.path))
-      if (!hasDirect) {
-        this.retryPunch(state, now)
-        continue
-      }
-      // a direct path is up: relayed connections with no streams left are closed
-      for (const { conn, path } of conns) {
-        if (isDirect(path)) continue
-        if (conn.streams.length === 0 && now - conn.timeline.open > IDLE_RELAY_CLOSE_MS) {
+      const best = conns[0]!
+      if (!isDirect(best.path)) this.retryPunch(state, now, best.path)
+      // connections on worse paths that carry no streams are closed once the better one has
+      // been up a while (streams already on them finish where they are)
+      for (const { conn, path } of conns.slice(1)) {
+        if (pathRank(path) > pathRank(best.path) && conn.streams.length === 0 &&
+            now - best.conn.timeline.open > IDLE_RELAY_CLOSE_MS) {
           conn.close().catch(() => {})
         }
       }
     }
   }
 
-  private retryPunch (state: PeerState, now: number): void {
+  /**
+   * While a peer is only relayed: ask for a new introduction and punch again. If all we have
+   * is relay-tcp (for example after a relay restart), also take a UDP relay leg: it is faster.
+   */
+  private retryPunch (state: PeerState, now: number, best: PathKind): void {
     const client = this.upClient()
-    if (client == null || state.punching || now - state.lastPunchAt < this.opts.config.tunnel.punchRetryMs) return
+    const interval = best === 'relay-tcp' ? 2_000 : this.opts.config.tunnel.punchRetryMs
+    if (client == null || state.punching || now - state.lastPunchAt < interval) return
     state.punching = true
     state.lastPunchAt = now
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
-    client.connect(state.peerId.toMultihash().bytes, false, 2_000, signal)
-      .then(async (info) => { await this.punchLeg(info, state.peerId, signal) })
-      .then(() => { this.log.info({ peer: state.record.nodeName }, 'background punch opened a direct path') })
-      .catch(() => {})
+    client.connect(state.peerId.toMultihash().bytes, best === 'relay-tcp', 2_000, signal)
+      .then(async (info) => { await Promise.any(this.startLegs(client, info, state.peerId, signal)) })
+      .then(() => { this.log.debug({ peer: state.record.nodeName }, 'background attempt opened a better path') })
+      .catch((err) => {
+        // a UDP-blocked peer will stay so for a while: do not ask again every 2 s
+        if (err instanceof ConnectRefusedError && err.code === ConnectErrorCode.peerNotOnUdp) state.lastPunchAt = now + this.opts.config.tunnel.punchRetryMs
+      })
       .finally(() => { state.punching = false })
   }
 
