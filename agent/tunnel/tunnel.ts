@@ -354,36 +354,49 @@ export class Tunnel implements TunnelApi {
     }
     if (!info.peer.every((b, i) => b === state.peerId.toMultihash().bytes[i])) throw new Error('relay introduced the wrong peer')
     const legs = this.startLegs(client, info, state.peerId, signal)
+    let first: Connection
     try {
-      return await Promise.any(legs)
+      first = await Promise.any(legs.all)
     } catch {
       // no UDP leg worked (for example both sides symmetric and no relay leg): TCP circuit
       return await this.circuitDial(state, signal)
     }
+    // The relay usually wins by a hair even when the punch worked (both run a handshake).
+    // If the hole is already open, the direct connection is moments away: take it instead,
+    // since a stream stays on the connection it was opened on. A failed punch never gets here.
+    if (!isDirect(this.pathOf(first) ?? 'relay-tcp') && legs.holeOpen()) {
+      try {
+        return await Promise.race([Promise.any(legs.direct), rejectAfter(1_000)])
+      } catch {}
+    }
+    return first
   }
 
   /** Starts the relay, punch and TCP legs for one introduction (both roles). */
-  private startLegs (client: RendezvousClient, info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal): Array<Promise<Connection>> {
-    const legs: Array<Promise<Connection>> = []
+  private startLegs (client: RendezvousClient, info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal): { all: Array<Promise<Connection>>, direct: Array<Promise<Connection>>, holeOpen: () => boolean } {
+    const direct: Array<Promise<Connection>> = []
+    const all: Array<Promise<Connection>> = []
     if (info.relayLocalId !== 0) {
-      legs.push(this.node.services.dgram.dial({
+      all.push(this.node.services.dgram.dial({
         remotePeer: peerId, remote: client.endpoint, localId: info.relayLocalId, remoteId: info.relayRemoteId,
         initiator: info.initiator, path: 'relay-udp', signal
       }))
     }
-    legs.push(this.punchLeg(info, peerId, signal))
+    let holeOpen = false
+    direct.push(this.punchLeg(info, peerId, signal, () => { holeOpen = true }))
     if (info.initiator) {
       for (const c of info.candidates) {
         if (c.proto === 'tcp' && this.isUsefulTcpCandidate(c)) {
-          legs.push(this.dialTcp(multiaddr(`/ip4/${c.host}/tcp/${c.port}/p2p/${peerId.toString()}`), null, 'direct-tcp', signal))
+          direct.push(this.dialTcp(multiaddr(`/ip4/${c.host}/tcp/${c.port}/p2p/${peerId.toString()}`), null, 'direct-tcp', signal))
         }
       }
     }
-    for (const leg of legs) leg.catch(() => {}) // losers are fine; failures are logged per leg
-    return legs
+    all.push(...direct)
+    for (const leg of all) leg.catch(() => {}) // losers are fine
+    return { all, direct, holeOpen: () => holeOpen }
   }
 
-  private async punchLeg (info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal): Promise<Connection> {
+  private async punchLeg (info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal, onHoleOpen: () => void = () => {}): Promise<Connection> {
     const { metrics, config } = this.opts
     const udp = info.candidates.filter((c) => c.proto === 'udp')
     const r = await this.punches.punch(info.session, udp, { timeoutMs: config.tunnel.punchTimeoutMs, signal })
@@ -391,6 +404,7 @@ export class Tunnel implements TunnelApi {
       metrics.punches.inc({ outcome: 'failed' })
       throw new Error('hole punching failed (symmetric NAT or UDP filtered)')
     }
+    onHoleOpen()
     metrics.punches.inc({ outcome: 'ok' })
     metrics.punchMs.observe(r.ms)
     this.log.debug({ peer: peerId.toString(), remote: endpointKey(r.remote), ms: +r.ms.toFixed(1) }, 'hole punched')
@@ -442,7 +456,7 @@ export class Tunnel implements TunnelApi {
     const record = this.opts.directory.byPeerId(peerId.toString())
     if (record == null) {
       this.opts.metrics.rejectedConnections.inc({ reason: 'unknown-peer' })
-      this.log.warn({ peer: peerId.toString(), name: info.peerName }, 'refused introduction from unknown peer (not in the peer directory)')
+      this.log.warn({ peer: peerId.toString(), claimedName: info.peerName }, 'refused introduction from unknown peer (not in the peer directory)')
       return
     }
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
@@ -483,7 +497,7 @@ export class Tunnel implements TunnelApi {
     state.lastPunchAt = now
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
     client.connect(state.peerId.toMultihash().bytes, best === 'relay-tcp', 2_000, signal)
-      .then(async (info) => { await Promise.any(this.startLegs(client, info, state.peerId, signal)) })
+      .then(async (info) => { await Promise.any(this.startLegs(client, info, state.peerId, signal).all) })
       .then(() => { this.log.debug({ peer: state.record.nodeName }, 'background attempt opened a better path') })
       .catch((err) => {
         // a UDP-blocked peer will stay so for a while: do not ask again every 2 s
@@ -533,19 +547,25 @@ export class Tunnel implements TunnelApi {
     const conn = await this.connection(nodeName, opts.signal)
     const connectMs = performance.now() - t0
     const path = this.pathOf(conn) ?? 'relay-tcp'
-    const stream = await conn.newStream(PING_PROTOCOL, { runOnLimitedConnection: true })
-    const it = readStream(stream)[Symbol.asyncIterator]()
-    const carry: { rest?: Uint8Array } = {}
     const rtts: number[] = []
-    for (let i = 0; i < (opts.count ?? 3); i++) {
-      const probe = randomBytes(16)
-      const t = performance.now()
-      await send(stream, probe)
-      const echoed = await readExactly(it, 16, carry)
-      if (!Buffer.from(echoed).equals(probe)) throw new Error('ping: corrupted echo')
-      rtts.push(performance.now() - t)
+    try {
+      const stream = await conn.newStream(PING_PROTOCOL, { runOnLimitedConnection: true })
+      const it = readStream(stream)[Symbol.asyncIterator]()
+      const carry: { rest?: Uint8Array } = {}
+      for (let i = 0; i < (opts.count ?? 3); i++) {
+        const probe = randomBytes(16)
+        const t = performance.now()
+        await send(stream, probe)
+        const echoed = await readExactly(it, 16, carry)
+        if (!Buffer.from(echoed).equals(probe)) throw new Error('corrupted echo')
+        rtts.push(performance.now() - t)
+      }
+      await stream.close()
+    } catch (err: any) {
+      // a peer that refuses us (directory, PSK) closes right after the handshake
+      if (conn.status !== 'open') throw new Error(`ping ${nodeName}: the peer closed the connection (does it list this node in its peer directory, with the same pre-shared key?)`)
+      throw new Error(`ping ${nodeName}: ${err?.message ?? String(err)}`)
     }
-    await stream.close()
     const rttMs = Math.min(...rtts)
     const state = this.resolve(nodeName)
     state.lastRttMs = rttMs
@@ -614,6 +634,10 @@ function isPrivateIPv4 (ip: string): boolean {
   const n = ipv4ToInt(ip)
   const inRange = (base: string, bits: number): boolean => ((n ^ ipv4ToInt(base)) >>> (32 - bits)) === 0
   return inRange('10.0.0.0', 8) || inRange('172.16.0.0', 12) || inRange('192.168.0.0', 16) || inRange('100.64.0.0', 10) || inRange('169.254.0.0', 16) || inRange('127.0.0.0', 8)
+}
+
+async function rejectAfter (ms: number): Promise<never> {
+  return await new Promise((_resolve, reject) => { setTimeout(() => { reject(new Error('timeout')) }, ms) })
 }
 
 async function abortPromise (signal: AbortSignal): Promise<never> {

@@ -34,7 +34,7 @@ export interface MeshOptions {
 }
 
 export interface MeshRelay { host: string, ip: string, peerId: string, proc: LabProcess, configFile: string }
-export interface MeshAgent { host: string, nodeName: string, peerId: string, socket: string, configFile: string, proc: LabProcess }
+export interface MeshAgent { host: string, nodeName: string, peerId: string, socket: string, configFile: string, proc: LabProcess, extra?: boolean }
 
 export class Mesh {
   readonly lab: Lab
@@ -123,7 +123,7 @@ export class Mesh {
   }
 
   async writePeersFile (extra: Array<{ name: string, peerId: string }> = []): Promise<void> {
-    const peers = [...this.agents.values()].map((a) => ({ name: a.nodeName, peerId: a.peerId }))
+    const peers = [...this.agents.values()].filter((a) => a.extra !== true).map((a) => ({ name: a.nodeName, peerId: a.peerId }))
     await writeFile(this.peersFile, stringify({ peers: [...peers, ...(this.opts.extraPeers ?? []), ...extra] }))
   }
 
@@ -135,6 +135,39 @@ export class Mesh {
   async startAgent (a: MeshAgent): Promise<void> {
     a.proc = this.lab.spawn(a.host, [NODE, AGENT_BIN, '--config', a.configFile], { logFile: join(this.dir, `${a.host}.log`) })
     await a.proc.waitForLine(/edgemesh-agent ready/, 20_000)
+  }
+
+  /**
+   * Starts an agent outside the mesh's shared peers file, with its own peers list and PSK
+   * choice: used to play an unknown peer or one with the wrong pre-shared key.
+   */
+  async startExtraAgent (host: string, opts: { psk: 'same' | 'wrong' | 'none', peers: Array<{ name: string, peerId: string, addresses?: string[] }> }): Promise<MeshAgent> {
+    const configFile = join(this.dir, `${host}.yaml`)
+    const peersFile = join(this.dir, `${host}-peers.yaml`)
+    let pskFile: string | undefined
+    if (opts.psk === 'same') pskFile = join(this.dir, 'swarm.key')
+    if (opts.psk === 'wrong') {
+      pskFile = join(this.dir, `${host}-wrong.key`)
+      await writeFile(pskFile, `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}`)
+    }
+    const relays = this.relays.map((r) => ({ host: r.ip, peerId: r.peerId, tcpPort: 4001, udpPort: 4002 }))
+    await writeFile(configFile, stringify({
+      nodeName: this.nodeName(host),
+      identityFile: join(this.dir, `${host}.key`),
+      listen: { host: '0.0.0.0', udpPort: 4003, tcpPort: 4004 },
+      controlSocket: join(this.dir, `${host}.sock`),
+      relays,
+      peersFile,
+      diagnostics: true,
+      logLevel: this.opts.logLevel ?? 'info',
+      ...(pskFile != null ? { pskFile } : {})
+    }))
+    const peerId = await this.printPeerId(AGENT_BIN, configFile)
+    await writeFile(peersFile, stringify({ peers: [...opts.peers, { name: this.nodeName(host), peerId }] }))
+    const agent: MeshAgent = { host, nodeName: this.nodeName(host), peerId, socket: join(this.dir, `${host}.sock`), configFile, proc: undefined as unknown as LabProcess, extra: true }
+    this.agents.set(host, agent)
+    await this.startAgent(agent)
+    return agent
   }
 
   /** SIGKILLs a relay and starts it again with the same identity and ports. */

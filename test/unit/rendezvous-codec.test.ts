@@ -704,11 +704,13 @@ describe('fuzz: decodeMessage only ever throws WireError', () => {
       { weight: 1, arbitrary: fc.constantFrom(...validWires) },
       { weight: 3, arbitrary: messageArb.map(encodeAny) }
     )
-    let rejected = 0
+    let rejected = 0; let ok = 0
     fc.assert(fc.property(source, fc.array(mutation, { minLength: 1, maxLength: 4 }), (wire, mus) => {
       const mutated = mus.reduce(apply, wire)
-      if (checkDecode(mutated) === 'wire-error') rejected++
+      if (checkDecode(mutated) === 'wire-error') rejected++; else ok++
     }), { numRuns: 30_000 })
-    expect(rejected).toBeGreaterThan(0)
+    // both outcomes occur: mutations inside payload bytes often still decode
+    expect(rejected).toBeGreaterThan(1000)
+    expect(ok).toBeGreaterThan(100)
   })
 })
