@@ -7,7 +7,7 @@ import { startHttp, type Route } from '../../shared/http.ts'
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import type { Tunnel } from '../tunnel/tunnel.ts'
-import { firstByte, transfer } from '../tunnel/diagnostics.ts'
+import { discardTransfer, firstByte, transfer } from '../tunnel/diagnostics.ts'
 
 function required (url: URL, name: string): string {
   const v = url.searchParams.get(name)
@@ -30,9 +30,10 @@ export async function startControlApi (opts: { socketPath: string, tunnel: Tunne
     routes['POST /diag/transfer'] = async (_req, url) => {
       const node = required(url, 'node')
       const direction = required(url, 'direction')
-      if (direction !== 'send' && direction !== 'receive') throw new Error('direction must be send or receive')
+      if (direction !== 'send' && direction !== 'receive' && direction !== 'discard') throw new Error('direction must be send, receive or discard')
       const { conn, path } = await tunnel.connectionVia(node, url.searchParams.get('via') ?? undefined)
-      return { body: await transfer(conn, path, direction, Number(required(url, 'bytes'))) }
+      const bytes = Number(required(url, 'bytes'))
+      return { body: direction === 'discard' ? await discardTransfer(conn, path, bytes) : await transfer(conn, path, direction, bytes) }
     }
     routes['POST /diag/first-byte'] = async (_req, url) => ({ body: await firstByte(tunnel, required(url, 'node'), url.searchParams.get('via') ?? undefined) })
     routes['POST /diag/disconnect'] = async (_req, url) => { await tunnel.disconnect(required(url, 'node')); return { body: { ok: true } } }

@@ -8,6 +8,8 @@ import { PING_PROTOCOL, type Tunnel } from './tunnel.ts'
 
 export const DIAG_SINK = '/edgemesh/diag/sink/1.0.0'
 export const DIAG_SOURCE = '/edgemesh/diag/source/1.0.0'
+/** counts bytes without hashing: benchmarks measure the transport, not SHA-256 */
+export const DIAG_DISCARD = '/edgemesh/diag/discard/1.0.0'
 
 const CHUNK = 64 * 1024
 
@@ -66,7 +68,35 @@ export async function serveSource (stream: Stream): Promise<void> {
   }
 }
 
+export async function serveDiscard (stream: Stream): Promise<void> {
+  try {
+    let n = 0
+    for await (const chunk of readStream(stream)) n += chunk.byteLength
+    const reply = Buffer.alloc(8)
+    reply.writeBigUInt64BE(BigInt(n), 0)
+    await send(stream, reply)
+    await stream.close()
+  } catch (err) {
+    stream.abort(err as Error)
+  }
+}
+
+/** Raw throughput: one constant buffer sent repeatedly, the peer only counts. */
+export async function discardTransfer (conn: Connection, path: string, bytes: number): Promise<{ bytes: number, ms: number, mbps: number, path: string }> {
+  const chunk = Buffer.alloc(CHUNK, 0x5a)
+  const t0 = performance.now()
+  const stream = await conn.newStream(DIAG_DISCARD, { runOnLimitedConnection: true })
+  const it = readStream(stream)[Symbol.asyncIterator]()
+  for (let left = bytes; left > 0; left -= CHUNK) await send(stream, left >= CHUNK ? chunk : chunk.subarray(0, left))
+  await stream.close()
+  const got = Number(Buffer.from(await readExactly(it, 8)).readBigUInt64BE(0))
+  const ms = performance.now() - t0
+  if (got !== bytes) throw new Error(`peer counted ${got} of ${bytes} bytes`)
+  return { bytes: got, ms: +ms.toFixed(1), mbps: mbps(bytes, ms), path }
+}
+
 export async function registerDiagnostics (tunnel: Tunnel): Promise<void> {
+  await tunnel.handle(DIAG_DISCARD, (s) => { void serveDiscard(s) })
   await tunnel.handle(DIAG_SINK, (s) => { void serveSink(s) })
   await tunnel.handle(DIAG_SOURCE, (s) => { void serveSource(s) })
 }

@@ -77,7 +77,7 @@ export async function createAgentNode (opts: AgentNodeOptions): Promise<AgentNod
       denyInboundEncryptedConnection: refuse,
       denyOutboundEncryptedConnection: refuse
     },
-    connectionManager: { maxConnections: 4096, inboundUpgradeTimeout: 10_000 },
+    connectionManager: { maxConnections: 4096, inboundUpgradeTimeout: 10_000, inboundConnectionThreshold: 100 },
     // our keepalives (UDX) and ping protocol watch liveness; libp2p's monitor would add traffic
     connectionMonitor: { enabled: false },
     services: {
