@@ -8,7 +8,7 @@ export class ConfigError extends Error {
   constructor (message: string) { super(message); this.name = 'ConfigError' }
 }
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[0-9.]+|[a-zA-Z0-9.-]+):\d{1,5}$/, 'expected host:port')
+const hostPort = z.string().refine((s) => /^(\[[0-9a-fA-F:]+\]|[0-9.]+|[a-zA-Z0-9.-]+):\d{1,5}$/.test(s) && Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'expected host:port')
 export const port = z.number().int().min(0).max(65535)
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
 
@@ -57,7 +57,7 @@ export const AgentConfig = z.object({
     punchRetryMs: z.number().int().min(1_000).default(30_000),
     keepaliveMs: z.number().int().min(500).max(25_000).default(5_000),
     /** extra local addresses to offer peers (LAN candidates are discovered automatically) */
-    advertise: z.array(z.string()).default([])
+    advertise: z.array(z.ipv4('expected an IPv4 address')).default([])
   }).strict().default({ punchTimeoutMs: 3_000, punchRetryMs: 30_000, keepaliveMs: 5_000, advertise: [] }),
   /** serve the diagnostic transfer protocols (tests, benchmarks, `edgemesh debug`) */
   diagnostics: z.boolean().default(false),
@@ -74,14 +74,15 @@ export function formatZodError (err: z.ZodError, source: string): string {
 }
 
 /** Sets `a.b.c` in a nested object from a flag like --a.b.c=value (numbers/booleans coerced). */
-export function applyOverride (target: Record<string, any>, dotted: string, raw: string): void {
+export function applyOverride (target: Record<string, any>, dotted: string, raw: string, coerce = true): void {
   const parts = dotted.split('.')
+  if (parts.some((p) => p === '__proto__' || p === 'constructor' || p === 'prototype')) throw new ConfigError(`--set ${dotted}: invalid key`)
   let obj = target
   for (const p of parts.slice(0, -1)) {
     if (typeof obj[p] !== 'object' || obj[p] === null) obj[p] = {}
     obj = obj[p]
   }
-  const value: unknown = raw === 'true' ? true : raw === 'false' ? false : /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw
+  const value: unknown = !coerce ? raw : raw === 'true' ? true : raw === 'false' ? false : /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw
   obj[parts.at(-1)!] = value
 }
 
@@ -95,7 +96,18 @@ export async function loadConfig<S extends z.ZodType> (schema: S, opts: { file?:
     if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`config file ${opts.file}: expected a mapping at the top level`)
   }
   for (const [k, v] of opts.overrides ?? []) applyOverride(raw, k, v)
-  const parsed = schema.safeParse(raw)
+  let parsed = schema.safeParse(raw)
+  // flags arrive as text: a value coerced to a number where the schema wants a string (say
+  // --set nodeName=1234) is put back as the string it was
+  if (!parsed.success) {
+    let retry = false
+    for (const issue of parsed.error.issues) {
+      const key = issue.path.join('.')
+      const override = (opts.overrides ?? []).find(([k]) => k === key)
+      if (override != null && issue.code === 'invalid_type' && issue.expected === 'string') { applyOverride(raw, key, override[1], false); retry = true }
+    }
+    if (retry) parsed = schema.safeParse(raw)
+  }
   if (!parsed.success) throw new ConfigError(formatZodError(parsed.error, source))
   return parsed.data
 }

@@ -52,7 +52,7 @@ export class StaticPeerDirectory implements PeerDirectory {
     const parsed = PeersFile.safeParse(raw)
     if (!parsed.success) throw new ConfigError(formatZodError(parsed.error, source))
     return parsed.data.peers.map((p, i) => {
-      parsePeerId(p.peerId, `${source}: peers[${i}].peerId`)
+      try { parsePeerId(p.peerId, `${source}: peers[${i}].peerId`) } catch (err: any) { throw new ConfigError(err.message) }
       return { nodeName: p.name, peerId: p.peerId, addresses: p.addresses }
     })
   }
@@ -65,7 +65,8 @@ export class StaticPeerDirectory implements PeerDirectory {
   /** Re-reads the file if it changed; a broken file keeps the last good directory. */
   async reload (): Promise<boolean> {
     if (this.file == null) return false
-    const st = await stat(this.file)
+    let st
+    try { st = await stat(this.file) } catch (err: any) { throw new ConfigError(`peersFile: cannot read ${this.file}: ${err.message}`) }
     if (st.mtimeMs === this.mtimeMs) return false
     this.replace(StaticPeerDirectory.parse(await readFile(this.file, 'utf8'), this.file))
     this.mtimeMs = st.mtimeMs

@@ -25,6 +25,7 @@ export class PunchRegistry {
   }
 
   async punch (session: bigint, candidates: Endpoint[], opts: { timeoutMs: number, intervalMs?: number, signal?: AbortSignal }): Promise<PunchResult | null> {
+    if (opts.signal?.aborted === true) return null
     const t0 = performance.now()
     const interval = opts.intervalMs ?? 25
     const punchMsg = encodeMessage({ type: 'punch', session, ack: false })

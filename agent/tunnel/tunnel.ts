@@ -192,8 +192,9 @@ export class Tunnel implements TunnelApi {
       hosts.add(listen.host)
     }
     const out: Candidate[] = []
+    const udpPort = this.socket.address().port // the bound port (listen.udpPort may be 0)
     for (const host of [...hosts].slice(0, 7)) {
-      out.push({ proto: 'udp', host, port: listen.udpPort })
+      out.push({ proto: 'udp', host, port: udpPort })
       out.push({ proto: 'tcp', host, port: this.tcpPort() })
     }
     return out

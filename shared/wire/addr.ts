@@ -27,6 +27,7 @@ function bytesToIpv6 (b: Uint8Array): string {
 }
 
 export function writeEndpoint (w: ByteWriter, e: Endpoint): void {
+  if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) throw new WireError(`port out of range: ${e.port}`)
   if (isIPv4(e.host)) {
     w.u8(4)
     for (const part of e.host.split('.')) w.u8(Number(part))

@@ -91,6 +91,15 @@ export interface PunchMessage {
 
 export type RendezvousMessage = RegisterMessage | RegisteredMessage | ConnectMessage | PeerInfoMessage | ConnectErrorMessage | PunchMessage
 
+/** UTF-8 bytes of s, cut to at most max bytes on a character boundary. */
+function truncateUtf8 (s: string, max: number): Uint8Array {
+  const b = new TextEncoder().encode(s)
+  if (b.byteLength <= max) return b
+  let end = max
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--
+  return b.subarray(0, end)
+}
+
 /** Cheap test used on the hot receive path before a full decode. */
 export function looksLikeRendezvous (buf: Uint8Array): boolean {
   return buf.byteLength >= 4 && buf[0] === MAGIC0 && buf[1] === MAGIC1
@@ -121,6 +130,7 @@ function readCandidates (r: ByteReader): Candidate[] {
 /** The part of a register message covered by its signature (everything before it). */
 export function encodeRegisterBody (m: Omit<RegisterMessage, 'type' | 'signature' | 'mac'>): Uint8Array {
   const w = header(MessageType.register)
+  if (m.peerId.byteLength === 0 || m.peerId.byteLength > 64) throw new WireError('peer id must be 1-64 bytes')
   w.u64(BigInt(m.timestampMs)).shortBytes(m.peerId, 'peer id').utf8(m.nodeName, 'node name')
   writeCandidates(w, m.candidates)
   return w.finish()
@@ -146,7 +156,7 @@ export function encodeMessage (m: Exclude<RendezvousMessage, RegisterMessage>): 
       return w.u32(m.directLocalId).u32(m.directRemoteId).u32(m.relayLocalId).u32(m.relayRemoteId).finish()
     }
     case 'connect-error':
-      return header(MessageType.connectError).u32(m.requestId).u8(m.code).utf8(m.reason.slice(0, 200), 'reason').finish()
+      return header(MessageType.connectError).u32(m.requestId).u8(m.code).shortBytes(truncateUtf8(m.reason, 200), 'reason').finish()
     case 'punch':
       return header(MessageType.punch).u64(m.session).u8(m.ack ? 1 : 0).finish()
   }
@@ -197,6 +207,7 @@ export function decodeMessage (buf: Uint8Array): Decoded {
       const session = r.u64('session')
       const initiator = r.u8('role') === 1
       const peer = r.shortBytes('peer id', 64)
+      if (peer.byteLength === 0) throw new WireError('empty peer id')
       const peerName = r.utf8('peer name', 253)
       const candidates = readCandidates(r)
       const directLocalId = r.u32('direct id')

@@ -182,7 +182,7 @@ relays:
 
   // BUG: the host:port regex allows any 1-5 digit port, so 99999 passes validation and the
   // agent only fails later, in server.listen (RangeError, reported as "fatal", not a config error).
-  it.fails('metrics with a port above 65535 is a config error (BUG: accepted)', async () => {
+  it('metrics with a port above 65535 is a config error', async () => {
     const msg = await configError(async () => await loadConfig(AgentConfig, { file: await yamlFile(MIN_AGENT_YAML), overrides: [['metrics', '127.0.0.1:99999']] }))
     expect(msg).toContain('metrics')
   })
@@ -293,7 +293,7 @@ describe('loadConfig: overrides', () => {
   // BUG: applyOverride coerces every all-digit value to a number without looking at the
   // schema, so `--set nodeName=1234` (a valid RFC 1123 node name) is rejected with
   // "nodeName: Invalid input: expected string, received number".
-  it.fails('--set nodeName=1234 keeps the string (BUG: coerced to a number and rejected)', async () => {
+  it('--set nodeName=1234 keeps the string', async () => {
     const c = await loadConfig(AgentConfig, { file: await yamlFile(MIN_AGENT_YAML), overrides: [['nodeName', '1234']] })
     expect(c.nodeName).toBe('1234')
   })

@@ -61,7 +61,7 @@ describe('StaticPeerDirectory.parse', () => {
   // BUG: parse() wraps YAML and schema errors in ConfigError, but an invalid peer id comes
   // from parsePeerId as a plain Error, so runMain reports it as "fatal: <stack>" (exit 1)
   // instead of a one-line configuration error (exit 2).
-  it.fails('a bad peer id is a ConfigError like the other parse errors (BUG: plain Error)', () => {
+  it('a bad peer id is a ConfigError like the other parse errors', () => {
     const err = thrownBy(() => StaticPeerDirectory.parse(yamlOf([{ name: 'a', peerId: BAD_PEER_IDS[0]! }]), 'peers.yaml'))
     expect(err.message).toMatch(/^peers\.yaml: peers\[0\]\.peerId: not a valid peer id/)
     expect(err).toBeInstanceOf(ConfigError)
@@ -187,9 +187,11 @@ describe('fromFile and reload', () => {
     expect(err.message).toBe(`invalid configuration in ${file}:\n  peers[0].peerId: Invalid input: expected string, received undefined`)
   })
 
-  it('fromFile with a missing file rejects with ENOENT', async () => {
-    const err = await rejectionOf(StaticPeerDirectory.fromFile(join(dir, 'nope.yaml')))
-    expect((err as NodeJS.ErrnoException).code).toBe('ENOENT')
+  it('fromFile with a missing file is a ConfigError naming peersFile and the cause', async () => {
+    const missing = join(dir, 'nope.yaml')
+    const err = await rejectionOf(StaticPeerDirectory.fromFile(missing))
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toMatch(new RegExp(`^peersFile: cannot read ${missing}: ENOENT`))
   })
 
   it('watch polls the file and stop ends polling', async () => {
