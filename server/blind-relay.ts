@@ -67,8 +67,8 @@ export class BlindRelay {
   }
 
   private packets (p: RelayPair): number {
-    // udx counts packets a relaying stream forwards in its transmit counter
-    return (p.a as any).packetsTransmitted + (p.b as any).packetsTransmitted
+    // a relaying stream counts what it receives (and forwards); its transmit counters stay 0
+    return (p.a as any).packetsReceived + (p.b as any).packetsReceived
   }
 
   private collectIdle (): void {

@@ -13,7 +13,8 @@ export const port = z.number().int().min(0).max(65535)
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
 
 export const RelayRef = z.object({
-  host: z.string().min(1),
+  /** the relay's public IPv4 address (the tunnel dials /ip4/<host>/...) */
+  host: z.ipv4('expected the relay\'s IPv4 address'),
   peerId: z.string().min(40, 'expected a libp2p peer id (12D3Koo...)'),
   tcpPort: port.default(4001),
   udpPort: port.default(4002)

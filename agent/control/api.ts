@@ -31,11 +31,26 @@ export async function startControlApi (opts: { socketPath: string, tunnel: Tunne
       const node = required(url, 'node')
       const direction = required(url, 'direction')
       if (direction !== 'send' && direction !== 'receive' && direction !== 'discard') throw new Error('direction must be send, receive or discard')
-      const { conn, path } = await tunnel.connectionVia(node, url.searchParams.get('via') ?? undefined)
+      const via = url.searchParams.get('via') ?? undefined
+      const { conn, path } = await tunnel.connectionVia(node, via)
       const bytes = Number(required(url, 'bytes'))
-      return { body: direction === 'discard' ? await discardTransfer(conn, path, bytes) : await transfer(conn, path, direction, bytes) }
+      try {
+        return { body: direction === 'discard' ? await discardTransfer(conn, path, bytes) : await transfer(conn, path, direction, bytes) }
+      } finally {
+        // a connection dialed to an explicit address is a one-off: it must not become the
+        // path later streams take
+        if (via != null) await conn.close().catch(() => {})
+      }
     }
-    routes['POST /diag/first-byte'] = async (_req, url) => ({ body: await firstByte(tunnel, required(url, 'node'), url.searchParams.get('via') ?? undefined) })
+    routes['POST /diag/first-byte'] = async (_req, url) => {
+      const node = required(url, 'node')
+      const via = url.searchParams.get('via') ?? undefined
+      try {
+        return { body: await firstByte(tunnel, node, via) }
+      } finally {
+        if (via != null) await tunnel.disconnect(node)
+      }
+    }
     routes['POST /diag/disconnect'] = async (_req, url) => { await tunnel.disconnect(required(url, 'node')); return { body: { ok: true } } }
   }
   await mkdir(dirname(opts.socketPath), { recursive: true })

@@ -29,6 +29,8 @@ export interface MeshOptions {
   logLevel?: string
   /** extra agent config per host (merged over the generated one) */
   agentConfig?: (host: string) => Record<string, unknown>
+  /** environment for agent processes (e.g. NODE_OPTIONS for profiling) */
+  agentEnv?: Record<string, string>
   /** a peers file that lists more than the running agents (e.g. a foreign key) */
   extraPeers?: Array<{ name: string, peerId: string }>
 }
@@ -133,7 +135,7 @@ export class Mesh {
   }
 
   async startAgent (a: MeshAgent): Promise<void> {
-    a.proc = this.lab.spawn(a.host, [NODE, AGENT_BIN, '--config', a.configFile], { logFile: join(this.dir, `${a.host}.log`) })
+    a.proc = this.lab.spawn(a.host, [NODE, AGENT_BIN, '--config', a.configFile], { logFile: join(this.dir, `${a.host}.log`), ...(this.opts.agentEnv != null ? { env: this.opts.agentEnv } : {}) })
     await a.proc.waitForLine(/edgemesh-agent ready/, 20_000)
   }
 

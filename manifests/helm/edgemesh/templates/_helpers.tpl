@@ -1,0 +1,215 @@
+{{/*
+Chart name, truncated to 63 characters (the DNS label limit).
+*/}}
+{{- define "edgemesh.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name prefix: the release name, plus the chart name unless the release name contains it.
+Room is left for the "-server" / "-agent" suffixes.
+*/}}
+{{- define "edgemesh.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 56 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "edgemesh.server.fullname" -}}
+{{- printf "%s-server" (include "edgemesh.fullname" .) }}
+{{- end }}
+
+{{- define "edgemesh.agent.fullname" -}}
+{{- printf "%s-agent" (include "edgemesh.fullname" .) }}
+{{- end }}
+
+{{- define "edgemesh.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every object.
+*/}}
+{{- define "edgemesh.labels" -}}
+helm.sh/chart: {{ include "edgemesh.chart" . }}
+{{ include "edgemesh.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: edgemesh
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "edgemesh.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "edgemesh.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "edgemesh.server.labels" -}}
+{{ include "edgemesh.labels" . }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "edgemesh.server.selectorLabels" -}}
+{{ include "edgemesh.selectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "edgemesh.agent.labels" -}}
+{{ include "edgemesh.labels" . }}
+app.kubernetes.io/component: agent
+{{- end }}
+
+{{- define "edgemesh.agent.selectorLabels" -}}
+{{ include "edgemesh.selectorLabels" . }}
+app.kubernetes.io/component: agent
+{{- end }}
+
+{{- define "edgemesh.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{- define "edgemesh.server.serviceAccountName" -}}
+{{- if .Values.server.serviceAccount.create }}
+{{- default (include "edgemesh.server.fullname" .) .Values.server.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.server.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "edgemesh.agent.serviceAccountName" -}}
+{{- if .Values.agent.serviceAccount.create }}
+{{- default (include "edgemesh.agent.fullname" .) .Values.agent.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.agent.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+PSK: "true" when a swarm.key Secret is mounted (created here or existing), else empty.
+*/}}
+{{- define "edgemesh.psk.enabled" -}}
+{{- if or .Values.psk.existingSecret .Values.psk.create }}true{{ end }}
+{{- end }}
+
+{{- define "edgemesh.psk.secretName" -}}
+{{- .Values.psk.existingSecret | default (printf "%s-psk" (include "edgemesh.fullname" .)) }}
+{{- end }}
+
+{{/*
+The swarm.key file content (libp2p pnet v1 format, no trailing newline). Agents MAC their
+rendezvous registrations with the file's bytes, so every copy must be byte-identical.
+*/}}
+{{- define "edgemesh.psk.file" -}}
+{{- $key := required "psk.key is required when psk.create is true (64 hex characters: openssl rand -hex 32)" .Values.psk.key }}
+{{- printf "/key/swarm/psk/1.0.0/\n/base16/\n%s" (lower $key) }}
+{{- end }}
+
+{{/*
+Projected "config" volume: the component's ConfigMap plus, with a PSK, swarm.key from the Secret.
+Everything lands in /etc/edgemesh. Call with (dict "root" $ "configMap" NAME).
+*/}}
+{{- define "edgemesh.configVolume" -}}
+- name: config
+  projected:
+    sources:
+      - configMap:
+          name: {{ .configMap }}
+      {{- if include "edgemesh.psk.enabled" .root }}
+      - secret:
+          name: {{ include "edgemesh.psk.secretName" .root }}
+          items:
+            - key: {{ .root.Values.psk.secretKey }}
+              path: swarm.key
+              mode: 0400
+      {{- end }}
+{{- end }}
+
+{{/*
+server.yaml (ServerConfig in shared/config.ts).
+*/}}
+{{- define "edgemesh.server.config" -}}
+{{- $v := .Values }}
+{{- $c := dict
+  "identityFile" "/var/lib/edgemesh/server.key"
+  "listen" (dict
+    "host" $v.server.listen.host
+    "tcpPort" (int $v.relay.ports.tcp)
+    "udpPort" (int $v.relay.ports.udp)
+    "http" (printf "%s:%d" $v.server.http.host (int $v.server.http.port)))
+  "announce" ($v.relay.announce | default (list))
+  "keepaliveMs" (int $v.server.keepaliveMs)
+  "maxAgents" (int $v.server.maxAgents)
+  "logLevel" $v.server.logLevel
+}}
+{{- if include "edgemesh.psk.enabled" . }}
+{{- $_ := set $c "pskFile" "/etc/edgemesh/swarm.key" }}
+{{- end }}
+{{- toYaml (mergeOverwrite $c (deepCopy ($v.server.extraConfig | default dict))) }}
+{{- end }}
+
+{{/*
+The relays agents register with: agent.relays, or this release's relay.
+*/}}
+{{- define "edgemesh.agent.relays" -}}
+{{- $v := .Values }}
+{{- $relays := list }}
+{{- range $v.agent.relays }}
+{{- $relays = append $relays (dict
+  "host" .host
+  "peerId" .peerId
+  "tcpPort" (int (.tcpPort | default $v.relay.ports.tcp))
+  "udpPort" (int (.udpPort | default $v.relay.ports.udp))) }}
+{{- end }}
+{{- if and (not $relays) $v.relay.peerId }}
+{{- $host := required "relay.peerId is set but relay.announce is empty: agents need the relay's public IPv4 address" (first ($v.relay.announce | default (list))) }}
+{{- $relays = list (dict "host" $host "peerId" $v.relay.peerId "tcpPort" (int $v.relay.ports.tcp) "udpPort" (int $v.relay.ports.udp)) }}
+{{- end }}
+{{- if not $relays }}
+{{- fail "\n\nagent.enabled is true but the agents have no relay: set agent.relays, or relay.peerId (with relay.announce) for this release's relay.\nThe relay's peer id is known after its first start: install with --set agent.enabled=false, read the id\n(kubectl logs deploy/<release>-server | grep 'edgemesh-server ready'), then\nhelm upgrade --reuse-values --set agent.enabled=true --set relay.peerId=12D3KooW...\n(or pre-generate the key: server.identity.existingSecret)." }}
+{{- end }}
+{{- toYaml $relays }}
+{{- end }}
+
+{{/*
+agent.yaml (AgentConfig in shared/config.ts). nodeName is per node: the DaemonSet passes
+--set nodeName=$(NODE_NAME).
+*/}}
+{{- define "edgemesh.agent.config" -}}
+{{- $v := .Values }}
+{{- $c := dict
+  "identityFile" "/var/lib/edgemesh/agent.key"
+  "listen" (dict
+    "host" $v.agent.listen.host
+    "udpPort" (int $v.agent.listen.udpPort)
+    "tcpPort" (int $v.agent.listen.tcpPort))
+  "controlSocket" "/run/edgemesh/agent.sock"
+  "relays" (include "edgemesh.agent.relays" . | fromYamlArray)
+  "peersFile" "/etc/edgemesh/peers.yaml"
+  "tunnel" (deepCopy $v.agent.tunnel)
+  "diagnostics" $v.agent.diagnostics
+  "logLevel" $v.agent.logLevel
+}}
+{{- if $v.agent.metrics.enabled }}
+{{- $_ := set $c "metrics" (printf "%s:%d" $v.agent.metrics.host (int $v.agent.metrics.port)) }}
+{{- end }}
+{{- if include "edgemesh.psk.enabled" . }}
+{{- $_ := set $c "pskFile" "/etc/edgemesh/swarm.key" }}
+{{- end }}
+{{- toYaml (mergeOverwrite $c (deepCopy ($v.agent.extraConfig | default dict))) }}
+{{- end }}
+
+{{/*
+peers.yaml (StaticPeerDirectory in agent/tunnel/directory.ts).
+*/}}
+{{- define "edgemesh.agent.peers" -}}
+{{- toYaml (dict "peers" (.Values.agent.peers | default (list))) }}
+{{- end }}

@@ -1,0 +1,478 @@
+// Unit tests for the deployment manifests (manifests/): the plain `kubectl apply` manifest's
+// invariants, its embedded configs checked by the binaries' own schemas (AgentConfig,
+// ServerConfig, StaticPeerDirectory), and the Helm chart's static files. Rendering the chart
+// with `helm template` is checked separately once helm is installed.
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join, posix } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parse as parseYaml, parseAllDocuments } from 'yaml'
+import { z } from 'zod'
+import { AgentConfig, ServerConfig, loadConfig } from '../../shared/config.ts'
+import { StaticPeerDirectory } from '../../agent/tunnel/directory.ts'
+import { parsePeerId } from '../../shared/peer-id.ts'
+
+const ROOT = new URL('../../', import.meta.url)
+const PLAIN = new URL('manifests/plain/edgemesh.yaml', ROOT)
+const CHART = new URL('manifests/helm/edgemesh/', ROOT)
+const NAMESPACE = 'edgemesh'
+const STATUS_PROBE = ['node', 'bin/edgemesh.js', '--socket', '/run/edgemesh/agent.sock', 'status', '--json']
+
+type Obj = Record<string, any>
+
+let plainText: string
+let docs: Obj[]
+let tmp: string
+
+beforeAll(async () => {
+  plainText = await readFile(PLAIN, 'utf8')
+  const parsed = parseAllDocuments(plainText)
+  if (!Array.isArray(parsed)) throw new Error('expected a multi-document stream')
+  for (const d of parsed) {
+    expect(d.errors, 'YAML errors').toEqual([])
+    expect(d.warnings, 'YAML warnings').toEqual([])
+  }
+  docs = parsed.map((d) => d.toJS() as Obj | null).filter((d): d is Obj => d != null)
+  tmp = await mkdtemp(join(tmpdir(), 'edgemesh-manifests-'))
+})
+afterAll(async () => { await rm(tmp, { recursive: true, force: true }) })
+
+function find (kind: string, name: string): Obj {
+  const found = docs.filter((d) => d.kind === kind && d.metadata?.name === name)
+  expect(found, `${kind}/${name}`).toHaveLength(1)
+  return found[0]!
+}
+
+function container (workload: Obj, name: string): Obj {
+  const c = (workload.spec.template.spec.containers as Obj[]).find((x) => x.name === name)
+  expect(c, `container ${name}`).toBeDefined()
+  return c!
+}
+
+/** The volume mounted at exactly `mountPath` in the container. */
+function volumeAt (workload: Obj, containerName: string, mountPath: string): Obj {
+  const mount = (container(workload, containerName).volumeMounts as Obj[]).find((m) => m.mountPath === mountPath)
+  expect(mount, `a volume mounted at ${mountPath}`).toBeDefined()
+  const volume = (workload.spec.template.spec.volumes as Obj[]).find((v) => v.name === mount!.name)
+  expect(volume, `volume ${mount!.name}`).toBeDefined()
+  return volume!
+}
+
+/**
+ * What the container sees at `path`: the ConfigMap key or Secret item a (projected) volume puts
+ * there. Resolves the file the way the kubelet lays it out, so a config path that points at
+ * nothing fails here rather than at pod start.
+ */
+function fileSource (workload: Obj, containerName: string, path: string): { kind: 'ConfigMap' | 'Secret', name: string, key: string, optional: boolean } {
+  const volume = volumeAt(workload, containerName, posix.dirname(path))
+  const file = posix.basename(path)
+  const sources: Obj[] = volume.projected?.sources ?? [volume.configMap != null ? { configMap: volume.configMap } : { secret: { ...volume.secret, name: volume.secret?.secretName } }]
+  for (const s of sources) {
+    const ref = s.configMap ?? s.secret
+    const kind = s.configMap != null ? 'ConfigMap' : 'Secret'
+    if (ref.items == null) {
+      if (kind === 'ConfigMap') {
+        const cm = find('ConfigMap', ref.name)
+        if (cm.data?.[file] != null) return { kind, name: ref.name, key: file, optional: ref.optional === true }
+      }
+      continue
+    }
+    const item = (ref.items as Obj[]).find((i) => i.path === file)
+    if (item != null) return { kind, name: ref.name, key: item.key, optional: ref.optional === true }
+  }
+  throw new Error(`nothing is mounted at ${path} in ${workload.kind}/${workload.metadata.name}`)
+}
+
+function configMapFile (workload: Obj, containerName: string, path: string): string {
+  const src = fileSource(workload, containerName, path)
+  expect(src.kind).toBe('ConfigMap')
+  return find('ConfigMap', src.name).data[src.key] as string
+}
+
+function argAfter (args: string[], flag: string): string | undefined {
+  const i = args.indexOf(flag)
+  return i < 0 ? undefined : args[i + 1]
+}
+
+function hostPathAt (workload: Obj, containerName: string, dir: string): string {
+  const v = volumeAt(workload, containerName, dir)
+  expect(v.hostPath, `${dir} is a hostPath volume`).toBeDefined()
+  expect(v.hostPath.type).toBe('DirectoryOrCreate')
+  return v.hostPath.path as string
+}
+
+const agentDs = (): Obj => find('DaemonSet', 'edgemesh-agent')
+const serverDeploy = (): Obj => find('Deployment', 'edgemesh-server')
+const agentConfigText = (): string => configMapFile(agentDs(), 'agent', argAfter(container(agentDs(), 'agent').args, '--config')!)
+const serverConfigText = (): string => configMapFile(serverDeploy(), 'server', argAfter(container(serverDeploy(), 'server').args, '--config')!)
+const agentConfig = (): AgentConfig => AgentConfig.parse({ ...parseYaml(agentConfigText()), nodeName: 'edge-node-1' })
+const serverConfig = (): ServerConfig => ServerConfig.parse(parseYaml(serverConfigText()))
+
+describe('plain manifest: objects', () => {
+  it('holds the namespace, both workloads and their config, service and accounts', () => {
+    const names = docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()
+    expect(names).toEqual([
+      'ConfigMap/edgemesh-agent', 'ConfigMap/edgemesh-server', 'DaemonSet/edgemesh-agent', 'Deployment/edgemesh-server',
+      'Namespace/edgemesh', 'Service/edgemesh-server', 'ServiceAccount/edgemesh-agent', 'ServiceAccount/edgemesh-server'
+    ])
+  })
+
+  it('puts every namespaced object in the edgemesh namespace, with app.kubernetes.io labels', () => {
+    for (const d of docs) {
+      expect(typeof d.apiVersion).toBe('string')
+      if (d.kind !== 'Namespace') expect(d.metadata.namespace, `${d.kind}/${d.metadata.name}`).toBe(NAMESPACE)
+      expect(d.metadata.labels['app.kubernetes.io/name']).toBe('edgemesh')
+      expect(d.metadata.labels['app.kubernetes.io/part-of']).toBe('edgemesh')
+    }
+  })
+
+  it('workload selectors match their pod labels, and the Service selects the relay pods', () => {
+    for (const w of [agentDs(), serverDeploy()]) {
+      const podLabels = w.spec.template.metadata.labels
+      for (const [k, v] of Object.entries(w.spec.selector.matchLabels)) expect(podLabels[k], k).toBe(v)
+      expect(podLabels['app.kubernetes.io/component']).toBe(w.kind === 'DaemonSet' ? 'agent' : 'server')
+    }
+    const svc = find('Service', 'edgemesh-server')
+    const serverPod = serverDeploy().spec.template.metadata.labels
+    for (const [k, v] of Object.entries(svc.spec.selector)) expect(serverPod[k], k).toBe(v)
+    const agentPod = agentDs().spec.template.metadata.labels
+    expect(Object.entries(svc.spec.selector).every(([k, v]) => agentPod[k] === v), 'the Service must not select agents').toBe(false)
+  })
+
+  it('runs both with their own ServiceAccount and no API token (RBAC comes later)', () => {
+    for (const w of [agentDs(), serverDeploy()]) {
+      const spec = w.spec.template.spec
+      expect(spec.automountServiceAccountToken).toBe(false)
+      expect(find('ServiceAccount', spec.serviceAccountName).automountServiceAccountToken).toBe(false)
+    }
+  })
+
+  it('names container ports validly (IANA service names: <= 15 chars) and uniquely', () => {
+    for (const w of [agentDs(), serverDeploy()]) {
+      for (const c of w.spec.template.spec.containers as Obj[]) {
+        const names = (c.ports as Obj[]).map((p) => p.name as string)
+        expect(new Set(names).size).toBe(names.length)
+        for (const n of names) expect(n).toMatch(/^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/)
+      }
+    }
+  })
+})
+
+describe('plain manifest: agent DaemonSet', () => {
+  it('uses the host network with cluster DNS', () => {
+    const spec = agentDs().spec.template.spec
+    expect(spec.hostNetwork).toBe(true)
+    expect(spec.dnsPolicy).toBe('ClusterFirstWithHostNet')
+  })
+
+  it('has NET_ADMIN and NET_RAW and nothing else added', () => {
+    const sc = container(agentDs(), 'agent').securityContext
+    expect([...sc.capabilities.add].sort()).toEqual(['NET_ADMIN', 'NET_RAW'])
+    expect(sc.capabilities.drop).toEqual(['ALL'])
+    expect(sc.privileged ?? false).toBe(false)
+  })
+
+  it('takes the node name from spec.nodeName and passes it as --set nodeName=$(NODE_NAME)', () => {
+    const c = container(agentDs(), 'agent')
+    const env = (c.env as Obj[]).find((e) => e.name === 'NODE_NAME')
+    expect(env?.valueFrom?.fieldRef?.fieldPath).toBe('spec.nodeName')
+    expect(c.command).toEqual(['node'])
+    expect(c.args[0]).toBe('bin/edgemesh-agent.js')
+    expect(argAfter(c.args, '--config')).toBe('/etc/edgemesh/agent.yaml')
+    expect(argAfter(c.args, '--set')).toBe('nodeName=$(NODE_NAME)')
+  })
+
+  it('keeps the node key in hostPath /var/lib/edgemesh and the control socket in hostPath /run/edgemesh', () => {
+    const cfg = agentConfig()
+    expect(hostPathAt(agentDs(), 'agent', dirname(cfg.identityFile))).toBe('/var/lib/edgemesh')
+    expect(hostPathAt(agentDs(), 'agent', dirname(cfg.controlSocket))).toBe('/run/edgemesh')
+    expect(cfg.identityFile).toBe('/var/lib/edgemesh/agent.key')
+    expect(cfg.controlSocket).toBe('/run/edgemesh/agent.sock')
+  })
+
+  it('tolerates every taint, so edge nodes run an agent too', () => {
+    expect(agentDs().spec.template.spec.tolerations).toContainEqual({ operator: 'Exists' })
+  })
+
+  it('limits memory to 256Mi and requests CPU and memory', () => {
+    const r = container(agentDs(), 'agent').resources
+    expect(r.limits.memory).toBe('256Mi')
+    expect(r.requests.cpu).toBeDefined()
+    expect(r.requests.memory).toBeDefined()
+  })
+
+  it('probes the agent over its control socket', () => {
+    const c = container(agentDs(), 'agent')
+    const socket = agentConfig().controlSocket
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
+      expect(c[probe]?.exec?.command, probe).toEqual(STATUS_PROBE)
+      expect(argAfter(c[probe].exec.command, '--socket')).toBe(socket)
+    }
+  })
+
+  it('declares the tunnel ports agent.yaml listens on', () => {
+    const cfg = agentConfig()
+    const ports = container(agentDs(), 'agent').ports as Obj[]
+    expect(ports).toContainEqual({ name: 'tunnel-udp', containerPort: cfg.listen.udpPort, protocol: 'UDP' })
+    expect(ports).toContainEqual({ name: 'tunnel-tcp', containerPort: cfg.listen.tcpPort, protocol: 'TCP' })
+  })
+})
+
+describe('plain manifest: agent.yaml and peers.yaml', () => {
+  it('agent.yaml leaves nodeName to the flag and validates against AgentConfig once it is set', () => {
+    const raw = parseYaml(agentConfigText())
+    expect(raw.nodeName).toBeUndefined()
+    expect(AgentConfig.safeParse(raw).success).toBe(false)
+    const parsed = AgentConfig.safeParse({ ...raw, nodeName: 'edge-node-1' })
+    expect(parsed.success, parsed.success ? '' : JSON.stringify(parsed.error.issues)).toBe(true)
+  })
+
+  it('loads the way the binary loads it: --config FILE --set nodeName=...', async () => {
+    const file = join(tmp, 'agent.yaml')
+    await writeFile(file, agentConfigText())
+    const cfg = await loadConfig(AgentConfig, { file, overrides: [['nodeName', 'edge-node-1']] })
+    expect(cfg.nodeName).toBe('edge-node-1')
+  })
+
+  it('points at the relay the server announces, on the server ports, with a valid relay peer id', () => {
+    const agent = agentConfig()
+    const server = serverConfig()
+    expect(agent.relays.length).toBeGreaterThanOrEqual(1)
+    for (const [i, r] of agent.relays.entries()) {
+      parsePeerId(r.peerId, `relays[${i}].peerId`)
+      expect(server.announce).toContain(r.host)
+      expect(r.tcpPort).toBe(server.listen.tcpPort)
+      expect(r.udpPort).toBe(server.listen.udpPort)
+    }
+  })
+
+  it('peersFile is the mounted peers.yaml, and it parses with StaticPeerDirectory', () => {
+    const agent = agentConfig()
+    expect(agent.peersFile).toBe('/etc/edgemesh/peers.yaml')
+    const text = configMapFile(agentDs(), 'agent', agent.peersFile!)
+    const peers = StaticPeerDirectory.parse(text, 'peers.yaml')
+    expect(peers.length).toBeGreaterThanOrEqual(1)
+    const ids = peers.map((p) => p.peerId)
+    expect(new Set(ids).size).toBe(ids.length)
+    for (const r of agent.relays) expect(ids).not.toContain(r.peerId)
+    // the example node names must be valid node names (they are what NODE_NAME will hold)
+    for (const p of peers) expect(AgentConfig.shape.nodeName.safeParse(p.nodeName).success, p.nodeName).toBe(true)
+  })
+
+  it('the peers ConfigMap is mounted as a directory (no subPath) so edits reach running agents', () => {
+    for (const m of container(agentDs(), 'agent').volumeMounts as Obj[]) expect(m.subPath).toBeUndefined()
+  })
+})
+
+describe('plain manifest: relay Deployment, Service and server.yaml', () => {
+  it('server.yaml validates against ServerConfig and announces a public address', () => {
+    const parsed = ServerConfig.safeParse(parseYaml(serverConfigText()))
+    expect(parsed.success, parsed.success ? '' : JSON.stringify(parsed.error.issues)).toBe(true)
+    expect(parsed.data!.announce.length).toBeGreaterThanOrEqual(1)
+    for (const a of parsed.data!.announce) expect(a).toMatch(/^\d{1,3}(\.\d{1,3}){3}$/)
+  })
+
+  it('runs one relay on the host network, recreated (host ports) and pinned to a node', () => {
+    const d = serverDeploy()
+    expect(d.spec.replicas).toBe(1)
+    expect(d.spec.strategy.type).toBe('Recreate')
+    expect(d.spec.template.spec.hostNetwork).toBe(true)
+    expect(d.spec.template.spec.dnsPolicy).toBe('ClusterFirstWithHostNet')
+    expect(Object.keys(d.spec.template.spec.nodeSelector ?? {})).not.toHaveLength(0)
+    const c = container(d, 'server')
+    expect(c.command).toEqual(['node'])
+    expect(c.args).toEqual(['bin/edgemesh-server.js', '--config', '/etc/edgemesh/server.yaml'])
+    expect(c.securityContext.capabilities.drop).toEqual(['ALL'])
+    expect(c.securityContext.capabilities.add).toBeUndefined()
+  })
+
+  it('keeps the relay key in hostPath /var/lib/edgemesh', () => {
+    const cfg = serverConfig()
+    expect(cfg.identityFile).toBe('/var/lib/edgemesh/server.key')
+    expect(hostPathAt(serverDeploy(), 'server', dirname(cfg.identityFile))).toBe('/var/lib/edgemesh')
+  })
+
+  it('declares and serves the ports server.yaml listens on: UDP 4002, TCP 4001, HTTP 9090', () => {
+    const cfg = serverConfig()
+    const httpPort = Number(cfg.listen.http.split(':').at(-1))
+    expect([cfg.listen.udpPort, cfg.listen.tcpPort, httpPort]).toEqual([4002, 4001, 9090])
+    const ports = container(serverDeploy(), 'server').ports as Obj[]
+    expect(ports).toContainEqual({ name: 'relay-udp', containerPort: cfg.listen.udpPort, protocol: 'UDP' })
+    expect(ports).toContainEqual({ name: 'relay-tcp', containerPort: cfg.listen.tcpPort, protocol: 'TCP' })
+    expect(ports).toContainEqual({ name: 'http', containerPort: httpPort, protocol: 'TCP' })
+    const svc = find('Service', 'edgemesh-server')
+    expect(svc.spec.type).toBe('ClusterIP')
+    const svcPorts = (svc.spec.ports as Obj[]).map((p) => `${p.protocol}/${p.port}->${p.targetPort}`).sort()
+    expect(svcPorts).toEqual(['TCP/4001->relay-tcp', 'TCP/9090->http', 'UDP/4002->relay-udp'])
+    for (const probe of ['livenessProbe', 'readinessProbe']) {
+      expect(container(serverDeploy(), 'server')[probe].httpGet).toEqual({ path: '/healthz', port: 'http' })
+    }
+  })
+})
+
+describe('plain manifest: CHANGE ME markers and the optional PSK', () => {
+  it('marks the relay IP, the relay node, the relay peer id and the peers with CHANGE ME', () => {
+    const relayPeerId = agentConfig().relays[0]!.peerId
+    const relayIp = serverConfig().announce[0]!
+    const lines = plainText.split('\n').filter((l) => !l.trimStart().startsWith('#'))
+    const marked = (needle: string): void => {
+      const hits = lines.filter((l) => l.includes(needle))
+      expect(hits.length, needle).toBeGreaterThan(0)
+      for (const l of hits) expect(l, `line with ${needle}`).toContain('# CHANGE ME')
+    }
+    marked(relayIp)
+    marked(relayPeerId)
+    marked('kubernetes.io/hostname:')
+    for (const p of StaticPeerDirectory.parse(configMapFile(agentDs(), 'agent', '/etc/edgemesh/peers.yaml'), 'peers.yaml')) {
+      marked(p.peerId)
+      marked(`name: ${p.nodeName}`)
+    }
+  })
+
+  it('enabling the PSK is uncommenting pskFile: it then resolves to the optional Secret mount', () => {
+    for (const [w, name, text] of [[agentDs(), 'agent', agentConfigText()], [serverDeploy(), 'server', serverConfigText()]] as const) {
+      expect(text).toContain('# pskFile: /etc/edgemesh/swarm.key')
+      const enabled = parseYaml(text.replace('# pskFile:', 'pskFile:'))
+      const parsed = name === 'agent' ? AgentConfig.safeParse({ ...enabled, nodeName: 'edge-node-1' }) : ServerConfig.safeParse(enabled)
+      expect(parsed.success, parsed.success ? '' : JSON.stringify(parsed.error.issues)).toBe(true)
+      expect(enabled.pskFile).toBe('/etc/edgemesh/swarm.key')
+      expect(fileSource(w, name, enabled.pskFile)).toEqual({ kind: 'Secret', name: 'edgemesh-psk', key: 'swarm.key', optional: true })
+    }
+  })
+})
+
+describe('helm chart', () => {
+  const chartFile = async (path: string): Promise<string> => await readFile(new URL(path, CHART), 'utf8')
+  let values: Obj
+  let schema: Obj
+  let validate: z.ZodType
+  beforeAll(async () => {
+    values = parseYaml(await chartFile('values.yaml'))
+    schema = JSON.parse(await chartFile('values.schema.json'))
+    validate = z.fromJSONSchema(schema as any)
+  })
+  const withValues = (edit: (v: Obj) => void): Obj => { const v = structuredClone(values); edit(v); return v }
+  const announced = (v: Obj): void => { v.relay.announce = ['203.0.113.10'] }
+  const RELAY = { host: '203.0.113.10', peerId: '12D3KooWPgHATvH9wN3n43y2TgqGQabmPTxmEDX3rUHkRqLbuZAT' }
+
+  it('Chart.yaml: apiVersion v2, edgemesh 0.1.0, appVersion 0.1.0, Kubernetes >= 1.26', async () => {
+    const chart = parseYaml(await chartFile('Chart.yaml'))
+    expect(chart).toMatchObject({ apiVersion: 'v2', name: 'edgemesh', version: '0.1.0', appVersion: '0.1.0', kubeVersion: '>=1.26.0-0', type: 'application' })
+    expect(chart.description.length).toBeGreaterThan(20)
+  })
+
+  it('values.yaml: both halves on, no announce by default, the agent defaults the brief asks for', () => {
+    expect(values.server.enabled).toBe(true)
+    expect(values.agent.enabled).toBe(true)
+    expect(values.relay.announce).toEqual([])
+    expect(values.relay.ports).toEqual({ tcp: 4001, udp: 4002 })
+    expect(values.image).toEqual({ repository: 'ghcr.io/edgemesh-ts/edgemesh', tag: '', pullPolicy: 'IfNotPresent' })
+    expect(values.server.replicas).toBe(1)
+    expect(values.server.persistence.type).toBe('hostPath')
+    expect(values.server.persistence.hostPath.path).toBe('/var/lib/edgemesh')
+    expect(values.server.service.type).toBe('ClusterIP')
+    expect(values.agent.resources.limits.memory).toBe('256Mi')
+    expect(values.agent.tolerations).toContainEqual({ operator: 'Exists' })
+    expect(values.agent.hostPaths).toEqual({ data: '/var/lib/edgemesh', run: '/run/edgemesh' })
+    expect([...values.agent.securityContext.capabilities.add].sort()).toEqual(['NET_ADMIN', 'NET_RAW'])
+    expect(values.agent.peers).toEqual([])
+    expect(values.psk.create).toBe(false)
+  })
+
+  it('values.yaml agrees with the plain manifest on probes, resources and security contexts', () => {
+    const agent = container(agentDs(), 'agent')
+    const server = container(serverDeploy(), 'server')
+    for (const p of ['startupProbe', 'livenessProbe', 'readinessProbe']) expect(values.agent[p], p).toEqual(agent[p])
+    for (const p of ['livenessProbe', 'readinessProbe']) expect(values.server[p], p).toEqual(server[p])
+    expect(values.agent.resources).toEqual(agent.resources)
+    expect(values.server.resources).toEqual(server.resources)
+    expect(values.agent.securityContext).toEqual(agent.securityContext)
+    expect(values.server.securityContext).toEqual(server.securityContext)
+    expect(values.agent.tunnel).toEqual(parseYaml(agentConfigText()).tunnel)
+  })
+
+  it('values.schema.json is valid JSON Schema draft-07 and covers every key of values.yaml', () => {
+    expect(schema.$schema).toBe('http://json-schema.org/draft-07/schema#')
+    const uncovered: string[] = []
+    const walk = (v: Obj, s: Obj, path: string): void => {
+      for (const [k, child] of Object.entries(v)) {
+        let sub = s.properties?.[k]
+        if (sub?.$ref != null) sub = schema.definitions[sub.$ref.replace('#/definitions/', '')]
+        if (sub == null) { uncovered.push(`${path}${k}`); continue }
+        if (child != null && typeof child === 'object' && !Array.isArray(child) && sub.properties != null) walk(child, sub, `${path}${k}.`)
+      }
+    }
+    walk(values, schema, '')
+    expect(uncovered).toEqual([])
+  })
+
+  it('values.schema.json accepts the defaults plus an announce address, and edge-only installs without one', () => {
+    expect(validate.safeParse(withValues(announced)).success).toBe(true)
+    expect(validate.safeParse(withValues((v) => { v.server.enabled = false; v.agent.relays = [RELAY] })).success).toBe(true)
+    expect(validate.safeParse(withValues((v) => { announced(v); v.relay.peerId = RELAY.peerId; v.agent.peers = [{ name: 'edge-node-1', peerId: RELAY.peerId }] })).success).toBe(true)
+  })
+
+  it('values.schema.json requires relay.announce while server.enabled', () => {
+    expect(validate.safeParse(values).success).toBe(false)
+    expect(validate.safeParse(withValues((v) => { v.relay.announce = ['relay.example.com'] })).success).toBe(false)
+  })
+
+  it('values.schema.json requires host and peerId on every relay and rejects unknown relay keys', () => {
+    const relays = (r: Obj[]): boolean => validate.safeParse(withValues((v) => { announced(v); v.agent.relays = r })).success
+    expect(relays([RELAY])).toBe(true)
+    expect(relays([{ ...RELAY, tcpPort: 4001, udpPort: 4002 }])).toBe(true)
+    expect(relays([{ host: RELAY.host }])).toBe(false)
+    expect(relays([{ peerId: RELAY.peerId }])).toBe(false)
+    expect(relays([{ ...RELAY, peerId: 'not-a-peer-id' }])).toBe(false)
+    expect(relays([{ ...RELAY, port: 4002 }])).toBe(false)
+  })
+
+  it('values.schema.json requires ports to be integers in 1..65535', () => {
+    const port = (p: unknown): boolean => validate.safeParse(withValues((v) => { announced(v); v.relay.ports.udp = p })).success
+    expect(port(4002)).toBe(true)
+    expect(port(1)).toBe(true)
+    expect(port(65535)).toBe(true)
+    expect(port(0)).toBe(false)
+    expect(port(65536)).toBe(false)
+    expect(port(4002.5)).toBe(false)
+    expect(port('4002')).toBe(false)
+    expect(validate.safeParse(withValues((v) => { announced(v); v.agent.listen.udpPort = 70000 })).success).toBe(false)
+    expect(validate.safeParse(withValues((v) => { announced(v); v.agent.relays = [{ ...RELAY, udpPort: 0 }] })).success).toBe(false)
+  })
+
+  it('values.schema.json requires psk.key (64 hex) when psk.create, unless an existing Secret is named', () => {
+    const psk = (p: Obj): boolean => validate.safeParse(withValues((v) => { announced(v); Object.assign(v.psk, p) })).success
+    expect(psk({ create: true })).toBe(false)
+    expect(psk({ create: true, key: 'ab'.repeat(32) })).toBe(true)
+    expect(psk({ create: true, key: 'ab'.repeat(31) })).toBe(false)
+    expect(psk({ existingSecret: 'edgemesh-psk' })).toBe(true)
+  })
+
+  it('has the templates, each include naming a defined helper', async () => {
+    const dir = new URL('templates/', CHART)
+    const files = (await readdir(dir)).sort()
+    for (const f of ['NOTES.txt', '_helpers.tpl', 'agent-configmap.yaml', 'agent-daemonset.yaml', 'psk-secret.yaml',
+      'server-configmap.yaml', 'server-deployment.yaml', 'server-service.yaml', 'serviceaccounts.yaml']) expect(files).toContain(f)
+    const texts = new Map(await Promise.all(files.map(async (f) => [f, await readFile(new URL(f, dir), 'utf8')] as const)))
+    const defined = new Set([...texts.get('_helpers.tpl')!.matchAll(/define "([^"]+)"/g)].map((m) => m[1]))
+    for (const [f, text] of texts) {
+      for (const m of text.matchAll(/include "([^"]+)"/g)) expect(defined.has(m[1]), `${f}: include "${m[1]}"`).toBe(true)
+      // every {{ has its }}
+      expect(text.split('{{').length, f).toBe(text.split('}}').length)
+    }
+    expect(texts.get('server-deployment.yaml')).toMatch(/required "relay\.announce/)
+    for (const f of ['server-deployment.yaml', 'agent-daemonset.yaml']) expect(texts.get(f)).toContain('checksum/config:')
+    const notes = texts.get('NOTES.txt')!
+    expect(notes).toContain('edgemesh-server ready')
+    expect(notes).toContain('bin/edgemesh.js status')
+  })
+
+  it('the Dockerfile builds the /app image the manifests run', async () => {
+    const dockerfile = await readFile(new URL('manifests/Dockerfile', ROOT), 'utf8')
+    expect(dockerfile).toMatch(/^FROM node:24-slim$/m)
+    expect(dockerfile).toMatch(/^WORKDIR \/app$/m)
+    expect(dockerfile).toMatch(/^RUN npm ci --omit=dev/m)
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["node"\]$/m)
+    for (const dir of ['bin', 'shared', 'server', 'agent']) expect(dockerfile).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'))
+  })
+})
