@@ -38,7 +38,7 @@ const SERVER_DEFAULTS = {
   logLevel: 'info'
 }
 
-const MIN_AGENT_YAML = `nodeName: edge-1\nrelays:\n  - host: relay.example.com\n    peerId: ${PEER}\n`
+const MIN_AGENT_YAML = `nodeName: edge-1\nrelays:\n  - host: 203.0.113.10\n    peerId: ${PEER}\n`
 
 describe('loadConfig: ServerConfig', () => {
   it('no file and no overrides gives all defaults', async () => {
@@ -108,7 +108,7 @@ describe('loadConfig: AgentConfig', () => {
       identityFile: '/var/lib/edgemesh/agent.key',
       listen: { host: '0.0.0.0', udpPort: 4003, tcpPort: 4004 },
       controlSocket: '/run/edgemesh/agent.sock',
-      relays: [{ host: 'relay.example.com', peerId: PEER, tcpPort: 4001, udpPort: 4002 }],
+      relays: [{ host: '203.0.113.10', peerId: PEER, tcpPort: 4001, udpPort: 4002 }],
       tunnel: { punchTimeoutMs: 3_000, punchRetryMs: 30_000, keepaliveMs: 5_000, advertise: [] },
       diagnostics: false,
       logLevel: 'info'
@@ -272,7 +272,7 @@ describe('loadConfig: overrides', () => {
     })
     expect(c.listen).toEqual({ host: '0.0.0.0', udpPort: 5003, tcpPort: 4004 })
     expect(c.diagnostics).toBe(true)
-    expect(c.relays[0]).toEqual({ host: 'relay.example.com', peerId: PEER, tcpPort: 4001, udpPort: 6000 })
+    expect(c.relays[0]).toEqual({ host: '203.0.113.10', peerId: PEER, tcpPort: 4001, udpPort: 6000 })
     expect(c.tunnel.punchTimeoutMs).toBe(500)
     expect(c.logLevel).toBe('debug')
     // an override error names the field and the source (the file)
