@@ -140,9 +140,9 @@ describe('loadConfig: AgentConfig', () => {
   it('relay errors name the array index and field', async () => {
     const file = await yamlFile(`nodeName: edge-1
 relays:
-  - host: r0
+  - host: 203.0.113.10
     peerId: ${PEER}
-  - host: r1
+  - host: relay.example.com
     peerId: not-a-peer-id
     udpPort: 70000
     tcpport: 1
@@ -151,7 +151,8 @@ relays:
     expect(lines).toContain('  relays[1].peerId: expected a libp2p peer id (12D3Koo...)')
     expect(lines).toContain('  relays[1].udpPort: Too big: expected number to be <=65535')
     expect(lines).toContain('  relays[1]: Unrecognized key: "tcpport"')
-    expect(lines).toHaveLength(3)
+    expect(lines).toContain("  relays[1].host: expected the relay's IPv4 address")
+    expect(lines).toHaveLength(4)
   })
 
   it('relays[0].udpPort negative', async () => {
