@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly (Node 24 strips types); see README.
-import { main } from '../agent/control/cli.ts'
-import { runMain } from '../shared/cli-main.ts'
+// Runs the compiled JavaScript in dist/ (npm run build).
+import { runMain } from '../dist/shared/cli-main.js'
+import { main } from '../dist/agent/control/cli.js'
 runMain(() => main(process.argv.slice(2)), { stack: false })

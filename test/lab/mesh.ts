@@ -14,6 +14,8 @@ import { callAgent } from '../../agent/control/cli.ts'
 const execFileP = promisify(execFile)
 const ROOT = resolve(import.meta.dirname, '../..')
 const NODE = process.execPath
+/** the runtime flags the manifests use (a small young generation keeps RSS down) */
+export const NODE_FLAGS = ['--max-semi-space-size=2']
 
 export const SERVER_BIN = join(ROOT, 'bin/edgemesh-server.js')
 export const AGENT_BIN = join(ROOT, 'bin/edgemesh-agent.js')
@@ -130,12 +132,12 @@ export class Mesh {
   }
 
   async startRelay (r: MeshRelay): Promise<void> {
-    r.proc = this.lab.spawn(r.host, [NODE, SERVER_BIN, '--config', r.configFile], { logFile: join(this.dir, `${r.host}.log`) })
+    r.proc = this.lab.spawn(r.host, [NODE, ...NODE_FLAGS, SERVER_BIN, '--config', r.configFile], { logFile: join(this.dir, `${r.host}.log`) })
     await r.proc.waitForLine(/edgemesh-server ready/, 20_000)
   }
 
   async startAgent (a: MeshAgent): Promise<void> {
-    a.proc = this.lab.spawn(a.host, [NODE, AGENT_BIN, '--config', a.configFile], { logFile: join(this.dir, `${a.host}.log`), ...(this.opts.agentEnv != null ? { env: this.opts.agentEnv } : {}) })
+    a.proc = this.lab.spawn(a.host, [NODE, ...NODE_FLAGS, AGENT_BIN, '--config', a.configFile], { logFile: join(this.dir, `${a.host}.log`), ...(this.opts.agentEnv != null ? { env: this.opts.agentEnv } : {}) })
     await a.proc.waitForLine(/edgemesh-agent ready/, 20_000)
   }
 
