@@ -86,7 +86,7 @@ export class Tunnel implements TunnelApi {
   private readonly connPaths = new Map<string, PathKind>()
   private readonly abort = new AbortController()
   private maintenanceTimer: NodeJS.Timeout | undefined
-  private circuitBusy = new Set<string>()
+  private circuitBusy = false
   private readonly log: Logger
 
   private constructor (opts: TunnelOptions, node: AgentNode, udx: Udx, socket: UdxSocket) {
@@ -143,6 +143,9 @@ export class Tunnel implements TunnelApi {
       })
       client.on('incoming', (info) => { this.onIncoming(client, info) })
       client.on('restarted', () => { this.dropRelaySessions(client) })
+      // a relay that stopped answering takes its relayed sessions with it: close them so new
+      // streams redial (through another relay when there is one)
+      client.on('state', (up) => { if (!up) this.dropRelaySessions(client) })
       this.clients.push(client)
       this.clientsByEndpoint.set(endpointKey(client.endpoint), client)
       client.start()
@@ -329,8 +332,8 @@ export class Tunnel implements TunnelApi {
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
     const attempts: Array<Promise<Connection>> = []
     for (const a of state.record.addresses) attempts.push(this.dialTcp(multiaddr(a), state, 'direct-tcp', signal))
-    const client = this.upClient()
-    attempts.push(client != null ? this.rendezvousDial(client, state, signal) : this.circuitDial(state, signal))
+    const clients = this.clients.filter((c) => c.up)
+    attempts.push(clients.length > 0 ? this.rendezvousDial(clients, state, signal) : this.circuitDial(state, signal))
     try {
       return await Promise.any(attempts)
     } catch (err: any) {
@@ -344,15 +347,21 @@ export class Tunnel implements TunnelApi {
    * direct TCP to usable candidates; resolves with the first connection. The others keep
    * going and, if they succeed, become additional (possibly better) paths.
    */
-  private async rendezvousDial (client: RendezvousClient, state: PeerState, signal: AbortSignal): Promise<Connection> {
-    let info: PeerInfoMessage
-    try {
-      info = await client.connect(state.peerId.toMultihash().bytes, true, 2_000, signal)
-    } catch (err) {
-      // the peer has no UDP registration (UDP blocked at its site) or the relay is silent
-      if (err instanceof ConnectRefusedError && err.code !== ConnectErrorCode.peerNotOnUdp) throw err
-      return await this.circuitDial(state, signal)
+  private async rendezvousDial (clients: RendezvousClient[], state: PeerState, signal: AbortSignal): Promise<Connection> {
+    let info: PeerInfoMessage | undefined
+    let client: RendezvousClient | undefined
+    // relays in order (several for availability): the first that answers introduces us
+    for (const c of clients) {
+      try {
+        info = await c.connect(state.peerId.toMultihash().bytes, true, 1_500, signal)
+        client = c
+        break
+      } catch {
+        // silent relay, or the peer is not registered over UDP there (UDP blocked at its
+        // site, answered at once): try the next relay, then TCP circuits
+      }
     }
+    if (info == null || client == null) return await this.circuitDial(state, signal)
     if (!info.peer.every((b, i) => b === state.peerId.toMultihash().bytes[i])) throw new Error('relay introduced the wrong peer')
     const legs = this.startLegs(client, info, state.peerId, signal)
     let first: Connection
@@ -507,19 +516,23 @@ export class Tunnel implements TunnelApi {
       .finally(() => { state.punching = false })
   }
 
-  /** Listens on each relay's circuit address; re-reserves after the relay restarts. */
+  /**
+   * Listens on each relay's circuit address; re-reserves after the relay restarts. One
+   * reservation at a time: the circuit transport's reservation queue stalled when two
+   * listens on different relays overlapped.
+   */
   private ensureCircuitReservations (): void {
+    if (this.circuitBusy) return
     const addrs = this.node.getMultiaddrs().map(String)
-    for (const relay of this.opts.config.relays) {
-      const reserved = addrs.some((a) => a.includes(`/p2p/${relay.peerId}/p2p-circuit`))
-      if (reserved || this.circuitBusy.has(relay.peerId)) continue
-      this.circuitBusy.add(relay.peerId)
-      const listenAddr = multiaddr(`/ip4/${relay.host}/tcp/${relay.tcpPort}/p2p/${relay.peerId}/p2p-circuit`)
-      const tm = (this.node as any).components.transportManager
-      tm.listen([listenAddr])
-        .catch((err: any) => { this.log.debug({ relay: relay.host, err: err.message }, 'circuit reservation failed; retrying') })
-        .finally(() => { this.circuitBusy.delete(relay.peerId) })
-    }
+    const missing = this.opts.config.relays.filter((r) => !addrs.some((a) => a.includes(`/p2p/${r.peerId}/p2p-circuit`)))
+    const relay = missing[0]
+    if (relay == null) return
+    this.circuitBusy = true
+    const listenAddr = multiaddr(`/ip4/${relay.host}/tcp/${relay.tcpPort}/p2p/${relay.peerId}/p2p-circuit`)
+    const tm = (this.node as any).components.transportManager
+    Promise.race([tm.listen([listenAddr]), rejectAfter(10_000)])
+      .catch((err: any) => { this.log.debug({ relay: relay.host, err: err.message }, 'circuit reservation failed; retrying') })
+      .finally(() => { this.circuitBusy = false })
   }
 
   /** A restarted relay lost every blind relay pair: close our sessions through it so streams redial. */
