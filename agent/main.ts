@@ -1,8 +1,8 @@
 // edgemesh-agent: the node agent's composition root. Today: identity, peer directory, tunnel,
 // local control API and metrics. DNS, proxy and SOCKS5 plug in here as they arrive.
-import { parseArgs } from 'node:util'
-import { AgentConfig, ConfigError, loadConfig, loadPsk } from '../shared/config.ts'
+import { AgentConfig, loadConfig, loadPsk } from '../shared/config.ts'
 import { loadOrCreateIdentity } from '../shared/identity.ts'
+import { parseDaemonArgs } from '../shared/cli-main.ts'
 import { createLogger } from '../shared/logging.ts'
 import { Metrics } from '../shared/metrics.ts'
 import { parseHostPort, startHttp, stopHttp } from '../shared/http.ts'
@@ -47,35 +47,22 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
   }
 }
 
-export async function main (argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      config: { type: 'string', short: 'c' },
-      set: { type: 'string', multiple: true },
-      'print-peer-id': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' }
-    }
-  })
-  if (values.help === true) {
-    process.stdout.write(`usage: edgemesh-agent --config FILE [--set key.path=value ...] [--print-peer-id]
+const USAGE = `usage: edgemesh-agent --config FILE [--set key.path=value ...] [--print-peer-id]
   --config FILE        YAML configuration (see README)
   --set a.b=value      override one field, e.g. --set nodeName=edge-1
   --print-peer-id      create the identity key if missing, print the peer id, exit
-`)
-    return
-  }
-  const overrides = (values.set ?? []).map((kv): [string, string] => {
-    const i = kv.indexOf('=')
-    if (i < 1) throw new ConfigError(`--set ${kv}: expected key.path=value`)
-    return [kv.slice(0, i), kv.slice(i + 1)]
-  })
-  if (values['print-peer-id'] === true) {
-    const partial = await loadConfig(AgentConfig.pick({ identityFile: true }).loose(), { ...(values.config != null ? { file: values.config } : {}), overrides })
+`
+
+export async function main (argv: string[]): Promise<void> {
+  const args = parseDaemonArgs(argv, USAGE)
+  if (args.help) return
+  const source = { ...(args.configFile != null ? { file: args.configFile } : {}), overrides: args.overrides }
+  if (args.printPeerId) {
+    const partial = await loadConfig(AgentConfig.pick({ identityFile: true }).loose(), source)
     process.stdout.write(`${(await loadOrCreateIdentity(partial.identityFile)).peerId.toString()}\n`)
     return
   }
-  const config = await loadConfig(AgentConfig, { ...(values.config != null ? { file: values.config } : {}), overrides })
+  const config = await loadConfig(AgentConfig, source)
   const agent = await startAgent(config)
   const shutdown = (): void => { agent.stop().then(() => process.exit(0), () => process.exit(1)) }
   process.once('SIGTERM', shutdown)

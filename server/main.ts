@@ -1,8 +1,8 @@
 // edgemesh-server: the relay node's composition root. One libp2p host (TCP + circuit relay v2)
 // and one UDP socket (rendezvous + blind relay), plus /healthz and /metrics.
-import { parseArgs } from 'node:util'
-import { loadConfig, loadPsk, ServerConfig, ConfigError } from '../shared/config.ts'
+import { loadConfig, loadPsk, ServerConfig } from '../shared/config.ts'
 import { loadOrCreateIdentity } from '../shared/identity.ts'
+import { parseDaemonArgs } from '../shared/cli-main.ts'
 import { createLogger } from '../shared/logging.ts'
 import { Metrics } from '../shared/metrics.ts'
 import { createUdx } from '../shared/udx.ts'
@@ -61,31 +61,18 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
   }
 }
 
-export async function main (argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      config: { type: 'string', short: 'c' },
-      set: { type: 'string', multiple: true },
-      'print-peer-id': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' }
-    }
-  })
-  if (values.help === true) {
-    process.stdout.write(`usage: edgemesh-server [--config FILE] [--set key.path=value ...] [--print-peer-id]
+const USAGE = `usage: edgemesh-server [--config FILE] [--set key.path=value ...] [--print-peer-id]
   --config FILE        YAML configuration (see manifests/ and README)
   --set a.b=value      override one field, e.g. --set listen.udpPort=4002
   --print-peer-id      create the identity key if missing, print the peer id, exit
-`)
-    return
-  }
-  const overrides = (values.set ?? []).map((kv): [string, string] => {
-    const i = kv.indexOf('=')
-    if (i < 1) throw new ConfigError(`--set ${kv}: expected key.path=value`)
-    return [kv.slice(0, i), kv.slice(i + 1)]
-  })
-  const config = await loadConfig(ServerConfig, { ...(values.config != null ? { file: values.config } : {}), overrides })
-  if (values['print-peer-id'] === true) {
+`
+
+export async function main (argv: string[]): Promise<void> {
+  const args = parseDaemonArgs(argv, USAGE)
+  if (args.help) return
+  const source = { ...(args.configFile != null ? { file: args.configFile } : {}), overrides: args.overrides }
+  const config = await loadConfig(ServerConfig, source)
+  if (args.printPeerId) {
     process.stdout.write(`${(await loadOrCreateIdentity(config.identityFile)).peerId.toString()}\n`)
     return
   }
