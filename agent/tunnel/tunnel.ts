@@ -59,6 +59,8 @@ interface PeerState {
   dialing: Promise<Connection> | null
   lastRttMs: number | null
   lastPunchAt: number
+  /** wait before the next background attempt; doubles on failure up to punchRetryMs */
+  retryDelayMs: number
   punching: boolean
 }
 
@@ -217,7 +219,7 @@ export class Tunnel implements TunnelApi {
   private peerState (record: PeerRecord): PeerState {
     let s = this.peers.get(record.nodeName)
     if (s == null || s.record.peerId !== record.peerId) {
-      s = { record, peerId: peerIdFromString(record.peerId), dialing: null, lastRttMs: null, lastPunchAt: 0, punching: false }
+      s = { record, peerId: peerIdFromString(record.peerId), dialing: null, lastRttMs: null, lastPunchAt: 0, retryDelayMs: 2_000, punching: false }
       this.peers.set(record.nodeName, s)
     }
     return s
@@ -501,17 +503,22 @@ export class Tunnel implements TunnelApi {
    */
   private retryPunch (state: PeerState, now: number, best: PathKind): void {
     const client = this.upClient()
-    const interval = best === 'relay-tcp' ? 2_000 : this.opts.config.tunnel.punchRetryMs
+    // relay-tcp only (say, after a relay restart): a UDP relay leg is worth asking for soon;
+    // otherwise punching is retried every punchRetryMs
+    const interval = best === 'relay-tcp' ? state.retryDelayMs : this.opts.config.tunnel.punchRetryMs
     if (client == null || state.punching || now - state.lastPunchAt < interval) return
     state.punching = true
     state.lastPunchAt = now
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
     client.connect(state.peerId.toMultihash().bytes, best === 'relay-tcp', 2_000, signal)
       .then(async (info) => { await Promise.any(this.startLegs(client, info, state.peerId, signal).all) })
-      .then(() => { this.log.debug({ peer: state.record.nodeName }, 'background attempt opened a better path') })
-      .catch((err) => {
-        // a UDP-blocked peer will stay so for a while: do not ask again every 2 s
-        if (err instanceof ConnectRefusedError && err.code === ConnectErrorCode.peerNotOnUdp) state.lastPunchAt = now + this.opts.config.tunnel.punchRetryMs
+      .then(() => {
+        state.retryDelayMs = 2_000
+        this.log.debug({ peer: state.record.nodeName }, 'background attempt opened a better path')
+      })
+      .catch(() => {
+        // a UDP-blocked peer stays so for a while: back off instead of asking every 2 s
+        state.retryDelayMs = Math.min(state.retryDelayMs * 2, this.opts.config.tunnel.punchRetryMs)
       })
       .finally(() => { state.punching = false })
   }
