@@ -7,22 +7,23 @@
 //   - while only relayed, punching is retried in the background;
 //   - sites with UDP blocked use libp2p circuit relay v2 over TCP (relay-tcp).
 import { randomBytes } from 'node:crypto'
-import { networkInterfaces } from 'node:os'
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { multiaddr } from '@multiformats/multiaddr'
 import type { Connection, PeerId, PrivateKey, Stream, StreamHandler } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { AgentConfig, RelayRef } from '../../shared/config.ts'
+import type { AgentConfig } from '../../shared/config.ts'
+import { localIPv4 } from '../../shared/net.ts'
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
-import { createUdx, type Udx, type UdxSocket } from '../../shared/udx.ts'
+import { createUdx, type UdxSocket } from '../../shared/udx.ts'
 import { endpointKey, type Endpoint } from '../../shared/wire/addr.ts'
-import { ConnectErrorCode, decodeMessage, looksLikeRendezvous, type Candidate, type PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
+import { decodeMessage, looksLikeRendezvous, type Candidate, type PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
 import { peerIdFromBytes } from '../../shared/peer-id.ts'
 import type { PeerDirectory, PeerRecord } from './directory.ts'
 import { createAgentNode, type AgentNode } from './node.ts'
 import { classifyLibp2pConnection, isDirect, pathRank, type PathKind } from './paths.ts'
 import { PunchRegistry } from './punch.ts'
-import { ConnectRefusedError, RendezvousClient } from './rendezvous-client.ts'
+import { Dialer, rejectAfter } from './dialer.ts'
+import { RendezvousClient } from './rendezvous-client.ts'
 import { readExactly, readStream, send } from './stream-io.ts'
 
 export const PING_PROTOCOL = '/edgemesh/ping/1.0.0'
@@ -78,7 +79,6 @@ export interface TunnelApi {
 export class Tunnel implements TunnelApi {
   readonly node: AgentNode
   private readonly opts: TunnelOptions
-  private readonly udx: Udx
   private readonly socket: UdxSocket
   private readonly punches: PunchRegistry
   private readonly clients: RendezvousClient[] = []
@@ -90,14 +90,19 @@ export class Tunnel implements TunnelApi {
   private maintenanceTimer: NodeJS.Timeout | undefined
   private circuitBusy = false
   private readonly log: Logger
+  private readonly dialer: Dialer
 
-  private constructor (opts: TunnelOptions, node: AgentNode, udx: Udx, socket: UdxSocket) {
+  private constructor (opts: TunnelOptions, node: AgentNode, socket: UdxSocket) {
     this.opts = opts
     this.node = node
-    this.udx = udx
     this.socket = socket
     this.log = opts.log
     this.punches = new PunchRegistry(socket)
+    this.dialer = new Dialer({
+      node, punches: this.punches, config: opts.config, metrics: opts.metrics, log: opts.log,
+      adopt: (conn, path) => { this.adopt(conn, path) },
+      pathOf: (conn) => this.pathOf(conn)
+    })
     this.relayPeerIds = new Set(opts.config.relays.map((r) => r.peerId))
   }
 
@@ -120,7 +125,7 @@ export class Tunnel implements TunnelApi {
       log: opts.log,
       metrics: opts.metrics
     })
-    const tunnel = new Tunnel(opts, node, udx, socket)
+    const tunnel = new Tunnel(opts, node, socket)
     node.services.dgram.attach(udx, socket, config.tunnel.keepaliveMs, (conn, path) => { tunnel.adopt(conn, path) })
     await tunnel.init()
     return tunnel
@@ -190,9 +195,7 @@ export class Tunnel implements TunnelApi {
     const { listen, tunnel } = this.opts.config
     const hosts = new Set<string>(tunnel.advertise)
     if (listen.host === '0.0.0.0') {
-      for (const addrs of Object.values(networkInterfaces())) {
-        for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) hosts.add(a.address)
-      }
+      for (const a of localIPv4()) hosts.add(a.address)
     } else {
       hosts.add(listen.host)
     }
@@ -314,7 +317,7 @@ export class Tunnel implements TunnelApi {
     }
     const state = this.resolve(nodeName)
     const ma = multiaddr(via.includes('/p2p/') ? via : `${via}/p2p/${state.peerId.toString()}`)
-    const conn = await this.dialTcp(ma, state, 'direct-tcp', AbortSignal.timeout(DIAL_TIMEOUT_MS))
+    const conn = await this.dialer.dialTcp(ma, state.peerId, AbortSignal.timeout(DIAL_TIMEOUT_MS))
     return { conn, path: this.pathOf(conn) ?? 'direct-tcp' }
   }
 
@@ -332,133 +335,7 @@ export class Tunnel implements TunnelApi {
 
   private async dial (state: PeerState): Promise<Connection> {
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
-    const attempts: Array<Promise<Connection>> = []
-    for (const a of state.record.addresses) attempts.push(this.dialTcp(multiaddr(a), state, 'direct-tcp', signal))
-    const clients = this.clients.filter((c) => c.up)
-    attempts.push(clients.length > 0 ? this.rendezvousDial(clients, state, signal) : this.circuitDial(state, signal))
-    try {
-      return await Promise.any(attempts)
-    } catch (err: any) {
-      const reasons = err instanceof AggregateError ? err.errors.map((e: any) => e?.message ?? String(e)).join('; ') : String(err?.message ?? err)
-      throw new Error(`cannot reach ${state.record.nodeName}: ${reasons}`)
-    }
-  }
-
-  /**
-   * Asks the relay for an introduction, then races the blind relay leg, the punched leg and
-   * direct TCP to usable candidates; resolves with the first connection. The others keep
-   * going and, if they succeed, become additional (possibly better) paths.
-   */
-  private async rendezvousDial (clients: RendezvousClient[], state: PeerState, signal: AbortSignal): Promise<Connection> {
-    let info: PeerInfoMessage | undefined
-    let client: RendezvousClient | undefined
-    // relays in order (several for availability): the first that answers introduces us
-    for (const c of clients) {
-      try {
-        info = await c.connect(state.peerId.toMultihash().bytes, true, 1_500, signal)
-        client = c
-        break
-      } catch {
-        // silent relay, or the peer is not registered over UDP there (UDP blocked at its
-        // site, answered at once): try the next relay, then TCP circuits
-      }
-    }
-    if (info == null || client == null) return await this.circuitDial(state, signal)
-    if (!info.peer.every((b, i) => b === state.peerId.toMultihash().bytes[i])) throw new Error('relay introduced the wrong peer')
-    const legs = this.startLegs(client, info, state.peerId, signal)
-    let first: Connection
-    try {
-      first = await Promise.any(legs.all)
-    } catch {
-      // no UDP leg worked (for example both sides symmetric and no relay leg): TCP circuit
-      return await this.circuitDial(state, signal)
-    }
-    // The relay usually wins by a hair even when the punch worked (both run a handshake).
-    // If the hole is already open, the direct connection is moments away: take it instead,
-    // since a stream stays on the connection it was opened on. A failed punch never gets here.
-    if (!isDirect(this.pathOf(first) ?? 'relay-tcp') && legs.holeOpen()) {
-      try {
-        return await Promise.race([Promise.any(legs.direct), rejectAfter(1_000)])
-      } catch {}
-    }
-    return first
-  }
-
-  /** Starts the relay, punch and TCP legs for one introduction (both roles). */
-  private startLegs (client: RendezvousClient, info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal): { all: Array<Promise<Connection>>, direct: Array<Promise<Connection>>, holeOpen: () => boolean } {
-    const direct: Array<Promise<Connection>> = []
-    const all: Array<Promise<Connection>> = []
-    if (info.relayLocalId !== 0) {
-      all.push(this.node.services.dgram.dial({
-        remotePeer: peerId, remote: client.endpoint, localId: info.relayLocalId, remoteId: info.relayRemoteId,
-        initiator: info.initiator, path: 'relay-udp', signal
-      }))
-    }
-    let holeOpen = false
-    direct.push(this.punchLeg(info, peerId, signal, () => { holeOpen = true }))
-    if (info.initiator) {
-      for (const c of info.candidates) {
-        if (c.proto === 'tcp' && this.isUsefulTcpCandidate(c)) {
-          direct.push(this.dialTcp(multiaddr(`/ip4/${c.host}/tcp/${c.port}/p2p/${peerId.toString()}`), null, 'direct-tcp', signal))
-        }
-      }
-    }
-    all.push(...direct)
-    for (const leg of all) leg.catch(() => {}) // losers are fine
-    return { all, direct, holeOpen: () => holeOpen }
-  }
-
-  private async punchLeg (info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal, onHoleOpen: () => void = () => {}): Promise<Connection> {
-    const { metrics, config } = this.opts
-    const udp = info.candidates.filter((c) => c.proto === 'udp')
-    const r = await this.punches.punch(info.session, udp, { timeoutMs: config.tunnel.punchTimeoutMs, signal })
-    if (r == null) {
-      metrics.punches.inc({ outcome: 'failed' })
-      throw new Error('hole punching failed (symmetric NAT or UDP filtered)')
-    }
-    onHoleOpen()
-    metrics.punches.inc({ outcome: 'ok' })
-    metrics.punchMs.observe(r.ms)
-    this.log.debug({ peer: peerId.toString(), remote: endpointKey(r.remote), ms: +r.ms.toFixed(1) }, 'hole punched')
-    return await this.node.services.dgram.dial({
-      remotePeer: peerId, remote: r.remote, localId: info.directLocalId, remoteId: info.directRemoteId,
-      initiator: info.initiator, path: 'direct-udp', signal
-    })
-  }
-
-  /** TCP candidates worth a dial: same subnet as one of ours, or a public address. */
-  private isUsefulTcpCandidate (c: Endpoint): boolean {
-    if (c.host.includes(':')) return false
-    for (const addrs of Object.values(networkInterfaces())) {
-      for (const a of addrs ?? []) {
-        if (a.family !== 'IPv4' || a.internal) continue
-        if (a.address === c.host) return false
-        if (sameSubnet(a.address, c.host, a.netmask)) return true
-      }
-    }
-    return !isPrivateIPv4(c.host)
-  }
-
-  private async dialTcp (ma: Multiaddr, state: PeerState | null, path: PathKind, signal: AbortSignal): Promise<Connection> {
-    const conn = await this.node.dial(ma, { force: true, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
-    if (state != null && !conn.remotePeer.equals(state.peerId)) { await conn.close(); throw new Error('wrong peer at direct address') }
-    this.connPaths.set(conn.id, path)
-    return conn
-  }
-
-  /** relay-tcp: libp2p circuit relay v2 through each relay in turn. */
-  private async circuitDial (state: PeerState, signal: AbortSignal): Promise<Connection> {
-    const errors: string[] = []
-    for (const relay of this.opts.config.relays) {
-      try {
-        const conn = await this.node.dial(circuitAddr(relay, state.peerId), { force: true, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
-        this.connPaths.set(conn.id, 'relay-tcp')
-        return conn
-      } catch (err: any) {
-        errors.push(`${relay.host}: ${err.message}`)
-      }
-    }
-    throw new Error(`relay-tcp failed (${errors.join('; ')})`)
+    return await this.dialer.dial({ nodeName: state.record.nodeName, peerId: state.peerId, addresses: state.record.addresses }, this.clients.filter((c) => c.up), signal)
   }
 
   /** The relay introduced a peer that wants to reach us: run our side of every leg. */
@@ -472,7 +349,7 @@ export class Tunnel implements TunnelApi {
       return
     }
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
-    this.startLegs(client, info, peerId, signal)
+    this.dialer.startLegs(client, info, peerId, signal)
   }
 
   // ---------------------------------------------------------------- background work
@@ -511,7 +388,7 @@ export class Tunnel implements TunnelApi {
     state.lastPunchAt = now
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
     client.connect(state.peerId.toMultihash().bytes, best === 'relay-tcp', 2_000, signal)
-      .then(async (info) => { await Promise.any(this.startLegs(client, info, state.peerId, signal).all) })
+      .then(async (info) => { await Promise.any(this.dialer.startLegs(client, info, state.peerId, signal).all) })
       .then(() => {
         state.retryDelayMs = 2_000
         this.log.debug({ peer: state.record.nodeName }, 'background attempt opened a better path')
@@ -630,35 +507,12 @@ export class Tunnel implements TunnelApi {
   }
 }
 
-function circuitAddr (relay: RelayRef, target: PeerId): Multiaddr {
-  return multiaddr(`/ip4/${relay.host}/tcp/${relay.tcpPort}/p2p/${relay.peerId}/p2p-circuit/p2p/${target.toString()}`)
-}
-
 function remoteOf (conn: Connection, udx: Endpoint | undefined): string {
   if (udx != null) return endpointKey(udx)
   const s = conn.remoteAddr.toString()
   const m = /^\/ip[46]\/([^/]+)\/tcp\/(\d+)/.exec(s)
   if (m == null) return s
   return s.includes('/p2p-circuit') ? `${m[1]}:${m[2]} (circuit)` : `${m[1]}:${m[2]}`
-}
-
-function ipv4ToInt (ip: string): number {
-  return ip.split('.').reduce((acc, p) => ((acc << 8) | Number(p)) >>> 0, 0)
-}
-
-function sameSubnet (a: string, b: string, mask: string): boolean {
-  const m = ipv4ToInt(mask)
-  return (ipv4ToInt(a) & m) === (ipv4ToInt(b) & m)
-}
-
-function isPrivateIPv4 (ip: string): boolean {
-  const n = ipv4ToInt(ip)
-  const inRange = (base: string, bits: number): boolean => ((n ^ ipv4ToInt(base)) >>> (32 - bits)) === 0
-  return inRange('10.0.0.0', 8) || inRange('172.16.0.0', 12) || inRange('192.168.0.0', 16) || inRange('100.64.0.0', 10) || inRange('169.254.0.0', 16) || inRange('127.0.0.0', 8)
-}
-
-async function rejectAfter (ms: number): Promise<never> {
-  return await new Promise((_resolve, reject) => { setTimeout(() => { reject(new Error('timeout')) }, ms) })
 }
 
 async function abortPromise (signal: AbortSignal): Promise<never> {

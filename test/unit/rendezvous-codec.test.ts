@@ -24,7 +24,6 @@ const concat = (...parts: Uint8Array[]): Uint8Array => {
   return out
 }
 
-type Body = Omit<RegisterMessage, 'type' | 'signature' | 'mac'>
 
 function encodeRegisterMessage (m: RegisterMessage): { wire: Uint8Array, body: Uint8Array } {
   const body = encodeRegisterBody({ timestampMs: m.timestampMs, peerId: m.peerId, nodeName: m.nodeName, candidates: m.candidates })

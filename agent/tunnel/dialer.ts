@@ -1,0 +1,167 @@
+// How a connection to a peer is made. A dial asks a relay for an introduction and races,
+// in parallel: the blind UDP relay leg, the punched leg, and direct TCP to candidates on our
+// LAN (or public ones). The first connection wins so a failed punch never delays the first
+// byte; the others keep going and become additional, possibly better, paths. Sites with UDP
+// blocked (or no answering relay) are reached through libp2p circuit relay v2 over TCP.
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { Connection, PeerId } from '@libp2p/interface'
+import type { AgentConfig, RelayRef } from '../../shared/config.ts'
+import type { Logger } from '../../shared/logging.ts'
+import type { Metrics } from '../../shared/metrics.ts'
+import { isUsefulDirectCandidate, localIPv4 } from '../../shared/net.ts'
+import { endpointKey } from '../../shared/wire/addr.ts'
+import type { PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
+import type { AgentNode } from './node.ts'
+import { isDirect, type PathKind } from './paths.ts'
+import type { PunchRegistry } from './punch.ts'
+import type { RendezvousClient } from './rendezvous-client.ts'
+
+export interface DialerOptions {
+  node: AgentNode
+  punches: PunchRegistry
+  config: AgentConfig
+  metrics: Metrics
+  log: Logger
+  /** records the path of a connection this dialer made */
+  adopt: (conn: Connection, path: PathKind) => void
+  pathOf: (conn: Connection) => PathKind | undefined
+}
+
+export interface Legs {
+  /** every leg started for one introduction */
+  all: Array<Promise<Connection>>
+  /** the punched and direct TCP legs */
+  direct: Array<Promise<Connection>>
+  /** true once the punch found an open path (its connection is then moments away) */
+  holeOpen: () => boolean
+}
+
+export class Dialer {
+  private readonly opts: DialerOptions
+
+  constructor (opts: DialerOptions) { this.opts = opts }
+
+  /** Dials a peer over every path at once; resolves with the first connection. */
+  async dial (target: { nodeName: string, peerId: PeerId, addresses: string[] }, clients: RendezvousClient[], signal: AbortSignal): Promise<Connection> {
+    const attempts: Array<Promise<Connection>> = []
+    for (const a of target.addresses) attempts.push(this.dialTcp(multiaddr(a), target.peerId, signal))
+    attempts.push(clients.length > 0 ? this.rendezvousDial(clients, target.peerId, signal) : this.circuitDial(target.peerId, signal))
+    try {
+      return await Promise.any(attempts)
+    } catch (err: any) {
+      const reasons = err instanceof AggregateError ? err.errors.map((e: any) => e?.message ?? String(e)).join('; ') : String(err?.message ?? err)
+      throw new Error(`cannot reach ${target.nodeName}: ${reasons}`)
+    }
+  }
+
+  private async rendezvousDial (clients: RendezvousClient[], peerId: PeerId, signal: AbortSignal): Promise<Connection> {
+    const want = peerId.toMultihash().bytes
+    let info: PeerInfoMessage | undefined
+    let client: RendezvousClient | undefined
+    // relays in order (several for availability): the first that answers introduces us
+    for (const c of clients) {
+      try {
+        info = await c.connect(want, true, 1_500, signal)
+        client = c
+        break
+      } catch {
+        // silent relay, or the peer is not registered over UDP there (UDP blocked at its
+        // site, answered at once): try the next relay, then TCP circuits
+      }
+    }
+    if (info == null || client == null) return await this.circuitDial(peerId, signal)
+    if (info.peer.byteLength !== want.byteLength || !info.peer.every((b, i) => b === want[i])) throw new Error('relay introduced the wrong peer')
+    const legs = this.startLegs(client, info, peerId, signal)
+    let first: Connection
+    try {
+      first = await Promise.any(legs.all)
+    } catch {
+      // no UDP leg worked (for example both sides symmetric and no relay leg): TCP circuit
+      return await this.circuitDial(peerId, signal)
+    }
+    // The relay usually wins by a hair even when the punch worked (both run a handshake).
+    // If the hole is already open, the direct connection is moments away: take it instead,
+    // since a stream stays on the connection it was opened on. A failed punch never gets here.
+    if (!isDirect(this.opts.pathOf(first) ?? 'relay-tcp') && legs.holeOpen()) {
+      try {
+        return await Promise.race([Promise.any(legs.direct), rejectAfter(1_000)])
+      } catch {}
+    }
+    return first
+  }
+
+  /** Starts the relay, punch and TCP legs for one introduction (both roles). */
+  startLegs (client: RendezvousClient, info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal): Legs {
+    const { node } = this.opts
+    const direct: Array<Promise<Connection>> = []
+    const all: Array<Promise<Connection>> = []
+    if (info.relayLocalId !== 0) {
+      all.push(node.services.dgram.dial({
+        remotePeer: peerId, remote: client.endpoint, localId: info.relayLocalId, remoteId: info.relayRemoteId,
+        initiator: info.initiator, path: 'relay-udp', signal
+      }))
+    }
+    let holeOpen = false
+    direct.push(this.punchLeg(info, peerId, signal, () => { holeOpen = true }))
+    if (info.initiator) {
+      const local = localIPv4()
+      for (const c of info.candidates) {
+        if (c.proto === 'tcp' && isUsefulDirectCandidate(c.host, local)) {
+          direct.push(this.dialTcp(multiaddr(`/ip4/${c.host}/tcp/${c.port}/p2p/${peerId.toString()}`), peerId, signal))
+        }
+      }
+    }
+    all.push(...direct)
+    for (const leg of all) leg.catch(() => {}) // losers are fine
+    return { all, direct, holeOpen: () => holeOpen }
+  }
+
+  private async punchLeg (info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal, onHoleOpen: () => void): Promise<Connection> {
+    const { metrics, config, punches, node, log } = this.opts
+    const udp = info.candidates.filter((c) => c.proto === 'udp')
+    const r = await punches.punch(info.session, udp, { timeoutMs: config.tunnel.punchTimeoutMs, signal })
+    if (r == null) {
+      metrics.punches.inc({ outcome: 'failed' })
+      throw new Error('hole punching failed (symmetric NAT or UDP filtered)')
+    }
+    onHoleOpen()
+    metrics.punches.inc({ outcome: 'ok' })
+    metrics.punchMs.observe(r.ms)
+    log.debug({ peer: peerId.toString(), remote: endpointKey(r.remote), ms: +r.ms.toFixed(1) }, 'hole punched')
+    return await node.services.dgram.dial({
+      remotePeer: peerId, remote: r.remote, localId: info.directLocalId, remoteId: info.directRemoteId,
+      initiator: info.initiator, path: 'direct-udp', signal
+    })
+  }
+
+  /** direct-tcp to an explicit address; a fresh connection even if others exist. */
+  async dialTcp (ma: Multiaddr, peerId: PeerId, signal: AbortSignal): Promise<Connection> {
+    const conn = await this.opts.node.dial(ma, { force: true, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
+    if (!conn.remotePeer.equals(peerId)) { await conn.close(); throw new Error('wrong peer at direct address') }
+    this.opts.adopt(conn, 'direct-tcp')
+    return conn
+  }
+
+  /** relay-tcp: libp2p circuit relay v2 through each relay in turn. */
+  async circuitDial (peerId: PeerId, signal: AbortSignal): Promise<Connection> {
+    const errors: string[] = []
+    for (const relay of this.opts.config.relays) {
+      try {
+        const conn = await this.opts.node.dial(circuitAddr(relay, peerId), { force: true, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
+        this.opts.adopt(conn, 'relay-tcp')
+        return conn
+      } catch (err: any) {
+        errors.push(`${relay.host}: ${err.message}`)
+      }
+    }
+    throw new Error(`relay-tcp failed (${errors.join('; ')})`)
+  }
+}
+
+export function circuitAddr (relay: RelayRef, target: PeerId): Multiaddr {
+  return multiaddr(`/ip4/${relay.host}/tcp/${relay.tcpPort}/p2p/${relay.peerId}/p2p-circuit/p2p/${target.toString()}`)
+}
+
+export async function rejectAfter (ms: number): Promise<never> {
+  return await new Promise((_resolve, reject) => { setTimeout(() => { reject(new Error('timeout')) }, ms) })
+}

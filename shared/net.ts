@@ -1,0 +1,43 @@
+// Small IPv4 helpers for choosing which candidate addresses are worth a direct dial.
+import { networkInterfaces } from 'node:os'
+
+export function ipv4ToInt (ip: string): number {
+  return ip.split('.').reduce((acc, p) => ((acc << 8) | Number(p)) >>> 0, 0)
+}
+
+export function sameSubnet (a: string, b: string, mask: string): boolean {
+  const m = ipv4ToInt(mask)
+  return (ipv4ToInt(a) & m) === (ipv4ToInt(b) & m)
+}
+
+/** RFC 1918, CGNAT (100.64/10), link-local and loopback: not reachable across sites. */
+export function isPrivateIPv4 (ip: string): boolean {
+  const n = ipv4ToInt(ip)
+  const inRange = (base: string, bits: number): boolean => ((n ^ ipv4ToInt(base)) >>> (32 - bits)) === 0
+  return inRange('10.0.0.0', 8) || inRange('172.16.0.0', 12) || inRange('192.168.0.0', 16) ||
+    inRange('100.64.0.0', 10) || inRange('169.254.0.0', 16) || inRange('127.0.0.0', 8)
+}
+
+export interface LocalAddress { address: string, netmask: string }
+
+/** This host's non-loopback IPv4 addresses. */
+export function localIPv4 (): LocalAddress[] {
+  const out: LocalAddress[] = []
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) out.push({ address: a.address, netmask: a.netmask })
+  }
+  return out
+}
+
+/**
+ * A peer's TCP candidate is worth a direct dial when it is on one of our subnets (same LAN)
+ * or is a public address; a private address on another site would only time out.
+ */
+export function isUsefulDirectCandidate (host: string, local: LocalAddress[]): boolean {
+  if (host.includes(':')) return false
+  for (const a of local) {
+    if (a.address === host) return false
+    if (sameSubnet(a.address, host, a.netmask)) return true
+  }
+  return !isPrivateIPv4(host)
+}
