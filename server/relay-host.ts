@@ -4,6 +4,7 @@ import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import { noiseCrypto } from '../shared/noise-crypto.ts'
 import { identify } from '@libp2p/identify'
 import { preSharedKey } from '@libp2p/pnet'
 import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
@@ -18,7 +19,7 @@ export async function startRelayHost (opts: { privateKey: PrivateKey, host: stri
       announce: opts.announce.map((a) => `/ip4/${a}/tcp/${opts.tcpPort}`)
     },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
     connectionManager: { maxConnections: 20_000 },

@@ -6,6 +6,7 @@ import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import { noiseCrypto } from '../../shared/noise-crypto.ts'
 import { identify } from '@libp2p/identify'
 import { preSharedKey } from '@libp2p/pnet'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
@@ -68,7 +69,7 @@ export async function createAgentNode (opts: AgentNodeOptions): Promise<AgentNod
     privateKey: opts.privateKey,
     addresses: { listen: [`/ip4/${opts.listenHost}/tcp/${opts.tcpPort}`] },
     transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 3_000 })],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
     connectionGater: {
