@@ -5,7 +5,7 @@
 // libp2p service to receive the node's typed components.
 import { multiaddr } from '@multiformats/multiaddr'
 import type { ComponentLogger, Connection, PeerId, Upgrader } from '@libp2p/interface'
-import { createSinkStream, type Udx, type UdxSocket } from '../../shared/udx.ts'
+import { createSinkStream, type Udx, type UdxSocket, type UdxStream } from '../../shared/udx.ts'
 import type { Endpoint } from '../../shared/wire/addr.ts'
 import { UdxConnection } from './udx-connection.ts'
 import type { PathKind } from './paths.ts'
@@ -13,6 +13,18 @@ import type { PathKind } from './paths.ts'
 export interface DgramTransportComponents {
   upgrader: Upgrader
   logger: ComponentLogger
+}
+
+export interface UdxPathStats {
+  rttMs: number
+  cwndPackets: number
+  inflightBytes: number
+  mtu: number
+  retransmits: number
+  packetsSent: number
+  packetsReceived: number
+  bytesSent: number
+  bytesReceived: number
 }
 
 export interface UdxDial {
@@ -32,7 +44,7 @@ export class DgramTransport {
   private socket: UdxSocket | undefined
   private keepaliveMs = 5_000
   /** path labels of UDX connections, by libp2p connection id */
-  private readonly paths = new Map<string, { path: PathKind, remote: Endpoint }>()
+  private readonly paths = new Map<string, { path: PathKind, remote: Endpoint, stream: UdxStream }>()
 
   constructor (components: DgramTransportComponents) {
     this.components = components
@@ -52,6 +64,16 @@ export class DgramTransport {
     return this.paths.get(conn.id)
   }
 
+  /** Transport-level numbers of a UDX connection (for `edgemesh status --json`). */
+  stats (conn: Connection): UdxPathStats | undefined {
+    const s = this.paths.get(conn.id)?.stream as any
+    if (s == null) return undefined
+    return {
+      rttMs: s.rtt, cwndPackets: s.cwnd, inflightBytes: s.inflight, mtu: s.mtu, retransmits: s.retransmits,
+      packetsSent: s.packetsTransmitted, packetsReceived: s.packetsReceived, bytesSent: s.bytesTransmitted, bytesReceived: s.bytesReceived
+    }
+  }
+
   async dial (d: UdxDial): Promise<Connection> {
     if (this.udx == null || this.socket == null) throw new Error('dgram transport not attached')
     const stream = createSinkStream(this.udx, d.localId)
@@ -69,7 +91,7 @@ export class DgramTransport {
       // upgradeOutbound returns the Connection for both roles; initiator:false makes us the
       // noise responder and multistream listener
       const conn = await this.components.upgrader.upgradeOutbound(maConn, { signal: d.signal, initiator: d.initiator })
-      this.paths.set(conn.id, { path: d.path, remote: d.remote })
+      this.paths.set(conn.id, { path: d.path, remote: d.remote, stream })
       conn.addEventListener('close', () => { this.paths.delete(conn.id) }, { once: true })
       this.onConnection(conn, d.path)
       return conn

@@ -20,6 +20,7 @@ import { decodeMessage, looksLikeRendezvous, type Candidate, type PeerInfoMessag
 import { peerIdFromBytes } from '../../shared/peer-id.ts'
 import type { PeerDirectory, PeerRecord } from './directory.ts'
 import { createAgentNode, type AgentNode } from './node.ts'
+import type { UdxPathStats } from './dgram-transport.ts'
 import { classifyLibp2pConnection, isDirect, pathRank, type PathKind } from './paths.ts'
 import { PunchRegistry } from './punch.ts'
 import { Dialer, rejectAfter } from './dialer.ts'
@@ -38,7 +39,7 @@ export interface TunnelOptions {
   metrics: Metrics
 }
 
-export interface PathStatus { path: PathKind, remote: string, streams: number, openedAt: number }
+export interface PathStatus { path: PathKind, remote: string, streams: number, openedAt: number, udx?: UdxPathStats }
 
 export interface PeerStatus {
   node: string
@@ -492,7 +493,10 @@ export class Tunnel implements TunnelApi {
         path: best?.path ?? 'idle',
         remote: best != null ? remoteOf(best.conn, this.node.services.dgram.pathOf(best.conn)?.remote) : null,
         rttMs: state.lastRttMs,
-        paths: conns.map(({ conn, path }) => ({ path, remote: remoteOf(conn, this.node.services.dgram.pathOf(conn)?.remote), streams: conn.streams.length, openedAt: conn.timeline.open }))
+        paths: conns.map(({ conn, path }) => {
+          const udx = this.node.services.dgram.stats(conn)
+          return { path, remote: remoteOf(conn, this.node.services.dgram.pathOf(conn)?.remote), streams: conn.streams.length, openedAt: conn.timeline.open, ...(udx != null ? { udx } : {}) }
+        })
       })
     }
     return { node: this.opts.nodeName, peerId: this.node.peerId.toString(), relays, peers }
