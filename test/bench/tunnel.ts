@@ -12,6 +12,7 @@ const MiB = 1024 * 1024
 const BULK = Number(process.env.BENCH_BYTES ?? 128 * MiB)
 const FIRST_BYTE_RUNS = Number(process.env.BENCH_RUNS ?? 7)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const RAW_UDX = new URL('./udx-raw.ts', import.meta.url).pathname
 const log = (s: string): void => { process.stderr.write(`[bench] ${s}\n`) }
 
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]! }
@@ -39,6 +40,14 @@ async function main (): Promise<void> {
     await iperfd.waitForLine(/Server listening/, 10_000)
     const ip = await lab.exec('a1', ['iperf3', '-c', bPublic, '-p', '15201', '-n', String(BULK), '--json'], { timeoutMs: 120_000 })
     const plainTcp = JSON.parse(ip.stdout).end.sum_received.bits_per_second / 1e6
+
+    log('raw udx-native, no crypto or multiplexing (a1 -> relay host through one NAT)')
+    const rawBytes = 4 * BULK
+    const rawRecv = lab.spawn('relay0', [process.execPath, RAW_UDX, 'recv', '9101', '9102', lab.site('a').publicIp, String(rawBytes)])
+    await sleep(300)
+    const rawSend = lab.spawn('a1', [process.execPath, RAW_UDX, 'send', '9102', '9101', lab.relays[0]!.ip, String(rawBytes)])
+    const rawUdx = JSON.parse(await rawRecv.waitForLine(/mbps/, 120_000)).mbps as number
+    await rawSend.kill()
 
     const bulk = async (node: string, v?: string): Promise<{ mbps: number, path: string }> =>
       await call(`/diag/transfer?node=${node}&direction=discard&bytes=${BULK}${v != null ? `&via=${encodeURIComponent(v)}` : ''}`)
@@ -89,6 +98,7 @@ async function main (): Promise<void> {
     const rows: Array<[string, string, string, string]> = [
       ['plain TCP (iperf3, port forward)', plainTcp.toFixed(0), '-', '-'],
       ['libp2p TCP + noise + yamux', libp2pTcp.mbps.toFixed(0), median(fbTcp).toFixed(1), 'baseline'],
+      ['udx raw, no crypto/mux (reference)', rawUdx.toFixed(0), '-', `${(rawUdx / libp2pTcp.mbps).toFixed(2)}x libp2p tcp`],
       ['direct-udp (punched)', directUdp.mbps.toFixed(0), median(fbDirect).toFixed(1), `${(directUdp.mbps / libp2pTcp.mbps).toFixed(2)}x libp2p tcp`],
       ['relay-udp (blind UDX relay)', relayUdp.mbps.toFixed(0), median(fbSym).toFixed(1), `${(relayUdp.mbps / directUdp.mbps).toFixed(2)}x direct`],
       ['relay-tcp (circuit v2)', relayTcp.mbps.toFixed(0), '-', `${(relayTcp.mbps / directUdp.mbps).toFixed(2)}x direct`]
@@ -98,6 +108,7 @@ async function main (): Promise<void> {
     process.stdout.write(`\nbulk samples Mbit/s: ${Object.entries(samples).map(([k, v]) => `${k} ${v.join(' ')}`).join(' | ')}\nfirst byte samples ms: tcp ${fbTcp.join(' ')} | direct ${fbDirect.join(' ')} | symmetric ${fbSym.join(' ')}\nagent RSS: idle ${rssMb.toFixed(1)} MB (a2: registered, one tunnel, no bulk traffic); after bulk ${rssBusyMb.toFixed(1)} MB (b1)\n\n`)
     const result = {
       plain_tcp_mbps: +plainTcp.toFixed(1),
+      udx_raw_mbps: rawUdx,
       libp2p_tcp_mbps: libp2pTcp.mbps,
       direct_udp_mbps: directUdp.mbps,
       relay_udp_mbps: relayUdp.mbps,
