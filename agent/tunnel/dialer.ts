@@ -90,19 +90,27 @@ export class Dialer {
     return first
   }
 
-  /** Starts the relay, punch and TCP legs for one introduction (both roles). */
+  /**
+   * Starts the relay, punch and TCP legs for one introduction (both roles). Once the punch
+   * finds an open path, the relay leg's handshake is abandoned: both handshakes compete for
+   * the same CPU, and the direct one is the connection worth having.
+   */
   startLegs (client: RendezvousClient, info: PeerInfoMessage, peerId: PeerId, signal: AbortSignal): Legs {
     const { node } = this.opts
     const direct: Array<Promise<Connection>> = []
     const all: Array<Promise<Connection>> = []
+    const relayAbort = new AbortController()
     if (info.relayLocalId !== 0) {
       all.push(node.services.dgram.dial({
         remotePeer: peerId, remote: client.endpoint, localId: info.relayLocalId, remoteId: info.relayRemoteId,
-        initiator: info.initiator, path: 'relay-udp', signal
+        initiator: info.initiator, path: 'relay-udp', signal: AbortSignal.any([signal, relayAbort.signal])
       }))
     }
     let holeOpen = false
-    direct.push(this.punchLeg(info, peerId, signal, () => { holeOpen = true }))
+    direct.push(this.punchLeg(info, peerId, signal, () => {
+      holeOpen = true
+      relayAbort.abort(new Error('direct path found'))
+    }))
     if (info.initiator) {
       const local = localIPv4()
       for (const c of info.candidates) {

@@ -76,18 +76,15 @@ async function main (): Promise<void> {
     const relayTcp = { mbps: median(samples.relay_tcp!) }
 
     log('dial -> first echoed byte')
-    const firstBytes = async (node: string, v?: string): Promise<number[]> => {
-      const out: number[] = []
-      for (let i = 0; i < FIRST_BYTE_RUNS; i++) {
-        const r = await call<{ ms: number, path: string }>(`/diag/first-byte?node=${node}${v != null ? `&via=${encodeURIComponent(v)}` : ''}`)
-        out.push(r.ms)
-        await sleep(100)
-      }
-      return out
+    // interleaved like the bulk runs, so machine noise spreads over all three
+    const fbTcp: number[] = []; const fbDirect: number[] = []; const fbSym: number[] = []
+    const firstByte = async (node: string, v?: string): Promise<number> =>
+      (await call<{ ms: number, path: string }>(`/diag/first-byte?node=${node}${v != null ? `&via=${encodeURIComponent(v)}` : ''}`)).ms
+    for (let i = 0; i < FIRST_BYTE_RUNS; i++) {
+      fbTcp.push(await firstByte('edge-b1', via)); await sleep(100)
+      fbDirect.push(await firstByte('edge-b1')); await sleep(100)
+      fbSym.push(await firstByte('edge-c1')); await sleep(100)
     }
-    const fbTcp = await firstBytes('edge-b1', via)
-    const fbDirect = await firstBytes('edge-b1')
-    const fbSym = await firstBytes('edge-c1')
 
     log('agent RSS')
     await sleep(3_000)
