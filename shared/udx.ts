@@ -73,9 +73,3 @@ export function createSinkStream (udx: Udx, id: number): SinkUdxStream {
   return new (SinkStream as any)(udx, id) as SinkUdxStream
 }
 
-/** Bind a UDX socket and wait until it is listening; errors (EADDRINUSE) reject. */
-export async function bindUdxSocket (udx: Udx, port: number, host: string): Promise<UdxSocket> {
-  const socket = udx.createSocket()
-  socket.bind(port, host) // udx-native binds synchronously and throws on failure
-  return socket
-}

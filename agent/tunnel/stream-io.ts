@@ -1,7 +1,6 @@
 // Helpers for libp2p v3 streams that respect backpressure. Note: @libp2p/utils 7.4.1's
 // onDrain() caches a resolved promise after the first drain and then never waits again, so
 // we wait for the next 'drain' event ourselves.
-import type { Socket } from 'node:net'
 import type { Stream } from '@libp2p/interface'
 
 type Chunk = Uint8Array | { subarray: () => Uint8Array }
@@ -84,30 +83,4 @@ export async function readExactly (it: AsyncIterator<Uint8Array>, n: number, car
   const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts)
   if (all.byteLength > n) carry.rest = all.subarray(n)
   return all.subarray(0, n)
-}
-
-/**
- * Pipes a TCP socket and a tunnel stream both ways with backpressure and half-close: used by
- * the proxy and SOCKS5 capabilities.
- */
-export function pipeSocket (sock: Socket, stream: Stream): void {
-  sock.setNoDelay(true)
-  sock.on('data', (d: Buffer) => {
-    if (stream.writeStatus !== 'writable') return
-    if (!stream.send(d)) {
-      sock.pause()
-      waitDrain(stream).then(() => sock.resume(), () => sock.destroy())
-    }
-  })
-  sock.on('end', () => { stream.close().catch(() => {}) })
-  sock.on('error', (err) => { stream.abort(err) })
-  sock.on('close', () => { if (stream.status === 'open') stream.close().catch(() => {}) })
-  stream.addEventListener('message', (evt) => {
-    if (!sock.write(toBytes(evt.data))) {
-      stream.pause()
-      sock.once('drain', () => { if (stream.readStatus === 'paused') stream.resume() })
-    }
-  })
-  stream.addEventListener('remoteCloseWrite', () => { sock.end() })
-  stream.addEventListener('close', (evt: any) => { if (evt.error != null) sock.destroy(); else sock.end() })
 }

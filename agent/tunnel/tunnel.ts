@@ -1,7 +1,7 @@
 // The tunnel: encrypted, multiplexed connections to other agents by node name, over the best
 // path available. Path discovery runs beside the data path (Tailscale's magicsock idea):
-//   - a dial races the blind UDP relay against hole punching (and direct TCP to LAN/public
-//     candidates), so the first byte never waits for a punch that fails;
+//   - a dial (dialer.ts) races the blind UDP relay against hole punching (and direct TCP to
+//     LAN/public candidates), so the first byte never waits for a punch that fails;
 //   - every success is kept; new streams always go to the best open connection, so traffic
 //     moves to a direct path as soon as one opens;
 //   - while only relayed, punching is retried in the background;
@@ -133,7 +133,7 @@ export class Tunnel implements TunnelApi {
   }
 
   private async init (): Promise<void> {
-    const { config, nodeName, metrics } = this.opts
+    const { config, nodeName } = this.opts
     this.socket.on('message', (buf, from) => { this.onDatagram(buf, from) })
     const peerIdBytes = this.node.peerId.toMultihash().bytes
     for (const relay of config.relays) {
@@ -166,7 +166,6 @@ export class Tunnel implements TunnelApi {
     this.maintain()
     // give registration a moment so the first dial can use UDP paths; never block start-up long
     await Promise.race(this.clients.map(async (c) => await c.waitUp(1_500)))
-    metrics.peerConnections.set({ path: 'direct-udp' }, 0)
   }
 
   get peerId (): PeerId { return this.node.peerId }
