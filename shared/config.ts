@@ -52,7 +52,21 @@ export const AgentConfig = z.object({
   controlSocket: z.string().default('/run/edgemesh/agent.sock'),
   metrics: hostPort.optional(),
   relays: z.array(RelayRef).min(1, 'at least one relay is required'),
+  /** static peer list: the standalone fallback when `kubernetes` is not configured */
   peersFile: z.string().optional(),
+  /** Services, endpoints, nodes and the peer registry from the Kubernetes API */
+  kubernetes: z.object({
+    /** kubeconfig file; absent: in-cluster ServiceAccount (KUBERNETES_SERVICE_HOST + projected token) */
+    kubeconfig: z.string().optional(),
+    /** namespace of the mesh's peer records (coordination.k8s.io Leases named after nodes) */
+    namespace: z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a namespace name').default('edgemesh'),
+    /** last good catalog, written atomically; served when the API is unreachable at start */
+    snapshotFile: z.string().default('/var/lib/edgemesh/catalog.json'),
+    /** how long a peer record counts as live without renewal */
+    leaseDurationSeconds: z.number().int().min(10).max(3600).default(40),
+    /** give up on an initial sync after this long and serve the disk snapshot */
+    syncTimeoutMs: z.number().int().min(100).max(600_000).default(10_000)
+  }).strict().optional(),
   tunnel: z.object({
     punchTimeoutMs: z.number().int().min(100).max(30_000).default(3_000),
     punchRetryMs: z.number().int().min(1_000).default(30_000),

@@ -2,7 +2,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { rm } from 'node:fs/promises'
 
-export type Route = (req: IncomingMessage, url: URL) => Promise<{ status?: number, type?: string, body: string | object }>
+export type RouteResult = { status?: number, type?: string, body: string | object } | { stream: (res: ServerResponse) => void }
+export type Route = (req: IncomingMessage, url: URL) => Promise<RouteResult>
 
 export interface HttpListen { host?: string, port?: number, socketPath?: string }
 
@@ -16,7 +17,9 @@ export async function startHttp (listen: HttpListen, routes: Record<string, Rout
     const url = new URL(req.url ?? '/', 'http://localhost')
     const route = routes[`${req.method ?? 'GET'} ${url.pathname}`]
     if (route == null) { res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n'); return }
-    route(req, url).then(({ status = 200, type, body }) => {
+    route(req, url).then((result) => {
+      if ('stream' in result) { result.stream(res); return }
+      const { status = 200, type, body } = result
       const text = typeof body === 'string' ? body : JSON.stringify(body, null, 2) + '\n'
       res.writeHead(status, { 'content-type': type ?? (typeof body === 'string' ? 'text/plain' : 'application/json') }).end(text)
     }, (err: any) => {

@@ -61,6 +61,40 @@ export class Metrics {
     registers: [this.registry]
   })
 
+  readonly catalogLists = new Counter({
+    name: 'edgemesh_catalog_lists_total',
+    help: 'Full LISTs by the catalog per resource and why (initial, expired = 410 Gone, error)',
+    labelNames: ['resource', 'reason'] as const,
+    registers: [this.registry]
+  })
+
+  readonly catalogWatchEvents = new Counter({
+    name: 'edgemesh_catalog_watch_events_total',
+    help: 'Watch events received by the catalog per resource and type',
+    labelNames: ['resource', 'type'] as const,
+    registers: [this.registry]
+  })
+
+  readonly catalogErrors = new Counter({
+    name: 'edgemesh_catalog_errors_total',
+    help: 'Catalog list/watch failures (each is retried with backoff) and skipped objects',
+    labelNames: ['resource', 'reason'] as const,
+    registers: [this.registry]
+  })
+
+  readonly catalogObjects = new Gauge({
+    name: 'edgemesh_catalog_objects',
+    help: 'Objects in the published catalog snapshot',
+    labelNames: ['kind'] as const,
+    registers: [this.registry]
+  })
+
+  readonly catalogFromDisk = new Gauge({
+    name: 'edgemesh_catalog_serving_from_disk',
+    help: '1 while the catalog serves the disk snapshot because the API is unreachable',
+    registers: [this.registry]
+  })
+
   constructor (opts: { processMetrics?: boolean } = {}) {
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry })
   }

@@ -7,6 +7,8 @@ import { startHttp, type Route } from '../../shared/http.ts'
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import type { Tunnel } from '../tunnel/tunnel.ts'
+import type { Catalog } from '../catalog/catalog.ts'
+import { catalogSummary } from '../catalog/summary.ts'
 import { discardTransfer, firstByte, transfer } from '../tunnel/diagnostics.ts'
 
 function required (url: URL, name: string): string {
@@ -15,12 +17,28 @@ function required (url: URL, name: string): string {
   return v
 }
 
-export async function startControlApi (opts: { socketPath: string, tunnel: Tunnel, metrics: Metrics, diagnostics: boolean, log: Logger }): Promise<Server> {
-  const { tunnel, metrics } = opts
+export async function startControlApi (opts: { socketPath: string, tunnel: Tunnel, catalog?: Catalog, metrics: Metrics, diagnostics: boolean, log: Logger }): Promise<Server> {
+  const { tunnel, metrics, catalog } = opts
   const routes: Record<string, Route> = {
     'GET /healthz': async () => ({ body: { status: 'ok' } }),
     'GET /status': async () => ({ body: tunnel.status() }),
     'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+    'GET /catalog': async (_req, url) => {
+      if (catalog == null) return { status: 404, body: { error: 'no catalog: this agent runs without kubernetes (static peers file)' } }
+      return { body: catalogSummary(catalog, url.searchParams.get('full') === '1') }
+    },
+    // newline-delimited JSON: one line per published snapshot with its changes (tests, benchmarks, debugging)
+    'GET /catalog/events': async () => {
+      if (catalog == null) return { status: 404, body: { error: 'no catalog' } }
+      return {
+        stream: (res) => {
+          res.writeHead(200, { 'content-type': 'application/x-ndjson' })
+          res.write(JSON.stringify({ version: catalog.snapshot().version, source: catalog.snapshot().source, at: Date.now(), changes: [] }) + '\n')
+          const off = catalog.subscribe((snap, changes) => { res.write(JSON.stringify({ version: snap.version, source: snap.source, at: Date.now(), changes }) + '\n') })
+          res.on('close', off)
+        }
+      }
+    },
     'POST /ping': async (_req, url) => {
       const count = Number(url.searchParams.get('count') ?? 3)
       return { body: await tunnel.ping(required(url, 'node'), { count, signal: AbortSignal.timeout(20_000) }) }

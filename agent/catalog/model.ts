@@ -1,0 +1,171 @@
+// The catalog's compact view of Kubernetes objects: only the fields DNS, proxy, SOCKS5 and the
+// tunnel use (like client-go's SetTransform), so 10k Services + 50k endpoints stay small.
+// Transforms are pure and tolerate any JSON: an object that is not what it claims is skipped.
+
+export interface ServicePort { name: string, port: number, protocol: string, targetPort: number | string, nodePort?: number }
+export interface ServiceInfo {
+  namespace: string
+  name: string
+  resourceVersion: string
+  type: string
+  /** empty for headless and ExternalName Services */
+  clusterIPs: string[]
+  headless: boolean
+  externalName?: string
+  ports: ServicePort[]
+  sessionAffinity: 'None' | 'ClientIP'
+  affinityTimeoutSeconds: number
+  publishNotReadyAddresses: boolean
+}
+
+export interface EndpointPort { name: string, port: number, protocol: string }
+export interface EndpointInfo {
+  addresses: string[]
+  ready: boolean
+  serving: boolean
+  terminating: boolean
+  hostname?: string
+  nodeName?: string
+  zone?: string
+  targetPod?: string
+}
+export interface EndpointSliceInfo {
+  namespace: string
+  name: string
+  resourceVersion: string
+  /** from the kubernetes.io/service-name label; slices without it are not indexed */
+  serviceName: string
+  addressType: string
+  ports: EndpointPort[]
+  endpoints: EndpointInfo[]
+}
+
+export interface NodeInfo { name: string, resourceVersion: string, internalIPs: string[], externalIPs: string[], hostname?: string, ready: boolean }
+
+/** A mesh peer record: a coordination.k8s.io Lease named after its node. */
+export interface PeerInfo {
+  nodeName: string
+  resourceVersion: string
+  peerId: string
+  addresses: string[]
+  /** ms since epoch; 0 when never renewed */
+  renewTime: number
+  leaseDurationSeconds: number
+}
+
+export const PEER_LABEL = 'edgemesh.io/peer-record'
+export const PEER_ID_ANNOTATION = 'edgemesh.io/peer-id'
+export const PEER_ADDRESSES_ANNOTATION = 'edgemesh.io/addresses'
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name'
+
+const str = (v: unknown): string | undefined => typeof v === 'string' ? v : undefined
+const num = (v: unknown): number | undefined => typeof v === 'number' && Number.isFinite(v) ? v : undefined
+const arr = (v: unknown): unknown[] => Array.isArray(v) ? v : []
+const strs = (v: unknown): string[] => arr(v).filter((x): x is string => typeof x === 'string')
+
+function meta (obj: any): { namespace: string, name: string, resourceVersion: string } | undefined {
+  const m = obj?.metadata
+  const name = str(m?.name)
+  if (name == null || name === '') return undefined
+  return { namespace: str(m.namespace) ?? '', name, resourceVersion: str(m.resourceVersion) ?? '' }
+}
+
+export function toService (obj: any): ServiceInfo | undefined {
+  const m = meta(obj)
+  if (m == null) return undefined
+  const spec = obj.spec ?? {}
+  const type = str(spec.type) ?? 'ClusterIP'
+  const rawIPs = strs(spec.clusterIPs).length > 0 ? strs(spec.clusterIPs) : strs([spec.clusterIP])
+  const headless = type !== 'ExternalName' && rawIPs[0] === 'None'
+  const ports: ServicePort[] = []
+  for (const p of arr(spec.ports) as any[]) {
+    const port = num(p?.port)
+    if (port == null) continue
+    const tp = p.targetPort
+    const sp: ServicePort = { name: str(p.name) ?? '', port, protocol: str(p.protocol) ?? 'TCP', targetPort: typeof tp === 'number' || typeof tp === 'string' ? tp : port }
+    if (num(p.nodePort) != null) sp.nodePort = p.nodePort
+    ports.push(sp)
+  }
+  const svc: ServiceInfo = {
+    ...m,
+    type,
+    clusterIPs: headless || type === 'ExternalName' ? [] : rawIPs.filter((ip) => ip !== '' && ip !== 'None'),
+    headless,
+    ports,
+    sessionAffinity: spec.sessionAffinity === 'ClientIP' ? 'ClientIP' : 'None',
+    affinityTimeoutSeconds: num(spec.sessionAffinityConfig?.clientIP?.timeoutSeconds) ?? 10_800,
+    publishNotReadyAddresses: spec.publishNotReadyAddresses === true
+  }
+  const ext = str(spec.externalName)
+  if (type === 'ExternalName' && ext != null) svc.externalName = ext
+  return svc
+}
+
+export function toEndpointSlice (obj: any): EndpointSliceInfo | undefined {
+  const m = meta(obj)
+  if (m == null) return undefined
+  const endpoints: EndpointInfo[] = []
+  for (const e of arr(obj.endpoints) as any[]) {
+    const addresses = strs(e?.addresses)
+    if (addresses.length === 0) continue
+    const c = e.conditions ?? {}
+    // per the EndpointSlice API: a nil ready condition means ready, nil serving follows ready
+    const ready = c.ready !== false
+    const ep: EndpointInfo = { addresses, ready, serving: typeof c.serving === 'boolean' ? c.serving : ready, terminating: c.terminating === true }
+    if (str(e.hostname) != null) ep.hostname = e.hostname
+    if (str(e.nodeName) != null) ep.nodeName = e.nodeName
+    if (str(e.zone) != null) ep.zone = e.zone
+    if (e.targetRef?.kind === 'Pod' && str(e.targetRef.name) != null) ep.targetPod = e.targetRef.name
+    endpoints.push(ep)
+  }
+  const ports: EndpointPort[] = []
+  for (const p of arr(obj.ports) as any[]) {
+    const port = num(p?.port)
+    if (port != null) ports.push({ name: str(p.name) ?? '', port, protocol: str(p.protocol) ?? 'TCP' })
+  }
+  return { ...m, serviceName: str(obj.metadata.labels?.[SERVICE_NAME_LABEL]) ?? '', addressType: str(obj.addressType) ?? 'IPv4', ports, endpoints }
+}
+
+export function toNode (obj: any): NodeInfo | undefined {
+  const m = meta(obj)
+  if (m == null) return undefined
+  const addrs = arr(obj.status?.addresses) as any[]
+  const of = (type: string): string[] => addrs.filter((a) => a?.type === type && typeof a.address === 'string').map((a) => a.address)
+  const readyCond = (arr(obj.status?.conditions) as any[]).find((c) => c?.type === 'Ready')
+  const node: NodeInfo = { name: m.name, resourceVersion: m.resourceVersion, internalIPs: of('InternalIP'), externalIPs: of('ExternalIP'), ready: readyCond?.status === 'True' }
+  const hostname = of('Hostname')[0]
+  if (hostname != null) node.hostname = hostname
+  return node
+}
+
+export function toPeer (obj: any): PeerInfo | undefined {
+  const m = meta(obj)
+  if (m == null) return undefined
+  const ann = obj.metadata.annotations ?? {}
+  const peerId = str(ann[PEER_ID_ANNOTATION]) ?? str(obj.spec?.holderIdentity)
+  if (peerId == null || peerId === '') return undefined
+  let addresses: string[] = []
+  try { addresses = strs(JSON.parse(str(ann[PEER_ADDRESSES_ANNOTATION]) ?? '[]')) } catch { /* unparsable: no direct addresses */ }
+  const renew = Date.parse(str(obj.spec?.renewTime) ?? '')
+  return { nodeName: m.name, resourceVersion: m.resourceVersion, peerId, addresses, renewTime: Number.isFinite(renew) ? renew : 0, leaseDurationSeconds: num(obj.spec?.leaseDurationSeconds) ?? 0 }
+}
+
+/** Lease body for our own peer record. renewTime is a MicroTime (RFC 3339 with microseconds). */
+export function peerLease (p: { namespace: string, nodeName: string, peerId: string, addresses: string[], leaseDurationSeconds: number, now: Date }): any {
+  const micro = p.now.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z')
+  return {
+    apiVersion: 'coordination.k8s.io/v1',
+    kind: 'Lease',
+    metadata: {
+      name: p.nodeName,
+      namespace: p.namespace,
+      labels: { [PEER_LABEL]: 'true', 'app.kubernetes.io/part-of': 'edgemesh' },
+      annotations: { [PEER_ID_ANNOTATION]: p.peerId, [PEER_ADDRESSES_ANNOTATION]: JSON.stringify(p.addresses) }
+    },
+    spec: { holderIdentity: p.peerId, leaseDurationSeconds: p.leaseDurationSeconds, renewTime: micro }
+  }
+}
+
+export function isPeerLive (p: PeerInfo, nowMs: number): boolean {
+  return p.renewTime > 0 && nowMs <= p.renewTime + p.leaseDurationSeconds * 1000
+}

@@ -1,0 +1,68 @@
+// The catalog's last good snapshot on disk: written to a temporary file, fsynced and renamed
+// over the old one (then the directory is fsynced), so a crash or power loss leaves either the
+// previous or the new snapshot, never a torn one.
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import type { EndpointSliceInfo, NodeInfo, PeerInfo, ServiceInfo } from './model.ts'
+import type { CatalogSnapshot } from './store.ts'
+
+const FORMAT = 1
+
+export interface SavedCatalog {
+  format: number
+  savedAt: number
+  services: ServiceInfo[]
+  endpointSlices: EndpointSliceInfo[]
+  nodes: NodeInfo[]
+  peers: PeerInfo[]
+}
+
+export function serializeSnapshot (snap: CatalogSnapshot, now = Date.now()): string {
+  const slices: EndpointSliceInfo[] = []
+  for (const bySlice of snap.endpoints.values()) for (const s of bySlice.values()) slices.push(s)
+  const saved: SavedCatalog = { format: FORMAT, savedAt: now, services: [...snap.services.values()], endpointSlices: slices, nodes: [...snap.nodes.values()], peers: [...snap.peers.values()] }
+  return JSON.stringify(saved)
+}
+
+export function parseSavedCatalog (text: string, source: string): SavedCatalog {
+  let raw: any
+  try { raw = JSON.parse(text) } catch (err: any) { throw new Error(`${source}: not JSON (${err.message as string})`) }
+  if (raw?.format !== FORMAT) throw new Error(`${source}: unknown snapshot format ${String(raw?.format)} (expected ${FORMAT})`)
+  for (const k of ['services', 'endpointSlices', 'nodes', 'peers'] as const) {
+    if (!Array.isArray(raw[k])) throw new Error(`${source}: ${k} is not a list`)
+  }
+  const named = (x: any): boolean => typeof x?.name === 'string' && typeof x?.resourceVersion === 'string'
+  if (![...raw.services, ...raw.endpointSlices, ...raw.nodes].every(named) || !raw.peers.every((p: any) => typeof p?.nodeName === 'string' && typeof p?.peerId === 'string')) {
+    throw new Error(`${source}: entries are malformed`)
+  }
+  return raw as SavedCatalog
+}
+
+/** undefined when the file does not exist; throws when it exists but is unusable. */
+export async function readSnapshotFile (file: string): Promise<SavedCatalog | undefined> {
+  let text: string
+  try { text = await readFile(file, 'utf8') } catch (err: any) {
+    if (err.code === 'ENOENT') return undefined
+    throw err
+  }
+  return parseSavedCatalog(text, file)
+}
+
+export async function writeSnapshotFile (file: string, snap: CatalogSnapshot): Promise<void> {
+  const dir = dirname(file)
+  await mkdir(dir, { recursive: true })
+  const tmp = `${file}.tmp-${process.pid}`
+  const fh = await open(tmp, 'w', 0o600)
+  try {
+    await fh.writeFile(serializeSnapshot(snap))
+    await fh.sync()
+  } catch (err) {
+    await fh.close()
+    await rm(tmp, { force: true })
+    throw err
+  }
+  await fh.close()
+  await rename(tmp, file)
+  const dh = await open(dir, 'r')
+  try { await dh.sync() } finally { await dh.close() }
+}

@@ -1,0 +1,27 @@
+// What `edgemesh catalog` and the control API show about the catalog.
+import type { Catalog } from './catalog.ts'
+import { isPeerLive } from './model.ts'
+
+export function catalogSummary (catalog: Catalog, full: boolean): object {
+  const snap = catalog.snapshot()
+  let slices = 0
+  let endpoints = 0
+  for (const bySlice of snap.endpoints.values()) {
+    for (const s of bySlice.values()) { slices++; endpoints += s.endpoints.length }
+  }
+  const now = Date.now()
+  const summary: Record<string, unknown> = {
+    synced: catalog.synced,
+    source: snap.source,
+    version: snap.version,
+    syncedAfterMs: catalog.syncedAfterMs === undefined ? null : Math.round(catalog.syncedAfterMs),
+    counts: { services: snap.services.size, endpointSlices: slices, endpoints, nodes: snap.nodes.size, peers: snap.peers.size },
+    peers: [...snap.peers.values()].map((p) => ({ node: p.nodeName, peerId: p.peerId, live: isPeerLive(p, now), renewedSecondsAgo: p.renewTime === 0 ? null : Math.round((now - p.renewTime) / 1000) }))
+  }
+  if (full) {
+    summary.services = Object.fromEntries([...snap.services].map(([k, s]) => [k, { type: s.type, clusterIPs: s.clusterIPs, ports: s.ports.map((p) => `${p.name === '' ? '' : p.name + ':'}${p.port}/${p.protocol}`) }]))
+    summary.endpoints = Object.fromEntries([...snap.endpoints].map(([k, bySlice]) => [k, [...bySlice.values()].flatMap((s) => s.endpoints.map((e) => `${e.addresses.join(',')}${e.ready ? '' : ' (not ready)'}${e.nodeName != null ? ' @' + e.nodeName : ''}`)).sort()]))
+    summary.nodes = Object.fromEntries([...snap.nodes].map(([k, n]) => [k, { internalIPs: n.internalIPs, ready: n.ready }]))
+  }
+  return summary
+}
