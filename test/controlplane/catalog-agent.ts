@@ -28,6 +28,8 @@ export interface CatalogAgentOptions {
   nodeName: string
   /** bearer token the agent uses (default: the admin token) */
   token?: string
+  /** apiserver URL the agent uses (default: the control plane's; e.g. a TcpProxy in between) */
+  server?: string
   namespace?: string
   /** readiness line to wait for (default: edgemesh-agent ready) */
   waitFor?: RegExp
@@ -44,7 +46,7 @@ async function fakeRelayPeerId (): Promise<string> {
 
 export async function writeCatalogAgentConfig (o: CatalogAgentOptions): Promise<{ configFile: string, socket: string }> {
   const kubeconfig = join(o.dir, `${o.nodeName}.kubeconfig`)
-  await o.cp.writeKubeconfig(kubeconfig, o.token)
+  await o.cp.writeKubeconfig(kubeconfig, o.token, o.server)
   const socket = join(o.dir, `${o.nodeName}.sock`)
   const configFile = join(o.dir, `${o.nodeName}.yaml`)
   await writeFile(configFile, stringify({

@@ -38,8 +38,8 @@ export interface ControlPlane {
   adminToken: string
   dir: string
   etcdUrl: string
-  /** kubeconfig for the admin (system:masters) or for the given bearer token */
-  writeKubeconfig(file: string, token?: string): Promise<void>
+  /** kubeconfig for the admin (system:masters) or for the given bearer token; server overrides the URL (e.g. a proxy) */
+  writeKubeconfig(file: string, token?: string, server?: string): Promise<void>
   /** SIGKILL (or SIGTERM) the apiserver; etcd keeps the data */
   stopApiserver(signal?: NodeJS.Signals): Promise<void>
   startApiserver(): Promise<void>
@@ -177,10 +177,10 @@ export async function startControlPlane (opts: ControlPlaneOptions = {}): Promis
     adminToken,
     dir,
     etcdUrl,
-    async writeKubeconfig (file, token = adminToken) {
+    async writeKubeconfig (file, token = adminToken, server = url) {
       await writeFile(file, [
         'apiVersion: v1', 'kind: Config',
-        `clusters: [{name: test, cluster: {server: "${url}", certificate-authority-data: ${Buffer.from(caPem).toString('base64')}}}]`,
+        `clusters: [{name: test, cluster: {server: "${server}", certificate-authority-data: ${Buffer.from(caPem).toString('base64')}}}]`,
         `users: [{name: user, user: {token: "${token}"}}]`,
         'contexts: [{name: test, context: {cluster: test, user: user}}]',
         'current-context: test', ''].join('\n'), { mode: 0o600 })
