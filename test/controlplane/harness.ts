@@ -26,6 +26,8 @@ export interface ControlPlaneOptions {
   spawn?: (argv: string[], opts?: StartOpts) => LabProcess
   /** extra kube-apiserver flags, e.g. ['--watch-cache=false'] */
   apiserverFlags?: string[]
+  /** more IP addresses the serving certificate is valid for (e.g. where a lab reaches it) */
+  extraSans?: string[]
   /** fixed ports (inside a dedicated netns); default: free loopback ports */
   ports?: { etcdClient: number, etcdPeer: number, apiserver: number }
 }
@@ -86,10 +88,10 @@ async function openssl (args: string[], cwd: string): Promise<void> {
 }
 
 /** CA + serving certificate for the apiserver (SANs: loopback, the bind address, in-cluster names). */
-async function makeCerts (dir: string, host: string): Promise<void> {
+async function makeCerts (dir: string, ips: string[]): Promise<void> {
   await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
     '-subj', '/CN=edgemesh-test-ca', '-keyout', 'ca.key', '-out', 'ca.crt'], dir)
-  await writeFile(join(dir, 'san.ext'), `subjectAltName=IP:127.0.0.1,IP:${host},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n`)
+  await writeFile(join(dir, 'san.ext'), `subjectAltName=${[...new Set(['127.0.0.1', ...ips])].map((ip) => `IP:${ip}`).join(',')},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n`)
   await openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=kube-apiserver',
     '-keyout', 'serving.key', '-out', 'serving.csr'], dir)
   await openssl(['x509', '-req', '-in', 'serving.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2',
@@ -113,7 +115,7 @@ export async function startControlPlane (opts: ControlPlaneOptions = {}): Promis
   await writeFile(join(dir, 'sa.key'), sa.privateKey.export({ type: 'pkcs8', format: 'pem' }))
   await writeFile(join(dir, 'sa.pub'), sa.publicKey.export({ type: 'spki', format: 'pem' }))
   await writeFile(join(dir, 'tokens.csv'), `${adminToken},admin,admin-uid,"system:masters"\n`)
-  await makeCerts(dir, host)
+  await makeCerts(dir, [host, ...(opts.extraSans ?? [])])
   const caPem = await readFile(join(dir, 'ca.crt'), 'utf8')
 
   const healthy = async (u: string, init?: RequestInit): Promise<boolean> => {

@@ -33,6 +33,8 @@ export interface MeshOptions {
   agentConfig?: (host: string) => Record<string, unknown>
   /** environment for agent processes (e.g. NODE_OPTIONS for profiling) */
   agentEnv?: Record<string, string>
+  /** false: agents get no peers file (they find peers through the Kubernetes registry) */
+  peersFile?: boolean
   /** a peers file that lists more than the running agents (e.g. a foreign key) */
   extraPeers?: Array<{ name: string, peerId: string }>
 }
@@ -113,7 +115,7 @@ export class Mesh {
         listen: { host: '0.0.0.0', udpPort: 4003, tcpPort: 4004 },
         controlSocket: socket,
         relays: relaysConf,
-        peersFile: this.peersFile,
+        ...(opts.peersFile === false ? {} : { peersFile: this.peersFile }),
         diagnostics: opts.diagnostics ?? true,
         logLevel: opts.logLevel ?? 'info',
         ...pskFile,
