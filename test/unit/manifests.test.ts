@@ -1,7 +1,8 @@
 // Unit tests for the deployment manifests (manifests/): the plain `kubectl apply` manifest's
 // invariants, its embedded configs checked by the binaries' own schemas (AgentConfig,
-// ServerConfig, StaticPeerDirectory), and the Helm chart's static files. Rendering the chart
-// with `helm template` is checked separately once helm is installed.
+// ServerConfig), its RBAC and peer-record policy, and the Helm chart's static files. Rendering
+// the chart with `helm template`, the chart/plain equivalence of the RBAC and what the apiserver
+// makes of it are checked in test/e2e/k8s-rbac.test.ts.
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, posix } from 'node:path'
@@ -9,7 +10,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parse as parseYaml, parseAllDocuments } from 'yaml'
 import { z } from 'zod'
 import { AgentConfig, ServerConfig, loadConfig } from '../../shared/config.ts'
-import { StaticPeerDirectory } from '../../agent/tunnel/directory.ts'
 import { parsePeerId } from '../../shared/peer-id.ts'
 
 const ROOT = new URL('../../', import.meta.url)
@@ -17,6 +17,9 @@ const PLAIN = new URL('manifests/plain/edgemesh.yaml', ROOT)
 const CHART = new URL('manifests/helm/edgemesh/', ROOT)
 const NAMESPACE = 'edgemesh'
 const STATUS_PROBE = ['node', 'bin/edgemesh.js', '--socket', '/run/edgemesh/agent.sock', 'status', '--json']
+const AGENT_USER = `system:serviceaccount:${NAMESPACE}:edgemesh-agent`
+const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'])
+const RBAC_KINDS = new Set(['Role', 'ClusterRole', 'RoleBinding', 'ClusterRoleBinding'])
 
 type Obj = Record<string, any>
 
@@ -109,18 +112,22 @@ const agentConfig = (): AgentConfig => AgentConfig.parse({ ...parseYaml(agentCon
 const serverConfig = (): ServerConfig => ServerConfig.parse(parseYaml(serverConfigText()))
 
 describe('plain manifest: objects', () => {
-  it('holds the namespace, both workloads and their config, service and accounts', () => {
+  it('holds the namespace, both workloads and their config, service, accounts, the agents\' RBAC and the peer-record policy', () => {
     const names = docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()
     expect(names).toEqual([
+      'ClusterRole/edgemesh-agent', 'ClusterRoleBinding/edgemesh-agent',
       'ConfigMap/edgemesh-agent', 'ConfigMap/edgemesh-server', 'DaemonSet/edgemesh-agent', 'Deployment/edgemesh-server',
-      'Namespace/edgemesh', 'Service/edgemesh-server', 'ServiceAccount/edgemesh-agent', 'ServiceAccount/edgemesh-server'
+      'Namespace/edgemesh', 'Role/edgemesh-agent', 'RoleBinding/edgemesh-agent',
+      'Service/edgemesh-server', 'ServiceAccount/edgemesh-agent', 'ServiceAccount/edgemesh-server',
+      'ValidatingAdmissionPolicy/edgemesh-agent-peer-record', 'ValidatingAdmissionPolicyBinding/edgemesh-agent-peer-record'
     ])
   })
 
   it('puts every namespaced object in the edgemesh namespace, with app.kubernetes.io labels', () => {
     for (const d of docs) {
       expect(typeof d.apiVersion).toBe('string')
-      if (d.kind !== 'Namespace') expect(d.metadata.namespace, `${d.kind}/${d.metadata.name}`).toBe(NAMESPACE)
+      if (CLUSTER_SCOPED.has(d.kind)) expect(d.metadata.namespace, `${d.kind}/${d.metadata.name}`).toBeUndefined()
+      else expect(d.metadata.namespace, `${d.kind}/${d.metadata.name}`).toBe(NAMESPACE)
       expect(d.metadata.labels['app.kubernetes.io/name']).toBe('edgemesh')
       expect(d.metadata.labels['app.kubernetes.io/part-of']).toBe('edgemesh')
     }
@@ -139,12 +146,17 @@ describe('plain manifest: objects', () => {
     expect(Object.entries(svc.spec.selector).every(([k, v]) => agentPod[k] === v), 'the Service must not select agents').toBe(false)
   })
 
-  it('runs both with their own ServiceAccount and no API token (RBAC comes later)', () => {
-    for (const w of [agentDs(), serverDeploy()]) {
-      const spec = w.spec.template.spec
-      expect(spec.automountServiceAccountToken).toBe(false)
-      expect(find('ServiceAccount', spec.serviceAccountName).automountServiceAccountToken).toBe(false)
-    }
+  it('runs both with their own ServiceAccount; only the agent pod mounts an API token', () => {
+    const agent = agentDs().spec.template.spec
+    const server = serverDeploy().spec.template.spec
+    expect(agent.serviceAccountName).toBe('edgemesh-agent')
+    expect(server.serviceAccountName).toBe('edgemesh-server')
+    // the agents' in-cluster config: the kubelet-projected, pod-bound token
+    expect(agent.automountServiceAccountToken).toBe(true)
+    // the relay never uses the API
+    expect(server.automountServiceAccountToken).toBe(false)
+    // neither account hands a token to pods that do not ask for one
+    for (const sa of ['edgemesh-agent', 'edgemesh-server']) expect(find('ServiceAccount', sa).automountServiceAccountToken, sa).toBe(false)
   })
 
   it('names container ports validly (IANA service names: <= 15 chars) and uniquely', () => {
@@ -218,7 +230,7 @@ describe('plain manifest: agent DaemonSet', () => {
   })
 })
 
-describe('plain manifest: agent.yaml and peers.yaml', () => {
+describe('plain manifest: agent.yaml', () => {
   it('agent.yaml leaves nodeName to the flag and validates against AgentConfig once it is set', () => {
     const raw = parseYaml(agentConfigText())
     expect(raw.nodeName).toBeUndefined()
@@ -246,20 +258,31 @@ describe('plain manifest: agent.yaml and peers.yaml', () => {
     }
   })
 
-  it('peersFile is the mounted peers.yaml, and it parses with StaticPeerDirectory', () => {
-    const agent = agentConfig()
-    expect(agent.peersFile).toBe('/etc/edgemesh/peers.yaml')
-    const text = configMapFile(agentDs(), 'agent', agent.peersFile!)
-    const peers = StaticPeerDirectory.parse(text, 'peers.yaml')
-    expect(peers.length).toBeGreaterThanOrEqual(1)
-    const ids = peers.map((p) => p.peerId)
-    expect(new Set(ids).size).toBe(ids.length)
-    for (const r of agent.relays) expect(ids).not.toContain(r.peerId)
-    // the example node names must be valid node names (they are what NODE_NAME will hold)
-    for (const p of peers) expect(AgentConfig.shape.nodeName.safeParse(p.nodeName).success, p.nodeName).toBe(true)
+  it('uses the Kubernetes API in-cluster (no kubeconfig), with peer records in the mesh namespace and no static peers file', () => {
+    const raw = parseYaml(agentConfigText())
+    expect(raw.kubernetes).toEqual({ namespace: NAMESPACE, snapshotFile: '/var/lib/edgemesh/catalog.json' })
+    expect(raw.peersFile).toBeUndefined()
+    expect(find('ConfigMap', 'edgemesh-agent').data['peers.yaml']).toBeUndefined()
+    const k = agentConfig().kubernetes!
+    expect(k.kubeconfig).toBeUndefined()
+    expect(k.leaseDurationSeconds).toBe(40)
+    // the Role and the policy cover the namespace the agents write their records in
+    expect(find('Role', 'edgemesh-agent').metadata.namespace).toBe(k.namespace)
+    expect(find('ValidatingAdmissionPolicy', 'edgemesh-agent-peer-record').spec.matchConstraints.namespaceSelector)
+      .toEqual({ matchLabels: { 'kubernetes.io/metadata.name': k.namespace } })
   })
 
-  it('the peers ConfigMap is mounted as a directory (no subPath) so edits reach running agents', () => {
+  it('the catalog snapshot lands in the writable hostPath next to the node key', () => {
+    const cfg = agentConfig()
+    const dir = dirname(cfg.kubernetes!.snapshotFile)
+    expect(dir).toBe(dirname(cfg.identityFile))
+    expect(hostPathAt(agentDs(), 'agent', dir)).toBe('/var/lib/edgemesh')
+    const mount = (container(agentDs(), 'agent').volumeMounts as Obj[]).find((m) => m.mountPath === dir)!
+    expect(mount.readOnly ?? false).toBe(false)
+    expect(container(agentDs(), 'agent').securityContext.readOnlyRootFilesystem).toBe(true)
+  })
+
+  it('the config ConfigMap is mounted as a directory (no subPath) so edits reach running agents', () => {
     for (const m of container(agentDs(), 'agent').volumeMounts as Obj[]) expect(m.subPath).toBeUndefined()
   })
 })
@@ -310,8 +333,67 @@ describe('plain manifest: relay Deployment, Service and server.yaml', () => {
   })
 })
 
+describe('plain manifest: API permissions', () => {
+  type Rule = { apiGroups: string[], resources: string[], verbs: string[], resourceNames?: string[] }
+  const flat = (rules: Rule[]): string[] => rules.flatMap((r) => {
+    expect(r.resourceNames, 'no resourceNames').toBeUndefined()
+    return r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`)))
+  }).sort()
+  const read = ['get', 'list', 'watch']
+
+  it('agent ClusterRole: read services, nodes and endpointslices; nothing else cluster-wide', () => {
+    expect(flat(find('ClusterRole', 'edgemesh-agent').rules)).toEqual([
+      ...read.map((v) => `/nodes:${v}`), ...read.map((v) => `/services:${v}`), ...read.map((v) => `discovery.k8s.io/endpointslices:${v}`)
+    ].sort())
+  })
+
+  it('agent Role (mesh namespace): leases get/list/watch/create/update/patch, no delete', () => {
+    const role = find('Role', 'edgemesh-agent')
+    expect(role.metadata.namespace).toBe(NAMESPACE)
+    expect(flat(role.rules)).toEqual([...read, 'create', 'update', 'patch'].map((v) => `coordination.k8s.io/leases:${v}`).sort())
+  })
+
+  it('the bindings give those roles to the agent ServiceAccount only; nothing is bound to the relay', () => {
+    for (const [kind, roleKind] of [['ClusterRoleBinding', 'ClusterRole'], ['RoleBinding', 'Role']] as const) {
+      const b = find(kind, 'edgemesh-agent')
+      expect(b.roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: roleKind, name: 'edgemesh-agent' })
+      expect(b.subjects).toEqual([{ kind: 'ServiceAccount', name: 'edgemesh-agent', namespace: NAMESPACE }])
+    }
+    expect(docs.filter((d) => RBAC_KINDS.has(d.kind)).map((d) => `${d.kind}/${d.metadata.name}`).sort())
+      .toEqual(['ClusterRole/edgemesh-agent', 'ClusterRoleBinding/edgemesh-agent', 'Role/edgemesh-agent', 'RoleBinding/edgemesh-agent'])
+    for (const d of docs.filter((x) => x.kind.endsWith('Binding') && RBAC_KINDS.has(x.kind))) {
+      expect((d.subjects as Obj[]).some((sub) => sub.name === 'edgemesh-server'), `${d.kind}/${d.metadata.name}`).toBe(false)
+    }
+  })
+
+  it('the peer-record policy: agent Lease writes in the mesh namespace, the name must be the token\'s node-name claim', () => {
+    const vap = find('ValidatingAdmissionPolicy', 'edgemesh-agent-peer-record')
+    expect(vap.apiVersion).toBe('admissionregistration.k8s.io/v1')
+    expect(vap.spec.failurePolicy).toBe('Fail')
+    expect(vap.spec.matchConstraints.resourceRules).toEqual([
+      { apiGroups: ['coordination.k8s.io'], apiVersions: ['*'], operations: ['CREATE', 'UPDATE', 'DELETE'], resources: ['leases'] }
+    ])
+    expect(vap.spec.matchConditions).toEqual([{ name: 'edgemesh-agent', expression: `request.userInfo.username == '${AGENT_USER}'` }])
+    const claim = "request.userInfo.extra['authentication.kubernetes.io/node-name']"
+    expect(vap.spec.variables).toHaveLength(1)
+    expect(vap.spec.variables[0].name).toBe('nodeName')
+    expect(vap.spec.variables[0].expression).toContain(`${claim}[0]`)
+    // a token without the claim yields '' and is denied
+    expect(vap.spec.variables[0].expression).toMatch(/: ''$/)
+    expect(vap.spec.validations).toHaveLength(1)
+    const v = vap.spec.validations[0]
+    expect(v.expression).toBe("variables.nodeName != '' && request.name == variables.nodeName")
+    expect(v.reason).toBe('Forbidden')
+    expect(v.messageExpression).toContain("'edgemesh-agent on node ' + variables.nodeName + ' may only write the peer record named ' + variables.nodeName")
+    expect(v.messageExpression).not.toMatch(/\n/)
+    const binding = find('ValidatingAdmissionPolicyBinding', 'edgemesh-agent-peer-record')
+    expect(binding.apiVersion).toBe('admissionregistration.k8s.io/v1')
+    expect(binding.spec).toEqual({ policyName: 'edgemesh-agent-peer-record', validationActions: ['Deny'] })
+  })
+})
+
 describe('plain manifest: CHANGE ME markers and the optional PSK', () => {
-  it('marks the relay IP, the relay node, the relay peer id and the peers with CHANGE ME', () => {
+  it('marks the relay IP, the relay node and the relay peer id with CHANGE ME', () => {
     const relayPeerId = agentConfig().relays[0]!.peerId
     const relayIp = serverConfig().announce[0]!
     const lines = plainText.split('\n').filter((l) => !l.trimStart().startsWith('#'))
@@ -323,10 +405,6 @@ describe('plain manifest: CHANGE ME markers and the optional PSK', () => {
     marked(relayIp)
     marked(relayPeerId)
     marked('kubernetes.io/hostname:')
-    for (const p of StaticPeerDirectory.parse(configMapFile(agentDs(), 'agent', '/etc/edgemesh/peers.yaml'), 'peers.yaml')) {
-      marked(p.peerId)
-      marked(`name: ${p.nodeName}`)
-    }
   })
 
   it('enabling the PSK is uncommenting pskFile: it then resolves to the optional Secret mount', () => {
@@ -376,6 +454,7 @@ describe('helm chart', () => {
     expect(values.agent.hostPaths).toEqual({ data: '/var/lib/edgemesh', run: '/run/edgemesh' })
     expect([...values.agent.securityContext.capabilities.add].sort()).toEqual(['NET_ADMIN', 'NET_RAW'])
     expect(values.agent.peers).toEqual([])
+    expect(values.agent.kubernetes).toEqual({ enabled: true })
     expect(values.psk.create).toBe(false)
   })
 
@@ -440,6 +519,24 @@ describe('helm chart', () => {
     expect(validate.safeParse(withValues((v) => { announced(v); v.agent.relays = [{ ...RELAY, udpPort: 0 }] })).success).toBe(false)
   })
 
+  it('values.schema.json: agent.kubernetes.enabled is a boolean and the only key there', () => {
+    const k = (kube: unknown): boolean => validate.safeParse(withValues((v) => { announced(v); v.agent.kubernetes = kube })).success
+    expect(k({ enabled: true })).toBe(true)
+    expect(k({ enabled: false })).toBe(true)
+    expect(k({ enabled: 'yes' })).toBe(false)
+    expect(k({ enabled: true, namespace: 'x' })).toBe(false)
+  })
+
+  it('templates: RBAC and the policy only in Kubernetes mode, the policy refuses clusters older than 1.30', async () => {
+    const dir = new URL('templates/', CHART)
+    const gate = '{{- if include "edgemesh.agent.kubernetes.enabled" . }}'
+    for (const f of ['agent-rbac.yaml', 'agent-peer-record-policy.yaml']) expect(await readFile(new URL(f, dir), 'utf8'), f).toContain(gate)
+    expect(await readFile(new URL('agent-peer-record-policy.yaml', dir), 'utf8')).toContain('semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version')
+    const helpers = await readFile(new URL('_helpers.tpl', dir), 'utf8')
+    // values reused from a release that predates the switch default to Kubernetes mode
+    expect(helpers).toContain('dig "kubernetes" "enabled" true .Values.agent')
+  })
+
   it('values.schema.json requires psk.key (64 hex) when psk.create, unless an existing Secret is named', () => {
     const psk = (p: Obj): boolean => validate.safeParse(withValues((v) => { announced(v); Object.assign(v.psk, p) })).success
     expect(psk({ create: true })).toBe(false)
@@ -451,7 +548,7 @@ describe('helm chart', () => {
   it('has the templates, each include naming a defined helper', async () => {
     const dir = new URL('templates/', CHART)
     const files = (await readdir(dir)).sort()
-    for (const f of ['NOTES.txt', '_helpers.tpl', 'agent-configmap.yaml', 'agent-daemonset.yaml', 'psk-secret.yaml',
+    for (const f of ['NOTES.txt', '_helpers.tpl', 'agent-configmap.yaml', 'agent-daemonset.yaml', 'agent-peer-record-policy.yaml', 'agent-rbac.yaml', 'psk-secret.yaml',
       'server-configmap.yaml', 'server-deployment.yaml', 'server-service.yaml', 'serviceaccounts.yaml']) expect(files).toContain(f)
     const texts = new Map(await Promise.all(files.map(async (f) => [f, await readFile(new URL(f, dir), 'utf8')] as const)))
     const defined = new Set([...texts.get('_helpers.tpl')!.matchAll(/define "([^"]+)"/g)].map((m) => m[1]))

@@ -94,6 +94,30 @@ app.kubernetes.io/component: agent
 {{- end }}
 
 {{/*
+Kubernetes mode: "true" when the agents read Services, EndpointSlices and Nodes from the API and
+publish their peer records as Leases (RBAC, the peer-record policy and an API token come with
+it); empty in standalone mode (static agent.peers). dig: values reused from a release older
+than the switch lack agent.kubernetes.
+*/}}
+{{- define "edgemesh.agent.kubernetes.enabled" -}}
+{{- if and .Values.agent.enabled (dig "kubernetes" "enabled" true .Values.agent) }}true{{ end }}
+{{- end }}
+
+{{/*
+The agents' API username (what RBAC subjects and the peer-record policy match on).
+*/}}
+{{- define "edgemesh.agent.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "edgemesh.agent.serviceAccountName" .) }}
+{{- end }}
+
+{{/*
+Name of the ValidatingAdmissionPolicy (and its binding) that pins each agent to its own Lease.
+*/}}
+{{- define "edgemesh.agent.peerRecordPolicyName" -}}
+{{- printf "%s-peer-record" (include "edgemesh.agent.fullname" .) }}
+{{- end }}
+
+{{/*
 PSK: "true" when a swarm.key Secret is mounted (created here or existing), else empty.
 */}}
 {{- define "edgemesh.psk.enabled" -}}
@@ -193,11 +217,16 @@ agent.yaml (AgentConfig in shared/config.ts). nodeName is per node: the DaemonSe
     "tcpPort" (int $v.agent.listen.tcpPort))
   "controlSocket" "/run/edgemesh/agent.sock"
   "relays" (include "edgemesh.agent.relays" . | fromYamlArray)
-  "peersFile" "/etc/edgemesh/peers.yaml"
   "tunnel" (deepCopy $v.agent.tunnel)
   "diagnostics" $v.agent.diagnostics
   "logLevel" $v.agent.logLevel
 }}
+{{- if include "edgemesh.agent.kubernetes.enabled" . }}
+{{- /* in-cluster config (the pod's projected token); the snapshot sits next to the node key */}}
+{{- $_ := set $c "kubernetes" (dict "namespace" .Release.Namespace "snapshotFile" "/var/lib/edgemesh/catalog.json") }}
+{{- else }}
+{{- $_ := set $c "peersFile" "/etc/edgemesh/peers.yaml" }}
+{{- end }}
 {{- if $v.agent.metrics.enabled }}
 {{- $_ := set $c "metrics" (printf "%s:%d" $v.agent.metrics.host (int $v.agent.metrics.port)) }}
 {{- end }}
