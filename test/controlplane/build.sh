@@ -24,6 +24,7 @@ export GOFLAGS="-buildvcs=false -p=2 -mod=readonly"
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOGC=400               # compiler GC: ~12% less CPU, peak RSS ~1.9 GB
 
+command -v go >/dev/null 2>&1 || { [ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"; }
 log() { echo "[cp-build $(date +%T)] $*"; }
 
 stamp=$(cat "$TOOLS_DIR/go.mod" "$TOOLS_DIR/go.sum" "$0" | sha256sum | cut -c1-16)
