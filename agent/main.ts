@@ -33,7 +33,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
   let directory: PeerDirectory = staticPeers
   if (config.kubernetes != null) {
     const k = config.kubernetes
-    kube = new KubeClient(await loadKubeCredentials(k.kubeconfig))
+    kube = new KubeClient({ ...(await loadKubeCredentials(k.kubeconfig)), watchIdleMs: k.watchIdleSeconds * 1000 })
     catalog = new Catalog({ client: kube, namespace: k.namespace, snapshotFile: k.snapshotFile, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics })
     await catalog.start()
     directory = new CatalogPeerDirectory(catalog, log.child({ component: 'peers' }), staticPeers)

@@ -65,7 +65,9 @@ export const AgentConfig = z.object({
     /** how long a peer record counts as live without renewal */
     leaseDurationSeconds: z.number().int().min(10).max(3600).default(40),
     /** give up on an initial sync after this long and serve the disk snapshot */
-    syncTimeoutMs: z.number().int().min(100).max(600_000).default(10_000)
+    syncTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+    /** a watch silent this long (no event, no bookmark) is presumed cut off by a partition and resumed */
+    watchIdleSeconds: z.number().int().min(1).max(3600).default(150)
   }).strict().optional(),
   tunnel: z.object({
     punchTimeoutMs: z.number().int().min(100).max(30_000).default(3_000),

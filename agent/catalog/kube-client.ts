@@ -11,6 +11,12 @@ import { ConfigError } from '../../shared/config.ts'
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount'
 /** projected tokens rotate (kubelet refreshes at 80% of their life): re-read this often */
 const TOKEN_REREAD_MS = 60_000
+/**
+ * A watch that delivers nothing (not even a bookmark) for this long is presumed dead. The
+ * apiserver sends bookmarks to quiet watches only every minute or two (measured: the first
+ * after ~120 s), so this stays above that; a false alarm costs only a cheap re-watch.
+ */
+export const WATCH_IDLE_MS = 150_000
 
 export interface KubeCredentials {
   server: string
@@ -20,6 +26,8 @@ export interface KubeCredentials {
   token?: string
   tokenFile?: string
   insecureSkipTlsVerify?: boolean
+  /** see WATCH_IDLE_MS */
+  watchIdleMs?: number
 }
 
 export class KubeApiError extends Error {
@@ -182,21 +190,35 @@ export class KubeClient {
   async watch (path: string, params: { resourceVersion: string, timeoutSeconds: number, labelSelector?: string }, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal): Promise<void> {
     const q = new URLSearchParams({ watch: '1', allowWatchBookmarks: 'true', resourceVersion: params.resourceVersion, timeoutSeconds: String(params.timeoutSeconds) })
     if (params.labelSelector != null) q.set('labelSelector', params.labelSelector)
-    const res = await this.open('GET', `${path}?${q}`, undefined, '', signal, (params.timeoutSeconds + 30) * 1000)
+    const res = await this.open('GET', `${path}?${q}`, undefined, '', signal, 30_000)
     const status = res.statusCode ?? 0
     if (status !== 200) throw KubeClient.errorFrom(status, await KubeClient.readAll(res), `WATCH ${path}`)
     res.setEncoding('utf8')
+    res.socket.setTimeout(0) // the request timeout covered connect + headers; the stream has its own
     let partial = ''
-    for await (const chunk of res) {
-      const text = partial + (chunk as string)
-      let start = 0
-      for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
-        const line = text.slice(start, nl)
-        start = nl + 1
-        if (line.length > 0) onEvent(JSON.parse(line) as WatchEvent)
+    let idle = false
+    const idleTimer = setTimeout(() => { idle = true; res.destroy() }, this.creds.watchIdleMs ?? WATCH_IDLE_MS)
+    try {
+      for await (const chunk of res) {
+        idleTimer.refresh()
+        const text = partial + (chunk as string)
+        let start = 0
+        for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+          const line = text.slice(start, nl)
+          start = nl + 1
+          if (line.length > 0) onEvent(JSON.parse(line) as WatchEvent)
+        }
+        partial = text.slice(start)
       }
-      partial = text.slice(start)
+    } catch (err) {
+      // silence for WATCH_IDLE_MS: the connection is presumed dead (a partition sends no RST);
+      // the caller resumes from its last resourceVersion as after a normal end
+      if (idle) return
+      throw err
+    } finally {
+      clearTimeout(idleTimer)
     }
+    if (idle) return
     if (partial.trim() !== '') onEvent(JSON.parse(partial) as WatchEvent)
   }
 

@@ -10,6 +10,7 @@ commands:
   status              peers, the path in use (direct-udp, direct-tcp, relay-udp, relay-tcp), remote address, RTT
   ping <node> [-c N]  open (or reuse) the tunnel to <node> and measure the round trip
   status --json       machine-readable status
+  catalog [--json]    the Kubernetes catalog: source (api or disk), counts, peer records and their liveness
 `
 
 export async function callAgent<T> (socketPath: string, method: string, path: string, timeoutMs = 30_000): Promise<T> {
@@ -43,6 +44,14 @@ export function formatStatus (s: { node: string, peerId: string, relays: RelaySt
   return `${s.node} (${s.peerId})\n\n${relays}\n\n${peers}\n`
 }
 
+export function formatCatalog (c: { source: string, synced: boolean, version: number, counts: Record<string, number>, peers: Array<{ node: string, peerId: string, live: boolean, renewedSecondsAgo: number | null }> }): string {
+  const counts = Object.entries(c.counts).map(([k, v]) => `${v} ${k}`).join(', ')
+  const source = c.source === 'disk' ? 'disk snapshot (the Kubernetes API is unreachable)' : c.source === 'api' ? 'Kubernetes API' : c.source
+  const peers = renderTable(['NODE', 'PEER ID', 'LIVE', 'RENEWED'],
+    c.peers.map((p) => [p.node, `${p.peerId.slice(0, 8)}…${p.peerId.slice(-4)}`, p.live ? 'yes' : 'no', p.renewedSecondsAgo == null ? '-' : `${p.renewedSecondsAgo} s ago`]))
+  return `catalog from ${source}, version ${c.version}: ${counts}\n\n${peers}\n`
+}
+
 export async function main (argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -60,6 +69,11 @@ export async function main (argv: string[]): Promise<void> {
   if (cmd === 'status') {
     const s = await callAgent<any>(socket, 'GET', '/status')
     process.stdout.write(values.json === true ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s))
+    return
+  }
+  if (cmd === 'catalog') {
+    const c = await callAgent<any>(socket, 'GET', '/catalog')
+    process.stdout.write(values.json === true ? JSON.stringify(c, null, 2) + '\n' : formatCatalog(c))
     return
   }
   if (cmd === 'ping') {

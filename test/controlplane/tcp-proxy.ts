@@ -3,13 +3,26 @@
 // resume() lets traffic through again. TLS passes through untouched.
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
 
-export interface TcpProxy { port: number, pause(): void, resume(): void, close(): Promise<void> }
+export interface TcpProxy {
+  port: number
+  /** resets every connection and refuses new ones */
+  pause(): void
+  /** a silent partition: open connections stop carrying bytes (no RST), new ones hang */
+  blackhole(): void
+  /** new connections work again (blackholed ones stay dead) */
+  resume(): void
+  close(): Promise<void>
+}
 
 export async function startTcpProxy (target: { host: string, port: number }): Promise<TcpProxy> {
   const sockets = new Set<Socket>()
   let paused = false
+  let holes = false
   const server: Server = createServer((client) => {
     if (paused) { client.resetAndDestroy(); return }
+    sockets.add(client)
+    client.on('close', () => { sockets.delete(client) })
+    if (holes) { client.pause(); return }
     const upstream = createConnection(target)
     for (const s of [client, upstream]) {
       sockets.add(s)
@@ -27,7 +40,11 @@ export async function startTcpProxy (target: { host: string, port: number }): Pr
       paused = true
       for (const s of sockets) s.resetAndDestroy()
     },
-    resume () { paused = false },
+    blackhole () {
+      holes = true
+      for (const s of sockets) { s.unpipe(); s.pause() }
+    },
+    resume () { paused = false; holes = false },
     async close () {
       for (const s of sockets) s.destroy()
       await new Promise<void>((resolve) => { server.close(() => { resolve() }) })

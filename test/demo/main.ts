@@ -163,6 +163,8 @@ async function main (): Promise<number> {
 
     say('\n$ edgemesh status   (on edge-a1)')
     say(await m.cli('a1', ['status']))
+    say('$ edgemesh catalog   (on edge-a1)')
+    say(await m.cli('a1', ['catalog']))
     say(renderTable(['RESULT', 'JOURNEY', 'DETAIL'], rows))
     say(`\n${journeys.length - failed} of ${journeys.length} journeys passed`)
     return failed === 0 ? 0 : 1

@@ -10,10 +10,13 @@ import { startControlPlane, type ControlPlane } from '../controlplane/harness.ts
 import { agentToken, apiRequest, ensureNamespace, installMeshRbac } from '../controlplane/cluster.ts'
 import { catalogEvents, startCatalogAgent, type CatalogAgent, type CatalogEvent } from '../controlplane/catalog-agent.ts'
 import { startTcpProxy, type TcpProxy } from '../controlplane/tcp-proxy.ts'
-import { metricValue } from '../lab/mesh.ts'
+import { CLI_BIN, metricValue } from '../lab/mesh.ts'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { eventually } from '../lab/wait.ts'
 
 const NS = 'shop'
+const execFileP = promisify(execFile)
 
 let cp: ControlPlane
 let dir: string
@@ -170,11 +173,37 @@ describe('catalog against the real apiserver', () => {
           expect(c.peers.map((p: any) => [p.node, p.peerId, p.live]).sort()).toEqual([['node-a', idA, true], ['node-b', idB, true]])
         }, 20_000, 200)
       }
+      const { stdout } = await execFileP(process.execPath, [CLI_BIN, '--socket', agentA.socket, 'catalog'])
+      expect(stdout).toMatch(/^catalog from Kubernetes API, version \d+: \d+ services, .*2 peers/)
+      expect(stdout).toMatch(/node-b\s+12D3KooW…\S+\s+yes\s+\d+ s ago/)
       const lease = await admin('GET', '/apis/coordination.k8s.io/v1/namespaces/edgemesh/leases/node-b')
       expect(lease.metadata.annotations['edgemesh.io/peer-id']).toBe(idB)
       expect(lease.spec.holderIdentity).toBe(idB)
     } finally {
       await agentB.stop()
+    }
+  })
+
+  it('notices a silent partition (no RST) through the watch idle timeout and catches up', async () => {
+    const quietProxy = await startTcpProxy({ host: '127.0.0.1', port: cp.port })
+    const agentC = await startCatalogAgent({
+      cp, dir, nodeName: 'node-c', token: await agentToken(cp, { nodeName: 'node-c' }), server: `https://127.0.0.1:${quietProxy.port}`,
+      extraConfig: { kubernetes: { kubeconfig: join(dir, 'node-c.kubeconfig'), namespace: 'edgemesh', snapshotFile: join(dir, 'node-c-catalog.json'), watchIdleSeconds: 3 } }
+    })
+    try {
+      await expectConverged(agentC)
+      quietProxy.blackhole()
+      await admin('POST', SVC, service('during-partition'))
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+      expect((await agentView(agentC)).services[`${NS}/during-partition`]).toBeUndefined()
+      quietProxy.resume()
+      const t0 = Date.now()
+      await eventually(async () => { expect((await agentView(agentC)).services[`${NS}/during-partition`]).toEqual(['http:80/TCP']) }, 20_000, 100)
+      console.log(`[catalog] caught up ${Date.now() - t0} ms after a silent partition healed (watch idle timeout 3 s)`)
+      await expectConverged(agentC)
+    } finally {
+      await agentC.stop()
+      await quietProxy.close()
     }
   })
 
