@@ -33,7 +33,9 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
   let directory: PeerDirectory = staticPeers
   if (config.kubernetes != null) {
     const k = config.kubernetes
-    kube = new KubeClient({ ...(await loadKubeCredentials(k.kubeconfig)), watchIdleMs: k.watchIdleSeconds * 1000 })
+    const creds = await loadKubeCredentials(k.kubeconfig, k.apiServer)
+    kube = new KubeClient({ ...creds, watchIdleMs: k.watchIdleSeconds * 1000 })
+    log.info({ apiServer: creds.server, auth: creds.cert != null ? 'client certificate' : 'token' }, 'using the Kubernetes API')
     catalog = new Catalog({ client: kube, namespace: k.namespace, snapshotFile: k.snapshotFile, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics })
     await catalog.start()
     directory = new CatalogPeerDirectory(catalog, log.child({ component: 'peers' }), staticPeers)

@@ -58,6 +58,11 @@ export const AgentConfig = z.object({
   kubernetes: z.object({
     /** kubeconfig file; absent: in-cluster ServiceAccount (KUBERNETES_SERVICE_HOST + projected token) */
     kubeconfig: z.string().optional(),
+    /**
+     * apiserver URL overriding the kubeconfig's or the in-cluster one: edge nodes without
+     * kube-proxy cannot reach the kubernetes Service's ClusterIP (e.g. https://203.0.113.5:6443)
+     */
+    apiServer: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
     /** namespace of the mesh's peer records (coordination.k8s.io Leases named after nodes) */
     namespace: z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a namespace name').default('edgemesh'),
     /** last good catalog, written atomically; served when the API is unreachable at start */

@@ -48,12 +48,18 @@ async function fileOrData (file: unknown, data: unknown, base: string): Promise<
 }
 
 /** Credentials from a kubeconfig file (current context), or in-cluster when file is undefined. */
-export async function loadKubeCredentials (file: string | undefined): Promise<KubeCredentials> {
+export async function loadKubeCredentials (file: string | undefined, serverOverride?: string): Promise<KubeCredentials> {
+  const creds = await loadCredentials(file, serverOverride)
+  if (serverOverride != null) creds.server = serverOverride.replace(/\/$/, '')
+  return creds
+}
+
+async function loadCredentials (file: string | undefined, serverOverride: string | undefined): Promise<KubeCredentials> {
   if (file == null) {
     const host = process.env.KUBERNETES_SERVICE_HOST
     const port = process.env.KUBERNETES_SERVICE_PORT ?? '443'
-    if (host == null || host === '') throw new ConfigError('kubernetes.kubeconfig: not set and not running in a pod (KUBERNETES_SERVICE_HOST is empty)')
-    const server = host.includes(':') ? `https://[${host}]:${port}` : `https://${host}:${port}`
+    if ((host == null || host === '') && serverOverride == null) throw new ConfigError('kubernetes.kubeconfig: not set and not running in a pod (KUBERNETES_SERVICE_HOST is empty); set kubernetes.kubeconfig or kubernetes.apiServer')
+    const server = host == null || host === '' ? '' : host.includes(':') ? `https://[${host}]:${port}` : `https://${host}:${port}`
     return { server, ca: await readFile(`${SA_DIR}/ca.crt`), tokenFile: `${SA_DIR}/token` }
   }
   let doc: any

@@ -25,6 +25,7 @@ export class LeasePublisher {
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   private failures = 0
+  private lastResourceVersion: string | undefined
   /** resolves after the first successful write (tests and start-up logging) */
   readonly published: Promise<void>
   private markPublished!: () => void
@@ -56,20 +57,36 @@ export class LeasePublisher {
     if (!this.stopped) { this.timer = setTimeout(() => { void this.tick() }, next); this.timer.unref() }
   }
 
-  /** Create, or replace if it exists (the peer id or addresses may have changed since). */
+  /**
+   * Create, or replace if it exists (the peer id or addresses may have changed since). Renewals
+   * are one PUT against the resourceVersion of our last write, like kubelet node leases; only a
+   * conflict (someone else wrote it) or a missing record costs a GET or a POST.
+   */
   private async writeOnce (): Promise<void> {
     const { client, namespace, nodeName, peerId, addresses, leaseDurationSeconds } = this.opts
     const body = peerLease({ namespace, nodeName, peerId, addresses, leaseDurationSeconds, now: new Date() })
+    const url = `${this.path}/${nodeName}`
+    if (this.lastResourceVersion != null) {
+      try {
+        body.metadata.resourceVersion = this.lastResourceVersion
+        this.lastResourceVersion = (await client.request('PUT', url, body)).metadata.resourceVersion
+        return
+      } catch (err) {
+        this.lastResourceVersion = undefined
+        if (!(err instanceof KubeApiError && (err.status === 409 || err.status === 404))) throw err
+      }
+    }
     let existing: any
     try {
-      existing = await client.request('GET', `${this.path}/${nodeName}`)
+      existing = await client.request('GET', url)
     } catch (err) {
       if (!(err instanceof KubeApiError && err.status === 404)) throw err
-      await client.request('POST', this.path, body)
+      delete body.metadata.resourceVersion
+      this.lastResourceVersion = (await client.request('POST', this.path, body)).metadata.resourceVersion
       return
     }
     body.metadata.resourceVersion = existing.metadata.resourceVersion
-    await client.request('PUT', `${this.path}/${nodeName}`, body)
+    this.lastResourceVersion = (await client.request('PUT', url, body)).metadata.resourceVersion
   }
 
   stop (): void {

@@ -454,7 +454,7 @@ describe('helm chart', () => {
     expect(values.agent.hostPaths).toEqual({ data: '/var/lib/edgemesh', run: '/run/edgemesh' })
     expect([...values.agent.securityContext.capabilities.add].sort()).toEqual(['NET_ADMIN', 'NET_RAW'])
     expect(values.agent.peers).toEqual([])
-    expect(values.agent.kubernetes).toEqual({ enabled: true })
+    expect(values.agent.kubernetes).toEqual({ enabled: true, apiServer: '' })
     expect(values.psk.create).toBe(false)
   })
 

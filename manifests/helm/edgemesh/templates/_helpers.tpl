@@ -223,7 +223,9 @@ agent.yaml (AgentConfig in shared/config.ts). nodeName is per node: the DaemonSe
 }}
 {{- if include "edgemesh.agent.kubernetes.enabled" . }}
 {{- /* in-cluster config (the pod's projected token); the snapshot sits next to the node key */}}
-{{- $_ := set $c "kubernetes" (dict "namespace" .Release.Namespace "snapshotFile" "/var/lib/edgemesh/catalog.json") }}
+{{- $k := dict "namespace" .Release.Namespace "snapshotFile" "/var/lib/edgemesh/catalog.json" }}
+{{- with (dig "kubernetes" "apiServer" "" $v.agent) }}{{- $_ := set $k "apiServer" . }}{{- end }}
+{{- $_ := set $c "kubernetes" $k }}
 {{- else }}
 {{- $_ := set $c "peersFile" "/etc/edgemesh/peers.yaml" }}
 {{- end }}
