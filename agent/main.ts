@@ -1,61 +1,71 @@
 // edgemesh-agent: the node agent's composition root. Today: identity, catalog + peer registry
 // (or a static peers file), tunnel, local control API and metrics. DNS, proxy and SOCKS5 plug in here as they arrive.
 import { AgentConfig, loadConfig, loadPsk } from '../shared/config.ts'
-import { loadOrCreateIdentity } from '../shared/identity.ts'
 import { parseDaemonArgs } from '../shared/cli-main.ts'
 import { createLogger } from '../shared/logging.ts'
 import { Metrics } from '../shared/metrics.ts'
 import { parseHostPort, startHttp, stopHttp } from '../shared/http.ts'
-import { StaticPeerDirectory } from './tunnel/directory.ts'
-import { Tunnel } from './tunnel/tunnel.ts'
-import { registerDiagnostics } from './tunnel/diagnostics.ts'
-import { startControlApi } from './control/api.ts'
 import { Catalog } from './catalog/catalog.ts'
 import { KubeClient, loadKubeCredentials } from './catalog/kube-client.ts'
-import { CatalogPeerDirectory, LeasePublisher, localTcpAddresses } from './catalog/peer-registry.ts'
+import type { Tunnel } from './tunnel/tunnel.ts'
 import type { PeerDirectory } from './tunnel/directory.ts'
+import type { CatalogPeerDirectory, LeasePublisher } from './catalog/peer-registry.ts'
 
 export interface RunningAgent { tunnel: Tunnel, catalog?: Catalog, stop: () => Promise<void> }
+
+/**
+ * Everything that pulls in libp2p (~450 ms to load, 700 ms with the tunnel) is imported while
+ * the catalog's first LIST is in flight, so a restarted agent has its catalog sooner.
+ */
+async function loadTunnelSide (): Promise<typeof import('./tunnel/tunnel.ts') & typeof import('./tunnel/diagnostics.ts') & typeof import('./control/api.ts') & typeof import('../shared/identity.ts') & typeof import('./tunnel/directory.ts') & typeof import('./catalog/peer-registry.ts')> {
+  const parts = await Promise.all([import('./tunnel/tunnel.ts'), import('./tunnel/diagnostics.ts'), import('./control/api.ts'), import('../shared/identity.ts'), import('./tunnel/directory.ts'), import('./catalog/peer-registry.ts')])
+  return Object.assign({}, ...parts)
+}
 
 export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
   const log = createLogger({ name: 'edgemesh-agent', level: config.logLevel }).child({ node: config.nodeName })
   const metrics = new Metrics()
-  const identity = await loadOrCreateIdentity(config.identityFile)
-  if (identity.created) log.info({ keyFile: config.identityFile, peerId: identity.peerId.toString() }, 'generated a new node identity')
-  const psk = await loadPsk(config.pskFile)
-  const staticPeers = config.peersFile != null ? await StaticPeerDirectory.fromFile(config.peersFile) : new StaticPeerDirectory()
-  staticPeers.watch(2_000, (err) => { log.warn({ err: (err as Error).message }, 'peers file reload failed; keeping the last good one') })
+  const late = loadTunnelSide()
+  late.catch(() => {}) // awaited below; not "unhandled" if the catalog fails first
 
   // With Kubernetes, peers come from the registry (static entries only fill gaps); without it
   // the peers file is the whole directory.
   let catalog: Catalog | undefined
   let kube: KubeClient | undefined
-  let directory: PeerDirectory = staticPeers
   if (config.kubernetes != null) {
     const k = config.kubernetes
     const creds = await loadKubeCredentials(k.kubeconfig, k.apiServer)
     kube = new KubeClient({ ...creds, watchIdleMs: k.watchIdleSeconds * 1000 })
     log.info({ apiServer: creds.server, auth: creds.cert != null ? 'client certificate' : 'token' }, 'using the Kubernetes API')
-    catalog = new Catalog({ client: kube, namespace: k.namespace, snapshotFile: k.snapshotFile, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics })
+    catalog = new Catalog({ client: kube, namespace: k.namespace, snapshotFile: k.snapshotFile, persistIntervalMs: k.snapshotIntervalSeconds * 1000, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics })
     await catalog.start()
-    directory = new CatalogPeerDirectory(catalog, log.child({ component: 'peers' }), staticPeers)
   }
 
-  const tunnel = await Tunnel.start({
+  const m = await late
+  const identity = await m.loadOrCreateIdentity(config.identityFile)
+  if (identity.created) log.info({ keyFile: config.identityFile, peerId: identity.peerId.toString() }, 'generated a new node identity')
+  const psk = await loadPsk(config.pskFile)
+  const staticPeers = config.peersFile != null ? await m.StaticPeerDirectory.fromFile(config.peersFile) : new m.StaticPeerDirectory()
+  staticPeers.watch(2_000, (err) => { log.warn({ err: (err as Error).message }, 'peers file reload failed; keeping the last good one') })
+  let registry: CatalogPeerDirectory | undefined
+  if (catalog != null) registry = new m.CatalogPeerDirectory(catalog, log.child({ component: 'peers' }), staticPeers)
+  const directory: PeerDirectory = registry ?? staticPeers
+
+  const tunnel = await m.Tunnel.start({
     nodeName: config.nodeName, privateKey: identity.privateKey, config, directory,
     ...(psk != null ? { psk } : {}), log: log.child({ component: 'tunnel' }), metrics
   })
-  if (config.diagnostics) await registerDiagnostics(tunnel)
+  if (config.diagnostics) await m.registerDiagnostics(tunnel)
   let publisher: LeasePublisher | undefined
   if (kube != null && config.kubernetes != null) {
-    publisher = new LeasePublisher({
+    publisher = new m.LeasePublisher({
       client: kube, namespace: config.kubernetes.namespace, nodeName: config.nodeName, peerId: tunnel.peerId.toString(),
-      addresses: localTcpAddresses(config.listen.tcpPort, config.tunnel.advertise), leaseDurationSeconds: config.kubernetes.leaseDurationSeconds,
+      addresses: m.localTcpAddresses(config.listen.tcpPort, config.tunnel.advertise), leaseDurationSeconds: config.kubernetes.leaseDurationSeconds,
       log: log.child({ component: 'peers' })
     })
     publisher.start()
   }
-  const control = await startControlApi({ socketPath: config.controlSocket, tunnel, ...(catalog != null ? { catalog } : {}), metrics, diagnostics: config.diagnostics, log })
+  const control = await m.startControlApi({ socketPath: config.controlSocket, tunnel, ...(catalog != null ? { catalog } : {}), metrics, diagnostics: config.diagnostics, log })
   const metricsHttp = config.metrics != null
     ? await startHttp(parseHostPort(config.metrics), {
       'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
@@ -70,7 +80,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     stop: async () => {
       publisher?.stop()
       staticPeers.stop()
-      if (directory instanceof CatalogPeerDirectory) directory.stop()
+      registry?.stop()
       await catalog?.stop()
       kube?.close()
       await stopHttp(control)
@@ -92,6 +102,7 @@ export async function main (argv: string[]): Promise<void> {
   const source = { ...(args.configFile != null ? { file: args.configFile } : {}), overrides: args.overrides }
   if (args.printPeerId) {
     const partial = await loadConfig(AgentConfig.pick({ identityFile: true }).loose(), source)
+    const { loadOrCreateIdentity } = await import('../shared/identity.ts')
     process.stdout.write(`${(await loadOrCreateIdentity(partial.identityFile)).peerId.toString()}\n`)
     return
   }

@@ -67,6 +67,8 @@ export const AgentConfig = z.object({
     namespace: z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a namespace name').default('edgemesh'),
     /** last good catalog, written atomically; served when the API is unreachable at start */
     snapshotFile: z.string().default('/var/lib/edgemesh/catalog.json'),
+    /** at most one snapshot write per this many seconds (each start relists anyway; the file only serves offline starts) */
+    snapshotIntervalSeconds: z.number().int().min(1).max(86_400).default(30),
     /** how long a peer record counts as live without renewal */
     leaseDurationSeconds: z.number().int().min(10).max(3600).default(40),
     /** give up on an initial sync after this long and serve the disk snapshot */

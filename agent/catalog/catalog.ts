@@ -177,7 +177,7 @@ export class Catalog {
     if (this.opts.snapshotFile == null) return
     this.persistDirty = true
     if (this.persistTimer != null) return
-    const wait = Math.max(0, this.lastPersist + (this.opts.persistIntervalMs ?? 2_000) - Date.now())
+    const wait = Math.max(0, this.lastPersist + (this.opts.persistIntervalMs ?? 30_000) - Date.now())
     this.persistTimer = setTimeout(() => { this.persistTimer = undefined; void this.persist() }, wait)
     this.persistTimer.unref()
   }

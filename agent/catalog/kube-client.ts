@@ -174,8 +174,12 @@ export class KubeClient {
     return JSON.parse(text) as T
   }
 
-  /** Paginated LIST (limit per page); returns every item and the list's resourceVersion. */
-  async list (path: string, opts: { labelSelector?: string, limit?: number, signal?: AbortSignal } = {}): Promise<ListResult> {
+  /**
+   * Paginated LIST (limit per page); returns every item and the list's resourceVersion. With
+   * onPage, each page is handed over as it arrives and not kept (the caller can reduce it and
+   * let the raw objects go: at 10k Services they are ~48 MB).
+   */
+  async list (path: string, opts: { labelSelector?: string, limit?: number, signal?: AbortSignal, onPage?: (items: any[]) => void } = {}): Promise<ListResult> {
     const items: any[] = []
     let cont = ''
     for (;;) {
@@ -183,7 +187,8 @@ export class KubeClient {
       if (opts.labelSelector != null) q.set('labelSelector', opts.labelSelector)
       if (cont !== '') q.set('continue', cont)
       const page = await this.request<any>('GET', `${path}?${q}`, undefined, opts.signal != null ? { signal: opts.signal } : {})
-      for (const it of page.items ?? []) items.push(it)
+      if (opts.onPage != null) opts.onPage(page.items ?? [])
+      else for (const it of page.items ?? []) items.push(it)
       cont = page.metadata?.continue ?? ''
       if (cont === '') return { items, resourceVersion: String(page.metadata?.resourceVersion ?? '') }
     }

@@ -79,14 +79,21 @@ export async function runReflector<K extends ResourceKind> (spec: ResourceSpec<K
   while (!signal.aborted) {
     try {
       if (rv === '') {
-        const list = await client.list(spec.path, { signal, ...(spec.labelSelector != null ? { labelSelector: spec.labelSelector } : {}) })
-        metrics.catalogLists.inc({ resource, reason: listReason })
         const items: Array<ItemOf<K>> = []
-        for (const raw of list.items) {
-          const item = spec.transform(raw)
-          if (item != null) items.push(item)
-          else metrics.catalogErrors.inc({ resource, reason: 'malformed-object' })
-        }
+        let malformed = 0
+        const list = await client.list(spec.path, {
+          signal,
+          ...(spec.labelSelector != null ? { labelSelector: spec.labelSelector } : {}),
+          onPage: (page) => {
+            for (const raw of page) {
+              const item = spec.transform(raw)
+              if (item != null) items.push(item)
+              else malformed++
+            }
+          }
+        })
+        metrics.catalogLists.inc({ resource, reason: listReason })
+        if (malformed > 0) metrics.catalogErrors.inc({ resource, reason: 'malformed-object' }, malformed)
         sink.replace(resource, items)
         rv = list.resourceVersion
         sink.listed(resource)

@@ -1,7 +1,7 @@
 // The catalog's last good snapshot on disk: written to a temporary file, fsynced and renamed
 // over the old one (then the directory is fsynced), so a crash or power loss leaves either the
 // previous or the new snapshot, never a torn one.
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises'
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { EndpointSliceInfo, NodeInfo, PeerInfo, ServiceInfo } from './model.ts'
 import type { CatalogSnapshot } from './store.ts'
@@ -48,13 +48,39 @@ export async function readSnapshotFile (file: string): Promise<SavedCatalog | un
   return parseSavedCatalog(text, file)
 }
 
-export async function writeSnapshotFile (file: string, snap: CatalogSnapshot): Promise<void> {
+/** items per write: small enough that serialising one batch never blocks the loop for long */
+const BATCH = 500
+
+/**
+ * Same bytes as serializeSnapshot, written in batches with a yield to the event loop between
+ * them: one JSON.stringify of a 10k-Service catalog (12 MB) blocked the agent for ~86 ms.
+ */
+async function writeChunked (fh: FileHandle, snap: CatalogSnapshot, now: number): Promise<void> {
+  const slices: EndpointSliceInfo[] = []
+  for (const bySlice of snap.endpoints.values()) for (const s of bySlice.values()) slices.push(s)
+  const lists: Array<[string, unknown[]]> = [['services', [...snap.services.values()]], ['endpointSlices', slices], ['nodes', [...snap.nodes.values()]], ['peers', [...snap.peers.values()]]]
+  let out = `{"format":${FORMAT},"savedAt":${now}`
+  for (const [name, items] of lists) {
+    out += `,"${name}":[`
+    for (let i = 0; i < items.length; i += BATCH) {
+      out += items.slice(i, i + BATCH).map((x) => JSON.stringify(x)).join(',')
+      if (i + BATCH < items.length) out += ','
+      await fh.write(out)
+      out = ''
+      await new Promise<void>((resolve) => { setImmediate(resolve) })
+    }
+    out += ']'
+  }
+  await fh.write(out + '}')
+}
+
+export async function writeSnapshotFile (file: string, snap: CatalogSnapshot, now = Date.now()): Promise<void> {
   const dir = dirname(file)
   await mkdir(dir, { recursive: true })
   const tmp = `${file}.tmp-${process.pid}`
   const fh = await open(tmp, 'w', 0o600)
   try {
-    await fh.writeFile(serializeSnapshot(snap))
+    await writeChunked(fh, snap, now)
     await fh.sync()
   } catch (err) {
     await fh.close()

@@ -1,7 +1,8 @@
 // The catalog's state machine, free of I/O: reflectors feed it list results and watch events,
-// commit() publishes an immutable snapshot plus the changes since the last one. Maps are copied
-// on write per commit (only the kinds that changed), so a snapshot handed out never changes
-// and a steady trickle of updates costs one Map copy per batch, not a rebuild.
+// commit() publishes an immutable snapshot plus the changes since the last one. The maps are
+// sharded copy-on-write (cow-map.ts), so a snapshot handed out never changes and one update
+// costs a copy of the shard it touches, not of the whole catalog.
+import { CowMap, type CowMapDraft } from './cow-map.ts'
 import type { EndpointSliceInfo, NodeInfo, PeerInfo, ServiceInfo } from './model.ts'
 
 export type SnapshotSource = 'empty' | 'disk' | 'api'
@@ -37,49 +38,55 @@ function keyOf (kind: ResourceKind, item: any): string {
   }
 }
 
-export const EMPTY_SNAPSHOT: CatalogSnapshot = { version: 0, source: 'empty', services: new Map(), endpoints: new Map(), nodes: new Map(), peers: new Map() }
+export const EMPTY_SNAPSHOT: CatalogSnapshot = Object.freeze({ version: 0, source: 'empty' as const, services: CowMap.empty<ServiceInfo>(), endpoints: CowMap.empty<ReadonlyMap<string, EndpointSliceInfo>>(), nodes: CowMap.empty<NodeInfo>(), peers: CowMap.empty<PeerInfo>() })
+
+interface Maps {
+  services: CowMap<ServiceInfo>
+  endpoints: CowMap<ReadonlyMap<string, EndpointSliceInfo>>
+  nodes: CowMap<NodeInfo>
+  peers: CowMap<PeerInfo>
+}
+type Drafts = { [K in keyof Maps]?: Maps[K] extends CowMap<infer V> ? CowMapDraft<V> : never }
 
 export class CatalogStore {
-  private current: CatalogSnapshot
+  private current: CatalogSnapshot = EMPTY_SNAPSHOT
+  private maps: Maps = { services: CowMap.empty(), endpoints: CowMap.empty(), nodes: CowMap.empty(), peers: CowMap.empty() }
   /** slice key -> EndpointSlice, to find the owning Service on update/delete */
-  private slices = new Map<string, EndpointSliceInfo>()
-  private draft: { services?: Map<string, ServiceInfo>, endpoints?: Map<string, ReadonlyMap<string, EndpointSliceInfo>>, nodes?: Map<string, NodeInfo>, peers?: Map<string, PeerInfo> } = {}
-  private changes = new Map<string, CatalogChange>()
-  private source: SnapshotSource
-
-  constructor (initial: CatalogSnapshot = EMPTY_SNAPSHOT) {
-    this.current = initial
-    this.source = initial.source
-    for (const bySlice of initial.endpoints.values()) for (const s of bySlice.values()) this.slices.set(keyOf('endpointSlices', s), s)
-  }
+  private readonly slices = new Map<string, EndpointSliceInfo>()
+  private drafts: Drafts = {}
+  private readonly changes: Record<ChangeKind, Map<string, 'upsert' | 'delete'>> = { service: new Map(), endpoints: new Map(), node: new Map(), peer: new Map() }
+  private changeCount = 0
+  private source: SnapshotSource = 'empty'
 
   snapshot (): CatalogSnapshot { return this.current }
-  get pending (): boolean { return this.changes.size > 0 || this.source !== this.current.source }
+  get pending (): boolean { return this.changeCount > 0 || this.source !== this.current.source }
 
   setSource (source: SnapshotSource): void { this.source = source }
 
   private note (kind: ChangeKind, type: 'upsert' | 'delete', key: string): void {
-    this.changes.set(`${kind}\0${key}`, { kind, type, key })
+    const m = this.changes[kind]
+    if (!m.has(key)) this.changeCount++
+    m.set(key, type)
   }
 
-  private map<K extends 'services' | 'endpoints' | 'nodes' | 'peers'> (k: K): NonNullable<typeof this.draft[K]> {
-    const d = this.draft as any
-    d[k] ??= new Map(this.current[k] as Map<any, any>)
+  private draft<K extends keyof Maps> (k: K): NonNullable<Drafts[K]> {
+    const d = this.drafts as any
+    d[k] ??= this.maps[k].edit()
     return d[k]
   }
 
   private get<K extends ResourceKind> (kind: K, key: string): ItemOf<K> | undefined {
     if (kind === 'endpointSlices') return this.slices.get(key) as ItemOf<K> | undefined
-    const m = (this.draft as any)[kind] ?? (this.current as any)[kind]
-    return m.get(key)
+    const k = kind as 'services' | 'nodes' | 'peers'
+    return ((this.drafts as any)[k] ?? this.maps[k]).get(key)
   }
 
   upsert<K extends ResourceKind> (kind: K, item: ItemOf<K>): void {
     const key = keyOf(kind, item)
     switch (kind) {
-      case 'services': this.map('services').set(key, item as ServiceInfo); this.note('service', 'upsert', key); break
-      case 'nodes': this.map('nodes').set(key, item as NodeInfo); this.note('node', 'upsert', key); break
-      case 'peers': this.map('peers').set(key, item as PeerInfo); this.note('peer', 'upsert', key); break
+      case 'services': this.draft('services').set(key, item as ServiceInfo); this.note('service', 'upsert', key); break
+      case 'nodes': this.draft('nodes').set(key, item as NodeInfo); this.note('node', 'upsert', key); break
+      case 'peers': this.draft('peers').set(key, item as PeerInfo); this.note('peer', 'upsert', key); break
       case 'endpointSlices': {
         const slice = item as EndpointSliceInfo
         const old = this.slices.get(key)
@@ -87,7 +94,7 @@ export class CatalogStore {
         this.slices.set(key, slice)
         if (slice.serviceName === '') break
         const svc = serviceKey(slice.namespace, slice.serviceName)
-        const endpoints = this.map('endpoints')
+        const endpoints = this.draft('endpoints')
         const bySlice = new Map(endpoints.get(svc) ?? [])
         bySlice.set(slice.name, slice)
         endpoints.set(svc, bySlice)
@@ -100,7 +107,7 @@ export class CatalogStore {
     this.slices.delete(keyOf('endpointSlices', slice))
     if (slice.serviceName === '') return
     const svc = serviceKey(slice.namespace, slice.serviceName)
-    const endpoints = this.map('endpoints')
+    const endpoints = this.draft('endpoints')
     const old = endpoints.get(svc)
     if (old?.has(slice.name) !== true) return
     const bySlice = new Map(old)
@@ -117,9 +124,9 @@ export class CatalogStore {
   remove (kind: ResourceKind, key: string): void {
     switch (kind) {
       case 'endpointSlices': { const s = this.slices.get(key); if (s != null) this.dropSlice(s); break }
-      case 'services': if (this.map('services').delete(key)) this.note('service', 'delete', key); break
-      case 'nodes': if (this.map('nodes').delete(key)) this.note('node', 'delete', key); break
-      case 'peers': if (this.map('peers').delete(key)) this.note('peer', 'delete', key); break
+      case 'services': if (this.draft('services').delete(key)) this.note('service', 'delete', key); break
+      case 'nodes': if (this.draft('nodes').delete(key)) this.note('node', 'delete', key); break
+      case 'peers': if (this.draft('peers').delete(key)) this.note('peer', 'delete', key); break
     }
   }
 
@@ -132,25 +139,26 @@ export class CatalogStore {
       const old = this.get(kind, key)
       if (old == null || old.resourceVersion !== item.resourceVersion || old.resourceVersion === '') this.upsert(kind, item)
     }
-    const existing = kind === 'endpointSlices' ? [...this.slices.keys()] : [...((this.draft as any)[kind] ?? (this.current as any)[kind]).keys()]
+    const k = kind as 'services' | 'nodes' | 'peers'
+    const existing = kind === 'endpointSlices' ? [...this.slices.keys()] : [...((this.drafts as any)[k] ?? this.maps[k]).keys()]
     for (const key of existing) if (!seen.has(key)) this.remove(kind, key)
   }
 
   /** Publishes the pending changes as a new snapshot; undefined when nothing changed. */
   commit (): { snapshot: CatalogSnapshot, changes: CatalogChange[] } | undefined {
     if (!this.pending) return undefined
-    const c = this.current
-    this.current = Object.freeze({
-      version: c.version + 1,
-      source: this.source,
-      services: this.draft.services ?? c.services,
-      endpoints: this.draft.endpoints ?? c.endpoints,
-      nodes: this.draft.nodes ?? c.nodes,
-      peers: this.draft.peers ?? c.peers
-    })
-    const changes = [...this.changes.values()]
-    this.draft = {}
-    this.changes.clear()
+    for (const k of ['services', 'endpoints', 'nodes', 'peers'] as const) {
+      const d = this.drafts[k]
+      if (d != null) (this.maps as any)[k] = d.freeze()
+    }
+    this.drafts = {}
+    this.current = Object.freeze({ version: this.current.version + 1, source: this.source, ...this.maps })
+    const changes: CatalogChange[] = []
+    for (const kind of ['service', 'endpoints', 'node', 'peer'] as const) {
+      for (const [key, type] of this.changes[kind]) changes.push({ kind, type, key })
+      this.changes[kind].clear()
+    }
+    this.changeCount = 0
     return { snapshot: this.current, changes }
   }
 }

@@ -55,7 +55,7 @@ export async function writeCatalogAgentConfig (o: CatalogAgentOptions): Promise<
     listen: { host: '127.0.0.1', udpPort: 0, tcpPort: 0 },
     controlSocket: socket,
     relays: [{ host: '127.0.0.1', peerId: await fakeRelayPeerId(), tcpPort: 9, udpPort: 9 }],
-    kubernetes: { kubeconfig, namespace: o.namespace ?? 'edgemesh', snapshotFile: join(o.dir, `${o.nodeName}-catalog.json`), syncTimeoutMs: 5000 },
+    kubernetes: { kubeconfig, namespace: o.namespace ?? 'edgemesh', snapshotFile: join(o.dir, `${o.nodeName}-catalog.json`), snapshotIntervalSeconds: 1, syncTimeoutMs: 5000 },
     logLevel: 'info',
     ...(o.extraConfig ?? {})
   }))

@@ -7,6 +7,7 @@ import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isPeerLive, peerLease, toEndpointSlice, toNode, toPeer, toService, type EndpointSliceInfo, type ServiceInfo } from '../../agent/catalog/model.ts'
 import { CatalogStore, endpointsOf } from '../../agent/catalog/store.ts'
+import { CowMap } from '../../agent/catalog/cow-map.ts'
 import { parseSavedCatalog, readSnapshotFile, serializeSnapshot, writeSnapshotFile } from '../../agent/catalog/snapshot-file.ts'
 
 const svcObj = (ns: string, name: string, rv: string, extra: Record<string, unknown> = {}): any => ({
@@ -77,6 +78,41 @@ describe('transforms', () => {
     }), { numRuns: 20_000 })
     expect(toService({ metadata: {} })).toBeUndefined()
     expect(toPeer({ metadata: { name: 'x' } })).toBeUndefined()
+  })
+})
+
+describe('CowMap', () => {
+  it('behaves like a Map, and frozen versions never change', () => {
+    const op = fc.oneof(
+      fc.record({ t: fc.constant('set' as const), k: fc.string({ maxLength: 6 }), v: fc.integer() }),
+      fc.record({ t: fc.constant('del' as const), k: fc.string({ maxLength: 6 }) }),
+      fc.record({ t: fc.constant('freeze' as const) })
+    )
+    fc.assert(fc.property(fc.array(op, { maxLength: 80 }), (ops) => {
+      const model = new Map<string, number>()
+      let draft = CowMap.empty<number>().edit()
+      const versions: Array<[CowMap<number>, Map<string, number>]> = []
+      for (const o of ops) {
+        if (o.t === 'set') { draft.set(o.k, o.v); model.set(o.k, o.v) }
+        if (o.t === 'del') expect(draft.delete(o.k)).toBe(model.delete(o.k))
+        if (o.t === 'freeze') { versions.push([draft.freeze(), new Map(model)]); draft = versions.at(-1)![0].edit() }
+        expect(draft.size).toBe(model.size)
+      }
+      versions.push([draft.freeze(), new Map(model)])
+      for (const [frozen, expected] of versions) {
+        expect(frozen.size).toBe(expected.size)
+        expect(new Map(frozen)).toEqual(expected)
+        for (const [k, v] of expected) expect(frozen.get(k)).toBe(v)
+      }
+    }), { numRuns: 1000 })
+  })
+
+  it('copies only the shards an edit touches', () => {
+    const big = CowMap.from(Array.from({ length: 10_000 }, (_, i): [string, number] => [`ns/svc-${i}`, i]))
+    const next = big.edit().set('ns/svc-1', -1).freeze()
+    expect([big.get('ns/svc-1'), next.get('ns/svc-1'), next.size]).toEqual([1, -1, 10_000])
+    const shared = (big as any).shards.filter((s: unknown, i: number) => s === (next as any).shards[i]).length
+    expect(shared).toBe(255)
   })
 })
 
