@@ -14,19 +14,37 @@ import type { CatalogPeerDirectory, LeasePublisher } from './catalog/peer-regist
 export interface RunningAgent { tunnel: Tunnel, catalog?: Catalog, stop: () => Promise<void> }
 
 /**
- * Everything that pulls in libp2p (~450 ms to load, 700 ms with the tunnel) is imported while
- * the catalog's first LIST is in flight, so a restarted agent has its catalog sooner.
+ * Everything that pulls in libp2p (~700 ms of module loading with the tunnel) is imported only
+ * after the catalog has synced: loaded during the first LIST it competed for the one thread
+ * and delayed the sync by ~500 ms (bench:catalog), so DNS and the proxy would wait for it.
  */
 async function loadTunnelSide (): Promise<typeof import('./tunnel/tunnel.ts') & typeof import('./tunnel/diagnostics.ts') & typeof import('./control/api.ts') & typeof import('../shared/identity.ts') & typeof import('./tunnel/directory.ts') & typeof import('./catalog/peer-registry.ts')> {
   const parts = await Promise.all([import('./tunnel/tunnel.ts'), import('./tunnel/diagnostics.ts'), import('./control/api.ts'), import('../shared/identity.ts'), import('./tunnel/directory.ts'), import('./catalog/peer-registry.ts')])
   return Object.assign({}, ...parts)
 }
 
+/**
+ * One memory-reducing GC shortly after a burst of garbage (the first LIST of 10k Services
+ * parses ~50 MB of JSON that dies at once; loading libp2p): returns the memory to the OS now
+ * instead of whenever V8's memory reducer gets to it. A plain gc() shrinks the heap but not
+ * the RSS; the 'last-resort' flavour (V8's low-memory notification) uncommits the pages too.
+ * Needs node --expose-gc (the manifests pass it); a no-op without.
+ */
+type GcOptions = { type: 'major', execution: 'sync', flavor: 'last-resort' }
+function compactHeapSoon (): () => void {
+  let timer: NodeJS.Timeout | undefined
+  return () => {
+    const gc = (globalThis as { gc?: (opts: GcOptions) => void }).gc
+    if (gc == null || timer != null) return
+    timer = setTimeout(() => { timer = undefined; gc({ type: 'major', execution: 'sync', flavor: 'last-resort' }) }, 1_000)
+    timer.unref()
+  }
+}
+
 export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
+  const compactHeap = compactHeapSoon()
   const log = createLogger({ name: 'edgemesh-agent', level: config.logLevel }).child({ node: config.nodeName })
   const metrics = new Metrics()
-  const late = loadTunnelSide()
-  late.catch(() => {}) // awaited below; not "unhandled" if the catalog fails first
 
   // With Kubernetes, peers come from the registry (static entries only fill gaps); without it
   // the peers file is the whole directory.
@@ -37,11 +55,11 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     const creds = await loadKubeCredentials(k.kubeconfig, k.apiServer)
     kube = new KubeClient({ ...creds, watchIdleMs: k.watchIdleSeconds * 1000 })
     log.info({ apiServer: creds.server, auth: creds.cert != null ? 'client certificate' : 'token' }, 'using the Kubernetes API')
-    catalog = new Catalog({ client: kube, namespace: k.namespace, snapshotFile: k.snapshotFile, persistIntervalMs: k.snapshotIntervalSeconds * 1000, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics })
+    catalog = new Catalog({ client: kube, namespace: k.namespace, snapshotFile: k.snapshotFile, persistIntervalMs: k.snapshotIntervalSeconds * 1000, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics, onBulkLoad: compactHeap })
     await catalog.start()
   }
 
-  const m = await late
+  const m = await loadTunnelSide()
   const identity = await m.loadOrCreateIdentity(config.identityFile)
   if (identity.created) log.info({ keyFile: config.identityFile, peerId: identity.peerId.toString() }, 'generated a new node identity')
   const psk = await loadPsk(config.pskFile)
@@ -73,6 +91,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     }, () => {})
     : undefined
 
+  compactHeap() // start-up garbage (module loading, the first sync) is all dead now
   log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off' }, 'edgemesh-agent ready')
   return {
     tunnel,

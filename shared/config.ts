@@ -4,9 +4,8 @@ import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 
-export class ConfigError extends Error {
-  constructor (message: string) { super(message); this.name = 'ConfigError' }
-}
+import { ConfigError } from './errors.ts'
+export { ConfigError }
 
 const hostPort = z.string().refine((s) => /^(\[[0-9a-fA-F:]+\]|[0-9.]+|[a-zA-Z0-9.-]+):\d{1,5}$/.test(s) && Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'expected host:port')
 export const port = z.number().int().min(0).max(65535)

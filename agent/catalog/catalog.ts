@@ -25,6 +25,8 @@ export interface CatalogOptions {
   metrics: Metrics
   watchTimeoutSeconds?: [number, number]
   maxBackoffMs?: number
+  /** called after a full LIST was applied (start-up, relist): a burst of garbage just died */
+  onBulkLoad?: () => void
 }
 
 const nsName = (o: any): string => `${String(o?.metadata?.namespace ?? '')}/${String(o?.metadata?.name ?? '')}`
@@ -87,6 +89,7 @@ export class Catalog {
       remove: (kind: ResourceKind, key: string) => { this.store.remove(kind, key); this.scheduleCommit() },
       listed: (kind: ResourceKind) => {
         this.listed.add(kind)
+        this.opts.onBulkLoad?.()
         if (this.synced) {
           this.store.setSource('api')
           metrics.catalogFromDisk.set(0)

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http'
 import { parse as parseYaml } from 'yaml'
-import { ConfigError } from '../../shared/config.ts'
+import { ConfigError } from '../../shared/errors.ts'
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount'
 /** projected tokens rotate (kubelet refreshes at 80% of their life): re-read this often */
@@ -147,11 +147,11 @@ export class KubeClient {
     })
   }
 
+  /** Buffers joined once and decoded once: no chain of intermediate strings for the GC. */
   private static async readAll (res: IncomingMessage): Promise<string> {
-    res.setEncoding('utf8')
-    let text = ''
-    for await (const chunk of res) text += chunk as string
-    return text
+    const chunks: Buffer[] = []
+    for await (const chunk of res) chunks.push(chunk as Buffer)
+    return Buffer.concat(chunks).toString('utf8')
   }
 
   private static errorFrom (status: number, text: string, what: string): KubeApiError {
@@ -181,16 +181,22 @@ export class KubeClient {
    */
   async list (path: string, opts: { labelSelector?: string, limit?: number, signal?: AbortSignal, onPage?: (items: any[]) => void } = {}): Promise<ListResult> {
     const items: any[] = []
-    let cont = ''
-    for (;;) {
+    const fetchPage = async (cont: string): Promise<any> => {
       const q = new URLSearchParams({ limit: String(opts.limit ?? 500) })
       if (opts.labelSelector != null) q.set('labelSelector', opts.labelSelector)
       if (cont !== '') q.set('continue', cont)
-      const page = await this.request<any>('GET', `${path}?${q}`, undefined, opts.signal != null ? { signal: opts.signal } : {})
+      return await this.request<any>('GET', `${path}?${q}`, undefined, opts.signal != null ? { signal: opts.signal } : {})
+    }
+    let page = await fetchPage('')
+    for (;;) {
+      const cont: string = page.metadata?.continue ?? ''
+      // ask for the next page first, then digest this one while the apiserver works on it
+      const next = cont === '' ? undefined : fetchPage(cont)
+      next?.catch(() => {}) // awaited below
       if (opts.onPage != null) opts.onPage(page.items ?? [])
       else for (const it of page.items ?? []) items.push(it)
-      cont = page.metadata?.continue ?? ''
-      if (cont === '') return { items, resourceVersion: String(page.metadata?.resourceVersion ?? '') }
+      if (next == null) return { items, resourceVersion: String(page.metadata?.resourceVersion ?? '') }
+      page = await next
     }
   }
 

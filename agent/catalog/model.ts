@@ -79,7 +79,7 @@ function meta (obj: any): { namespace: string, name: string, resourceVersion: st
   const m = obj?.metadata
   const name = str(m?.name)
   if (name == null || name === '') return undefined
-  return { namespace: str(m.namespace) ?? '', name, resourceVersion: str(m.resourceVersion) ?? '' }
+  return { namespace: intern(str(m.namespace) ?? ''), name, resourceVersion: str(m.resourceVersion) ?? '' }
 }
 
 export function toService (obj: any): ServiceInfo | undefined {

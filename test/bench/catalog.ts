@@ -424,6 +424,10 @@ async function main (): Promise<void> {
     const lat = await measureUpdates(cp, last)
     await sleep(1_000)
     const afterUpdates = await memOf(last.proc.pid)
+    // where the RSS is: V8's live heap, its committed heap, and off-heap (buffers)
+    const prom = await last.call<string>('GET', '/metrics')
+    const gauge = (name: string): number => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(prom)?.[1] ?? NaN) / 1048576
+    const heap = { used: gauge('nodejs_heap_size_used_bytes'), total: gauge('nodejs_heap_size_total_bytes'), external: gauge('nodejs_external_memory_bytes') }
 
     const rawListMs = median(lists.map((l) => l.ms))
     const syncMs = median(syncs.map((s) => s.ms))
@@ -445,7 +449,8 @@ async function main (): Promise<void> {
       ['bare watch p50 / p90 / p99 / max (ms)', `${pct(lat.raw, 50).toFixed(1)} / ${pct(lat.raw, 90).toFixed(1)} / ${rawP99.toFixed(1)} / ${Math.max(...lat.raw).toFixed(1)}`, ''],
       ['agent event p50 / p90 / p99 / max (ms)', `${pct(lat.agent, 50).toFixed(1)} / ${pct(lat.agent, 90).toFixed(1)} / ${updP99.toFixed(1)} / ${Math.max(...lat.agent).toFixed(1)}`, ''],
       ['agent minus bare watch, per write p50 / p99 (ms)', (() => { const d = lat.agent.map((a, k) => a - lat.raw[k]!); return `${pct(d, 50).toFixed(1)} / ${pct(d, 99).toFixed(1)}` })(), ''],
-      ['agent RSS after sync / after updates / peak (MB)', `${afterSync.rssMb.toFixed(1)} / ${afterUpdates.rssMb.toFixed(1)} / ${afterUpdates.hwmMb.toFixed(1)}`, '']
+      ['agent RSS after sync / after updates / peak (MB)', `${afterSync.rssMb.toFixed(1)} / ${afterUpdates.rssMb.toFixed(1)} / ${afterUpdates.hwmMb.toFixed(1)}`, ''],
+      ['agent V8 heap used / committed, external (MB)', `${heap.used.toFixed(1)} / ${heap.total.toFixed(1)}, ${heap.external.toFixed(1)}`, '']
     ]
     process.stdout.write(`\ncatalog benchmark: ${SERVICES}${HEADLESS ? ' headless' : ''} Services, ${SERVICES} EndpointSlices, ${SERVICES * EPS_PER_SERVICE} endpoints, ${NODES} Nodes in a real kube-apiserver; median of ${RUNS} alternating LIST/sync runs; ${UPDATES} updates (after ${WARMUP_UPDATES} warm-up) seen by both a bare watch and the agent; ${(performance.now() - started) / 1000 | 0} s in all\n\n`)
     process.stdout.write(renderTable(['measure', 'agent', 'floor', 'ratio', 'target', ''], rows) + '\n\n')
@@ -455,6 +460,7 @@ async function main (): Promise<void> {
       endpoints: SERVICES * EPS_PER_SERVICE,
       raw_list_ms: Math.round(rawListMs),
       initial_sync_ms: Math.round(syncMs),
+      initial_sync_in_process_ms: Math.round(insideMs),
       raw_watch_p99_ms: r1(rawP99),
       update_p99_ms: r1(updP99),
       agent_rss_mb: r1(afterUpdates.rssMb),

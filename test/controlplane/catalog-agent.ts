@@ -8,7 +8,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { callAgent } from '../../agent/control/cli.ts'
 import { startProcess, type LabProcess } from '../lab/proc.ts'
-import { AGENT_BIN, NODE_FLAGS } from '../lab/mesh.ts'
+import { AGENT_BIN, AGENT_NODE_FLAGS } from '../lab/mesh.ts'
 import type { ControlPlane } from './harness.ts'
 
 export interface CatalogAgent {
@@ -64,7 +64,7 @@ export async function writeCatalogAgentConfig (o: CatalogAgentOptions): Promise<
 
 export async function startCatalogAgent (o: CatalogAgentOptions): Promise<CatalogAgent> {
   const { configFile, socket } = await writeCatalogAgentConfig(o)
-  const proc = startProcess([process.execPath, ...NODE_FLAGS, AGENT_BIN, '--config', configFile], { logFile: join(o.dir, `${o.nodeName}.log`), ...(o.env != null ? { env: o.env } : {}) })
+  const proc = startProcess([process.execPath, ...AGENT_NODE_FLAGS, AGENT_BIN, '--config', configFile], { logFile: join(o.dir, `${o.nodeName}.log`), ...(o.env != null ? { env: o.env } : {}) })
   try {
     await proc.waitForLine(o.waitFor ?? /edgemesh-agent ready/, 60_000)
   } catch (err) {

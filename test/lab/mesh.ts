@@ -16,6 +16,8 @@ const ROOT = resolve(import.meta.dirname, '../..')
 const NODE = process.execPath
 /** the runtime flags the manifests use (a small young generation keeps RSS down) */
 export const NODE_FLAGS = ['--max-semi-space-size=2']
+/** the agent also compacts its heap once after bulk catalog loads (see agent/main.ts) */
+export const AGENT_NODE_FLAGS = [...NODE_FLAGS, '--expose-gc']
 
 export const SERVER_BIN = join(ROOT, 'bin/edgemesh-server.js')
 export const AGENT_BIN = join(ROOT, 'bin/edgemesh-agent.js')
@@ -139,7 +141,7 @@ export class Mesh {
   }
 
   async startAgent (a: MeshAgent): Promise<void> {
-    a.proc = this.lab.spawn(a.host, [NODE, ...NODE_FLAGS, AGENT_BIN, '--config', a.configFile], { logFile: join(this.dir, `${a.host}.log`), ...(this.opts.agentEnv != null ? { env: this.opts.agentEnv } : {}) })
+    a.proc = this.lab.spawn(a.host, [NODE, ...AGENT_NODE_FLAGS, AGENT_BIN, '--config', a.configFile], { logFile: join(this.dir, `${a.host}.log`), ...(this.opts.agentEnv != null ? { env: this.opts.agentEnv } : {}) })
     await a.proc.waitForLine(/edgemesh-agent ready/, 20_000)
   }
 

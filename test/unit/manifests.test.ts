@@ -189,7 +189,7 @@ describe('plain manifest: agent DaemonSet', () => {
     const env = (c.env as Obj[]).find((e) => e.name === 'NODE_NAME')
     expect(env?.valueFrom?.fieldRef?.fieldPath).toBe('spec.nodeName')
     expect(c.command).toEqual(['node'])
-    expect(c.args.slice(0, 2)).toEqual(['--max-semi-space-size=2', 'bin/edgemesh-agent.js'])
+    expect(c.args.slice(0, 3)).toEqual(['--max-semi-space-size=2', '--expose-gc', 'bin/edgemesh-agent.js'])
     expect(argAfter(c.args, '--config')).toBe('/etc/edgemesh/agent.yaml')
     expect(argAfter(c.args, '--set')).toBe('nodeName=$(NODE_NAME)')
   })
