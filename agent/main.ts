@@ -58,6 +58,8 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     catalog = new Catalog({ client: kube, namespace: k.namespace, snapshotFile: k.snapshotFile, persistIntervalMs: k.snapshotIntervalSeconds * 1000, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics, onBulkLoad: compactHeap })
     await catalog.start()
   }
+  // DNS needs only the catalog: it answers before the tunnel side is even loaded
+  const dns = config.dns != null ? await (await import('./dns/dns.ts')).startDns({ config: config.dns, catalog, metrics, log: log.child({ component: 'dns' }) }) : undefined
 
   const m = await loadTunnelSide()
   const identity = await m.loadOrCreateIdentity(config.identityFile)
@@ -92,7 +94,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     : undefined
 
   compactHeap() // start-up garbage (module loading, the first sync) is all dead now
-  log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off' }, 'edgemesh-agent ready')
+  log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: config.dns?.listen ?? 'off' }, 'edgemesh-agent ready')
   return {
     tunnel,
     ...(catalog != null ? { catalog } : {}),
@@ -100,6 +102,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
       publisher?.stop()
       staticPeers.stop()
       registry?.stop()
+      await dns?.stop()
       await catalog?.stop()
       kube?.close()
       await stopHttp(control)

@@ -75,6 +75,22 @@ export const AgentConfig = z.object({
     /** a watch silent this long (no event, no bookmark) is presumed cut off by a partition and resumed */
     watchIdleSeconds: z.number().int().min(1).max(3600).default(150)
   }).strict().optional(),
+  /** node-local DNS: cluster names from the catalog, everything else forwarded upstream */
+  dns: z.object({
+    /** where pods send queries (a link-local address on a device the agent owns) */
+    listen: hostPort.default('169.254.96.16:53'),
+    /** bridge device the agent creates and puts the listen address on; '' when the address exists already */
+    device: z.string().max(15).regex(/^[a-zA-Z0-9_.-]*$/, 'expected a network device name').default('edgemesh0'),
+    clusterDomain: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'expected a DNS domain like cluster.local').default('cluster.local'),
+    /** upstream resolvers as host:port; default: the nameservers of resolvConf (never this server itself) */
+    upstreams: z.array(hostPort).optional(),
+    resolvConf: z.string().default('/etc/resolv.conf'),
+    /** TTL of cluster answers */
+    ttlSeconds: z.number().int().min(0).max(3600).default(5),
+    /** per-attempt wait for an upstream before trying the next (or SERVFAIL) */
+    upstreamTimeoutMs: z.number().int().min(50).max(10_000).default(1_000),
+    cacheEntries: z.number().int().min(0).max(1_000_000).default(10_000)
+  }).strict().optional(),
   tunnel: z.object({
     punchTimeoutMs: z.number().int().min(100).max(30_000).default(3_000),
     punchRetryMs: z.number().int().min(1_000).default(30_000),
