@@ -8,7 +8,7 @@ import { randomInt } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { isIPv4 } from 'node:net'
 import type { Logger } from 'pino'
-import { RCODE, encodeRcode, parseResponseMeta, patchHeader, skipName, type Query } from './wire.ts'
+import { RCODE, encodeRcode, parseResponseMeta, patchHeader, skipName, type Query, type QuestionSource } from './wire.ts'
 
 export interface Upstream { host: string, port: number }
 
@@ -53,7 +53,9 @@ export function ttlOffsets (msg: Uint8Array): number[] {
 }
 
 interface CacheEntry { bytes: Buffer, ttlAt: number[], storedAt: number, expiresAt: number }
-interface Waiter { q: { id: number, flags: number, msg: Uint8Array, qnameEnd: number, mixedCase: boolean }, reply: (bytes: Uint8Array) => void, servfail: Buffer }
+/** What an answer needs from a query once the caller has reused its Query object. */
+type Question = QuestionSource & { mixedCase: boolean }
+interface Waiter { q: Question, reply: (bytes: Uint8Array) => void }
 interface InFlight { key: string, query: Buffer, waiters: Waiter[], tried: number, upstreamId: number, host: string, timer: NodeJS.Timeout | undefined, tcp: boolean }
 
 export interface ForwarderStats { queries: number, cacheHits: number, upstreamTimeouts: number, servfails: number, malformed: number }
@@ -98,8 +100,6 @@ export class Forwarder {
   forward (q: Query, reply: (bytes: Uint8Array) => void, tcp = false): void {
     this.stats.queries++
     const key = q.key
-    // the caller reuses its Query object: keep what the answer needs
-    const waiter: Waiter = { q: { id: q.id, flags: q.flags, msg: q.msg, qnameEnd: q.qnameEnd, mixedCase: q.mixedCase }, reply, servfail: encodeRcode(q, RCODE.SERVFAIL) }
     const hit = this.cache.get(key)
     if (hit != null) {
       const now = Date.now()
@@ -108,10 +108,15 @@ export class Forwarder {
         // LRU: move to the back
         this.cache.delete(key)
         this.cache.set(key, hit)
-        reply(this.fromCache(hit, waiter, now))
+        reply(this.fromCache(hit, q, now))
         return
       }
       this.cache.delete(key)
+    }
+    // the caller reuses its Query object: keep what the answer needs
+    const waiter: Waiter = {
+      q: { msg: q.msg, id: q.id, flags: q.flags, qnameEnd: q.qnameEnd, questionEnd: q.questionEnd, compressed: q.compressed, qname: q.qname, qtype: q.qtype, qclass: q.qclass, edns: q.edns, dnssecOk: q.dnssecOk, maxUdp: q.maxUdp, mixedCase: q.mixedCase },
+      reply
     }
     const pending = this.inflight.get(key)
     if (pending != null) { pending.waiters.push(waiter); return }
@@ -121,22 +126,22 @@ export class Forwarder {
     this.attempt(flight)
   }
 
-  private fromCache (e: CacheEntry, w: Waiter, now: number): Buffer {
+  private fromCache (e: CacheEntry, q: Question, now: number): Buffer {
     const b = Buffer.from(e.bytes)
-    patchHeader(b, w.q.id, w.q.flags)
+    patchHeader(b, q.id, q.flags)
     const elapsed = Math.floor((now - e.storedAt) / 1000)
     for (let i = 0; i < e.ttlAt.length; i++) {
       const at = e.ttlAt[i]!
       const ttl = Math.max(0, b.readUInt32BE(at) - elapsed)
       b.writeUInt32BE(ttl, at)
     }
-    this.echoQuestionCase(b, w)
+    this.echoQuestionCase(b, q)
     return b
   }
 
-  private echoQuestionCase (b: Buffer, w: Waiter): void {
-    if (!w.q.mixedCase) return
-    for (let i = 12; i < w.q.qnameEnd && i < b.length; i++) b[i] = w.q.msg[i]!
+  private echoQuestionCase (b: Buffer, q: Question): void {
+    if (!q.mixedCase) return
+    for (let i = 12; i < q.qnameEnd && i < b.length; i++) b[i] = q.msg[i]!
   }
 
   private healthyOrder (): Upstream[] {
@@ -222,7 +227,7 @@ export class Forwarder {
     for (const w of f.waiters) {
       const b = Buffer.from(msg)
       patchHeader(b, w.q.id, w.q.flags)
-      this.echoQuestionCase(b, w)
+      this.echoQuestionCase(b, w.q)
       w.reply(b)
     }
   }
@@ -234,7 +239,7 @@ export class Forwarder {
   }
 
   private fail (waiters: Waiter[]): void {
-    for (const w of waiters) { this.stats.servfails++; w.reply(w.servfail) }
+    for (const w of waiters) { this.stats.servfails++; w.reply(encodeRcode(w.q, RCODE.SERVFAIL)) }
   }
 
   /** Cached answers (tests and metrics). */
