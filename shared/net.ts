@@ -20,11 +20,16 @@ export function isPrivateIPv4 (ip: string): boolean {
 
 export interface LocalAddress { address: string, netmask: string }
 
-/** This host's non-loopback IPv4 addresses. */
+const isLinkLocal = (ip: string): boolean => ip.startsWith('169.254.')
+
+/**
+ * This host's IPv4 addresses worth offering to peers: not loopback, and not link-local (those
+ * mean something only on this node; every agent puts the same 169.254.96.16 on its DNS bridge).
+ */
 export function localIPv4 (): LocalAddress[] {
   const out: LocalAddress[] = []
   for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) out.push({ address: a.address, netmask: a.netmask })
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal && !isLinkLocal(a.address)) out.push({ address: a.address, netmask: a.netmask })
   }
   return out
 }

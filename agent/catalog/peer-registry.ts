@@ -1,7 +1,7 @@
 // The mesh's peer registry in Kubernetes: each agent publishes node name -> peer id + direct
 // addresses as a coordination.k8s.io Lease named after its node (a ValidatingAdmissionPolicy
 // lets it write only that one), renews it for liveness, and reads everyone's through the catalog.
-import { networkInterfaces } from 'node:os'
+import { localIPv4 } from '../../shared/net.ts'
 import type { Logger } from 'pino'
 import { parsePeerId } from '../../shared/peer-id.ts'
 import type { PeerDirectory, PeerRecord } from '../tunnel/directory.ts'
@@ -95,12 +95,10 @@ export class LeasePublisher {
   }
 }
 
-/** Direct TCP candidates to publish: every non-loopback IPv4 address plus configured extras. */
+/** Direct TCP candidates to publish: this host's IPv4 addresses (see localIPv4) plus configured extras. */
 export function localTcpAddresses (tcpPort: number, extra: string[] = []): string[] {
   const ips = new Set<string>(extra)
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) ips.add(a.address)
-  }
+  for (const a of localIPv4()) ips.add(a.address)
   return [...ips].map((ip) => `/ip4/${ip}/tcp/${tcpPort}`)
 }
 

@@ -2,16 +2,12 @@
 // edge sites behind their own NATs (two cone, one symmetric, one with UDP blocked), a real
 // etcd + kube-apiserver in the cloud (the agents use their ServiceAccount tokens and find each
 // other through the Lease registry, with no peers file), the real edgemesh-server and
-// edgemesh-agent binaries, and every user journey built so far, ending in a status table.
+// edgemesh-agent binaries with node-local DNS, and every user journey built so far, ending in a
+// status table.
 // The lab and the control plane are torn down on success, failure and Ctrl-C.
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { createLab, type Lab } from '../lab/lab.ts'
-import { Mesh } from '../lab/mesh.ts'
-import { exposeToLab } from '../lab/expose.ts'
-import { startControlPlane, type ControlPlane } from '../controlplane/harness.ts'
-import { agentToken, apiRequest, ensureNamespace, installMeshRbac } from '../controlplane/cluster.ts'
+import { createLab, type Lab, type LabProcess } from '../lab/lab.ts'
+import { startK8sMesh, type K8sMesh } from '../lab/k8s-mesh.ts'
+import { ensureNamespace } from '../controlplane/cluster.ts'
 import { renderTable } from '../../shared/table.ts'
 import { sleep } from '../lab/wait.ts'
 
@@ -21,40 +17,23 @@ interface Journey { name: string, run: () => Promise<{ detail: string, ok: boole
 
 async function main (): Promise<number> {
   let lab: Lab | undefined
-  let mesh: Mesh | undefined
-  let cp: ControlPlane | undefined
-  let exposed: { close: () => Promise<void> } | undefined
-  const dir = await mkdtemp(join(tmpdir(), 'edgemesh-demo-'))
+  let k: K8sMesh | undefined
+  let upstream: LabProcess | undefined
   const hosts = ['a1', 'b1', 'c1', 'd1']
   try {
     say('edgemesh demo: building the lab (relay 198.51.100.10; sites a, b: cone NAT; c: symmetric NAT; d: UDP blocked)')
     lab = await createLab({
       sites: [{ name: 'a', nat: 'cone' }, { name: 'b', nat: 'cone' }, { name: 'c', nat: 'symmetric' }, { name: 'd', nat: 'udp-blocked' }]
     })
-    say(`lab ${lab.prefix} up in ${lab.setupMs} ms; starting etcd + kube-apiserver (reachable from the sites at 198.51.100.10:6443)`)
+    say(`lab ${lab.prefix} up in ${lab.setupMs} ms; starting an upstream resolver (dnsmasq) and etcd + kube-apiserver, both at 198.51.100.10 for the sites`)
+    upstream = lab.spawn('relay0', ['dnsmasq', '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--listen-address=198.51.100.10', '--port=53', '--address=/example.org/203.0.113.7', '--log-facility=-'])
+    await upstream.waitForLine(/started, version/, 10_000)
     const t0 = Date.now()
-    cp = await startControlPlane({ extraSans: ['198.51.100.10'] })
-    const rbac = await installMeshRbac(cp)
-    exposed = await exposeToLab(lab, 'relay0', { ip: '198.51.100.10', port: 6443 }, { host: '127.0.0.1', port: cp.port })
-    const kubeconfigs = new Map<string, string>()
-    for (const h of hosts) {
-      const file = join(dir, `${h}.kubeconfig`)
-      await cp.writeKubeconfig(file, await agentToken(cp, { nodeName: `edge-${h}` }), 'https://198.51.100.10:6443')
-      kubeconfigs.set(h, file)
-    }
-    say(`control plane ready in ${Date.now() - t0} ms (chart RBAC + admission policy applied: ${rbac.objects.length} objects); starting edgemesh-server and 4 agents (pod-bound ServiceAccount tokens, no peers file)`)
-    mesh = await Mesh.start(lab, {
-      agents: hosts,
-      peersFile: false,
-      agentConfig: (h) => ({ kubernetes: { kubeconfig: kubeconfigs.get(h), namespace: 'edgemesh', snapshotFile: join(dir, `${h}-catalog.json`) } })
-    })
-    const m = mesh
-    const api = cp
-    const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
-      const r = await apiRequest(api, api.adminToken, method, path, body)
-      if (r.status > 299) throw new Error(`${method} ${path}: ${r.status} ${r.text.slice(0, 200)}`)
-      return r.body
-    }
+    k = await startK8sMesh(lab, { agents: hosts, agentConfig: () => ({ dns: { upstreams: ['198.51.100.10:53'] } }) })
+    say(`control plane, chart RBAC + admission policy (${k.rbac.objects.length} objects), edgemesh-server and 4 agents (pod-bound ServiceAccount tokens, no peers file, DNS on 169.254.96.16) up in ${Date.now() - t0} ms`)
+    const m = k.mesh
+    const api = k.cp
+    const admin = k.admin
     const peersSeen = async (h: string): Promise<string[]> => (await m.call(h, 'GET', '/catalog')).peers.map((p: any) => p.node).sort()
     const expected = (from: string, to: string): string => {
       const kind = (h: string): string => lab!.site(h[0]!).nat
@@ -115,6 +94,19 @@ async function main (): Promise<number> {
       }
     })
     journeys.push({
+      name: 'a pod-like process on edge-a1 resolves the Service by name (node-local DNS)',
+      run: async () => {
+        const ip = (await admin('GET', '/api/v1/namespaces/shop/services/checkout')).spec.clusterIP as string
+        const r = await lab!.exec('a1', ['dig', '@169.254.96.16', '+short', 'checkout.shop.svc.cluster.local'])
+        const srv = await lab!.exec('a1', ['dig', '@169.254.96.16', '+short', '_http._tcp.checkout.shop.svc.cluster.local', 'SRV'])
+        const ext = await lab!.exec('a1', ['dig', '@169.254.96.16', '+short', 'www.example.org'])
+        return {
+          detail: `checkout.shop.svc.cluster.local -> ${r.stdout.trim()}; SRV ${srv.stdout.trim()}; www.example.org (forwarded) -> ${ext.stdout.trim()}`,
+          ok: r.stdout.trim() === ip && srv.stdout.includes('80 checkout.shop.svc.cluster.local.') && ext.stdout.trim() === '203.0.113.7'
+        }
+      }
+    })
+    journeys.push({
       name: 'agent restarted while the apiserver is down serves its disk snapshot',
       run: async () => {
         const d1 = m.agent('d1')
@@ -169,11 +161,9 @@ async function main (): Promise<number> {
     say(`\n${journeys.length - failed} of ${journeys.length} journeys passed`)
     return failed === 0 ? 0 : 1
   } finally {
-    await mesh?.stop()
-    await exposed?.close()
+    await k?.stop()
+    await upstream?.kill()
     await lab?.teardown()
-    await cp?.stop()
-    await rm(dir, { recursive: true, force: true })
     say('lab and control plane torn down')
   }
 }

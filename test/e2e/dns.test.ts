@@ -143,6 +143,13 @@ describe('node-local DNS (dig against the agent on 169.254.96.16)', () => {
     console.log(`[dns] upstream down: first SERVFAIL after ${firstMs} ms, then ${nextMs} ms`)
   })
 
+  it('keeps the DNS bridge address (the same on every node) out of the tunnel: agents still punch direct paths', async () => {
+    // 169.254.96.16 on each node once made agents dial themselves as a "LAN candidate"
+    await eventually(async () => { expect((await k.mesh.ping('a1', 'b1')).path).toBe('direct-udp') }, 15_000, 500)
+    const peer = (await k.mesh.status('a1')).peers.find((p: any) => p.node === 'edge-b1')
+    expect(peer.remote).not.toMatch(/^169\.254\./)
+  })
+
   it('drops and counts garbage, answers malformed questions with FORMERR, and keeps serving', async () => {
     const script = `
       const dgram = require('node:dgram'); const s = dgram.createSocket('udp4'); let n = 0
