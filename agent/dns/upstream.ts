@@ -56,7 +56,7 @@ interface CacheEntry { bytes: Buffer, ttlAt: number[], storedAt: number, expires
 /** What an answer needs from a query once the caller has reused its Query object. */
 type Question = QuestionSource & { mixedCase: boolean }
 interface Waiter { q: Question, reply: (bytes: Uint8Array) => void }
-interface InFlight { key: string, query: Buffer, waiters: Waiter[], tried: number, upstreamId: number, host: string, timer: NodeJS.Timeout | undefined, tcp: boolean }
+interface InFlight { key: string, query: Buffer, waiters: Waiter[], tried: number, upstreamId: number, upstream: string, timer: NodeJS.Timeout | undefined, tcp: boolean }
 
 export interface ForwarderStats { queries: number, cacheHits: number, upstreamTimeouts: number, servfails: number, malformed: number }
 
@@ -121,7 +121,7 @@ export class Forwarder {
     const pending = this.inflight.get(key)
     if (pending != null) { pending.waiters.push(waiter); return }
     if (this.opts.upstreams.length === 0) { this.fail([waiter]); return }
-    const flight: InFlight = { key, query: Buffer.from(q.msg), waiters: [waiter], tried: 0, upstreamId: 0, host: '', timer: undefined, tcp }
+    const flight: InFlight = { key, query: Buffer.from(q.msg), waiters: [waiter], tried: 0, upstreamId: 0, upstream: '', timer: undefined, tcp }
     this.inflight.set(key, flight)
     this.attempt(flight)
   }
@@ -146,7 +146,7 @@ export class Forwarder {
 
   private healthyOrder (): Upstream[] {
     const now = Date.now()
-    return this.opts.upstreams.filter((u) => (this.downUntil.get(u.host) ?? 0) <= now)
+    return this.opts.upstreams.filter((u) => (this.downUntil.get(`${u.host}:${u.port}`) ?? 0) <= now)
   }
 
   private attempt (f: InFlight): void {
@@ -168,16 +168,17 @@ export class Forwarder {
     let id = randomInt(0, 65536)
     while (this.byUpstreamId.has(id)) id = (id + 1) & 0xffff
     f.upstreamId = id
-    f.host = target.host
+    f.upstream = `${target.host}:${target.port}`
     f.query.writeUInt16BE(id, 0)
     this.byUpstreamId.set(id, f)
     const upstream = target
     f.timer = setTimeout(() => {
       this.stats.upstreamTimeouts++
-      if (!this.downUntil.has(upstream.host) || (this.downUntil.get(upstream.host) ?? 0) < Date.now()) {
+      const where = `${upstream.host}:${upstream.port}`
+      if ((this.downUntil.get(where) ?? 0) < Date.now()) {
         this.opts.log.warn({ upstream: `${upstream.host}:${upstream.port}`, forMs: this.opts.downForMs }, 'upstream DNS server did not answer; skipping it for a while')
       }
-      this.downUntil.set(upstream.host, Date.now() + this.opts.downForMs)
+      this.downUntil.set(where, Date.now() + this.opts.downForMs)
       this.byUpstreamId.delete(f.upstreamId)
       this.attempt(f)
     }, this.opts.timeoutMs)
@@ -216,7 +217,7 @@ export class Forwarder {
     const qEnd = skipName(q, 12)
     if (meta.qdcount !== 1 || qEnd < 0 || meta.questionEnd !== qEnd + 4 || !sameNameBytes(q, msg, 12, qEnd)) { this.stats.malformed++; return }
     this.finish(f)
-    this.downUntil.delete(f.host)
+    this.downUntil.delete(f.upstream)
     const cacheable = !meta.tc && (meta.rcode === RCODE.NOERROR || meta.rcode === RCODE.NXDOMAIN) && meta.minTtl > 0
     if (cacheable) {
       const ttl = Math.min(meta.minTtl, meta.negative ? this.opts.maxNegativeTtlSeconds : this.opts.maxTtlSeconds)
