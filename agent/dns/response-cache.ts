@@ -118,7 +118,7 @@ export class ResponseCache {
   /**
    * Writes the cached response for q into out (at offset 0; out must hold MAX_MESSAGE bytes, or at
    * least maxSize) and returns its length; 0 on a miss; FORWARD when the name is known not to be
-   * ours. maxSize: q.maxUdp for UDP (the default), MAX_MESSAGE for TCP.
+   * ours. maxSize (>= 512): q.maxUdp for UDP (the default), MAX_MESSAGE for TCP.
    * Do not reuse `out` while a send of it may still be queued (dgram may keep the buffer).
    */
   respondInto (q: Query, out: Uint8Array, maxSize: number = q.maxUdp): number {
@@ -148,14 +148,14 @@ export class ResponseCache {
       return n
     }
     const na = e.noAdditional
-    return writeResponse(na !== undefined && na.length <= maxSize ? na : e.truncated!, q, out)
+    return writeResponse(na !== undefined && na.length <= maxSize ? na : e.truncated ?? full, q, out)
   }
 
   private static sizeFor (e: Entry, maxSize: number): number {
     const full = e.full!
     if (full.length <= maxSize) return full.length
     const na = e.noAdditional
-    return na !== undefined && na.length <= maxSize ? na.length : e.truncated!.length
+    return na !== undefined && na.length <= maxSize ? na.length : (e.truncated ?? full).length
   }
 
   /** respondInto into a fresh Buffer: the bytes, FORWARD, or undefined on a miss. */
@@ -234,13 +234,15 @@ export class ResponseCache {
     if (old !== undefined) this.remove(old)
     const name = q.qname
     const len = q.qnameEnd - 12
-    const key = new Uint8Array(len)
+    // the key is the lowercased wire name: in the template when there is one (one allocation
+    // per entry), else its own small array (<= 64 bytes stays on the V8 heap)
+    const key = full !== undefined ? full.subarray(12, 12 + len) : new Uint8Array(len)
     for (let i = 0; i < len; i++) {
       const c = q.msg[12 + i]!
       key[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c
     }
-    // the templates carry the lowercase name; writeResponse restores a client's mixed case
-    for (const t of [full, noAdditional, truncated]) if (t !== undefined) { t.set(key, 12); t[0] = 0; t[1] = 0 }
+    // the templates carry the lowercase name (writeResponse restores a client's mixed case) and ID 0
+    for (const t of [full, noAdditional, truncated]) if (t !== undefined) { if (t !== full) t.set(key, 12); t[0] = 0; t[1] = 0 }
     const e = new Entry(q.hash, key, q, name, full, noAdditional, truncated)
     let slot: number
     if (this.free.length > 0) slot = this.free.pop()!

@@ -331,40 +331,59 @@ function decodeQname (q: Query): string {
   return readName(q.msg, 12)?.name ?? ''
 }
 
+const NW = new Uint8Array(512)
+
 /**
  * A name in text form (no trailing dot needed; '\\.', '\\\\' and '\\DDD' escapes) to wire form.
- * Throws TypeError for empty labels, labels > 63 or names > 255 bytes.
+ * Throws TypeError for empty labels, labels > 63 or names > 255 bytes, characters > 0xff.
  */
 export function nameToWire (name: string): Uint8Array {
-  if (name === '' || name === '.') return new Uint8Array(1)
-  if (name.endsWith('.') && !name.endsWith('\\.')) name = name.slice(0, -1)
-  const out: number[] = [0]
+  const n = textToWire(name)
+  const b = Buffer.allocUnsafe(n)
+  b.set(NW.subarray(0, n))
+  return b
+}
+
+/** nameToWire into the NW scratch; returns the wire length. */
+function textToWire (name: string): number {
+  if (name === '' || name === '.') { NW[0] = 0; return 1 }
+  const bad = (why: string): TypeError => new TypeError(`${why} in DNS name ${JSON.stringify(name.slice(0, 300))}`)
+  let end = name.length
+  if (name.charCodeAt(end - 1) === 0x2e && !(end > 1 && name.charCodeAt(end - 2) === 0x5c)) end--
+  if (end > 400) throw bad('too long')
+  let n = 1
   let lenAt = 0
-  for (let i = 0; i < name.length; i++) {
+  for (let i = 0; i < end; i++) {
     let c = name.charCodeAt(i)
     if (c === 0x2e) {
-      if (out.length - lenAt - 1 === 0) throw new TypeError(`empty label in ${JSON.stringify(name)}`)
-      lenAt = out.length
-      out.push(0)
+      if (n - lenAt - 1 === 0) throw bad('empty label')
+      NW[lenAt] = n - lenAt - 1
+      lenAt = n++
       continue
     }
     if (c === 0x5c) {
-      const d = name.slice(i + 1, i + 4)
-      if (/^\d{3}$/.test(d)) { c = Number(d); i += 3 } else if (i + 1 < name.length) { c = name.charCodeAt(++i) } else throw new TypeError(`bad escape in ${JSON.stringify(name)}`)
-      if (c > 255) throw new TypeError(`bad escape in ${JSON.stringify(name)}`)
-    } else if (c > 255) {
-      throw new TypeError(`non-latin1 character in ${JSON.stringify(name)}`)
+      if (i + 3 < end + 1 && isDigit(name.charCodeAt(i + 1)) && isDigit(name.charCodeAt(i + 2)) && isDigit(name.charCodeAt(i + 3))) {
+        c = (name.charCodeAt(i + 1) - 0x30) * 100 + (name.charCodeAt(i + 2) - 0x30) * 10 + (name.charCodeAt(i + 3) - 0x30)
+        i += 3
+      } else if (i + 1 < end) {
+        c = name.charCodeAt(++i)
+      } else {
+        throw bad('bad escape')
+      }
     }
-    out.push(c)
-    const ll = out.length - lenAt - 1
-    if (ll > 63) throw new TypeError(`label longer than 63 bytes in ${JSON.stringify(name)}`)
-    out[lenAt] = ll
+    if (c > 255) throw bad('bad character')
+    NW[n++] = c
+    if (n - lenAt - 1 > 63) throw bad('label longer than 63 bytes')
+    if (n > 255) throw bad('name longer than 255 bytes')
   }
-  if (out.length - lenAt - 1 === 0) throw new TypeError(`empty label in ${JSON.stringify(name)}`)
-  out.push(0)
-  if (out.length > 255) throw new TypeError(`name longer than 255 bytes: ${JSON.stringify(name)}`)
-  return Uint8Array.from(out)
+  if (n - lenAt - 1 === 0) throw bad('empty label')
+  NW[lenAt] = n - lenAt - 1
+  NW[n++] = 0
+  if (n > 255) throw bad('name longer than 255 bytes')
+  return n
 }
+
+const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39
 
 /** Is this text a valid domain name for nameToWire (lowercase or not)? */
 export function isValidName (name: string): boolean {
@@ -418,39 +437,106 @@ export interface EncodeOptions {
 }
 
 const OUT = Buffer.allocUnsafe(MAX_MESSAGE + 8192)
-const KEY = Buffer.allocUnsafe(256)
 let pos = 0
-let table = new Map<string, number>()
+// The compression table: hash of a lowercased wire suffix -> offset of its first copy in OUT.
+// Open addressing over typed arrays, entries of older messages told apart by a generation stamp,
+// so starting a message costs nothing and nothing is allocated. Full, it just stops remembering.
+const TBITS = 12
+const TSIZE = 1 << TBITS
+const T_KEY = new Int32Array(TSIZE)
+const T_VAL = new Int32Array(TSIZE)
+const T_GEN = new Int32Array(TSIZE)
+let tgen = 0
+let tcount = 0
 
-/** The compression-table key of the wire name suffix at wire[i]: its bytes, ASCII-lowercased. */
-function suffixKey (wire: Uint8Array, i: number, end: number): string {
-  let n = 0
-  for (let j = i; j < end; j++) {
-    const c = wire[j]!
-    KEY[n++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c
+function tableReset (): void {
+  tcount = 0
+  if (++tgen === 0x7fffffff) { T_GEN.fill(0); tgen = 1 }
+}
+
+function tableGet (h: number): number {
+  for (let i = h & (TSIZE - 1); ; i = (i + 1) & (TSIZE - 1)) {
+    if (T_GEN[i] !== tgen) return -1
+    if (T_KEY[i] === h) return T_VAL[i]!
   }
-  return KEY.toString('latin1', 0, n)
+}
+
+function tableSet (h: number, v: number): void {
+  if (tcount >= TSIZE >> 1) return
+  let i = h & (TSIZE - 1)
+  while (T_GEN[i] === tgen) i = (i + 1) & (TSIZE - 1)
+  T_GEN[i] = tgen
+  T_KEY[i] = h
+  T_VAL[i] = v
+  tcount++
+}
+
+const STARTS = new Int32Array(128)
+const HASHES = new Int32Array(128)
+
+/**
+ * The hashes of every suffix of the uncompressed wire name at buf[i] (ASCII-lowercased), in one
+ * backward pass: HASHES[k] is the hash of the suffix starting at STARTS[k]. Returns the label count.
+ */
+function suffixHashes (buf: Uint8Array, i: number): number {
+  let n = 0
+  for (let l = buf[i]!; l !== 0; l = buf[i]!) { STARTS[n++] = i; i += l + 1 }
+  let h = FNV_OFFSET
+  for (let k = n - 1; k >= 0; k--) {
+    const at = STARTS[k]!
+    const l = buf[at]!
+    for (let j = at + 1; j <= at + l; j++) {
+      const c = buf[j]!
+      h = Math.imul(h ^ (c >= 0x41 && c <= 0x5a ? c | 0x20 : c), FNV_PRIME)
+    }
+    h = Math.imul(h ^ l, FNV_PRIME)
+    HASHES[k] = h
+  }
+  return n
+}
+
+/** Does the name at OUT[o] (which may end in pointers, all backwards) equal wire[i..]? ASCII case-insensitive. */
+function sameSuffix (o: number, wire: Uint8Array, i: number): boolean {
+  for (;;) {
+    let l = OUT[o]!
+    while (l >= 0xc0) { o = ((l & 0x3f) << 8) | OUT[o + 1]!; l = OUT[o]! }
+    if (l !== wire[i]) return false
+    if (l === 0) return true
+    for (let k = 1; k <= l; k++) {
+      let x = OUT[o + k]!
+      let y = wire[i + k]!
+      if (x >= 0x41 && x <= 0x5a) x |= 0x20
+      if (y >= 0x41 && y <= 0x5a) y |= 0x20
+      if (x !== y) return false
+    }
+    o += l + 1
+    i += l + 1
+  }
 }
 
 function put16 (v: number): void { OUT[pos++] = v >> 8; OUT[pos++] = v & 0xff }
 function put32 (v: number): void { OUT[pos++] = v >>> 24; OUT[pos++] = (v >>> 16) & 0xff; OUT[pos++] = (v >>> 8) & 0xff; OUT[pos++] = v & 0xff }
 
-/** Writes a wire name, pointing at an earlier copy of its longest known suffix when compress is set. */
+/**
+ * Writes a wire name, pointing at an earlier copy of its longest known suffix when compress is
+ * set (RFC 1035 4.1.4). Suffixes written in full are remembered as pointer targets either way.
+ */
 function writeName (wire: Uint8Array, compress: boolean): void {
-  let i = 0
-  for (;;) {
-    const l = wire[i]!
-    if (l === 0) { OUT[pos++] = 0; return }
-    const key = suffixKey(wire, i, wire.length)
-    if (compress) {
-      const ptr = table.get(key)
-      if (ptr !== undefined) { put16(0xc000 | ptr); return }
+  const n = suffixHashes(wire, 0)
+  for (let k = 0; k < n; k++) {
+    const i = STARTS[k]!
+    const at = tableGet(HASHES[k]!)
+    if (at >= 0 && sameSuffix(at, wire, i)) {
+      if (compress) { put16(0xc000 | at); return }
+      // an SRV target: the rest in full (its suffixes are in the table already)
+      const end = STARTS[n - 1]! + wire[STARTS[n - 1]!]! + 1
+      for (let j = i; j < end; j++) OUT[pos++] = wire[j]!
+      break
     }
-    if (pos < 0x3fff && !table.has(key)) table.set(key, pos)
-    OUT.set(wire.subarray(i, i + l + 1), pos)
-    pos += l + 1
-    i += l + 1
+    if (at < 0 && pos < 0x3fff) tableSet(HASHES[k]!, pos)
+    for (let j = i, e = i + wire[i]! + 1; j < e; j++) OUT[pos++] = wire[j]!
   }
+  OUT[pos++] = 0
 }
 
 function txtChunks (strings: readonly string[]): Uint8Array[] {
@@ -464,38 +550,67 @@ function txtChunks (strings: readonly string[]): Uint8Array[] {
 }
 
 /** Writes one RR; false when it does not fit in the scratch buffer (the message is too big). */
+/**
+ * Writes a name given as text: the common case (no escapes) in one pass into the scratch, dots
+ * becoming label lengths; anything unusual (escapes, characters > 0xff, bad lengths) takes the
+ * strict path, which throws TypeError for what is invalid.
+ */
+function writeText (name: string, compress: boolean): void {
+  const len = name.length
+  if (len === 0 || len > 254) { textToWire(name); writeName(NW, compress); return }
+  let end = len + 1
+  if (name.charCodeAt(len - 1) === 0x2e) end-- // trailing dot
+  let lenAt = 0
+  for (let i = 1; i < end; i++) {
+    const c = name.charCodeAt(i - 1)
+    if (c === 0x2e) {
+      const ll = i - lenAt - 1
+      if (ll === 0 || ll > 63) { textToWire(name); writeName(NW, compress); return }
+      NW[lenAt] = ll
+      lenAt = i
+    } else if (c === 0x5c || c > 0xff) {
+      textToWire(name); writeName(NW, compress); return
+    } else {
+      NW[i] = c
+    }
+  }
+  const ll = end - lenAt - 1
+  if (ll === 0 || ll > 63 || end > 255) { textToWire(name); writeName(NW, compress); return }
+  NW[lenAt] = ll
+  NW[end] = 0
+  writeName(NW, compress)
+}
+
 function writeRR (rr: RR): boolean {
-  const owner = nameToWire(rr.name)
   let rdata: Uint8Array | undefined
-  let target: Uint8Array | undefined
-  let second: Uint8Array | undefined
   let chunks: Uint8Array[] | undefined
-  let bound = owner.length + 10
+  // an upper bound of the RR's size: a name's wire form is at most its text length + 2
+  let bound = rr.name.length + 12
   switch (rr.type) {
     case TYPE.A: rdata = parseIPv4(rr.data); if (rdata == null) throw new TypeError(`bad A address ${rr.data}`); bound += 4; break
     case TYPE.AAAA: rdata = parseIPv6(rr.data); if (rdata == null) throw new TypeError(`bad AAAA address ${rr.data}`); bound += 16; break
-    case TYPE.CNAME: case TYPE.PTR: case TYPE.NS: target = nameToWire(rr.data); bound += target.length; break
-    case TYPE.SRV: target = nameToWire(rr.data.target); bound += 6 + target.length; break
-    case TYPE.SOA: target = nameToWire(rr.data.mname); second = nameToWire(rr.data.rname); bound += target.length + second.length + 20; break
+    case TYPE.CNAME: case TYPE.PTR: case TYPE.NS: bound += rr.data.length + 2; break
+    case TYPE.SRV: bound += 8 + rr.data.target.length; break
+    case TYPE.SOA: bound += rr.data.mname.length + rr.data.rname.length + 24; break
     case TYPE.TXT: chunks = txtChunks(rr.data); for (const c of chunks) bound += c.length + 1; break
     default: throw new TypeError(`unsupported RR type ${(rr as { type: number }).type}`)
   }
   if (pos + bound > OUT.length) return false
-  writeName(owner, true)
+  writeText(rr.name, true)
   put16(rr.type)
   put16(CLASS.IN)
   put32(rr.ttl >>> 0)
   const rdlenAt = pos
   pos += 2
   switch (rr.type) {
-    case TYPE.A: case TYPE.AAAA: OUT.set(rdata!, pos); pos += rdata!.length; break
-    case TYPE.CNAME: case TYPE.PTR: case TYPE.NS: writeName(target!, true); break
+    case TYPE.A: case TYPE.AAAA: for (let i = 0; i < rdata!.length; i++) OUT[pos++] = rdata![i]!; break
+    case TYPE.CNAME: case TYPE.PTR: case TYPE.NS: writeText(rr.data, true); break
     case TYPE.SRV:
       put16(rr.data.priority); put16(rr.data.weight); put16(rr.data.port)
-      writeName(target!, false) // RFC 2782: the target is not compressed
+      writeText(rr.data.target, false) // RFC 2782: the target is not compressed
       break
     case TYPE.SOA:
-      writeName(target!, true); writeName(second!, true)
+      writeText(rr.data.mname, true); writeText(rr.data.rname, true)
       put32(rr.data.serial >>> 0); put32(rr.data.refresh >>> 0); put32(rr.data.retry >>> 0); put32(rr.data.expire >>> 0); put32(rr.data.minimum >>> 0)
       break
     case TYPE.TXT:
@@ -529,16 +644,18 @@ function responseFlags (q: QuestionSource, rcode: number, aa: boolean, tc: boole
 
 /** Writes header + question (the client's bytes, lowercased for the compression table). */
 function writeHead (q: QuestionSource, flags: number, an: number, ns: number, ar: number): void {
-  table = new Map()
+  tableReset()
   pos = 0
   put16(q.id); put16(flags); put16(1); put16(an); put16(ns); put16(ar)
   if (!q.compressed && q.questionEnd > 12 && q.questionEnd <= q.msg.length) {
-    OUT.set(q.msg.subarray(12, q.questionEnd), 12)
+    const msg = q.msg
+    for (let i = 12, e = q.questionEnd; i < e; i++) OUT[i] = msg[i]!
     pos = q.questionEnd
     // register the question name's suffixes (all of them point into the question)
-    for (let i = 12; OUT[i]! !== 0; i += OUT[i]! + 1) table.set(suffixKey(OUT, i, q.qnameEnd), i)
+    const n = suffixHashes(OUT, 12)
+    for (let k = 0; k < n; k++) tableSet(HASHES[k]!, STARTS[k]!)
   } else {
-    writeName(nameToWire(q.qname), false)
+    writeText(q.qname, false)
     put16(q.qtype)
     put16(q.qclass)
   }
@@ -558,7 +675,15 @@ function encodeInto (q: QuestionSource, r: ResponseSections, mode: 'full' | 'noa
   return pos <= MAX_MESSAGE ? pos : -1
 }
 
+/** A copy of OUT[0, n) from Node's buffer pool: for responses that are sent and dropped. */
 function copyOut (n: number): Buffer {
+  const b = Buffer.allocUnsafe(n)
+  OUT.copy(b, 0, 0, n)
+  return b
+}
+
+/** A copy in its own memory: for responses kept in a cache (pool slabs would stay pinned). */
+function keepOut (n: number): Buffer {
   const b = Buffer.allocUnsafeSlow(n)
   OUT.copy(b, 0, 0, n)
   return b
@@ -584,15 +709,20 @@ export function encodeResponse (q: QuestionSource, r: ResponseSections, opts: En
 /**
  * The three shapes a cached response can take, so the cache can serve any size limit without
  * re-encoding: full (the whole answer, or TC when even 65535 bytes are not enough), noAdditional
- * (only when there is an additional section), truncated (TC=1, no records). A size limit picks
- * full if it fits, else noAdditional if that fits, else truncated — what encodeResponse does.
+ * and truncated (TC=1, no records) only exist when full is over 512 bytes (a limit is never
+ * below 512). A size limit picks full if it fits, else noAdditional if that fits, else truncated:
+ * what encodeResponse does.
  */
-export interface ResponseSet { full: Buffer, noAdditional: Buffer | undefined, truncated: Buffer }
+export interface ResponseSet { full: Buffer, noAdditional: Buffer | undefined, truncated: Buffer | undefined }
 export function encodeResponseSet (q: QuestionSource, r: ResponseSections, opts: { ra?: boolean } = {}): ResponseSet {
   const ra = opts.ra ?? true
-  const full = encodeResponse(q, r, { maxSize: MAX_MESSAGE, ra })
-  const noAdditional = (r.additional?.length ?? 0) > 0 && full.length > PLAIN_UDP_MAX ? copyOut(encodeInto(q, r, 'noadditional', ra)) : undefined
-  const truncated = copyOut(encodeInto(q, r, 'truncated', ra))
+  let n = encodeInto(q, r, 'full', ra)
+  if (n < 0 && (r.additional?.length ?? 0) > 0) n = encodeInto(q, r, 'noadditional', ra)
+  if (n < 0) n = encodeInto(q, r, 'truncated', ra)
+  const full = keepOut(n)
+  if (full.length <= PLAIN_UDP_MAX) return { full, noAdditional: undefined, truncated: undefined }
+  const noAdditional = (r.additional?.length ?? 0) > 0 ? keepOut(encodeInto(q, r, 'noadditional', ra)) : undefined
+  const truncated = keepOut(encodeInto(q, r, 'truncated', ra))
   return { full, noAdditional, truncated }
 }
 
