@@ -9,7 +9,7 @@
 // Everything listens on loopback (the agent with dns.device '' so nothing is added to the host).
 // Rounds alternate agent / dnsmasq so machine noise lands on both. Last line: one JSON object.
 // Env: EDGEMESH_BENCH_DNS_SERVICES (1000), EDGEMESH_BENCH_DNS_SECONDS (5 per run),
-// EDGEMESH_BENCH_DNS_ROUNDS (3).
+// EDGEMESH_BENCH_DNS_ROUNDS (3), EDGEMESH_BENCH_AGENT_NODE_OPTIONS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p").
 import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
@@ -117,7 +117,8 @@ async function main (): Promise<void> {
     const agentPort = await freePort()
     agent = await startCatalogAgent({
       cp: api, dir, nodeName: 'bench-node',
-      extraConfig: { dns: { listen: `127.0.0.1:${agentPort}`, device: '', upstreams: [`127.0.0.1:${dnsmasqPort}`] } }
+      extraConfig: { dns: { listen: `127.0.0.1:${agentPort}`, device: '', upstreams: [`127.0.0.1:${dnsmasqPort}`] } },
+      ...(process.env.EDGEMESH_BENCH_AGENT_NODE_OPTIONS != null ? { env: { NODE_OPTIONS: process.env.EDGEMESH_BENCH_AGENT_NODE_OPTIONS } } : {})
     })
     const a = agent
     for (;;) {

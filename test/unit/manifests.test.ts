@@ -1,8 +1,11 @@
 // Unit tests for the deployment manifests (manifests/): the plain `kubectl apply` manifest's
 // invariants, its embedded configs checked by the binaries' own schemas (AgentConfig,
-// ServerConfig), its RBAC and peer-record policy, and the Helm chart's static files. Rendering
-// the chart with `helm template`, the chart/plain equivalence of the RBAC and what the apiserver
-// makes of it are checked in test/e2e/k8s-rbac.test.ts.
+// ServerConfig), its RBAC and peer-record policy, and the Helm chart's static files. The agent's
+// node-local DNS wiring (agent.yaml's dns section, the node's resolv.conf mount, the
+// capabilities) is also checked on the chart rendered with the real helm (`helm template`, the
+// binary `npm run controlplane` provides), against the plain manifest. The chart/plain
+// equivalence of the RBAC and what the apiserver makes of it are checked in
+// test/e2e/k8s-rbac.test.ts.
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, posix } from 'node:path'
@@ -11,6 +14,7 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml'
 import { z } from 'zod'
 import { AgentConfig, ServerConfig, loadConfig } from '../../shared/config.ts'
 import { parsePeerId } from '../../shared/peer-id.ts'
+import { renderChart } from '../controlplane/cluster.ts'
 
 const ROOT = new URL('../../', import.meta.url)
 const PLAIN = new URL('manifests/plain/edgemesh.yaml', ROOT)
@@ -20,6 +24,13 @@ const STATUS_PROBE = ['node', 'bin/edgemesh.js', '--socket', '/run/edgemesh/agen
 const AGENT_USER = `system:serviceaccount:${NAMESPACE}:edgemesh-agent`
 const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'])
 const RBAC_KINDS = new Set(['Role', 'ClusterRole', 'RoleBinding', 'ClusterRoleBinding'])
+/** where the agent container sees the node's /etc/resolv.conf (AgentConfig dns.resolvConf) */
+const HOST_RESOLV_CONF = '/host/etc/resolv.conf'
+/** the node-local DNS the chart and the plain manifest configure (AgentConfig dns, defaults applied) */
+const DNS = {
+  listen: '169.254.96.16:53', device: 'edgemesh0', clusterDomain: 'cluster.local', resolvConf: HOST_RESOLV_CONF,
+  ttlSeconds: 5, upstreamTimeoutMs: 1000, cacheEntries: 10000
+}
 
 type Obj = Record<string, any>
 
@@ -40,8 +51,8 @@ beforeAll(async () => {
 })
 afterAll(async () => { await rm(tmp, { recursive: true, force: true }) })
 
-function find (kind: string, name: string): Obj {
-  const found = docs.filter((d) => d.kind === kind && d.metadata?.name === name)
+function find (kind: string, name: string, objs: Obj[] = docs): Obj {
+  const found = objs.filter((d) => d.kind === kind && d.metadata?.name === name)
   expect(found, `${kind}/${name}`).toHaveLength(1)
   return found[0]!
 }
@@ -66,7 +77,7 @@ function volumeAt (workload: Obj, containerName: string, mountPath: string): Obj
  * there. Resolves the file the way the kubelet lays it out, so a config path that points at
  * nothing fails here rather than at pod start.
  */
-function fileSource (workload: Obj, containerName: string, path: string): { kind: 'ConfigMap' | 'Secret', name: string, key: string, optional: boolean } {
+function fileSource (workload: Obj, containerName: string, path: string, objs: Obj[] = docs): { kind: 'ConfigMap' | 'Secret', name: string, key: string, optional: boolean } {
   const volume = volumeAt(workload, containerName, posix.dirname(path))
   const file = posix.basename(path)
   const sources: Obj[] = volume.projected?.sources ?? [volume.configMap != null ? { configMap: volume.configMap } : { secret: { ...volume.secret, name: volume.secret?.secretName } }]
@@ -75,7 +86,7 @@ function fileSource (workload: Obj, containerName: string, path: string): { kind
     const kind = s.configMap != null ? 'ConfigMap' : 'Secret'
     if (ref.items == null) {
       if (kind === 'ConfigMap') {
-        const cm = find('ConfigMap', ref.name)
+        const cm = find('ConfigMap', ref.name, objs)
         if (cm.data?.[file] != null) return { kind, name: ref.name, key: file, optional: ref.optional === true }
       }
       continue
@@ -86,10 +97,10 @@ function fileSource (workload: Obj, containerName: string, path: string): { kind
   throw new Error(`nothing is mounted at ${path} in ${workload.kind}/${workload.metadata.name}`)
 }
 
-function configMapFile (workload: Obj, containerName: string, path: string): string {
-  const src = fileSource(workload, containerName, path)
+function configMapFile (workload: Obj, containerName: string, path: string, objs: Obj[] = docs): string {
+  const src = fileSource(workload, containerName, path, objs)
   expect(src.kind).toBe('ConfigMap')
-  return find('ConfigMap', src.name).data[src.key] as string
+  return find('ConfigMap', src.name, objs).data[src.key] as string
 }
 
 function argAfter (args: string[], flag: string): string | undefined {
@@ -104,11 +115,30 @@ function hostPathAt (workload: Obj, containerName: string, dir: string): string 
   return v.hostPath.path as string
 }
 
-const agentDs = (): Obj => find('DaemonSet', 'edgemesh-agent')
+/**
+ * The node file a hostPath volume mounts at exactly `path` (read-only, type File), and that no
+ * other mount of the container encloses it: the kubelet pre-creates mount points nested in a
+ * configMap/secret/projected volume as directories, and a file cannot be mounted on one.
+ */
+function hostFileAt (workload: Obj, containerName: string, path: string): string {
+  const mounts = container(workload, containerName).volumeMounts as Obj[]
+  const mount = mounts.find((m) => m.mountPath === path)
+  expect(mount, `a volume mounted at ${path}`).toBeDefined()
+  expect(mount!.readOnly, `${path} is mounted read-only`).toBe(true)
+  expect(mount!.subPath).toBeUndefined()
+  for (const m of mounts) expect(path.startsWith(`${m.mountPath as string}/`), `${path} is nested in the mount at ${m.mountPath}`).toBe(false)
+  const volume = (workload.spec.template.spec.volumes as Obj[]).find((v) => v.name === mount!.name)
+  expect(volume?.hostPath, `${path} is a hostPath volume`).toBeDefined()
+  expect(volume!.hostPath.type).toBe('File')
+  return volume!.hostPath.path as string
+}
+
+const agentDs = (objs: Obj[] = docs): Obj => find('DaemonSet', 'edgemesh-agent', objs)
 const serverDeploy = (): Obj => find('Deployment', 'edgemesh-server')
-const agentConfigText = (): string => configMapFile(agentDs(), 'agent', argAfter(container(agentDs(), 'agent').args, '--config')!)
+/** agent.yaml as the DaemonSet's --config flag finds it, in the plain manifest or a rendered chart */
+const agentConfigText = (objs: Obj[] = docs): string => configMapFile(agentDs(objs), 'agent', argAfter(container(agentDs(objs), 'agent').args, '--config')!, objs)
 const serverConfigText = (): string => configMapFile(serverDeploy(), 'server', argAfter(container(serverDeploy(), 'server').args, '--config')!)
-const agentConfig = (): AgentConfig => AgentConfig.parse({ ...parseYaml(agentConfigText()), nodeName: 'edge-node-1' })
+const agentConfig = (objs: Obj[] = docs): AgentConfig => AgentConfig.parse({ ...parseYaml(agentConfigText(objs)), nodeName: 'edge-node-1' })
 const serverConfig = (): ServerConfig => ServerConfig.parse(parseYaml(serverConfigText()))
 
 describe('plain manifest: objects', () => {
@@ -177,9 +207,9 @@ describe('plain manifest: agent DaemonSet', () => {
     expect(spec.dnsPolicy).toBe('ClusterFirstWithHostNet')
   })
 
-  it('has NET_ADMIN and NET_RAW and nothing else added', () => {
+  it('has NET_ADMIN, NET_RAW and NET_BIND_SERVICE (DNS on port 53) and nothing else added', () => {
     const sc = container(agentDs(), 'agent').securityContext
-    expect([...sc.capabilities.add].sort()).toEqual(['NET_ADMIN', 'NET_RAW'])
+    expect([...sc.capabilities.add].sort()).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE', 'NET_RAW'])
     expect(sc.capabilities.drop).toEqual(['ALL'])
     expect(sc.privileged ?? false).toBe(false)
   })
@@ -284,6 +314,22 @@ describe('plain manifest: agent.yaml', () => {
 
   it('the config ConfigMap is mounted as a directory (no subPath) so edits reach running agents', () => {
     for (const m of container(agentDs(), 'agent').volumeMounts as Obj[]) expect(m.subPath).toBeUndefined()
+  })
+
+  it('serves node-local DNS on 169.254.96.16:53, forwarding to the resolvers of the node\'s resolv.conf', () => {
+    const raw = parseYaml(agentConfigText())
+    expect(raw.dns).toEqual({ listen: '169.254.96.16:53', clusterDomain: 'cluster.local', resolvConf: HOST_RESOLV_CONF })
+    expect(agentConfig().dns).toEqual(DNS)
+    // the NODE's file, not the pod's (dnsPolicy ClusterFirstWithHostNet points that one at cluster DNS)
+    expect(hostFileAt(agentDs(), 'agent', agentConfig().dns!.resolvConf)).toBe('/etc/resolv.conf')
+  })
+
+  it('setting upstreams is uncommenting them: IPv4:port the schema accepts', () => {
+    const text = agentConfigText()
+    expect(text).toContain('# upstreams: [10.0.0.2:53]')
+    const parsed = AgentConfig.safeParse({ ...parseYaml(text.replace('# upstreams:', 'upstreams:')), nodeName: 'edge-node-1' })
+    expect(parsed.success, parsed.success ? '' : JSON.stringify(parsed.error.issues)).toBe(true)
+    expect(parsed.data!.dns!.upstreams).toEqual(['10.0.0.2:53'])
   })
 })
 
@@ -452,7 +498,9 @@ describe('helm chart', () => {
     expect(values.agent.resources.limits.memory).toBe('256Mi')
     expect(values.agent.tolerations).toContainEqual({ operator: 'Exists' })
     expect(values.agent.hostPaths).toEqual({ data: '/var/lib/edgemesh', run: '/run/edgemesh' })
+    // NET_BIND_SERVICE comes with agent.dns.enabled (the template adds it)
     expect([...values.agent.securityContext.capabilities.add].sort()).toEqual(['NET_ADMIN', 'NET_RAW'])
+    expect(values.agent.dns).toEqual({ enabled: true, listen: '169.254.96.16:53', clusterDomain: 'cluster.local', upstreams: [] })
     expect(values.agent.peers).toEqual([])
     expect(values.agent.kubernetes).toEqual({ enabled: true, apiServer: '' })
     expect(values.psk.create).toBe(false)
@@ -465,7 +513,10 @@ describe('helm chart', () => {
     for (const p of ['livenessProbe', 'readinessProbe']) expect(values.server[p], p).toEqual(server[p])
     expect(values.agent.resources).toEqual(agent.resources)
     expect(values.server.resources).toEqual(server.resources)
-    expect(values.agent.securityContext).toEqual(agent.securityContext)
+    // the plain manifest has DNS on: values.yaml's capabilities plus NET_BIND_SERVICE, as the chart renders them
+    const withDns = structuredClone(values.agent.securityContext)
+    withDns.capabilities.add.push('NET_BIND_SERVICE')
+    expect(agent.securityContext).toEqual(withDns)
     expect(values.server.securityContext).toEqual(server.securityContext)
     expect(values.agent.tunnel).toEqual(parseYaml(agentConfigText()).tunnel)
   })
@@ -517,6 +568,22 @@ describe('helm chart', () => {
     expect(port('4002')).toBe(false)
     expect(validate.safeParse(withValues((v) => { announced(v); v.agent.listen.udpPort = 70000 })).success).toBe(false)
     expect(validate.safeParse(withValues((v) => { announced(v); v.agent.relays = [{ ...RELAY, udpPort: 0 }] })).success).toBe(false)
+  })
+
+  it('values.schema.json: agent.dns takes enabled, an IPv4:port listen address, a domain and IPv4:port upstreams, nothing else', () => {
+    const dns = (d: Obj): boolean => validate.safeParse(withValues((v) => { announced(v); Object.assign(v.agent.dns, d) })).success
+    expect(dns({})).toBe(true)
+    expect(dns({ enabled: false })).toBe(true)
+    expect(dns({ upstreams: ['10.0.0.2:53', '192.168.1.1:5353'] })).toBe(true)
+    expect(dns({ listen: '169.254.20.10:53', clusterDomain: 'edge.example' })).toBe(true)
+    expect(dns({ enabled: 'yes' })).toBe(false)
+    expect(dns({ listen: '169.254.96.16' })).toBe(false)
+    expect(dns({ listen: '169.254.96.16:0' })).toBe(false)
+    expect(dns({ upstreams: ['10.0.0.2'] })).toBe(false)
+    expect(dns({ upstreams: ['dns.google:53'] })).toBe(false)
+    expect(dns({ upstreams: '10.0.0.2:53' })).toBe(false)
+    expect(dns({ clusterDomain: 'Cluster.Local' })).toBe(false)
+    expect(dns({ resolvConf: '/etc/resolv.conf' })).toBe(false)
   })
 
   it('values.schema.json: agent.kubernetes.enabled is a boolean and the only key there', () => {
@@ -571,5 +638,76 @@ describe('helm chart', () => {
     expect(dockerfile).toMatch(/^RUN npm ci --omit=dev/m)
     expect(dockerfile).toMatch(/^ENTRYPOINT \["node"\]$/m)
     for (const dir of ['bin', 'shared', 'server', 'agent']) expect(dockerfile).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'))
+  })
+})
+
+describe('helm chart rendered (helm template): node-local DNS', () => {
+  const render = async (...set: string[]): Promise<Obj[]> => await renderChart({ args: set.flatMap((s) => ['--set', s]) })
+  const RESOLV_VOLUME = 'host-resolv-conf'
+  const hasResolvConf = (objs: Obj[]): boolean => {
+    const spec = agentDs(objs).spec.template.spec
+    return (spec.volumes as Obj[]).some((v) => v.name === RESOLV_VOLUME) ||
+      (container(agentDs(objs), 'agent').volumeMounts as Obj[]).some((m) => m.name === RESOLV_VOLUME)
+  }
+  const caps = (objs: Obj[]): string[] => [...container(agentDs(objs), 'agent').securityContext.capabilities.add].sort()
+  let chart: Obj[]
+  let noDns: Obj[]
+  beforeAll(async () => {
+    [chart, noDns] = await Promise.all([render(), render('agent.dns.enabled=false')])
+  })
+
+  it('agent.yaml: the plain manifest\'s, dns section included, valid for AgentConfig', () => {
+    expect(parseYaml(agentConfigText(chart))).toEqual(parseYaml(agentConfigText()))
+    expect(parseYaml(agentConfigText(chart)).dns).toEqual({ listen: '169.254.96.16:53', clusterDomain: 'cluster.local', resolvConf: HOST_RESOLV_CONF })
+    expect(agentConfig(chart).dns).toEqual(DNS)
+  })
+
+  it('the DaemonSet mounts the node\'s resolv.conf (hostPath File, read-only) where dns.resolvConf points, like the plain manifest', () => {
+    expect(hostFileAt(agentDs(chart), 'agent', agentConfig(chart).dns!.resolvConf)).toBe('/etc/resolv.conf')
+    const mount = (objs: Obj[]): Obj | undefined => (container(agentDs(objs), 'agent').volumeMounts as Obj[]).find((m) => m.name === RESOLV_VOLUME)
+    const volume = (objs: Obj[]): Obj | undefined => (agentDs(objs).spec.template.spec.volumes as Obj[]).find((v) => v.name === RESOLV_VOLUME)
+    expect(mount(chart)).toEqual(mount(docs))
+    expect(volume(chart)).toEqual(volume(docs))
+  })
+
+  it('the agent container adds NET_BIND_SERVICE to NET_ADMIN/NET_RAW, with the plain manifest\'s securityContext', () => {
+    expect(caps(chart)).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE', 'NET_RAW'])
+    expect(container(agentDs(chart), 'agent').securityContext).toEqual(container(agentDs(), 'agent').securityContext)
+    // no host ports on 53: they would clash with any other DNS cache on the node (NodeLocal DNSCache)
+    expect((container(agentDs(chart), 'agent').ports as Obj[]).map((p) => p.containerPort)).not.toContain(53)
+  })
+
+  it('agent.dns.enabled=false: no dns section, no resolv.conf mount, no NET_BIND_SERVICE; nothing else changes', () => {
+    expect(parseYaml(agentConfigText(noDns)).dns).toBeUndefined()
+    expect(agentConfig(noDns).dns).toBeUndefined()
+    expect(hasResolvConf(noDns)).toBe(false)
+    expect(caps(noDns)).toEqual(['NET_ADMIN', 'NET_RAW'])
+    // the default render minus exactly those is the DNS-less one (the config checksum aside)
+    const stripped = structuredClone(agentDs(chart))
+    const pod = stripped.spec.template
+    pod.spec.volumes = (pod.spec.volumes as Obj[]).filter((v) => v.name !== RESOLV_VOLUME)
+    const c = container(stripped, 'agent')
+    c.volumeMounts = (c.volumeMounts as Obj[]).filter((m) => m.name !== RESOLV_VOLUME)
+    c.securityContext.capabilities.add = (c.securityContext.capabilities.add as string[]).filter((x) => x !== 'NET_BIND_SERVICE')
+    const off = structuredClone(agentDs(noDns))
+    expect(off.spec.template.metadata.annotations['checksum/config']).not.toBe(pod.metadata.annotations['checksum/config'])
+    delete pod.metadata.annotations['checksum/config']
+    delete off.spec.template.metadata.annotations['checksum/config']
+    expect(off).toEqual(stripped)
+    const { dns: _dns, ...rest } = parseYaml(agentConfigText(chart))
+    expect(parseYaml(agentConfigText(noDns))).toEqual(rest)
+  })
+
+  it('agent.dns.upstreams and clusterDomain reach agent.yaml; an empty list leaves the default (the node\'s resolv.conf)', async () => {
+    const objs = await render('agent.dns.upstreams={10.0.0.2:53,10.0.0.3:5353}', 'agent.dns.clusterDomain=edge.example')
+    expect(agentConfig(objs).dns).toEqual({ ...DNS, clusterDomain: 'edge.example', upstreams: ['10.0.0.2:53', '10.0.0.3:5353'] })
+    expect(parseYaml(agentConfigText(chart)).dns.upstreams).toBeUndefined()
+  })
+
+  it('values reused from a release older than agent.dns (and a securityContext without capabilities) still render a working DNS', async () => {
+    const objs = await render('agent.dns=null', 'agent.securityContext=null')
+    expect(agentConfig(objs).dns).toEqual(DNS)
+    expect(hostFileAt(agentDs(objs), 'agent', HOST_RESOLV_CONF)).toBe('/etc/resolv.conf')
+    expect(caps(objs)).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE'])
   })
 })

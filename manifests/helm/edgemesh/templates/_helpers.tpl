@@ -118,6 +118,42 @@ Name of the ValidatingAdmissionPolicy (and its binding) that pins each agent to 
 {{- end }}
 
 {{/*
+Node-local DNS: "true" when the agents run it (agent.dns.enabled), else empty. dig: values reused
+from a release older than agent.dns get the chart's default (on).
+*/}}
+{{- define "edgemesh.agent.dns.enabled" -}}
+{{- if and .Values.agent.enabled (dig "dns" "enabled" true .Values.agent) }}true{{ end }}
+{{- end }}
+
+{{/*
+Where the agent container sees the NODE's /etc/resolv.conf (the DNS upstreams' default). Not
+under /etc/edgemesh: the kubelet pre-creates mount points nested in that projected volume as
+directories, and a file cannot be mounted on a directory.
+*/}}
+{{- define "edgemesh.agent.dns.hostResolvConf" -}}
+/host/etc/resolv.conf
+{{- end }}
+
+{{/*
+The agent container's securityContext: agent.securityContext plus, with DNS, the capabilities
+its DNS server needs, unless already there: NET_ADMIN (create the edgemesh0 bridge and put the
+listen address on it) and NET_BIND_SERVICE (bind port 53).
+*/}}
+{{- define "edgemesh.agent.securityContext" -}}
+{{- $sc := deepCopy (.Values.agent.securityContext | default dict) }}
+{{- if include "edgemesh.agent.dns.enabled" . }}
+{{- $caps := get $sc "capabilities" | default dict }}
+{{- $add := get $caps "add" | default list }}
+{{- range list "NET_ADMIN" "NET_BIND_SERVICE" }}
+{{- if not (has . $add) }}{{ $add = append $add . }}{{ end }}
+{{- end }}
+{{- $_ := set $caps "add" $add }}
+{{- $_ := set $sc "capabilities" $caps }}
+{{- end }}
+{{- toYaml $sc }}
+{{- end }}
+
+{{/*
 PSK: "true" when a swarm.key Secret is mounted (created here or existing), else empty.
 */}}
 {{- define "edgemesh.psk.enabled" -}}
@@ -228,6 +264,16 @@ agent.yaml (AgentConfig in shared/config.ts). nodeName is per node: the DaemonSe
 {{- $_ := set $c "kubernetes" $k }}
 {{- else }}
 {{- $_ := set $c "peersFile" "/etc/edgemesh/peers.yaml" }}
+{{- end }}
+{{- if include "edgemesh.agent.dns.enabled" . }}
+{{- /* upstreams default to the node's resolv.conf (mounted by the DaemonSet), not the pod's */}}
+{{- $d := dict
+  "listen" (dig "dns" "listen" "169.254.96.16:53" $v.agent)
+  "clusterDomain" (dig "dns" "clusterDomain" "cluster.local" $v.agent)
+  "resolvConf" (include "edgemesh.agent.dns.hostResolvConf" .)
+}}
+{{- with (dig "dns" "upstreams" (list) $v.agent) }}{{- $_ := set $d "upstreams" . }}{{- end }}
+{{- $_ := set $c "dns" $d }}
 {{- end }}
 {{- if $v.agent.metrics.enabled }}
 {{- $_ := set $c "metrics" (printf "%s:%d" $v.agent.metrics.host (int $v.agent.metrics.port)) }}
