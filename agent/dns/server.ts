@@ -148,9 +148,8 @@ export class DnsServer {
           if (parsed.error !== 'drop') { this.stats.errors++; write(encodeError(msg, parsed)) } else { this.stats.dropped++; s.destroy(); return }
           continue
         }
-        const out = Buffer.allocUnsafe(MAX_MESSAGE)
-        const n = answerInto(this.opts.zone, this.opts.cache, q, out, MAX_MESSAGE)
-        if (n > 0) { this.stats.cluster++; write(out.subarray(0, n)) } else if (n === FORWARD) { this.stats.forwarded++; this.opts.forwarder.forward(q, write, true) } else if (n === CHASE) { this.stats.cluster++; this.chase(q, MAX_MESSAGE, write) }
+        const n = answerInto(this.opts.zone, this.opts.cache, q, this.scratch, MAX_MESSAGE)
+        if (n > 0) { this.stats.cluster++; write(this.scratch.subarray(0, n)) } else if (n === FORWARD) { this.stats.forwarded++; this.opts.forwarder.forward(q, write, true) } else if (n === CHASE) { this.stats.cluster++; this.chase(q, MAX_MESSAGE, write) }
       }
       if (buf.length > 2 + MAX_MESSAGE) s.destroy()
     })
