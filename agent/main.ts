@@ -1,5 +1,6 @@
-// edgemesh-agent: the node agent's composition root. Today: identity, catalog + peer registry
-// (or a static peers file), tunnel, local control API and metrics. DNS, proxy and SOCKS5 plug in here as they arrive.
+// edgemesh-agent: the node agent's composition root. Today: catalog + peer registry (or a
+// static peers file), node-local DNS, identity, tunnel, local control API and metrics. The
+// proxy and SOCKS5 plug in here as they arrive.
 import { AgentConfig, loadConfig, loadPsk } from '../shared/config.ts'
 import { parseDaemonArgs } from '../shared/cli-main.ts'
 import { createLogger } from '../shared/logging.ts'

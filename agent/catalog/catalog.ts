@@ -7,7 +7,7 @@ import type { Metrics } from '../../shared/metrics.ts'
 import type { KubeClient } from './kube-client.ts'
 import { toEndpointSlice, toNode, toPeer, toService, PEER_LABEL } from './model.ts'
 import { runReflector, type ResourceSpec } from './reflector.ts'
-import { CatalogStore, type CatalogChange, type CatalogSnapshot, type ResourceKind } from './store.ts'
+import { CatalogStore, countEndpoints, type CatalogChange, type CatalogSnapshot, type ResourceKind } from './store.ts'
 import { readSnapshotFile, writeSnapshotFile } from './snapshot-file.ts'
 
 export type CatalogListener = (snapshot: CatalogSnapshot, changes: CatalogChange[]) => void
@@ -145,9 +145,7 @@ export class Catalog {
 
   private counts (): Record<string, number> {
     const s = this.store.snapshot()
-    let endpoints = 0
-    for (const bySlice of s.endpoints.values()) for (const sl of bySlice.values()) endpoints += sl.endpoints.length
-    return { services: s.services.size, endpoints, nodes: s.nodes.size, peers: s.peers.size }
+    return { services: s.services.size, endpoints: countEndpoints(s).endpoints, nodes: s.nodes.size, peers: s.peers.size }
   }
 
   private countsOf (saved: { services: unknown[], endpointSlices: unknown[], nodes: unknown[], peers: unknown[] }): Record<string, number> {

@@ -163,6 +163,16 @@ export class CatalogStore {
   }
 }
 
+/** How many EndpointSlices and endpoints a snapshot holds. */
+export function countEndpoints (snapshot: CatalogSnapshot): { slices: number, endpoints: number } {
+  let slices = 0
+  let endpoints = 0
+  for (const bySlice of snapshot.endpoints.values()) {
+    for (const s of bySlice.values()) { slices++; endpoints += s.endpoints.length }
+  }
+  return { slices, endpoints }
+}
+
 /** The EndpointSlices of a Service (empty when it has none). */
 export function endpointsOf (snapshot: CatalogSnapshot, namespace: string, name: string): EndpointSliceInfo[] {
   return [...(snapshot.endpoints.get(serviceKey(namespace, name))?.values() ?? [])]

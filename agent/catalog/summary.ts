@@ -1,14 +1,11 @@
 // What `edgemesh catalog` and the control API show about the catalog.
 import type { Catalog } from './catalog.ts'
 import { isPeerLive } from './model.ts'
+import { countEndpoints } from './store.ts'
 
 export function catalogSummary (catalog: Catalog, full: boolean): object {
   const snap = catalog.snapshot()
-  let slices = 0
-  let endpoints = 0
-  for (const bySlice of snap.endpoints.values()) {
-    for (const s of bySlice.values()) { slices++; endpoints += s.endpoints.length }
-  }
+  const { slices, endpoints } = countEndpoints(snap)
   const now = Date.now()
   const summary: Record<string, unknown> = {
     synced: catalog.synced,

@@ -18,6 +18,17 @@ export type DnsConfig = NonNullable<AgentConfig['dns']>
 
 export interface RunningDns { server: DnsServer, forwarder: Forwarder, zone: ClusterZone, stop: () => Promise<void> }
 
+/** A labelled Prometheus counter whose values are read from plain numbers when scraped. */
+function exportCounts (metrics: Metrics, name: string, help: string, label: string, read: () => Record<string, number>): void {
+  new Counter({
+    name, help, labelNames: [label], registers: [metrics.registry],
+    collect () {
+      this.reset()
+      for (const [value, n] of Object.entries(read())) this.inc({ [label]: value }, n)
+    }
+  })
+}
+
 export async function startDns (opts: { config: DnsConfig, catalog: Catalog | undefined, metrics: Metrics, log: Logger }): Promise<RunningDns> {
   const { config, catalog, metrics, log } = opts
   const listen = parseHostPort(config.listen)
@@ -41,32 +52,10 @@ export async function startDns (opts: { config: DnsConfig, catalog: Catalog | un
   // plain counters on the hot path, exported at scrape time
   const s = server.stats
   const f = forwarder.stats
-  new Counter({
-    name: 'edgemesh_dns_queries_total',
-    help: 'DNS queries by outcome: cluster (answered from the catalog), forwarded, error (FORMERR/NOTIMP/BADVERS answered), dropped (malformed beyond an answer)',
-    labelNames: ['result'] as const,
-    registers: [metrics.registry],
-    collect () {
-      this.reset()
-      this.inc({ result: 'cluster' }, s.cluster)
-      this.inc({ result: 'forwarded' }, s.forwarded)
-      this.inc({ result: 'error' }, s.errors)
-      this.inc({ result: 'dropped' }, s.dropped)
-    }
-  })
-  new Counter({
-    name: 'edgemesh_dns_upstream_total',
-    help: 'Forwarded DNS queries: cache hits, upstream timeouts, SERVFAIL answers, malformed upstream answers',
-    labelNames: ['event'] as const,
-    registers: [metrics.registry],
-    collect () {
-      this.reset()
-      this.inc({ event: 'cache_hit' }, f.cacheHits)
-      this.inc({ event: 'timeout' }, f.upstreamTimeouts)
-      this.inc({ event: 'servfail' }, f.servfails)
-      this.inc({ event: 'malformed' }, f.malformed)
-    }
-  })
+  exportCounts(metrics, 'edgemesh_dns_queries_total', 'DNS queries by outcome: cluster (answered from the catalog), forwarded, error (FORMERR/NOTIMP/BADVERS answered), dropped (malformed beyond an answer)',
+    'result', () => ({ cluster: s.cluster, forwarded: s.forwarded, error: s.errors, dropped: s.dropped }))
+  exportCounts(metrics, 'edgemesh_dns_upstream_total', 'Forwarded DNS queries: cache hits, upstream timeouts, SERVFAIL answers, malformed upstream answers',
+    'event', () => ({ cache_hit: f.cacheHits, timeout: f.upstreamTimeouts, servfail: f.servfails, malformed: f.malformed }))
   new Gauge({ name: 'edgemesh_dns_zone_generation', help: 'Changes applied to the cluster DNS zone', registers: [metrics.registry], collect () { this.set(zone.generation) } })
 
   log.info({ listen: `${server.address.host}:${server.address.port}`, device: config.device || null, domain: config.clusterDomain, upstreams: upstreams.map((u) => `${u.host}:${u.port}`) }, 'DNS ready')

@@ -8,7 +8,7 @@ import { randomInt } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { isIPv4 } from 'node:net'
 import type { Logger } from 'pino'
-import { RCODE, encodeRcode, parseResponseMeta, patchHeader, skipName, type Query, type QuestionSource } from './wire.ts'
+import { RCODE, encodeRcode, nameEquals, parseResponseMeta, patchHeader, skipName, type Query, type QuestionSource } from './wire.ts'
 
 export interface Upstream { host: string, port: number }
 
@@ -215,7 +215,7 @@ export class Forwarder {
     // the answer must be for the question we asked (an off-path spoof has to guess id and name)
     const q = f.query
     const qEnd = skipName(q, 12)
-    if (meta.qdcount !== 1 || qEnd < 0 || meta.questionEnd !== qEnd + 4 || !sameNameBytes(q, msg, 12, qEnd)) { this.stats.malformed++; return }
+    if (meta.qdcount !== 1 || qEnd < 0 || meta.questionEnd !== qEnd + 4 || !nameEquals(q, 12, msg, 12)) { this.stats.malformed++; return }
     this.finish(f)
     this.downUntil.delete(f.upstream)
     const cacheable = !meta.tc && (meta.rcode === RCODE.NOERROR || meta.rcode === RCODE.NXDOMAIN) && meta.minTtl > 0
@@ -253,16 +253,4 @@ export class Forwarder {
     this.socket?.close()
     this.socket = undefined
   }
-}
-
-function sameNameBytes (a: Uint8Array, b: Uint8Array, start: number, end: number): boolean {
-  if (b.length < end) return false
-  for (let i = start; i < end; i++) {
-    let x = a[i]!
-    let y = b[i]!
-    if (x >= 0x41 && x <= 0x5a) x |= 0x20
-    if (y >= 0x41 && y <= 0x5a) y |= 0x20
-    if (x !== y) return false
-  }
-  return true
 }

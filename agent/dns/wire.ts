@@ -502,13 +502,7 @@ function sameSuffix (o: number, wire: Uint8Array, i: number): boolean {
     while (l >= 0xc0) { o = ((l & 0x3f) << 8) | OUT[o + 1]!; l = OUT[o]! }
     if (l !== wire[i]) return false
     if (l === 0) return true
-    for (let k = 1; k <= l; k++) {
-      let x = OUT[o + k]!
-      let y = wire[i + k]!
-      if (x >= 0x41 && x <= 0x5a) x |= 0x20
-      if (y >= 0x41 && y <= 0x5a) y |= 0x20
-      if (x !== y) return false
-    }
+    if (!labelEquals(OUT, o + 1, wire, i + 1, l)) return false
     o += l + 1
     i += l + 1
   }
@@ -895,8 +889,20 @@ function finish (meta: ResponseMeta, ansTtl: number, soaTtl: number): ResponseMe
   return meta
 }
 
-/** Compares two names in two messages, ASCII case-insensitively, following backward pointers. */
-function nameEquals (a: Uint8Array, ao: number, b: Uint8Array, bo: number): boolean {
+/** len label bytes at a[ai] and b[bi] are equal, ASCII case-insensitively. */
+function labelEquals (a: Uint8Array, ai: number, b: Uint8Array, bi: number, len: number): boolean {
+  for (let k = 0; k < len; k++) {
+    let x = a[ai + k]!
+    let y = b[bi + k]!
+    if (x >= 0x41 && x <= 0x5a) x |= 0x20
+    if (y >= 0x41 && y <= 0x5a) y |= 0x20
+    if (x !== y) return false
+  }
+  return true
+}
+
+/** Compares two names in two messages, ASCII case-insensitively, following backward pointers (bounds-checked). */
+export function nameEquals (a: Uint8Array, ao: number, b: Uint8Array, bo: number): boolean {
   let hops = 0
   for (;;) {
     if (ao >= a.length || bo >= b.length) return false
@@ -919,13 +925,7 @@ function nameEquals (a: Uint8Array, ao: number, b: Uint8Array, bo: number): bool
     if (la !== lb || la > 63) return false
     if (la === 0) return true
     if (ao + 1 + la > a.length || bo + 1 + lb > b.length) return false
-    for (let i = 1; i <= la; i++) {
-      let x = a[ao + i]!
-      let y = b[bo + i]!
-      if (x >= 0x41 && x <= 0x5a) x |= 0x20
-      if (y >= 0x41 && y <= 0x5a) y |= 0x20
-      if (x !== y) return false
-    }
+    if (!labelEquals(a, ao + 1, b, bo + 1, la)) return false
     ao += la + 1
     bo += lb + 1
   }

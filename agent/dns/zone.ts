@@ -172,6 +172,14 @@ export function serviceRecords (svc: ServiceInfo, slices: ReadonlyMap<string, En
     const n = `_${p}._${pr}.${base}`
     return fits(n) ? n : undefined
   }
+  /** SRV for a named port (unnamed ports have none), once per target and port */
+  const addSrv = (p: { name: string, protocol: string, port: number }, target: string): void => {
+    if (p.name === '' || !(p.port > 0 && p.port < 65536)) return
+    const sn = srvName(p.name, p.protocol)
+    if (sn === undefined) return
+    const srv = at(sn).srv
+    if (!srv.some((s) => s.target === target && s.port === p.port)) srv.push({ priority: 0, weight: 100, port: p.port, target })
+  }
   const addAddress = (rs: RecordSet, ip: Uint8Array): void => addUnique(ip.length === 4 ? rs.a : rs.aaaa, formatIP(ip))
 
   if (svc.type === 'ExternalName') {
@@ -193,13 +201,7 @@ export function serviceRecords (svc: ServiceInfo, slices: ReadonlyMap<string, En
           addAddress(at(base), ip)
           addAddress(at(target), ip)
           addUnique(at(reverseName(ip)).ptr, target)
-          for (const p of slice.ports) {
-            if (p.name === '' || !(p.port > 0 && p.port < 65536)) continue
-            const sn = srvName(p.name, p.protocol)
-            if (sn === undefined) continue
-            const srv = at(sn).srv
-            if (!srv.some((s) => s.target === target && s.port === p.port)) srv.push({ priority: 0, weight: 100, port: p.port, target })
-          }
+          for (const p of slice.ports) addSrv(p, target)
         }
       }
     }
@@ -211,13 +213,7 @@ export function serviceRecords (svc: ServiceInfo, slices: ReadonlyMap<string, En
       addAddress(rs, ip)
       addUnique(at(reverseName(ip)).ptr, base)
     }
-    for (const p of svc.ports) {
-      if (p.name === '' || !(p.port > 0 && p.port < 65536)) continue
-      const sn = srvName(p.name, p.protocol)
-      if (sn === undefined) continue
-      const srv = at(sn).srv
-      if (!srv.some((s) => s.port === p.port)) srv.push({ priority: 0, weight: 100, port: p.port, target: base })
-    }
+    for (const p of svc.ports) addSrv(p, base)
   }
   for (const rs of out.values()) sortSet(rs)
   return out

@@ -1,51 +1,27 @@
 // The tunnel finds its peers through the Kubernetes peer registry in the NATed lab: no peers
 // file, agents use their ServiceAccount tokens against the real apiserver (reached from the lab
 // at the relay's public address), and a node that comes back with a new key is found again.
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab } from '../lab/lab.ts'
-import { Mesh } from '../lab/mesh.ts'
-import { exposeToLab } from '../lab/expose.ts'
+import { startK8sMesh, type K8sMesh } from '../lab/k8s-mesh.ts'
+import type { Mesh } from '../lab/mesh.ts'
 import { eventually } from '../lab/wait.ts'
-import { startControlPlane, type ControlPlane } from '../controlplane/harness.ts'
-import { agentToken, installMeshRbac } from '../controlplane/cluster.ts'
-
-const API_IP = '198.51.100.10' // relay0: the cloud node with a public address
-const API_PORT = 6443
 
 let lab: Lab
-let cp: ControlPlane
+let k: K8sMesh
 let mesh: Mesh
-let dir: string
-let exposed: { close: () => Promise<void> } | undefined
 
 beforeAll(async () => {
   lab = await createLab({ sites: [{ name: 'a', nat: 'cone' }, { name: 'b', nat: 'symmetric' }, { name: 'c', nat: 'cone' }] })
-  cp = await startControlPlane({ extraSans: [API_IP] })
-  dir = await mkdtemp(join(tmpdir(), 'edgemesh-registry-'))
-  await installMeshRbac(cp)
-  exposed = await exposeToLab(lab, 'relay0', { ip: API_IP, port: API_PORT }, { host: '127.0.0.1', port: cp.port })
-  const kubeconfigs = new Map<string, string>()
-  for (const host of ['a1', 'b1', 'c1']) {
-    const file = join(dir, `${host}.kubeconfig`)
-    await cp.writeKubeconfig(file, await agentToken(cp, { nodeName: `edge-${host}` }), `https://${API_IP}:${API_PORT}`)
-    kubeconfigs.set(host, file)
-  }
-  mesh = await Mesh.start(lab, {
-    agents: ['a1', 'b1', 'c1'],
-    peersFile: false,
-    agentConfig: (host) => ({ kubernetes: { kubeconfig: kubeconfigs.get(host), namespace: 'edgemesh', snapshotFile: join(dir, `${host}-catalog.json`) } })
-  })
+  k = await startK8sMesh(lab, { agents: ['a1', 'b1', 'c1'] })
+  mesh = k.mesh
 }, 180_000)
 
 afterAll(async () => {
-  await mesh?.stop()
-  await exposed?.close()
+  await k?.stop()
   await lab?.teardown()
-  await cp?.stop()
-  if (dir != null) await rm(dir, { recursive: true, force: true })
 })
 
 describe('peer registry in the lab', () => {
