@@ -40,7 +40,9 @@ function describe (conn: { remoteAddr?: { toString: () => string } }): string {
 function reportUpgradeFailures (node: Libp2p, opts: AgentNodeOptions): void {
   const upgrader = (node as any).components.upgrader
   const hasPsk = opts.psk != null
-  const report = (err: any, maConn: unknown, direction: string): void => {
+  const report = (err: any, maConn: unknown, direction: string, signal: AbortSignal | undefined): void => {
+    // an upgrade we abandoned ourselves (the dialer drops the relay leg once a hole opens) is no refusal
+    if (signal?.aborted === true) return
     const name = String(err?.name ?? '')
     if (name === 'ConnectionInterceptedError' || name === 'AbortError' || name === 'TimeoutError' || name === 'ConnectionDeniedError') return
     if (direction === 'outbound' && name !== 'EncryptionFailedError') return
@@ -51,10 +53,10 @@ function reportUpgradeFailures (node: Libp2p, opts: AgentNodeOptions): void {
   const inbound = upgrader.upgradeInbound.bind(upgrader)
   const outbound = upgrader.upgradeOutbound.bind(upgrader)
   upgrader.upgradeInbound = async (maConn: unknown, o: unknown) => {
-    try { return await inbound(maConn, o) } catch (err) { report(err, maConn, 'inbound'); throw err }
+    try { return await inbound(maConn, o) } catch (err) { report(err, maConn, 'inbound', (o as { signal?: AbortSignal } | undefined)?.signal); throw err }
   }
   upgrader.upgradeOutbound = async (maConn: unknown, o: any) => {
-    try { return await outbound(maConn, o) } catch (err) { report(err, maConn, o?.initiator === false ? 'inbound' : 'outbound'); throw err }
+    try { return await outbound(maConn, o) } catch (err) { report(err, maConn, o?.initiator === false ? 'inbound' : 'outbound', o?.signal); throw err }
   }
 }
 
