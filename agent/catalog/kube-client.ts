@@ -106,7 +106,12 @@ export class KubeClient {
     this.server = creds.server
     this.https = creds.server.startsWith('https:')
     this.token = creds.token
-    this.agent = this.https
+    this.agent = this.newAgent()
+  }
+
+  private newAgent (): HttpsAgent | HttpAgent {
+    const creds = this.creds
+    return this.https
       ? new HttpsAgent({
         keepAlive: true,
         maxSockets: 8,
@@ -116,6 +121,15 @@ export class KubeClient {
         rejectUnauthorized: creds.insecureSkipTlsVerify !== true
       })
       : new HttpAgent({ keepAlive: true, maxSockets: 8 })
+  }
+
+  /**
+   * A connection went silent (a partition sends no RST): the idle keep-alive sockets to the
+   * same apiserver are presumed dead too, and reusing one would hang the next request. Active
+   * ones (other watches) are left alone: they notice on their own.
+   */
+  private dropConnections (): void {
+    for (const sockets of Object.values(this.agent.freeSockets)) for (const s of sockets ?? []) s.destroy()
   }
 
   private async authHeader (): Promise<string | undefined> {
@@ -139,7 +153,10 @@ export class KubeClient {
     return await new Promise((resolve, reject) => {
       const req = send(`${this.server}${path}`, { method, headers, agent: this.agent, ...(signal != null ? { signal } : {}) }, resolve)
       // timeout = no bytes for this long; watches set it above their server-side timeoutSeconds
-      req.setTimeout(timeoutMs, () => { req.destroy(new KubeApiError(0, 'Timeout', `${method} ${path}: no response for ${timeoutMs} ms`)) })
+      req.setTimeout(timeoutMs, () => {
+        req.destroy(new KubeApiError(0, 'Timeout', `${method} ${path}: no response for ${timeoutMs} ms`))
+        this.dropConnections()
+      })
       req.on('error', (err: any) => {
         reject(err instanceof KubeApiError || err.name === 'AbortError' ? err : new KubeApiError(0, 'Unreachable', `${method} ${this.server}${path}: ${err.message}`))
       })
@@ -214,7 +231,7 @@ export class KubeClient {
     res.socket.setTimeout(0) // the request timeout covered connect + headers; the stream has its own
     let partial = ''
     let idle = false
-    const idleTimer = setTimeout(() => { idle = true; res.destroy() }, this.creds.watchIdleMs ?? WATCH_IDLE_MS)
+    const idleTimer = setTimeout(() => { idle = true; res.destroy(); this.dropConnections() }, this.creds.watchIdleMs ?? WATCH_IDLE_MS)
     try {
       for await (const chunk of res) {
         idleTimer.refresh()
