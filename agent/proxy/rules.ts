@@ -1,79 +1,124 @@
-// Pure generation of the ClusterIP proxy's netfilter rules (like kube-proxy's iptables mode,
-// pkg/proxy/iptables): the whole `nat` table state of the mesh as one `iptables-restore
-// --noflush` payload, plus parsing of `iptables-save` text for stale chains, the PREROUTING /
-// OUTPUT hooks and clean shutdown. Nothing here touches the host; the caller runs the commands.
+// Pure generation of the ClusterIP proxy's netfilter rules: the `nat` table state of the mesh as
+// one `iptables-restore --noflush` payload (full, or only what changed since the last sync), plus
+// parsing of `iptables-save` / `iptables -S` text for stale chains, the PREROUTING / OUTPUT hooks
+// and clean shutdown. Nothing here touches the host; the caller runs the commands.
 //
-// Layout (prefix P, e.g. EDGEMESH):
-//   P-SERVICES                      one rule per programmed service port: -d ip/32 -p proto --dport
-//   P-SVC-<hash>                    per service port: random spread over P-SEP-* (dnat mode) or
-//                                   -j REDIRECT --to-ports <redirectPort> (redirect mode)
-//   P-SEP-<hash>                    per endpoint: -j DNAT --to-destination ip:port
+// Layout (prefix P, e.g. EDGEMESH). Very few chains on purpose: iptables-nft-restore gets
+// superlinear in the number of chains (FINDINGS.md), so there is no chain per Service or endpoint.
+//   P-SERVICES   up to 256 rules, one per non-empty bucket, in bucket order:
+//                  -d 0.0.0.<b>/0.0.0.255 -j P-B<bbb>
+//                The bucket is the low byte of the ClusterIP (a non-contiguous mask): uniform
+//                whatever the service CIDR, and a Service keeps its bucket as others come and go.
+//   P-B<bbb>     every service port whose ClusterIP ends in .<b>, sorted by (key, port, protocol);
+//                each rule carries the full service match and DNATs to one target:
+//                  -d <clusterIP>/32 -p tcp -m tcp --dport <port> [pick] [affinity] -j DNAT ...
+// A service port's targets are its direct endpoints (sorted, weight 1 each) and then the agent's
+// listener (weight agentSlots). Round robin uses the kernel's exact nth counters, random uses
+// kube-proxy's probabilities; ClientIP affinity uses one `recent` list per target.
 // Hooks (`jumpRules`): `-I PREROUTING 1` and `-I OUTPUT 1` jump to P-SERVICES; they are kept out
 // of the main payload (re-inserting them on every sync would duplicate them) and repaired with
-// `jumpFixRules` when `needsJumpFix` says kube-proxy's KUBE-SERVICES got in front after a reboot.
+// `hookFixRules` (from `iptables -t nat -S <hook>`) or `jumpFixRules` (from iptables-save).
 //
-// Services without endpoints (dnat mode): REJECT belongs to the filter table, so the nat payload
-// emits nothing for them and `NatRules.noEndpoints` lists them for the caller's filter rules.
-// Not emitted: hairpin masquerade (a pod reaching itself through its Service), NodePorts,
-// IPv6 (ip6tables is a separate table set; non-IPv4 addresses are reported in `skipped`).
+// Service ports without any target: REJECT belongs to the filter table, so the nat payload emits
+// nothing for them and `NatRules.noEndpoints` lists them for the caller's filter rules.
+// Not emitted: hairpin masquerade, NodePorts, IPv6 (non-IPv4 addresses are reported in `skipped`).
 import { hash } from 'node:crypto'
 import { isIPv4 } from 'node:net'
 
-export type ProxyMode = 'dnat' | 'redirect'
 export type ProxyProtocol = 'TCP' | 'UDP'
+export type Balance = 'round-robin' | 'random'
 
-export interface ProxyService {
+export interface ProxyServicePort {
   /** 'namespace/name' */
   key: string
+  /** IPv4 only; others go to skipped */
   clusterIP: string
   port: number
   protocol: ProxyProtocol
-  mode: ProxyMode
-  /** 'ip:port' (dnat mode); ignored in redirect mode */
-  endpoints: string[]
-  /** the agent's local listener for tunnel-bound traffic (redirect mode) */
-  redirectPort?: number
-  /** ClientIP session affinity timeout (dnat mode); unset or 0 = none */
+  /** endpoints the kernel DNATs to directly ('ip:port', IPv4): same node or routed LAN */
+  direct: string[]
+  /** how many equal shares go to the agent's listener (its tunnel endpoints, or all endpoints when the policy needs the agent); 0 = none */
+  agentSlots: number
+  /** 'ip:port' of the agent's local listener for this service port; required when agentSlots > 0 */
+  agentTarget?: string
+  balance: Balance
+  /** ClientIP session affinity timeout in seconds; unset or 0 = none (max 86400) */
   affinitySeconds?: number
 }
 
+/**
+ * What the last applied payload left in the kernel, for the next incremental sync. Only pass it
+ * as `previous` once that payload was applied: after a failed restore, sync in full.
+ */
+export interface RuleState {
+  /** a state built for another prefix is ignored (full sync) */
+  readonly chainPrefix: string
+  /** non-empty bucket → its chain's rule lines exactly as written */
+  readonly buckets: ReadonlyMap<number, string>
+}
+
 export interface RuleOptions {
-  /** chain name prefix, e.g. 'EDGEMESH'; at most 15 characters so hashed names fit in 28 */
+  /** chain name prefix, e.g. 'EDGEMESH'; at most 18 characters so the recent list names fit in 28 */
   chainPrefix: string
-  /** chains that exist now (`parseChains(iptablesSave, prefix)`): the unused ones are flushed and deleted */
+  /**
+   * Our chains that exist now (`parseChains(iptablesSave, prefix)`): those not in the new layout
+   * (an older version's P-SVC-* / P-SEP-*, an emptied bucket) are flushed and deleted, and a
+   * layout chain missing from it is written even when `previous` says it is unchanged.
+   */
   existingChains?: Iterable<string>
-  /** extra lines placed before COMMIT, e.g. `jumpFixRules(...)`, so a repair rides in the same atomic restore */
+  /** extra lines placed before COMMIT, e.g. `hookFixRules(...)`, so a repair rides in the same atomic restore */
   extraRules?: string[]
+  /** the state of the last applied sync: only changed chains are rewritten (incremental sync) */
+  previous?: RuleState
 }
 
 export interface Skipped { key: string, reason: string }
 
 export interface NatRules {
-  /** the complete `iptables-restore --noflush` input for table nat */
+  /** the `iptables-restore --noflush` input for table nat; '' when there is nothing to change */
   text: string
-  /** chains the payload declares and uses, SERVICES first */
+  /** the chains of the new layout, SERVICES first, then the buckets in order */
   chains: string[]
-  /** stale chains the payload deletes (-X) */
+  /** the chains this payload declares (flushes) and fills: all of `chains` in a full sync */
+  written: string[]
+  /** chains the payload flushes and deletes (-X) */
   deleted: string[]
-  /** dnat services without endpoints: nothing in nat, the caller programs REJECT in filter */
-  noEndpoints: ProxyService[]
-  /** services or endpoints left out because they are invalid (not IPv4, bad port, duplicate, ...) */
+  /** service ports without any target: nothing in nat, the caller may program REJECT in filter */
+  noEndpoints: ProxyServicePort[]
+  /** service ports or endpoints left out because they are invalid (not IPv4, bad port, duplicate, ...) */
   skipped: Skipped[]
+  /** pass as `previous` to the next build once `text` is applied */
+  state: RuleState
 }
 
-/** iptables chain names are at most 28 characters (XT_EXTENSION_MAXNAMELEN - 1). */
+/** iptables chain names are at most 28 characters (XT_EXTENSION_MAXNAMELEN - 1); recent list names are kept within it too. */
 export const MAX_CHAIN_LEN = 28
-const KIND_LEN = '-SVC-'.length
+const AFFINITY_KIND = '-A'
 const MIN_HASH_LEN = 8
+const MAX_AFFINITY_SECONDS = 86_400
+// sanity bound: nth --every is a u32, and no Service has a million endpoints
+const MAX_AGENT_SLOTS = 1_000_000
 const JUMP_COMMENT = 'edgemesh service portals'
 const HOOK_CHAINS = ['PREROUTING', 'OUTPUT'] as const
+export type HookChain = typeof HOOK_CHAINS[number]
 
 export function servicesChain (prefix: string): string { return `${prefix}-SERVICES` }
 
+/** The chain of bucket `bucket` (0-255): prefix-B<3-digit bucket>. */
+export function bucketChainName (prefix: string, bucket: number): string {
+  return `${prefix}-B${String(bucket).padStart(3, '0')}`
+}
+
+/** The bucket of an IPv4 ClusterIP: its low byte. */
+export function bucketOf (clusterIP: string): number {
+  return Number(clusterIP.slice(clusterIP.lastIndexOf('.') + 1))
+}
+
+/** Validates the prefix; returns the length of the hashes in recent list names. */
 function checkPrefix (prefix: string): number {
   if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(prefix)) throw new Error(`invalid chain prefix ${JSON.stringify(prefix)}`)
-  const hashLen = Math.min(16, MAX_CHAIN_LEN - prefix.length - KIND_LEN)
-  if (hashLen < MIN_HASH_LEN) throw new Error(`chain prefix ${prefix} is too long (max ${MAX_CHAIN_LEN - KIND_LEN - MIN_HASH_LEN} characters)`)
+  const hashLen = Math.min(16, MAX_CHAIN_LEN - prefix.length - AFFINITY_KIND.length)
+  if (hashLen < MIN_HASH_LEN) throw new Error(`chain prefix ${prefix} is too long (max ${MAX_CHAIN_LEN - AFFINITY_KIND.length - MIN_HASH_LEN} characters)`)
   return hashLen
 }
 
@@ -94,45 +139,45 @@ function hash32 (s: string, len: number): string {
 }
 
 /**
- * Chain names are recomputed on every sync for mostly the same services: a bounded memo of
- * name inputs → names (deterministic, so the functions stay pure as seen from outside).
+ * Bounded memo, input → output, for work repeated on every sync for mostly the same services
+ * (deterministic, so the functions stay pure as seen from outside).
  */
-const NAME_CACHE_MAX = 250_000
-const nameCache = new Map<string, string>()
-function cachedName (input: string, make: () => string): string {
-  let name = nameCache.get(input)
+class Memo<V> {
+  private readonly map = new Map<string, V>()
+  private readonly max: number
+  constructor (max: number) { this.max = max }
+  get (key: string): V | undefined { return this.map.get(key) }
+  set (key: string, value: V): void {
+    if (this.map.size >= this.max) this.map.clear()
+    this.map.set(key, value)
+  }
+}
+
+const affinityNames = new Memo<string>(50_000)
+
+/** The recent list of a service port's target: prefix-A<hash of key, port, protocol, target>. */
+export function affinityListName (prefix: string, key: string, port: number, protocol: ProxyProtocol, target: string): string {
+  return affinityName(prefix, checkPrefix(prefix), key, port, protocol, target)
+}
+function affinityName (prefix: string, len: number, key: string, port: number, protocol: string, target: string): string {
+  const input = `${key}:${port}/${protocol}->${target}`
+  const memoKey = `${prefix}\0${input}`
+  let name = affinityNames.get(memoKey)
   if (name == null) {
-    if (nameCache.size >= NAME_CACHE_MAX) nameCache.clear()
-    name = make()
-    nameCache.set(input, name)
+    name = `${prefix}${AFFINITY_KIND}${hash32(input, len)}`
+    affinityNames.set(memoKey, name)
   }
   return name
 }
 
-/** The stable name of a service port's chain: prefix-SVC-<hash of key, port, protocol>. */
-export function serviceChainName (prefix: string, key: string, port: number, protocol: ProxyProtocol): string {
-  return svcName(prefix, checkPrefix(prefix), key, port, protocol)
-}
-function svcName (prefix: string, len: number, key: string, port: number, protocol: string): string {
-  const input = `${key}:${port}/${protocol}`
-  return cachedName(`${prefix}-SVC-${input}`, () => `${prefix}-SVC-${hash32(input, len)}`)
-}
-
-/** The stable name of an endpoint's chain: prefix-SEP-<hash of key, port, protocol, endpoint>. */
-export function endpointChainName (prefix: string, key: string, port: number, protocol: ProxyProtocol, endpoint: string): string {
-  return sepName(prefix, checkPrefix(prefix), key, port, protocol, endpoint)
-}
-function sepName (prefix: string, len: number, key: string, port: number, protocol: string, endpoint: string): string {
-  const input = `${key}:${port}/${protocol}->${endpoint}`
-  return cachedName(`${prefix}-SEP-${input}`, () => `${prefix}-SEP-${hash32(input, len)}`)
-}
-
-// keys end up inside a quoted --comment: no quotes, backslashes, whitespace or control characters
+// keys are hashed into recent list names and logged: no quotes, backslashes, whitespace or control characters
 const KEY_RE = /^[A-Za-z0-9._-]*\/[A-Za-z0-9._-]+$/
 const validPort = (p: unknown): p is number => typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 65535
 const cmp = (a: string, b: string): number => a < b ? -1 : a > b ? 1 : 0
 
-function parseEndpoint (ep: string): string | undefined {
+/** 'ip:port' normalized (no leading zeros in the port), or undefined when it is not IPv4 ip:port. */
+function parseEndpoint (ep: unknown): string | undefined {
+  if (typeof ep !== 'string') return undefined
   const i = ep.lastIndexOf(':')
   if (i <= 0) return undefined
   const ip = ep.slice(0, i)
@@ -142,102 +187,244 @@ function parseEndpoint (ep: string): string | undefined {
   return validPort(port) ? `${ip}:${port}` : undefined
 }
 
-function validate (s: ProxyService): string | undefined {
+function validate (s: ProxyServicePort): string | undefined {
   if (typeof s.key !== 'string' || !KEY_RE.test(s.key)) return 'invalid key'
-  if (!isIPv4(s.clusterIP)) return 'clusterIP is not IPv4'
+  if (typeof s.clusterIP !== 'string' || !isIPv4(s.clusterIP)) return 'clusterIP is not IPv4'
   if (!validPort(s.port)) return 'invalid port'
   if (s.protocol !== 'TCP' && s.protocol !== 'UDP') return 'unsupported protocol'
-  if (s.mode === 'redirect') return validPort(s.redirectPort) ? undefined : 'redirect mode without a valid redirectPort'
-  if (s.mode !== 'dnat') return 'unknown mode'
+  if (s.balance !== 'round-robin' && s.balance !== 'random') return 'unknown balance'
+  if (!Array.isArray(s.direct)) return 'direct is not a list'
+  const slots = s.agentSlots
+  if (!(Number.isInteger(slots) && slots >= 0 && slots <= MAX_AGENT_SLOTS)) return 'invalid agentSlots'
+  if (slots > 0 && parseEndpoint(s.agentTarget) == null) return 'agentSlots without a valid agentTarget'
   const a = s.affinitySeconds
-  if (a != null && a !== 0 && !(Number.isInteger(a) && a > 0 && a <= 86_400)) return 'invalid affinitySeconds'
+  if (a != null && a !== 0 && !(Number.isInteger(a) && a > 0 && a <= MAX_AFFINITY_SECONDS)) return 'invalid affinitySeconds'
   return undefined
 }
 
+/** The direct endpoints normalized, sorted and deduplicated; invalid ones reported in `skipped`. */
+function directTargets (s: ProxyServicePort, skipped: Skipped[]): string[] {
+  const out: string[] = []
+  for (const ep of s.direct) {
+    const norm = parseEndpoint(ep)
+    if (norm == null) skipped.push({ key: s.key, reason: `invalid endpoint ${JSON.stringify(ep)}` })
+    else out.push(norm)
+  }
+  out.sort(cmp)
+  let n = 0 // dedupe in place: sorted, so duplicates are adjacent
+  for (let i = 0; i < out.length; i++) if (i === 0 || out[i] !== out[n - 1]) out[n++] = out[i]!
+  out.length = n
+  return out
+}
+
+const probabilities: string[] = []
+/** 1/remaining with 10 decimals, like kube-proxy (memoized: the same few values every sync). */
+function probability (remaining: number): string {
+  return probabilities[remaining] ??= (1 / remaining).toFixed(10)
+}
+
 /**
- * The nat table payload for `services`, deterministic: services sorted by key, port, protocol and
- * endpoints sorted, so unchanged input gives byte-identical text.
+ * The bucket chain rules of one service port (each line ending in '\n'). Each rule sees only the
+ * new connections the earlier rules did not take, so with `remaining` = the weight of this and
+ * the later targets, picking 1 of every `remaining` (nth) or with probability 1/remaining
+ * (random) gives each direct endpoint 1/N; the last target takes what is left, unconditionally.
  */
-export function buildRules (services: readonly ProxyService[], opts: RuleOptions): NatRules {
+function portRules (chain: string, s: ProxyServicePort, direct: string[], prefix: string, hashLen: number): string {
+  const proto = s.protocol === 'TCP' ? 'tcp' : 'udp'
+  const match = `-A ${chain} -d ${s.clusterIP}/32 -p ${proto} -m ${proto} --dport ${s.port}`
+  const slots = s.agentSlots
+  const targets = slots > 0 ? [...direct, parseEndpoint(s.agentTarget)!] : direct
+  const total = direct.length + slots
+  const affinity = s.affinitySeconds != null && s.affinitySeconds > 0 ? s.affinitySeconds : 0
+  const lists = affinity > 0 ? targets.map((t) => affinityName(prefix, hashLen, s.key, s.port, s.protocol, t)) : []
+  // joined once at the end: a flat string, cheap to concatenate and compare on later syncs
+  const out: string[] = []
+  // a client seen recently keeps its target; checked before the spread (like kube-proxy). --update,
+  // not kube-proxy's --rcheck: its rcheck jumps to a per-endpoint chain whose --set refreshes the
+  // entry, here the DNAT is direct, so the check itself must refresh it or an active client would
+  // be re-balanced every `affinity` seconds
+  for (let i = 0; i < lists.length; i++) {
+    out.push(`${match} -m recent --name ${lists[i]!} --mask 255.255.255.255 --rsource --update --seconds ${affinity} --reap -j DNAT --to-destination ${targets[i]!}\n`)
+  }
+  const last = targets.length - 1
+  for (let i = 0; i <= last; i++) {
+    // only direct endpoints (weight 1, all before the agent group) get a pick match
+    const remaining = total - i
+    const pick = i === last
+      ? ''
+      : s.balance === 'round-robin'
+        ? ` -m statistic --mode nth --every ${remaining} --packet 0`
+        : ` -m statistic --mode random --probability ${probability(remaining)}`
+    // after the pick: matches run in order, so the source is recorded only when this rule is chosen
+    const record = affinity > 0 ? ` -m recent --name ${lists[i]!} --mask 255.255.255.255 --rsource --set` : ''
+    out.push(`${match}${pick}${record} -j DNAT --to-destination ${targets[i]!}\n`)
+  }
+  return out.join('')
+}
+
+interface PortPlan { text: string, empty: boolean, skipped: Skipped[] }
+
+/**
+ * Per service port: the inputs it was built from and its rules. Most ports are unchanged between
+ * syncs, so their text is reused; the inputs are compared field by field (no ambiguity, and no
+ * key string to build and hash per port). One memo per prefix; entries a build did not use are
+ * dropped once they outnumber the used ones, so deleted Services do not pile up.
+ */
+interface CachedPort { input: ProxyServicePort, direct: string[], plan: PortPlan, usedIn: number }
+interface PortMemo { byKey: Map<string, CachedPort[]>, size: number, build: number, used: number }
+const portMemos = new Map<string, PortMemo>()
+
+function portMemo (prefix: string): PortMemo {
+  let memo = portMemos.get(prefix)
+  if (memo == null) portMemos.set(prefix, memo = { byKey: new Map(), size: 0, build: 0, used: 0 })
+  memo.build++
+  memo.used = 0
+  return memo
+}
+
+function sweep (memo: PortMemo): void {
+  if (memo.size <= 2 * memo.used + 1024) return
+  for (const [key, ports] of memo.byKey) {
+    const kept = ports.filter((c) => c.usedIn === memo.build)
+    if (kept.length === 0) memo.byKey.delete(key)
+    else if (kept.length < ports.length) memo.byKey.set(key, kept)
+    memo.size -= ports.length - kept.length
+  }
+}
+
+function sameInput (c: CachedPort, s: ProxyServicePort): boolean {
+  const i = c.input
+  if (i.clusterIP !== s.clusterIP || i.agentSlots !== s.agentSlots || i.agentTarget !== s.agentTarget ||
+    i.balance !== s.balance || (i.affinitySeconds ?? 0) !== (s.affinitySeconds ?? 0)) return false
+  const d = s.direct
+  if (c.direct.length !== d.length) return false
+  for (let k = 0; k < d.length; k++) if (c.direct[k] !== d[k]) return false
+  return true
+}
+
+function planPort (memo: PortMemo, s: ProxyServicePort, chain: string, prefix: string, hashLen: number): PortPlan {
+  memo.used++
+  let ports = memo.byKey.get(s.key)
+  let slot = -1
+  if (ports != null) {
+    for (let k = 0; k < ports.length; k++) {
+      const c = ports[k]!
+      if (c.input.port !== s.port || c.input.protocol !== s.protocol) continue
+      if (sameInput(c, s)) { c.usedIn = memo.build; return c.plan }
+      slot = k
+      break
+    }
+  }
+  const skipped: Skipped[] = []
+  const direct = directTargets(s, skipped)
+  const empty = direct.length + s.agentSlots === 0
+  const plan = { text: empty ? '' : portRules(chain, s, direct, prefix, hashLen), empty, skipped }
+  // a copy of the inputs: the caller may mutate its objects before the next sync
+  const entry = { input: { ...s, direct: [] }, direct: s.direct.slice(), plan, usedIn: memo.build }
+  if (ports == null) memo.byKey.set(s.key, ports = [])
+  if (slot >= 0) {
+    ports[slot] = entry
+  } else {
+    ports.push(entry)
+    memo.size++
+  }
+  return plan
+}
+
+/**
+ * The nat table payload for `services`, deterministic: service ports sorted by key, port,
+ * protocol and endpoints sorted, so unchanged input gives byte-identical text. Without
+ * `opts.previous` every chain is written (full sync); with it only the buckets whose rules
+ * changed, and SERVICES only when the set of non-empty buckets changed (incremental sync).
+ */
+export function buildRules (services: readonly ProxyServicePort[], opts: RuleOptions): NatRules {
   const prefix = opts.chainPrefix
   const hashLen = checkPrefix(prefix)
   const top = servicesChain(prefix)
-  const sorted = [...services].sort((a, b) => cmp(a.key, b.key) || a.port - b.port || cmp(a.protocol, b.protocol))
+  const previous = opts.previous?.chainPrefix === prefix ? opts.previous : undefined
 
-  const chains: string[] = [top]
-  const used = new Set<string>(chains)
-  const serviceRules: string[] = []
-  const rules: string[] = []
-  const noEndpoints: ProxyService[] = []
   const skipped: Skipped[] = []
-
-  for (const s of sorted) {
+  const valid: ProxyServicePort[] = []
+  for (const s of services) {
     const bad = validate(s)
-    if (bad != null) { skipped.push({ key: String(s.key), reason: bad }); continue }
-    const svcChain = svcName(prefix, hashLen, s.key, s.port, s.protocol)
-    if (used.has(svcChain)) { skipped.push({ key: s.key, reason: `duplicate ${s.port}/${s.protocol}` }); continue }
-    const proto = s.protocol === 'TCP' ? 'tcp' : 'udp'
-    const comment = `"${s.key}:${s.port}"`
+    if (bad != null) skipped.push({ key: String(s.key), reason: bad })
+    else valid.push(s)
+  }
+  // stable: among duplicates the first given wins
+  valid.sort((a, b) => cmp(a.key, b.key) || a.port - b.port || cmp(a.protocol, b.protocol))
 
-    let endpoints: string[] = []
-    if (s.mode === 'dnat') {
-      const set = new Set<string>()
-      for (const ep of s.endpoints) {
-        const norm = typeof ep === 'string' ? parseEndpoint(ep) : undefined
-        if (norm == null) skipped.push({ key: s.key, reason: `invalid endpoint ${JSON.stringify(ep)}` })
-        else set.add(norm)
-      }
-      endpoints = [...set].sort(cmp)
-      if (endpoints.length === 0) { noEndpoints.push(s); continue }
-    }
-
-    used.add(svcChain)
-    chains.push(svcChain)
-    serviceRules.push(`-A ${top} -d ${s.clusterIP}/32 -p ${proto} -m ${proto} --dport ${s.port} -m comment --comment ${comment} -j ${svcChain}`)
-
-    if (s.mode === 'redirect') {
-      rules.push(`-A ${svcChain} -p ${proto} -m comment --comment ${comment} -j REDIRECT --to-ports ${s.redirectPort!}`)
+  const bucketNames: string[] = []
+  for (let b = 0; b < 256; b++) bucketNames.push(bucketChainName(prefix, b))
+  const bucketParts: string[][] = []
+  for (let b = 0; b < 256; b++) bucketParts.push([])
+  const noEndpoints: ProxyServicePort[] = []
+  const memo = portMemo(prefix)
+  let prev: ProxyServicePort | undefined
+  for (const s of valid) {
+    if (prev != null && prev.key === s.key && prev.port === s.port && prev.protocol === s.protocol) {
+      skipped.push({ key: s.key, reason: `duplicate ${s.port}/${s.protocol}` })
       continue
     }
+    prev = s
+    const b = bucketOf(s.clusterIP)
+    const plan = planPort(memo, s, bucketNames[b]!, prefix, hashLen)
+    for (const k of plan.skipped) skipped.push(k)
+    if (plan.empty) noEndpoints.push(s)
+    else bucketParts[b]!.push(plan.text)
+  }
+  sweep(memo)
+  // grouped by service port, in sorted order (stable)
+  skipped.sort((a, b) => cmp(a.key, b.key))
 
-    const affinity = s.affinitySeconds != null && s.affinitySeconds > 0 ? s.affinitySeconds : 0
-    const sepChains = endpoints.map((ep) => sepName(prefix, hashLen, s.key, s.port, s.protocol, ep))
-    for (const sep of sepChains) { used.add(sep); chains.push(sep) }
-    const n = endpoints.length
-    if (affinity > 0) {
-      // kube-proxy: a client seen recently keeps its endpoint, checked before the random spread
-      for (let i = 0; i < n; i++) {
-        rules.push(`-A ${svcChain} -m comment --comment "${s.key}:${s.port} -> ${endpoints[i]!}" -m recent --name ${sepChains[i]!} --mask 255.255.255.255 --rsource --rcheck --seconds ${affinity} --reap -j ${sepChains[i]!}`)
-      }
-    }
-    for (let i = 0; i < n; i++) {
-      const spread = i < n - 1 ? ` -m statistic --mode random --probability ${(1 / (n - i)).toFixed(10)}` : ''
-      rules.push(`-A ${svcChain} -m comment --comment "${s.key}:${s.port} -> ${endpoints[i]!}"${spread} -j ${sepChains[i]!}`)
-    }
-    for (let i = 0; i < n; i++) {
-      const recent = affinity > 0 ? ` -m recent --name ${sepChains[i]!} --mask 255.255.255.255 --rsource --set` : ''
-      rules.push(`-A ${sepChains[i]!} -p ${proto} -m comment --comment ${comment}${recent} -m ${proto} -j DNAT --to-destination ${endpoints[i]!}`)
+  const buckets = new Map<number, string>()
+  // joined, not +=: flat strings compare with one memcmp on the next sync
+  for (let b = 0; b < 256; b++) if (bucketParts[b]!.length > 0) buckets.set(b, bucketParts[b]!.join(''))
+  const chains = [top, ...[...buckets.keys()].map((b) => bucketNames[b]!)]
+  const layout = new Set(chains)
+
+  const existing = opts.existingChains == null ? undefined : new Set(opts.existingChains)
+  const deletedSet = new Set<string>()
+  for (const c of existing ?? []) if (c.startsWith(`${prefix}-`) && !layout.has(c)) deletedSet.add(c)
+  for (const b of previous?.buckets.keys() ?? []) if (!buckets.has(b)) deletedSet.add(bucketNames[b]!)
+  const deleted = [...deletedSet].sort(cmp)
+
+  const missing = (c: string): boolean => existing != null && !existing.has(c)
+  const bucketSetChanged = previous == null || previous.buckets.size !== buckets.size ||
+    [...buckets.keys()].some((b) => !previous.buckets.has(b))
+  // a stale chain may still be referenced from SERVICES (an older layout): rewrite it to drop that
+  const writeServices = bucketSetChanged || deleted.length > 0 || missing(top)
+  const written: string[] = writeServices ? [top] : []
+  const lines: string[] = []
+  if (writeServices) {
+    for (const b of buckets.keys()) {
+      lines.push(`-A ${top} -d 0.0.0.${b}/0.0.0.255 -m comment --comment "edgemesh ClusterIPs x.x.x.${b}" -j ${bucketNames[b]}\n`)
     }
   }
+  for (const [b, text] of buckets) {
+    if (previous?.buckets.get(b) === text && !missing(bucketNames[b]!)) continue
+    written.push(bucketNames[b]!)
+    lines.push(text)
+  }
 
-  const deleted = [...new Set(opts.existingChains ?? [])]
-    .filter((c) => c.startsWith(`${prefix}-`) && !used.has(c))
-    .sort(cmp)
-
-  // (no push(...big) spreads: 100k+ arguments would overflow the stack)
-  const decl: string[] = ['*nat']
-  for (const c of chains) decl.push(`:${c} - [0:0]`)
-  // declaring a chain in a restore payload flushes it, so stale chains are emptied before -X
-  for (const c of deleted) decl.push(`:${c} - [0:0]`)
-  const tail: string[] = []
-  for (const c of deleted) tail.push(`-X ${c}`)
-  for (const l of opts.extraRules ?? []) tail.push(l)
-  tail.push('COMMIT', '')
-  const text = [decl, serviceRules, rules, tail].filter((a) => a.length > 0).map((a) => a.join('\n')).join('\n')
-  return { text, chains, deleted, noEndpoints, skipped }
+  const state: RuleState = { chainPrefix: prefix, buckets }
+  const extra = opts.extraRules ?? []
+  if (written.length === 0 && deleted.length === 0 && extra.length === 0) {
+    return { text: '', chains, written, deleted, noEndpoints, skipped, state }
+  }
+  // declaring a chain in a restore payload flushes it (and creates it when missing); stale chains
+  // are emptied this way before -X
+  let head = '*nat\n'
+  for (const c of written) head += `:${c} - [0:0]\n`
+  for (const c of deleted) head += `:${c} - [0:0]\n`
+  let tail = ''
+  for (const c of deleted) tail += `-X ${c}\n`
+  for (const l of extra) tail += `${l}\n`
+  tail += 'COMMIT\n'
+  const text = head + lines.join('') + tail
+  return { text, chains, written, deleted, noEndpoints, skipped, state }
 }
 
-// ---- iptables-save parsing ----
+// ---- iptables-save / iptables -S parsing ----
 
 interface SavedTable { chains: string[], rules: string[] }
 
@@ -259,11 +446,16 @@ function parseSave (saveText: string): Map<string, SavedTable> {
       const name = line.slice(1).split(/\s+/)[0]
       if (name != null && name !== '') cur.chains.push(name)
     } else {
-      const rule = line.replace(/^\[\d+:\d+\]\s+/, '') // iptables-save -c counters
+      const rule = stripCounters(line)
       if (rule.startsWith('-A ')) cur.rules.push(rule)
     }
   }
   return tables
+}
+
+/** A rule line without counters: `[p:b] -A ...` (iptables-save -c) or `-A chain ... -c p b` (iptables -S -v). */
+function stripCounters (line: string): string {
+  return line.replace(/^\[\d+:\d+\]\s+/, '').replace(/\s+-c \d+ \d+$/, '')
 }
 
 /** Splits a rule into words, honoring double quotes (comments). */
@@ -288,41 +480,58 @@ export function parseChains (saveText: string, prefix: string, table = 'nat'): s
   return [...new Set(t.chains.filter((c) => c.startsWith(`${prefix}-`)))].sort(cmp)
 }
 
+/** The hook of the mesh's SERVICES chain at the top of `hook` (nat), restore syntax. */
+function jumpRule (hook: HookChain, prefix: string): string {
+  return `-I ${hook} 1 -m comment --comment "${JUMP_COMMENT}" -j ${servicesChain(prefix)}`
+}
+
 /** The hooks of the mesh's SERVICES chain at the top of PREROUTING and OUTPUT (nat), restore syntax. */
 export function jumpRules (prefix: string): string[] {
   checkPrefix(prefix)
-  return HOOK_CHAINS.map((c) => `-I ${c} 1 -m comment --comment "${JUMP_COMMENT}" -j ${servicesChain(prefix)}`)
+  return HOOK_CHAINS.map((c) => jumpRule(c, prefix))
 }
 
-function hookNeedsFix (t: SavedTable | undefined, chain: string, prefix: string): boolean {
-  const first = t?.rules.find((r) => ruleChain(r) === chain)
-  return first == null || ruleTarget(first) !== servicesChain(prefix)
+/** Restore lines that make our jump the first of the `-A <hook>` rules given; [] when it is. */
+function fixHook (hook: HookChain, rules: readonly string[], prefix: string): string[] {
+  const top = servicesChain(prefix)
+  const ofHook = rules.filter((r) => ruleChain(r) === hook)
+  if (ofHook.length > 0 && ruleTarget(ofHook[0]!) === top) return []
+  const out: string[] = []
+  // delete them as listed, so the specs match; then one jump at position 1
+  for (const r of ofHook) if (ruleTarget(r) === top) out.push(`-D${r.slice(2)}`)
+  out.push(jumpRule(hook, prefix))
+  return out
+}
+
+/**
+ * From `iptables -t nat -S <hook>` output (`-P PREROUTING ACCEPT`, `-A PREROUTING ...`): the
+ * restore lines that make our jump the first rule of `hook` (delete our jumps as listed, insert at
+ * position 1), or [] when it already is. Much cheaper than a full iptables-save on every sync.
+ */
+export function hookFixRules (hook: HookChain, listing: string, prefix: string): string[] {
+  checkPrefix(prefix)
+  if (!(HOOK_CHAINS as readonly string[]).includes(hook)) throw new Error(`not a hook chain: ${String(hook)}`)
+  const rules: string[] = []
+  for (const raw of listing.split('\n')) {
+    const line = stripCounters(raw.trim())
+    if (line.startsWith(`-A ${hook} `)) rules.push(line)
+  }
+  return fixHook(hook, rules, prefix)
 }
 
 /** True when our jump is missing from, or not the first rule of, nat PREROUTING or OUTPUT. */
 export function needsJumpFix (saveText: string, prefix: string): boolean {
-  const t = parseSave(saveText).get('nat')
-  return HOOK_CHAINS.some((c) => hookNeedsFix(t, c, prefix))
+  return jumpFixRules(saveText, prefix).length > 0
 }
 
 /**
- * Restore lines that put our jumps first again: for each hook chain that needs it, delete our
- * existing jumps there (as saved, so the specs match) and insert the jump at position 1.
- * Empty when nothing needs fixing. Meant for `RuleOptions.extraRules`.
+ * `hookFixRules` for both hooks from `iptables-save` text: empty when nothing needs fixing.
+ * Meant for `RuleOptions.extraRules`.
  */
 export function jumpFixRules (saveText: string, prefix: string): string[] {
-  const t = parseSave(saveText).get('nat')
-  const top = servicesChain(prefix)
-  const jumps = jumpRules(prefix)
-  const out: string[] = []
-  HOOK_CHAINS.forEach((chain, i) => {
-    if (!hookNeedsFix(t, chain, prefix)) return
-    for (const r of t?.rules ?? []) {
-      if (ruleChain(r) === chain && ruleTarget(r) === top) out.push(`-D${r.slice(2)}`)
-    }
-    out.push(jumps[i]!)
-  })
-  return out
+  checkPrefix(prefix)
+  const rules = parseSave(saveText).get('nat')?.rules ?? []
+  return HOOK_CHAINS.flatMap((hook) => fixHook(hook, rules, prefix))
 }
 
 /**
