@@ -1,6 +1,6 @@
 // edgemesh-agent: the node agent's composition root. Today: catalog + peer registry (or a
-// static peers file), node-local DNS, identity, tunnel, local control API and metrics. The
-// proxy and SOCKS5 plug in here as they arrive.
+// static peers file), node-local DNS, identity, tunnel, the ClusterIP proxy, local control API
+// and metrics. SOCKS5 plugs in here when it arrives.
 import { AgentConfig, loadConfig, loadPsk } from '../shared/config.ts'
 import { parseDaemonArgs } from '../shared/cli-main.ts'
 import { createLogger } from '../shared/logging.ts'
@@ -86,7 +86,16 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     })
     publisher.start()
   }
-  const control = await m.startControlApi({ socketPath: config.controlSocket, tunnel, ...(catalog != null ? { catalog } : {}), metrics, diagnostics: config.diagnostics, log })
+  let proxy: import('./proxy/proxy.ts').ServiceProxy | undefined
+  if (config.proxy != null) {
+    if (catalog == null) throw new Error('proxy: needs the catalog (configure `kubernetes`) to know Services and endpoints')
+    const { ServiceProxy } = await import('./proxy/proxy.ts')
+    proxy = await ServiceProxy.start({
+      config: config.proxy, nodeName: config.nodeName, clusterDomain: config.dns?.clusterDomain ?? 'cluster.local',
+      catalog, ...(kube != null ? { kube } : {}), tunnel, log: log.child({ component: 'proxy' }), metrics
+    })
+  }
+  const control = await m.startControlApi({ socketPath: config.controlSocket, tunnel, ...(catalog != null ? { catalog } : {}), ...(proxy != null ? { proxy } : {}), metrics, diagnostics: config.diagnostics, log })
   const metricsHttp = config.metrics != null
     ? await startHttp(parseHostPort(config.metrics), {
       'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
@@ -95,12 +104,13 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     : undefined
 
   compactHeap() // start-up garbage (module loading, the first sync) is all dead now
-  log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: config.dns?.listen ?? 'off' }, 'edgemesh-agent ready')
+  log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: config.dns?.listen ?? 'off', proxy: proxy != null ? proxy.status().backend : 'off' }, 'edgemesh-agent ready')
   return {
     tunnel,
     ...(catalog != null ? { catalog } : {}),
     stop: async () => {
       publisher?.stop()
+      await proxy?.stop()
       staticPeers.stop()
       registry?.stop()
       await dns?.stop()

@@ -91,6 +91,33 @@ export const AgentConfig = z.object({
     upstreamTimeoutMs: z.number().int().min(50).max(10_000).default(1_000),
     cacheEntries: z.number().int().min(0).max(1_000_000).default(10_000)
   }).strict().optional(),
+  /** the ClusterIP proxy: kernel DNAT for endpoints the node reaches, the tunnel for the rest (needs `kubernetes`) */
+  proxy: z.object({
+    /** the agent's address for Service traffic bound for the tunnel (the rules DNAT it here; link-local, on `device`) */
+    listen: z.ipv4('expected an IPv4 address').default('169.254.96.16'),
+    /** device the agent puts `listen` on (the DNS server's, by default); '' when the address exists already */
+    device: z.string().max(15).regex(/^[a-zA-Z0-9_.-]*$/, 'expected a network device name').default('edgemesh0'),
+    /** iptables backend; auto = the one holding the host's rules (kube-proxy, the CNI) */
+    iptables: z.enum(['auto', 'nft', 'legacy']).default('auto'),
+    /** prefix of the proxy's nat chains */
+    chainPrefix: z.string().regex(/^[A-Z][A-Z0-9_]{0,14}$/, 'expected 1-15 upper-case letters, digits or _').default('EDGEMESH'),
+    /** endpoint IPs this node reaches directly besides its own pods (a LAN whose pod networks are routed), as CIDRs */
+    directCidrs: z.array(z.cidrv4('expected an IPv4 CIDR like 10.244.0.0/16')).default([]),
+    /** changes arriving closer together than this share one sync */
+    minSyncIntervalMs: z.number().int().min(0).max(60_000).default(250),
+    /** full rewrite of the rules (and a check of everything) this often */
+    resyncSeconds: z.number().int().min(5).max(3600).default(60),
+    /** per endpoint: a dial that takes longer moves on to the next endpoint */
+    connectTimeoutMs: z.number().int().min(100).max(60_000).default(3_000),
+    /** a UDP flow that exchanged at most one datagram each way (DNS-like) is closed after this much silence */
+    udpIdleSeconds: z.number().int().min(1).max(3600).default(10),
+    /** a UDP flow that went back and forth (VoIP, QUIC, WireGuard) is closed after this much silence */
+    udpStreamIdleSeconds: z.number().int().min(1).max(86_400).default(180),
+    /** follow Istio DestinationRules (networking.istio.io/v1) for the load-balancing policy */
+    destinationRules: z.boolean().default(true),
+    /** remove the rules on a clean shutdown (Service traffic stops until an agent runs again) */
+    cleanupOnExit: z.boolean().default(true)
+  }).strict().optional(),
   tunnel: z.object({
     punchTimeoutMs: z.number().int().min(100).max(30_000).default(3_000),
     punchRetryMs: z.number().int().min(1_000).default(30_000),

@@ -1,6 +1,6 @@
-// The DNS server's address lives on a bridge device the agent owns (a bridge, because the
-// dummy module may not exist on an edge node's kernel): created if missing, the address put
-// on it idempotently, so restarts and a concurrent kubelet do not fight over it.
+// The agent's link-local service address (DNS, the proxy) lives on a bridge device the agent owns
+// (a bridge, because the dummy module may not exist on an edge node's kernel): created if missing,
+// the address put on it idempotently, so restarts and a concurrent kubelet do not fight over it.
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 
@@ -19,9 +19,9 @@ export async function ensureListenAddress (device: string, ip: string): Promise<
   try {
     await run('ip', add!)
   } catch (err: any) {
-    if (!/File exists/.test(String(err.stderr))) throw new Error(`dns: cannot create device ${device}: ${String(err.stderr ?? err.message).trim()}`)
+    if (!/File exists/.test(String(err.stderr))) throw new Error(`cannot create device ${device}: ${String(err.stderr ?? err.message).trim()}`)
   }
   for (const args of rest) {
-    try { await run('ip', args) } catch (err: any) { throw new Error(`dns: ip ${args.join(' ')}: ${String(err.stderr ?? err.message).trim()}`) }
+    try { await run('ip', args) } catch (err: any) { throw new Error(`ip ${args.join(' ')}: ${String(err.stderr ?? err.message).trim()}`) }
   }
 }

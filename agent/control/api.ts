@@ -10,6 +10,7 @@ import type { Tunnel } from '../tunnel/tunnel.ts'
 import type { Catalog } from '../catalog/catalog.ts'
 import { catalogSummary } from '../catalog/summary.ts'
 import { discardTransfer, firstByte, transfer } from '../tunnel/diagnostics.ts'
+import { statusName } from '../proxy/wire.ts'
 
 function required (url: URL, name: string): string {
   const v = url.searchParams.get(name)
@@ -17,12 +18,16 @@ function required (url: URL, name: string): string {
   return v
 }
 
-export async function startControlApi (opts: { socketPath: string, tunnel: Tunnel, catalog?: Catalog, metrics: Metrics, diagnostics: boolean, log: Logger }): Promise<Server> {
+export async function startControlApi (opts: { socketPath: string, tunnel: Tunnel, catalog?: Catalog, proxy?: { status: () => object }, metrics: Metrics, diagnostics: boolean, log: Logger }): Promise<Server> {
   const { tunnel, metrics, catalog } = opts
   const routes: Record<string, Route> = {
     'GET /healthz': async () => ({ body: { status: 'ok' } }),
     'GET /status': async () => ({ body: tunnel.status() }),
     'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+    'GET /proxy': async () => {
+      if (opts.proxy == null) return { status: 404, body: { error: 'the service proxy is not enabled on this agent' } }
+      return { body: opts.proxy.status() }
+    },
     'GET /catalog': async (_req, url) => {
       if (catalog == null) return { status: 404, body: { error: 'no catalog: this agent runs without kubernetes (static peers file)' } }
       return { body: catalogSummary(catalog, url.searchParams.get('full') === '1') }
@@ -58,6 +63,22 @@ export async function startControlApi (opts: { socketPath: string, tunnel: Tunne
         // a connection dialed to an explicit address is a one-off: it must not become the
         // path later streams take
         if (via != null) await conn.close().catch(() => {})
+      }
+    }
+    // asks `node` to connect to any address, as a peer could: the serving agent must refuse
+    // anything its catalog does not place on that node (the mesh is not an open proxy)
+    routes['POST /diag/proxy-request'] = async (_req, url) => {
+      const { openProxyStream, ProxyRefusedError } = await import('../proxy/listener.ts')
+      const node = required(url, 'node')
+      const protocol = (url.searchParams.get('protocol') ?? 'TCP').toUpperCase()
+      if (protocol !== 'TCP' && protocol !== 'UDP') throw Object.assign(new Error('protocol must be TCP or UDP'), { status: 400 })
+      try {
+        const { stream } = await openProxyStream(tunnel, node, { protocol, ip: required(url, 'ip'), port: Number(required(url, 'port')) }, 5_000)
+        await stream.close().catch(() => {})
+        return { body: { status: 'ok' } }
+      } catch (err) {
+        if (err instanceof ProxyRefusedError) return { body: { status: statusName(err.status) } }
+        throw err
       }
     }
     routes['POST /diag/first-byte'] = async (_req, url) => {

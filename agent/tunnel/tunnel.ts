@@ -74,7 +74,8 @@ const IDLE_RELAY_CLOSE_MS = 10_000
 /** The small interface other capabilities (proxy, socks5) use. */
 export interface TunnelApi {
   openStream: (node: string, protocol: string, opts?: { signal?: AbortSignal }) => Promise<Stream>
-  handle: (protocol: string, handler: (stream: Stream, peer: { node: string, peerId: string }) => void) => Promise<void>
+  /** maxStreams: concurrent streams per connection for this protocol, each way (default 1024) */
+  handle: (protocol: string, handler: (stream: Stream, peer: { node: string, peerId: string }) => void, opts?: { maxStreams?: number }) => Promise<void>
 }
 
 export class Tunnel implements TunnelApi {
@@ -296,14 +297,14 @@ export class Tunnel implements TunnelApi {
     return await conn.newStream(protocol, { runOnLimitedConnection: true, ...(opts.signal != null ? { signal: opts.signal } : {}) })
   }
 
-  async handle (protocol: string, handler: (stream: Stream, peer: { node: string, peerId: string }) => void): Promise<void> {
+  async handle (protocol: string, handler: (stream: Stream, peer: { node: string, peerId: string }) => void, opts: { maxStreams?: number } = {}): Promise<void> {
     const wrapped: StreamHandler = (stream, conn) => {
       const peerId = conn.remotePeer.toString()
       const record = this.opts.directory.byPeerId(peerId)
       if (record == null) { stream.abort(new Error('unknown peer')); return }
       handler(stream, { node: record.nodeName, peerId })
     }
-    await this.node.handle(protocol, wrapped, { runOnLimitedConnection: true, maxInboundStreams: 1024, maxOutboundStreams: 1024 })
+    await this.node.handle(protocol, wrapped, { runOnLimitedConnection: true, maxInboundStreams: opts.maxStreams ?? 1024, maxOutboundStreams: opts.maxStreams ?? 1024 })
   }
 
   /**

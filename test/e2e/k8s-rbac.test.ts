@@ -37,7 +37,7 @@ const grants = (group: string, resources: string[], verbs: string[]): string[] =
   resources.flatMap((r) => verbs.map((v) => `${group}/${r}:${v}`))
 const READ = ['get', 'list', 'watch']
 /** the agent's ClusterRole: the catalog, cluster-wide */
-const AGENT_CLUSTER_RULES = [...grants('', ['services', 'nodes'], READ), ...grants('discovery.k8s.io', ['endpointslices'], READ)].sort()
+const AGENT_CLUSTER_RULES = [...grants('', ['services', 'nodes'], READ), ...grants('discovery.k8s.io', ['endpointslices'], READ), ...grants('networking.istio.io', ['destinationrules'], READ)].sort()
 /** plus its Role in the mesh namespace: the peer records */
 const AGENT_NAMESPACE_RULES = [...AGENT_CLUSTER_RULES, ...grants('coordination.k8s.io', ['leases'], [...READ, 'create', 'update', 'patch'])].sort()
 
@@ -140,7 +140,7 @@ describe('install', () => {
 })
 
 describe('agent permissions (SelfSubjectRulesReview)', () => {
-  it(`in ${NS}: exactly read services, nodes, endpointslices and read/write leases (no delete)`, async () => {
+  it(`in ${NS}: exactly read services, nodes, endpointslices, destinationrules and read/write leases (no delete)`, async () => {
     const { resources, nonResourceExtras } = await grantedRules(agentA, NS)
     expect(resources).toEqual(AGENT_NAMESPACE_RULES)
     expect(nonResourceExtras).toEqual([])

@@ -24,7 +24,10 @@ export interface K8sMesh {
   stop(): Promise<void>
 }
 
-export async function startK8sMesh (lab: Lab, opts: Omit<MeshOptions, 'peersFile'>): Promise<K8sMesh> {
+export type AdminRequest = (method: string, path: string, body?: unknown, contentType?: string) => Promise<any>
+
+/** `beforeAgents` runs against the API before any agent starts (CRDs, objects agents must see at start). */
+export async function startK8sMesh (lab: Lab, opts: Omit<MeshOptions, 'peersFile'> & { beforeAgents?: (admin: AdminRequest) => Promise<void> }): Promise<K8sMesh> {
   const dir = await mkdtemp(join(tmpdir(), `edgemesh-k8s-${lab.prefix}`))
   let cp: ControlPlane | undefined
   let exposed: { close: () => Promise<void> } | undefined
@@ -46,6 +49,12 @@ export async function startK8sMesh (lab: Lab, opts: Omit<MeshOptions, 'peersFile
       await api.writeKubeconfig(file, await agentToken(api, { nodeName: `edge-${host}` }), `https://${API_IP}:${API_PORT}`)
       kubeconfigs.set(host, file)
     }
+    const admin: AdminRequest = async (method, path, body, contentType) => {
+      const r = await apiRequest(api, api.adminToken, method, path, body, contentType)
+      if (r.status < 200 || r.status > 299) throw new Error(`${method} ${path}: ${r.status} ${r.text.slice(0, 300)}`)
+      return r.body
+    }
+    await opts.beforeAgents?.(admin)
     mesh = await Mesh.start(lab, {
       ...opts,
       peersFile: false,
@@ -54,11 +63,6 @@ export async function startK8sMesh (lab: Lab, opts: Omit<MeshOptions, 'peersFile
         ...(opts.agentConfig?.(host) ?? {})
       })
     })
-    const admin = async (method: string, path: string, body?: unknown, contentType?: string): Promise<any> => {
-      const r = await apiRequest(api, api.adminToken, method, path, body, contentType)
-      if (r.status < 200 || r.status > 299) throw new Error(`${method} ${path}: ${r.status} ${r.text.slice(0, 300)}`)
-      return r.body
-    }
     return { cp: api, mesh, rbac, dir, admin, stop }
   } catch (err) {
     await stop()

@@ -49,9 +49,16 @@ export interface Lab {
   spawn(host: LabHost | string, argv: string[], opts?: StartOpts): LabProcess
   /** DNAT <site public IP>:publicPort -> host:hostPort on the site's router (from the WAN side only, no hairpin). */
   portForward(site: string, proto: 'tcp' | 'udp', publicPort: number, hostName: string, hostPort: number): Promise<void>
+  /**
+   * A pod-like namespace behind a site host (Calico-style: the pod's /32 is routed to a veth on
+   * the host, the pod's default route is 169.254.1.1 answered by proxy ARP). Pod IPs come from
+   * the host's pod CIDR 10.<site+1>.<100+hostIndex>.0/24. Torn down with the lab.
+   */
+  addPod(hostName: string): Promise<LabPod>
   /** Idempotent: SIGTERM (SIGKILL after 2 s) every spawned process, then delete all namespaces. */
   teardown(): Promise<void>
 }
+export interface LabPod extends LabHost { node: string }
 
 const PUBLIC_NET = '198.51.100'
 const RECORD_DIR = '/tmp/edgemesh-labs'
@@ -416,6 +423,29 @@ class LabImpl implements Lab {
     const proc = startProcess(hostSpawnArgs(h, argv), opts)
     this.track(proc.child, proc.exited)
     return proc
+  }
+
+  private podCount = new Map<string, number>()
+
+  async addPod (hostName: string): Promise<LabPod> {
+    const node = this.resolve(hostName)
+    const site = this.sites.find(x => x.name === node.site)
+    if (site === undefined || node === site.router) throw new Error(`network lab: addPod: ${hostName} is not a site host`)
+    const k = (this.podCount.get(node.name) ?? 0) + 1
+    this.podCount.set(node.name, k)
+    const [, a, , d] = node.ip.split('.').map(Number) as [number, number, number, number]
+    const ip = `10.${a}.${100 + d - 10}.${k + 1}`
+    const pod: LabPod = { name: `${node.name}-pod${k}`, ns: `${this.prefix}${node.name}p${k}`, ip, ...(node.site != null ? { site: node.site } : {}), node: node.name }
+    this.byName.set(pod.name, pod)
+    this.namespaces.push(pod.ns)
+    this.writeRecord()
+    const hostIf = `p${k}`
+    await run('ip', ['-batch', '-'], `netns add ${pod.ns}\nlink add ${hostIf} netns ${node.ns} type veth peer name eth0 netns ${pod.ns}\n`)
+    await run('ip', ['-n', pod.ns, '-batch', '-'], ['link set lo up', `addr add ${ip}/32 dev eth0`, 'link set eth0 up',
+      'route add 169.254.1.1 dev eth0 scope link', 'route add default via 169.254.1.1 dev eth0'].join('\n') + '\n')
+    await run('ip', ['-n', node.ns, '-batch', '-'], [`link set ${hostIf} up`, `route add ${ip}/32 dev ${hostIf}`].join('\n') + '\n')
+    await run('ip', ['netns', 'exec', node.ns, 'sysctl', '-qw', `net.ipv4.conf.${hostIf}.proxy_arp=1`, 'net.ipv4.ip_forward=1'])
+    return pod
   }
 
   async portForward (siteName: string, proto: 'tcp' | 'udp', publicPort: number, hostName: string, hostPort: number): Promise<void> {

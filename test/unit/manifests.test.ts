@@ -387,9 +387,10 @@ describe('plain manifest: API permissions', () => {
   }).sort()
   const read = ['get', 'list', 'watch']
 
-  it('agent ClusterRole: read services, nodes and endpointslices; nothing else cluster-wide', () => {
+  it('agent ClusterRole: read services, nodes, endpointslices and destinationrules; nothing else cluster-wide', () => {
     expect(flat(find('ClusterRole', 'edgemesh-agent').rules)).toEqual([
-      ...read.map((v) => `/nodes:${v}`), ...read.map((v) => `/services:${v}`), ...read.map((v) => `discovery.k8s.io/endpointslices:${v}`)
+      ...read.map((v) => `/nodes:${v}`), ...read.map((v) => `/services:${v}`), ...read.map((v) => `discovery.k8s.io/endpointslices:${v}`),
+      ...read.map((v) => `networking.istio.io/destinationrules:${v}`)
     ].sort())
   })
 

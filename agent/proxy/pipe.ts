@@ -1,0 +1,147 @@
+// Splices a TCP socket and a tunnel stream, both ways, with backpressure and half-close: a
+// full stream pauses the socket, a socket that cannot keep up pauses the stream; a FIN on one
+// side becomes a FIN on the other. Event driven (no async iterators per chunk): this is the
+// proxy's data path. (libp2p 3.x onDrain() is broken, see stream-io.ts: we wait for 'drain'.)
+import type { Socket } from 'node:net'
+import type { Stream } from '@libp2p/interface'
+import { toBytes } from '../tunnel/stream-io.ts'
+
+export interface PipeStats { up: number, down: number }
+
+/**
+ * Splices `socket` and `stream` until both directions ended or either side failed; `head` is
+ * sent on the stream first (bytes already read from the socket). Resolves with the byte counts.
+ */
+export async function spliceSocketStream (socket: Socket, stream: Stream, head?: Uint8Array, streamHead?: Uint8Array): Promise<PipeStats> {
+  const stats: PipeStats = { up: 0, down: 0 }
+  return await new Promise<PipeStats>((resolve) => {
+    let done = false
+    let socketEnded = false // we saw the socket's FIN (and half-closed the stream)
+    let streamEnded = false // the stream's remote FIN (and we half-closed the socket)
+    let streamPaused = false
+    const finish = (err?: Error): void => {
+      if (done) return
+      done = true
+      socket.off('data', onData)
+      stream.removeEventListener('message', onMessage)
+      if (err != null) {
+        stream.abort(err)
+        socket.destroy()
+      } else {
+        socket.end()
+      }
+      resolve(stats)
+    }
+    const maybeDone = (): void => { if (socketEnded && streamEnded) finish() }
+
+    const onDrain = (): void => { if (!done) socket.resume() }
+    const onData = (chunk: Buffer): void => {
+      stats.up += chunk.length
+      if (!stream.send(chunk)) {
+        socket.pause()
+        waitStreamDrain(stream).then(onDrain, (e: Error) => { finish(e) })
+      }
+    }
+    const onMessage = (evt: any): void => {
+      const b = toBytes(evt.data)
+      stats.down += b.byteLength
+      if (!socket.write(b) && !streamPaused) {
+        streamPaused = true
+        stream.pause()
+        socket.once('drain', () => { streamPaused = false; if (!done) stream.resume() })
+      }
+    }
+    socket.on('data', onData)
+    socket.once('end', () => {
+      socketEnded = true
+      stream.close().then(maybeDone, (e: Error) => { finish(e) })
+    })
+    socket.once('error', (e) => { finish(e) })
+    socket.once('close', () => { if (!socketEnded || !streamEnded) finish(new Error('socket closed')) })
+    stream.addEventListener('message', onMessage)
+    stream.addEventListener('remoteCloseWrite', () => {
+      streamEnded = true
+      socket.end()
+      maybeDone()
+    }, { once: true })
+    stream.addEventListener('close', (evt: any) => {
+      if (evt?.error != null) finish(evt.error as Error)
+      else { streamEnded = true; socketEnded ||= socket.readableEnded; if (!done) finish() }
+    }, { once: true })
+    if (head != null && head.length > 0) {
+      stats.up += head.length
+      if (!stream.send(head)) { socket.pause(); waitStreamDrain(stream).then(onDrain, (e: Error) => { finish(e) }) }
+    }
+    if (streamHead != null && streamHead.length > 0) onMessage({ data: streamHead })
+    socket.resume()
+    if (stream.readStatus === 'paused') stream.resume()
+  })
+}
+
+/**
+ * Reads a prefix (a request, a status byte) off a stream without an iterator: bytes accumulate
+ * until `parse` stops answering 'short'; then the stream is paused — later data waits in
+ * libp2p's read buffer until whoever takes the stream over resumes it — and the parsed value
+ * comes back with the bytes that followed it.
+ */
+export async function readPrefix<T> (stream: Stream, parse: (buf: Uint8Array) => { value: T, length: number } | 'short' | string, timeoutMs: number): Promise<{ value: T, rest: Uint8Array }> {
+  return await new Promise((resolve, reject) => {
+    let buf = new Uint8Array(0)
+    const cleanup = (): void => {
+      clearTimeout(timer)
+      stream.removeEventListener('message', onMessage)
+      stream.removeEventListener('close', onClose)
+      stream.removeEventListener('remoteCloseWrite', onEnd)
+    }
+    const onMessage = (evt: any): void => {
+      const chunk = toBytes(evt.data)
+      const merged = new Uint8Array(buf.length + chunk.length)
+      merged.set(buf); merged.set(chunk, buf.length)
+      buf = merged
+      const r = parse(buf)
+      if (r === 'short') return
+      cleanup()
+      if (typeof r === 'string') { reject(new Error(r)); return }
+      if (stream.readStatus === 'readable') stream.pause()
+      resolve({ value: r.value, rest: buf.slice(r.length) })
+    }
+    const onClose = (evt: any): void => { cleanup(); reject(evt?.error ?? new Error('stream closed before its header')) }
+    const onEnd = (): void => { cleanup(); reject(new Error('stream ended before its header')) }
+    const timer = setTimeout(() => { cleanup(); reject(new Error(`no header within ${timeoutMs} ms`)) }, timeoutMs)
+    stream.addEventListener('message', onMessage)
+    stream.addEventListener('close', onClose)
+    stream.addEventListener('remoteCloseWrite', onEnd)
+    if (stream.readStatus === 'paused') stream.resume()
+  })
+}
+
+async function waitStreamDrain (stream: Stream): Promise<void> {
+  if (!stream.writableNeedsDrain) return
+  await new Promise<void>((resolve, reject) => {
+    const onDrain = (): void => { cleanup(); resolve() }
+    const onClose = (evt: any): void => { cleanup(); reject(evt?.error ?? new Error('stream closed')) }
+    const cleanup = (): void => { stream.removeEventListener('drain', onDrain); stream.removeEventListener('close', onClose) }
+    stream.addEventListener('drain', onDrain)
+    stream.addEventListener('close', onClose)
+  })
+}
+
+/** Splices two TCP sockets (an endpoint the agent dials itself): Node's pipe handles backpressure and FIN. */
+export async function spliceSockets (a: Socket, b: Socket, head?: Uint8Array): Promise<PipeStats> {
+  const stats: PipeStats = { up: 0, down: 0 }
+  return await new Promise<PipeStats>((resolve) => {
+    let closed = 0
+    const onClose = (): void => { if (++closed === 2) resolve(stats) }
+    a.on('data', (c: Buffer) => { stats.up += c.length })
+    b.on('data', (c: Buffer) => { stats.down += c.length })
+    if (head != null && head.length > 0) { stats.up += head.length; b.write(head) }
+    a.pipe(b)
+    b.pipe(a)
+    const fail = (): void => { a.destroy(); b.destroy() }
+    a.once('error', fail)
+    b.once('error', fail)
+    a.once('close', onClose)
+    b.once('close', onClose)
+    a.resume()
+  })
+}

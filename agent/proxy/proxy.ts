@@ -1,0 +1,245 @@
+// The ClusterIP proxy (kube-proxy's shape: change trackers feed one sync loop). Each sync plans
+// every service port from the catalog snapshot, makes sure the agent listens for the ports that
+// need it, and writes the nat rules in one atomic iptables-restore: kernel DNAT for endpoints the
+// node reaches directly, DNAT to the agent's listener for endpoints behind the tunnel. Syncs are
+// incremental (only changed bucket chains), with a full one at start and every resyncSeconds;
+// every sync re-asserts our hooks at the top of PREROUTING and OUTPUT.
+import type { Logger } from '../../shared/logging.ts'
+import type { Metrics } from '../../shared/metrics.ts'
+import { ensureListenAddress } from '../../shared/net-device.ts'
+import type { Catalog } from '../catalog/catalog.ts'
+import type { KubeClient } from '../catalog/kube-client.ts'
+import type { TunnelApi } from '../tunnel/tunnel.ts'
+import { DestinationRuleWatcher } from './destination-rules.ts'
+import { detectBackend, Iptables, type Backend } from './iptables.ts'
+import { ServicePortListener } from './listener.ts'
+import { ProxyMetrics } from './metrics.ts'
+import { planAll, samePlan, type ServicePortPlan } from './plan.ts'
+import { RemoteServer } from './remote.ts'
+import { buildRules, cleanupRules, hookFixRules, parseChains, type ProxyServicePort, type RuleState } from './rules.ts'
+import { PROXY_PROTOCOL } from './wire.ts'
+
+export interface ProxyConfig {
+  listen: string
+  device: string
+  iptables: 'auto' | Backend
+  chainPrefix: string
+  directCidrs: string[]
+  minSyncIntervalMs: number
+  resyncSeconds: number
+  connectTimeoutMs: number
+  udpIdleSeconds: number
+  udpStreamIdleSeconds: number
+  destinationRules: boolean
+  cleanupOnExit: boolean
+}
+
+export interface ProxyOptions {
+  config: ProxyConfig
+  nodeName: string
+  clusterDomain: string
+  catalog: Catalog
+  kube?: KubeClient
+  tunnel: TunnelApi
+  log: Logger
+  metrics: Metrics
+}
+
+export interface SyncReport { kind: 'full' | 'incremental', ms: number, restoreMs: number, servicePorts: number, listeners: number, written: number, bytes: number }
+
+export interface ProxyStatus {
+  backend: Backend
+  servicePorts: number
+  listeners: Array<{ service: string, id: string, address: string, endpoints: number, connections: number }>
+  lastSync: SyncReport | undefined
+  syncs: number
+}
+
+export class ServiceProxy {
+  private readonly opts: ProxyOptions
+  private readonly ipt: Iptables
+  private readonly metrics: ProxyMetrics
+  private readonly remote: RemoteServer
+  private readonly listeners = new Map<string, ServicePortListener>()
+  private readonly rulesWatcher: DestinationRuleWatcher | undefined
+  private state: RuleState | undefined
+  private existingChains: string[] = []
+  private plans: ServicePortPlan[] = []
+  private unsubscribe: (() => void) | undefined
+  private resyncTimer: NodeJS.Timeout | undefined
+  private syncTimer: NodeJS.Timeout | undefined
+  private syncing: Promise<void> | undefined
+  private dirty = false
+  private fullPending = true
+  private lastSyncStart = 0
+  private failures = 0
+  private stopped = false
+  lastSync: SyncReport | undefined
+  syncCount = 0
+
+  private constructor (opts: ProxyOptions, ipt: Iptables) {
+    this.opts = opts
+    this.ipt = ipt
+    this.metrics = new ProxyMetrics(opts.metrics)
+    const c = opts.config
+    this.remote = new RemoteServer({
+      nodeName: opts.nodeName, snapshot: () => opts.catalog.snapshot(), log: opts.log, metrics: this.metrics,
+      connectTimeoutMs: c.connectTimeoutMs, udpIdleMs: c.udpStreamIdleSeconds * 1000
+    })
+    if (c.destinationRules && opts.kube != null) this.rulesWatcher = new DestinationRuleWatcher(() => { this.requestSync() })
+  }
+
+  static async start (opts: ProxyOptions): Promise<ServiceProxy> {
+    const c = opts.config
+    const backend = c.iptables === 'auto' ? await detectBackend() : c.iptables
+    const p = new ServiceProxy(opts, new Iptables(backend))
+    if (c.device !== '') await ensureListenAddress(c.device, c.listen)
+    // chains left by an earlier run (a crash, an older layout) are replaced or deleted by the first full sync
+    p.existingChains = parseChains(await p.ipt.save(), c.chainPrefix)
+    await opts.tunnel.handle(PROXY_PROTOCOL, (stream, peer) => { p.remote.serve(stream, peer) }, { maxStreams: 16_384 })
+    p.unsubscribe = opts.catalog.subscribe(() => { p.requestSync() })
+    if (p.rulesWatcher != null && opts.kube != null) p.rulesWatcher.start(opts.kube, opts.log.child({ component: 'destination-rules' }), opts.metrics)
+    await p.runSync()
+    p.resyncTimer = setInterval(() => { p.fullPending = true; p.requestSync() }, c.resyncSeconds * 1000)
+    p.resyncTimer.unref()
+    opts.log.info({ backend, servicePorts: p.plans.length, listeners: p.listeners.size, ms: p.lastSync?.ms }, 'service proxy ready')
+    return p
+  }
+
+  status (): ProxyStatus {
+    return {
+      backend: this.ipt.backend,
+      servicePorts: this.plans.length,
+      listeners: [...this.listeners.values()].map((l) => ({ service: l.plan.key, id: l.plan.id, address: l.address, endpoints: l.plan.agentOnly ? l.plan.direct.length + l.plan.remote.size : l.plan.remote.size, connections: l.connections })),
+      lastSync: this.lastSync,
+      syncs: this.syncCount
+    }
+  }
+
+  /** Coalesces changes: at most one sync runs, and syncs start at least minSyncIntervalMs apart. */
+  requestSync (): void {
+    if (this.stopped) return
+    this.dirty = true
+    if (this.syncing != null || this.syncTimer != null) return
+    const wait = Math.max(0, this.lastSyncStart + this.opts.config.minSyncIntervalMs - performance.now())
+    this.syncTimer = setTimeout(() => { this.syncTimer = undefined; void this.runSync() }, wait)
+  }
+
+  /** Runs one sync now (waiting for a running one first). Errors are logged and retried. */
+  async runSync (): Promise<void> {
+    while (this.syncing != null) await this.syncing
+    this.syncing = this.syncOnce().finally(() => { this.syncing = undefined })
+    await this.syncing
+    if (this.dirty && !this.stopped) this.requestSync()
+  }
+
+  private async syncOnce (): Promise<void> {
+    this.dirty = false
+    this.lastSyncStart = performance.now()
+    const full = this.fullPending || this.state == null
+    const kind = full ? 'full' : 'incremental'
+    try {
+      const report = await this.sync(full)
+      this.fullPending = false
+      this.failures = 0
+      this.lastSync = report
+      this.syncCount++
+      this.metrics.syncs.inc({ kind: report.bytes === 0 ? 'none' : kind, result: 'ok' })
+      this.metrics.syncMs.observe({ kind }, report.ms)
+      if (full || report.ms > 1_000) this.opts.log.info(report, 'proxy rules synced')
+      else this.opts.log.debug(report, 'proxy rules synced')
+    } catch (err) {
+      this.failures++
+      this.fullPending = true // what the kernel holds is unknown now
+      this.metrics.syncs.inc({ kind, result: 'failed' })
+      this.opts.log.warn({ err: (err as Error).message, failures: this.failures }, 'proxy sync failed; retrying')
+      if (!this.stopped) {
+        clearTimeout(this.syncTimer)
+        this.syncTimer = setTimeout(() => { this.syncTimer = undefined; this.dirty = true; void this.runSync() }, Math.min(30_000, 500 * 2 ** Math.min(this.failures, 6)))
+      }
+    }
+  }
+
+  private async sync (full: boolean): Promise<SyncReport> {
+    const t0 = performance.now()
+    const c = this.opts.config
+    const { ports: plans } = planAll(this.opts.catalog.snapshot(), {
+      nodeName: this.opts.nodeName, directCidrs: c.directCidrs, clusterDomain: this.opts.clusterDomain,
+      destinationRules: this.rulesWatcher?.list() ?? []
+    })
+    // listeners first: a rule must never point at a port nobody listens on
+    const wanted = new Map<string, ServicePortPlan>()
+    for (const p of plans) if (p.agentOnly || p.remote.size > 0) wanted.set(p.id, p)
+    const opening: Array<Promise<void>> = []
+    for (const [id, p] of wanted) {
+      const l = this.listeners.get(id)
+      if (l != null) { if (!samePlan(l.plan, p)) l.update(p); continue }
+      opening.push(ServicePortListener.open(p, c.listen, {
+        tunnel: this.opts.tunnel, log: this.opts.log, metrics: this.metrics, connectTimeoutMs: c.connectTimeoutMs,
+        udpIdleMs: c.udpIdleSeconds * 1000, udpStreamIdleMs: c.udpStreamIdleSeconds * 1000
+      }).then((nl) => { this.listeners.set(id, nl) }, (err: Error) => { this.opts.log.warn({ service: id, err: err.message }, 'proxy: cannot open a listener') }))
+    }
+    await Promise.all(opening)
+
+    const ports: ProxyServicePort[] = []
+    let kernel = 0; let mixed = 0; let agent = 0; let none = 0
+    for (const p of plans) {
+      const l = this.listeners.get(p.id)
+      const direct = p.agentOnly ? [] : p.direct
+      const agentSlots = l == null ? 0 : p.agentOnly ? p.direct.length + p.remote.size : p.remote.size
+      if (direct.length + agentSlots === 0) none++
+      else if (agentSlots === 0) kernel++
+      else if (direct.length === 0) agent++
+      else mixed++
+      ports.push({
+        key: p.key, clusterIP: p.clusterIP, port: p.port, protocol: p.protocol, direct, agentSlots,
+        ...(l != null ? { agentTarget: l.address } : {}),
+        balance: p.policy.kind === 'random' ? 'random' : 'round-robin',
+        affinitySeconds: p.affinitySeconds
+      })
+    }
+    const prefix = c.chainPrefix
+    const [pre, out] = await Promise.all([this.ipt.listChain('PREROUTING'), this.ipt.listChain('OUTPUT')])
+    const extraRules = [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix)]
+    const rules = buildRules(ports, {
+      chainPrefix: prefix, extraRules,
+      ...(full ? { existingChains: this.existingChains } : { previous: this.state! })
+    })
+    const t1 = performance.now()
+    if (rules.text !== '') await this.ipt.restore(rules.text)
+    const restoreMs = performance.now() - t1
+    this.state = rules.state
+    this.existingChains = rules.chains
+    this.plans = plans
+
+    // listeners no rule points at any more
+    for (const [id, l] of this.listeners) if (!wanted.has(id)) { this.listeners.delete(id); void l.close() }
+    this.metrics.servicePorts.set({ mode: 'kernel' }, kernel)
+    this.metrics.servicePorts.set({ mode: 'mixed' }, mixed)
+    this.metrics.servicePorts.set({ mode: 'agent' }, agent)
+    this.metrics.servicePorts.set({ mode: 'none' }, none)
+    this.metrics.listeners.set(this.listeners.size)
+    return { kind: full ? 'full' : 'incremental', ms: +(performance.now() - t0).toFixed(1), restoreMs: +restoreMs.toFixed(1), servicePorts: plans.length, listeners: this.listeners.size, written: rules.written.length, bytes: rules.text.length }
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    this.unsubscribe?.()
+    clearInterval(this.resyncTimer)
+    clearTimeout(this.syncTimer)
+    await this.rulesWatcher?.stop()
+    while (this.syncing != null) await this.syncing.catch(() => {})
+    if (this.opts.config.cleanupOnExit) {
+      try {
+        const text = cleanupRules(await this.ipt.save(), this.opts.config.chainPrefix)
+        if (text !== '') await this.ipt.restore(text)
+        this.opts.log.info('proxy rules removed')
+      } catch (err) {
+        this.opts.log.warn({ err: (err as Error).message }, 'proxy: could not remove its rules')
+      }
+    }
+    await Promise.all([...this.listeners.values()].map(async (l) => { await l.close() }))
+    this.listeners.clear()
+    this.remote.stop()
+  }
+}

@@ -1,0 +1,241 @@
+// The ClusterIP proxy in the NAT lab against the real apiserver: pods (namespaces behind the
+// edge hosts) call Services whose endpoints are on the same node (kernel DNAT, no agent hop),
+// behind another NAT (the tunnel, direct or relayed), over TCP and UDP; every load-balancing
+// policy's distribution over 10,000 requests; an endpoint removed under traffic; a forged
+// tunnel request refused; hooks kept first in PREROUTING/OUTPUT and removed on clean shutdown.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createLab, type Lab, type LabPod } from '../lab/lab.ts'
+import { startK8sMesh, type K8sMesh } from '../lab/k8s-mesh.ts'
+import { metricValue } from '../lab/mesh.ts'
+import { eventually, sleep } from '../lab/wait.ts'
+
+const ROOT = join(import.meta.dirname, '../..')
+const WORKLOAD = join(ROOT, 'test/lab/workload.mjs')
+const NODE = process.execPath
+const NS = 'shop'
+
+let lab: Lab
+let k: K8sMesh
+const pods: Record<string, LabPod> = {}
+const ips: Record<string, string> = {}
+
+const svc = (name: string, spec: Record<string, unknown>): unknown => ({ metadata: { name, namespace: NS }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }], ...spec } })
+const slice = (name: string, service: string, endpoints: Array<{ pod: string }>, port = 8080, protocol = 'TCP', portName = 'http'): any => ({
+  apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+  metadata: { name, namespace: NS, labels: { 'kubernetes.io/service-name': service } },
+  addressType: 'IPv4',
+  ports: [{ name: portName, port, protocol }],
+  endpoints: endpoints.map((e) => ({ addresses: [pods[e.pod]!.ip], conditions: { ready: true }, nodeName: `edge-${pods[e.pod]!.node}` }))
+})
+const dr = (name: string, host: string, loadBalancer: unknown): unknown => ({
+  apiVersion: 'networking.istio.io/v1', kind: 'DestinationRule', metadata: { name, namespace: NS }, spec: { host, trafficPolicy: { loadBalancer } }
+})
+
+async function createService (name: string, endpoints: Array<{ pod: string }>, spec: Record<string, unknown> = {}, port?: { port: number, protocol: string }): Promise<string> {
+  const s = await k.admin('POST', `/api/v1/namespaces/${NS}/services`, svc(name, spec))
+  await k.admin('POST', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices`, port != null ? slice(`${name}-1`, name, endpoints, port.port, port.protocol, (spec.ports as any)?.[0]?.name ?? 'http') : slice(`${name}-1`, name, endpoints))
+  ips[name] = s.spec.clusterIP
+  return s.spec.clusterIP
+}
+
+async function curl (from: string, url: string): Promise<string> {
+  const r = await lab.exec(pods[from]!, ['curl', '-sS', '--max-time', '5', url], { timeoutMs: 10_000 })
+  if (r.code !== 0) throw new Error(`curl ${url} from ${from}: exit ${r.code} ${r.stderr}`)
+  return r.stdout.trim()
+}
+
+interface Load { counts: Record<string, number>, errors: number, perUser?: Record<string, Record<string, number>> }
+async function load (from: string, service: string, n = 10_000, conc = 8, hdr = ''): Promise<Load> {
+  const t0 = performance.now()
+  const r = await lab.exec(pods[from]!, [NODE, WORKLOAD, 'load', `http://${ips[service]}/`, String(n), String(conc), ...(hdr !== '' ? [hdr] : [])], { timeoutMs: 300_000 })
+  if (r.code !== 0) throw new Error(`load ${service}: exit ${r.code} ${r.stderr}`)
+  const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Load
+  console.log(`[proxy] ${service}: ${n} requests in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${JSON.stringify(out.counts)} errors ${out.errors}`)
+  return out
+}
+
+const metrics = async (host: string): Promise<string> => await k.mesh.agentMetrics(host)
+const agentConns = async (host: string): Promise<number> => metricValue(await metrics(host), 'edgemesh_proxy_connections_total')
+async function natRules (host: string): Promise<string[]> {
+  const r = await lab.exec(host, ['iptables-save', '-c', '-t', 'nat'])
+  return r.stdout.split('\n')
+}
+
+beforeAll(async () => {
+  lab = await createLab({ sites: [{ name: 'a', nat: 'cone' }, { name: 'b', nat: 'cone' }, { name: 'c', nat: 'symmetric' }] })
+  for (const [name, host] of [['client', 'a1'], ['a-web1', 'a1'], ['a-web2', 'a1'], ['b-web', 'b1'], ['c-web', 'c1']] as const) pods[name] = await lab.addPod(host)
+  const started = []
+  for (const name of ['a-web1', 'a-web2', 'b-web', 'c-web']) {
+    const p = lab.spawn(pods[name]!, [NODE, WORKLOAD, 'http', name, '8080'])
+    started.push(p.waitForLine(/listening/, 10_000))
+  }
+  const echo = lab.spawn(pods['b-web']!, [NODE, WORKLOAD, 'udp-echo', '5353'])
+  started.push(echo.waitForLine(/listening/, 10_000))
+  await Promise.all(started)
+  k = await startK8sMesh(lab, {
+    agents: ['a1', 'b1', 'c1'],
+    diagnostics: true,
+    agentConfig: () => ({ proxy: { minSyncIntervalMs: 100 } }),
+    beforeAgents: async (admin) => {
+      await admin('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', JSON.parse(readFileSync(join(ROOT, 'test/fixtures/destinationrule-crd.json'), 'utf8')))
+      await eventually(async () => { await admin('GET', '/apis/networking.istio.io/v1/destinationrules') }, 30_000, 200)
+    }
+  })
+  await k.admin('POST', '/api/v1/namespaces', { metadata: { name: NS } })
+  await createService('remote-b', [{ pod: 'b-web' }])
+  await createService('remote-c', [{ pod: 'c-web' }])
+  await createService('local', [{ pod: 'a-web1' }])
+  await createService('udp-b', [{ pod: 'b-web' }], { ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 5353 }] }, { port: 5353, protocol: 'UDP' })
+  const three = [{ pod: 'a-web1' }, { pod: 'a-web2' }, { pod: 'b-web' }]
+  await createService('rr', three)
+  await createService('random', three)
+  await createService('affinity', three, { sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 600 } } })
+  await createService('least', three)
+  await createService('hash-header', three)
+  await createService('hash-source', three)
+  await k.admin('POST', `/apis/networking.istio.io/v1/namespaces/${NS}/destinationrules`, dr('random', 'random', { simple: 'RANDOM' }))
+  await k.admin('POST', `/apis/networking.istio.io/v1/namespaces/${NS}/destinationrules`, dr('least', `least.${NS}.svc.cluster.local`, { simple: 'LEAST_REQUEST' }))
+  await k.admin('POST', `/apis/networking.istio.io/v1/namespaces/${NS}/destinationrules`, dr('hash-header', 'hash-header', { consistentHash: { httpHeaderName: 'x-user' } }))
+  await k.admin('POST', `/apis/networking.istio.io/v1/namespaces/${NS}/destinationrules`, dr('hash-source', 'hash-source', { consistentHash: { useSourceIp: true } }))
+  // programmed: the agent answers for the listener-backed Services
+  await eventually(async () => {
+    const st = await k.mesh.call('a1', 'GET', '/proxy')
+    expect(st.listeners.map((l: any) => l.service).sort()).toEqual([`${NS}/affinity`, `${NS}/hash-header`, `${NS}/hash-source`, `${NS}/least`, `${NS}/random`, `${NS}/remote-b`, `${NS}/remote-c`, `${NS}/rr`, `${NS}/udp-b`])
+  }, 30_000, 200)
+}, 300_000)
+
+afterAll(async () => {
+  await k?.stop()
+  await lab?.teardown()
+})
+
+describe('ClusterIP proxy (lab + real apiserver)', () => {
+  it('curl from a pod on site A reaches an endpoint behind another NAT over direct-udp, and one behind a symmetric NAT through the relay', async () => {
+    expect(await eventually(async () => await curl('client', `http://${ips['remote-b']}/`), 20_000, 250)).toBe('b-web')
+    expect(await eventually(async () => await curl('client', `http://${ips['remote-c']}/`), 30_000, 250)).toBe('c-web')
+    const st = await k.mesh.status('a1')
+    const path = (node: string): string => st.peers.find((p: any) => p.node === node)?.path
+    expect(path('edge-b1')).toBe('direct-udp')
+    expect(path('edge-c1')).toBe('relay-udp')
+    expect(metricValue(await metrics('a1'), 'edgemesh_proxy_connections_total', 'path="tunnel",result="ok"')).toBeGreaterThanOrEqual(2)
+    expect(metricValue(await metrics('b1'), 'edgemesh_proxy_remote_requests_total', 'result="ok"')).toBeGreaterThanOrEqual(1)
+  })
+
+  it('a local endpoint is served by kernel DNAT with no agent hop (iptables counters move, the agent sees nothing)', async () => {
+    const before = await agentConns('a1')
+    for (let i = 0; i < 20; i++) expect(await curl('client', `http://${ips.local}/`)).toBe('a-web1')
+    expect(await agentConns('a1')).toBe(before)
+    const rule = (await natRules('a1')).find((l) => l.includes(`-d ${ips.local}/32`) && l.includes(`--to-destination ${pods['a-web1']!.ip}:8080`))
+    expect(rule, 'DNAT rule for the local Service').toBeDefined()
+    const packets = Number(/^\[(\d+):/.exec(rule!)?.[1])
+    expect(packets).toBeGreaterThanOrEqual(20)
+  })
+
+  it('a UDP Service across sites: 10,000 datagrams, each echoed intact; loss reported', async () => {
+    const r = await lab.exec(pods.client!, [NODE, WORKLOAD, 'udp-blast', ips['udp-b']!, '53', '10000', '64'], { timeoutMs: 120_000 })
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { sent: number, intact: number, corrupted: number, lost: number }
+    const counts = async (host: string): Promise<string> => (await metrics(host)).split('\n').filter((l) => l.startsWith('edgemesh_proxy_udp_datagrams_total')).map((l) => l.replace('edgemesh_proxy_udp_datagrams_total', '')).join(' ')
+    console.log(`[proxy] UDP across sites: ${JSON.stringify(out)} (loss ${(out.lost / 100).toFixed(2)} %); a1 ${await counts('a1')}; b1 ${await counts('b1')}`)
+    expect(out.sent).toBe(10_000)
+    expect(out.corrupted).toBe(0)
+    expect(out.lost).toBeLessThanOrEqual(100) // ≤ 1 % lost, and every datagram that arrived is byte-for-byte intact
+  })
+
+  it('round robin (default, the kernel nth counter): exactly a third each over 10,000 requests', async () => {
+    const r = await load('client', 'rr')
+    expect(r.errors).toBe(0)
+    for (const name of ['a-web1', 'a-web2', 'b-web']) expect(Math.abs((r.counts[name] ?? 0) - 3333)).toBeLessThanOrEqual(3)
+  })
+
+  it('random (DestinationRule simple: RANDOM): a third each within 5 sigma', async () => {
+    const r = await load('client', 'random')
+    expect(r.errors).toBe(0)
+    for (const name of ['a-web1', 'a-web2', 'b-web']) expect(Math.abs((r.counts[name] ?? 0) - 3333)).toBeLessThanOrEqual(236) // sigma = 47
+  })
+
+  it('sessionAffinity ClientIP: every request of the client sticks to one endpoint', async () => {
+    const r = await load('client', 'affinity', 10_000)
+    expect(r.errors).toBe(0)
+    expect(Object.values(r.counts)).toEqual([10_000])
+  })
+
+  it('LEAST_REQUEST (DestinationRule): spread over all endpoints, through the agent', async () => {
+    const before = await agentConns('a1')
+    const r = await load('client', 'least', 10_000, 16)
+    expect(r.errors).toBe(0)
+    for (const name of ['a-web1', 'a-web2', 'b-web']) expect(r.counts[name] ?? 0).toBeGreaterThan(1_500)
+    expect(await agentConns('a1') - before).toBeGreaterThanOrEqual(10_000)
+  })
+
+  it('consistentHash on a header: each x-user value always reaches the same endpoint, users spread', async () => {
+    const r = await load('client', 'hash-header', 10_000, 8, 'user')
+    expect(r.errors).toBe(0)
+    const perUser = Object.values(r.perUser!)
+    expect(perUser).toHaveLength(50)
+    for (const u of perUser) expect(Object.keys(u)).toHaveLength(1)
+    expect(new Set(perUser.map((u) => Object.keys(u)[0])).size).toBe(3)
+  })
+
+  it('consistentHash on the source IP: one client, one endpoint', async () => {
+    const r = await load('client', 'hash-source', 10_000)
+    expect(r.errors).toBe(0)
+    expect(Object.values(r.counts)).toEqual([10_000])
+  })
+
+  it('an endpoint removed under traffic: new connections avoid it once the catalog has the change', async () => {
+    await createService('shrink', [{ pod: 'a-web1' }, { pod: 'b-web' }])
+    await eventually(async () => { expect(await curl('client', `http://${ips.shrink}/`)).toMatch(/web/) }, 20_000, 200)
+    const trace = lab.exec(pods.client!, [NODE, WORKLOAD, 'trace', `http://${ips.shrink}/`, '6000'], { timeoutMs: 30_000 })
+    await sleep(2_000)
+    const t0 = Date.now()
+    await k.admin('PUT', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices/shrink-1`, { ...slice('shrink-1', 'shrink', [{ pod: 'a-web1' }]) })
+    const removedAt = Date.now() - t0
+    const lines = (await trace).stdout.trim().split('\n').map((l) => l.split(' ') as [string, string])
+    const start = Number(lines[0]![0])
+    const errors = lines.filter(([, b]) => b.startsWith('error'))
+    const lastRemoved = Math.max(...lines.filter(([, b]) => b === 'b-web').map(([t]) => Number(t)))
+    const removalT = 2_000 + removedAt - start
+    console.log(`[proxy] endpoint removal: ${lines.length} requests, last to the removed endpoint ${lastRemoved - 2_000} ms after the API write started, ${errors.length} errors`)
+    expect(errors).toEqual([])
+    expect(lines.filter(([t, b]) => b === 'b-web' && Number(t) < 2_000).length).toBeGreaterThan(0)
+    expect(lastRemoved - removalT).toBeLessThan(2_000)
+    expect(lines.filter(([t, b]) => b === 'a-web1' && Number(t) > lastRemoved).length).toBeGreaterThan(10)
+  })
+
+  it('a forged tunnel request for an address outside the catalog is refused (the mesh is not an open proxy)', async () => {
+    const ask = async (ip: string, port: number, protocol = 'TCP'): Promise<string> => (await k.mesh.call('a1', 'POST', `/diag/proxy-request?node=edge-b1&ip=${ip}&port=${port}&protocol=${protocol}`)).status
+    const before = metricValue(await metrics('b1'), 'edgemesh_proxy_remote_requests_total', 'result="refused"')
+    expect(await ask(lab.host('b1').ip, 22)).toBe('refused') // the node itself
+    expect(await ask('127.0.0.1', 4004)).toBe('refused') // its loopback
+    expect(await ask(pods['b-web']!.ip, 9999)).toBe('refused') // a pod on the node, but not a port of any Service
+    expect(await ask(pods['b-web']!.ip, 8080, 'UDP')).toBe('refused') // wrong protocol
+    expect(await ask(pods['a-web1']!.ip, 8080)).toBe('refused') // an endpoint, but not on b1
+    expect(await ask(pods['b-web']!.ip, 8080)).toBe('ok') // an endpoint the catalog places on b1
+    expect(metricValue(await metrics('b1'), 'edgemesh_proxy_remote_requests_total', 'result="refused"') - before).toBe(5)
+  })
+
+  it('keeps its hooks first in PREROUTING/OUTPUT, removes everything on clean shutdown, and comes back idempotently', async () => {
+    // another chain takes the top (kube-proxy after a reboot)
+    await lab.exec('a1', ['iptables', '-t', 'nat', '-N', 'KUBE-SERVICES'])
+    await lab.exec('a1', ['iptables', '-t', 'nat', '-I', 'PREROUTING', '1', '-j', 'KUBE-SERVICES'])
+    await lab.exec('a1', ['iptables', '-t', 'nat', '-I', 'OUTPUT', '1', '-j', 'KUBE-SERVICES'])
+    await createService('trigger', [{ pod: 'a-web2' }]) // any change syncs
+    const first = async (chain: string): Promise<string | undefined> => (await natRules('a1')).map((l) => l.replace(/^\[\d+:\d+\] /, '')).find((l) => l.startsWith(`-A ${chain} `))
+    await eventually(async () => {
+      expect(await first('PREROUTING')).toMatch(/-j EDGEMESH-SERVICES$/)
+      expect(await first('OUTPUT')).toMatch(/-j EDGEMESH-SERVICES$/)
+    }, 10_000, 100)
+    const agent = k.mesh.agent('a1')
+    await agent.proc.kill('SIGTERM')
+    const after = (await natRules('a1')).join('\n')
+    expect(after).not.toContain('EDGEMESH')
+    expect(after).toContain('KUBE-SERVICES') // not ours: left alone
+    await k.mesh.startAgent(agent)
+    await eventually(async () => { expect(await curl('client', `http://${ips['remote-b']}/`)).toBe('b-web') }, 20_000, 200)
+    const rules = (await natRules('a1')).map((l) => l.replace(/^\[\d+:\d+\] /, ''))
+    expect(rules.filter((l) => /^-A (PREROUTING|OUTPUT) .*-j EDGEMESH-SERVICES$/.test(l))).toHaveLength(2)
+    expect(await curl('client', `http://${ips.local}/`)).toBe('a-web1')
+  })
+})

@@ -1,0 +1,101 @@
+// Workloads for the lab's pod namespaces: what a Service's endpoints and clients do.
+//   http <name> <port>                      HTTP server answering its name (no keep-alive)
+//   udp-echo <port>                         echoes every datagram back
+//   load <url> <n> <concurrency> [hdr]      n GETs, each on a new connection; prints {"counts":{name:n},"errors":e}
+//                                           hdr: 'user' sends x-user: u<i%50>, and the counts are per user too
+//   trace <url> <ms>                        GETs back to back for <ms>; prints one line per response: "<t_ms> <name>"
+//   udp-blast <ip> <port> <n> <window>      n datagrams of 1..1200 bytes (sequence + pattern), at most <window>
+//                                           unanswered; checks every echo byte for byte; prints JSON totals
+import http from 'node:http'
+import dgram from 'node:dgram'
+
+const [mode, ...args] = process.argv.slice(2)
+
+function get (url, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, headers, timeout: 5000 }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c) => { body += c })
+      res.on('end', () => resolve(body.trim()))
+    })
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+  })
+}
+
+if (mode === 'http') {
+  const [name, port] = args
+  http.createServer((req, res) => { res.setHeader('connection', 'close'); res.end(`${name}\n`) }).listen(Number(port), '0.0.0.0', () => console.log('listening'))
+} else if (mode === 'udp-echo') {
+  const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 })
+  s.on('message', (m, r) => s.send(m, r.port, r.address))
+  s.bind(Number(args[0]), '0.0.0.0', () => console.log('listening'))
+} else if (mode === 'load') {
+  const [url, n, conc, hdr] = args
+  const total = Number(n)
+  const counts = {}
+  const perUser = {}
+  let errors = 0
+  let next = 0
+  async function worker () {
+    while (next < total) {
+      const i = next++
+      const user = `u${i % 50}`
+      try {
+        const name = await get(url, hdr === 'user' ? { 'x-user': user } : {})
+        counts[name] = (counts[name] ?? 0) + 1
+        if (hdr === 'user') { perUser[user] ??= {}; perUser[user][name] = (perUser[user][name] ?? 0) + 1 }
+      } catch { errors++ }
+    }
+  }
+  await Promise.all(Array.from({ length: Number(conc) }, worker))
+  console.log(JSON.stringify({ counts, errors, ...(hdr === 'user' ? { perUser } : {}) }))
+} else if (mode === 'trace') {
+  const [url, ms] = args
+  const t0 = Date.now()
+  while (Date.now() - t0 < Number(ms)) {
+    try { console.log(`${Date.now() - t0} ${await get(url)}`) } catch (e) { console.log(`${Date.now() - t0} error:${e.message}`) }
+  }
+} else if (mode === 'udp-blast') {
+  const [ip, port, n, window] = args.map((a, i) => i === 0 ? a : Number(a))
+  const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 })
+  const payload = (seq) => {
+    const len = 1 + ((seq * 7919) % 1200)
+    const b = Buffer.alloc(Math.max(len, 8))
+    b.writeUInt32BE(seq, 0)
+    for (let i = 4; i < b.length; i++) b[i] = (seq * 31 + i) & 0xff
+    return b
+  }
+  const seen = new Set()
+  let intact = 0; let corrupted = 0; let sent = 0
+  // a window of unanswered datagrams; one unanswered for a second counts as lost and frees its slot
+  const inFlight = new Map()
+  await new Promise((resolve) => {
+    const finish = () => { clearInterval(expire); resolve() }
+    const pump = () => {
+      while (sent < n && inFlight.size < window) { inFlight.set(sent, Date.now()); s.send(payload(sent), port, ip); sent++ }
+      if (sent >= n && inFlight.size === 0) finish() // every datagram answered or given up on
+    }
+    s.on('message', (m) => {
+      const seq = m.length >= 4 ? m.readUInt32BE(0) : -1
+      inFlight.delete(seq)
+      if (seq >= 0 && seq < n && !seen.has(seq) && m.equals(payload(seq))) { seen.add(seq); intact++ } else corrupted++
+      if (intact === n) { finish(); return }
+      pump()
+    })
+    const expire = setInterval(() => {
+      const old = Date.now() - 1000
+      for (const [seq, t] of inFlight) if (t < old) inFlight.delete(seq)
+      pump()
+    }, 100)
+    s.bind(0, () => { pump() })
+    setTimeout(finish, 60_000).unref() // an upper bound: whatever is missing by then is lost
+  })
+  console.log(JSON.stringify({ sent, intact, corrupted, lost: n - intact }))
+  s.close()
+  process.exit(0)
+} else {
+  console.error(`unknown mode ${mode}`)
+  process.exit(2)
+}
