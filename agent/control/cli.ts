@@ -11,6 +11,7 @@ commands:
   ping <node> [-c N]  open (or reuse) the tunnel to <node> and measure the round trip
   status --json       machine-readable status
   catalog [--json]    the Kubernetes catalog: source (api or disk), counts, peer records and their liveness
+  proxy [--json]      the ClusterIP proxy: iptables backend, last sync, the service ports the agent carries
 `
 
 export async function callAgent<T> (socketPath: string, method: string, path: string, timeoutMs = 30_000): Promise<T> {
@@ -52,6 +53,13 @@ export function formatCatalog (c: { source: string, synced: boolean, version: nu
   return `catalog from ${source}, version ${c.version}: ${counts}\n\n${peers}\n`
 }
 
+export function formatProxy (p: { backend: string, servicePorts: number, syncs: number, lastSync?: { kind: string, ms: number, restoreMs: number, written: number, bytes: number }, listeners: Array<{ service: string, id: string, address: string, endpoints: number, connections: number }> }): string {
+  const last = p.lastSync == null ? 'no sync yet' : `last sync ${p.lastSync.kind} in ${p.lastSync.ms} ms (iptables-restore ${p.lastSync.restoreMs} ms, ${p.lastSync.written} chains, ${p.lastSync.bytes} bytes)`
+  const rows = renderTable(['SERVICE', 'PORT', 'AGENT LISTENER', 'ENDPOINTS', 'OPEN'],
+    p.listeners.map((l) => [l.service, l.id, l.address, String(l.endpoints), String(l.connections)]))
+  return `iptables ${p.backend}, ${p.servicePorts} service ports, ${p.syncs} syncs, ${last}\nservice ports the agent carries (tunnel endpoints or agent-only policies; the rest is kernel DNAT):\n\n${rows}\n`
+}
+
 export async function main (argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -74,6 +82,11 @@ export async function main (argv: string[]): Promise<void> {
   if (cmd === 'catalog') {
     const c = await callAgent<any>(socket, 'GET', '/catalog')
     process.stdout.write(values.json === true ? JSON.stringify(c, null, 2) + '\n' : formatCatalog(c))
+    return
+  }
+  if (cmd === 'proxy') {
+    const p = await callAgent<any>(socket, 'GET', '/proxy')
+    process.stdout.write(values.json === true ? JSON.stringify(p, null, 2) + '\n' : formatProxy(p))
     return
   }
   if (cmd === 'ping') {

@@ -2,16 +2,19 @@
 // edge sites behind their own NATs (two cone, one symmetric, one with UDP blocked), a real
 // etcd + kube-apiserver in the cloud (the agents use their ServiceAccount tokens and find each
 // other through the Lease registry, with no peers file), the real edgemesh-server and
-// edgemesh-agent binaries with node-local DNS, and every user journey built so far, ending in a
-// status table.
+// edgemesh-agent binaries with node-local DNS and the ClusterIP proxy, pods (namespaces behind
+// the edge hosts) calling Services by DNS name across NATs, and every user journey built so
+// far, ending in a status table.
 // The lab and the control plane are torn down on success, failure and Ctrl-C.
-import { createLab, type Lab, type LabProcess } from '../lab/lab.ts'
+import { join } from 'node:path'
+import { createLab, type Lab, type LabPod, type LabProcess } from '../lab/lab.ts'
 import { startK8sMesh, type K8sMesh } from '../lab/k8s-mesh.ts'
 import { ensureNamespace } from '../controlplane/cluster.ts'
 import { renderTable } from '../../shared/table.ts'
 import { sleep } from '../lab/wait.ts'
 
 const say = (s: string): void => { process.stdout.write(`${s}\n`) }
+const WORKLOAD = join(import.meta.dirname, '../lab/workload.mjs')
 
 interface Journey { name: string, run: () => Promise<{ detail: string, ok: boolean }> }
 
@@ -29,8 +32,35 @@ async function main (): Promise<number> {
     upstream = lab.spawn('relay0', ['dnsmasq', '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--listen-address=198.51.100.10', '--port=53', '--address=/example.org/203.0.113.7', '--log-facility=-'])
     await upstream.waitForLine(/started, version/, 10_000)
     const t0 = Date.now()
-    k = await startK8sMesh(lab, { agents: hosts, agentConfig: () => ({ dns: { upstreams: ['198.51.100.10:53'] } }) })
-    say(`control plane, chart RBAC + admission policy (${k.rbac.objects.length} objects), edgemesh-server and 4 agents (pod-bound ServiceAccount tokens, no peers file, DNS on 169.254.96.16) up in ${Date.now() - t0} ms`)
+    k = await startK8sMesh(lab, { agents: hosts, agentConfig: () => ({ dns: { upstreams: ['198.51.100.10:53'] }, proxy: {} }) })
+    say(`control plane, chart RBAC + admission policy (${k.rbac.objects.length} objects), edgemesh-server and 4 agents (pod-bound ServiceAccount tokens, no peers file, DNS on 169.254.96.16, ClusterIP proxy) up in ${Date.now() - t0} ms`)
+    // pods: namespaces behind the edge hosts; the client resolves through the node-local DNS like a kubelet-configured pod
+    const resolvConf = 'search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 169.254.96.16\noptions ndots:5\n'
+    const client = await lab.addPod('a1', { resolvConf })
+    const podOn = async (host: string, args: string[]): Promise<LabPod> => {
+      const pod = await lab!.addPod(host)
+      const p = lab!.spawn(pod, [process.execPath, WORKLOAD, ...args])
+      await p.waitForLine(/listening/, 10_000)
+      return pod
+    }
+    const checkoutPod = await podOn('b1', ['http', 'checkout@edge-b1', '8080'])
+    const paymentsPod = await podOn('c1', ['http', 'payments@edge-c1', '8080'])
+    const cartPod = await podOn('a1', ['http', 'cart@edge-a1', '8080'])
+    const echoPod = await podOn('b1', ['udp-echo', '5353'])
+    const endpointSlice = (service: string, pod: LabPod, port = 8080, protocol = 'TCP', portName = 'http'): unknown => ({
+      metadata: { name: `${service}-1`, labels: { 'kubernetes.io/service-name': service } }, addressType: 'IPv4',
+      ports: [{ name: portName, port, protocol }], endpoints: [{ addresses: [pod.ip], conditions: { ready: true }, nodeName: `edge-${pod.node}` }]
+    })
+    const curlByName = async (name: string): Promise<{ body: string, ms: number, dnsMs: number }> => {
+      const r = await lab!.exec(client, ['curl', '-sS', '--max-time', '5', '-o', '-', '-w', ' %{time_namelookup} %{time_total}', `http://${name}/`], { timeoutMs: 10_000 })
+      if (r.code !== 0) throw new Error(`curl http://${name}/: ${r.stderr.trim()}`)
+      const [body, dns, secs] = r.stdout.trim().split(/\s+/)
+      return { body: body ?? '', ms: +(Number(secs) * 1000).toFixed(1), dnsMs: +(Number(dns) * 1000).toFixed(1) }
+    }
+    const retry = async <T>(fn: () => Promise<T>, ms = 15_000): Promise<T> => {
+      const end = Date.now() + ms
+      for (;;) { try { return await fn() } catch (err) { if (Date.now() > end) throw err; await sleep(200) } }
+    }
     const m = k.mesh
     const api = k.cp
     const admin = k.admin
@@ -107,6 +137,51 @@ async function main (): Promise<number> {
       }
     })
     journeys.push({
+      name: 'a pod on edge-a1 calls checkout.shop by DNS name; its endpoint is a pod on edge-b1 behind another NAT',
+      run: async () => {
+        await admin('POST', '/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices', endpointSlice('checkout', checkoutPod))
+        const r = await retry(async () => await curlByName('checkout.shop.svc.cluster.local'))
+        const path = (await m.status('a1')).peers.find((p: any) => p.node === 'edge-b1')?.path
+        return { detail: `curl http://checkout.shop.svc.cluster.local/ -> "${r.body}" in ${r.ms} ms, name lookup ${r.dnsMs} ms (DNS 169.254.96.16 -> ClusterIP -> agent -> tunnel ${String(path)} -> pod ${checkoutPod.ip})`, ok: r.body === 'checkout@edge-b1' }
+      }
+    })
+    journeys.push({
+      name: 'the same by short name to payments, a pod on edge-c1 behind a symmetric NAT (relayed)',
+      run: async () => {
+        await admin('POST', '/api/v1/namespaces/shop/services', { metadata: { name: 'payments' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }] } })
+        await admin('POST', '/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices', endpointSlice('payments', paymentsPod))
+        const r = await retry(async () => await curlByName('payments'))
+        const path = (await m.status('a1')).peers.find((p: any) => p.node === 'edge-c1')?.path
+        return { detail: `curl http://payments/ -> "${r.body}" in ${r.ms} ms (name lookup ${r.dnsMs} ms) via ${String(path)}`, ok: r.body === 'payments@edge-c1' && path === 'relay-udp' }
+      }
+    })
+    journeys.push({
+      name: 'a Service with a local endpoint: kernel DNAT, no agent hop',
+      run: async () => {
+        await admin('POST', '/api/v1/namespaces/shop/services', { metadata: { name: 'cart' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }] } })
+        await admin('POST', '/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices', endpointSlice('cart', cartPod))
+        await retry(async () => await curlByName('cart'))
+        const hops = async (): Promise<number> => (await m.agentMetrics('a1')).split('\n').filter((l) => l.startsWith('edgemesh_proxy_connections_total')).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0)
+        const before = await hops()
+        const bodies = new Set<string>()
+        for (let i = 0; i < 10; i++) bodies.add((await curlByName('cart')).body)
+        const after = await hops()
+        return { detail: `10 calls -> ${[...bodies].join(',')}; connections through the agent: ${after - before}`, ok: bodies.size === 1 && bodies.has('cart@edge-a1') && after === before }
+      }
+    })
+    journeys.push({
+      name: 'a UDP Service across NATs: 2,000 datagrams echoed by a pod on edge-b1',
+      run: async () => {
+        await admin('POST', '/api/v1/namespaces/shop/services', { metadata: { name: 'echo' }, spec: { ports: [{ name: 'echo', port: 7, protocol: 'UDP', targetPort: 5353 }] } })
+        await admin('POST', '/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices', endpointSlice('echo', echoPod, 5353, 'UDP', 'echo'))
+        const ip = (await admin('GET', '/api/v1/namespaces/shop/services/echo')).spec.clusterIP as string
+        await sleep(500)
+        const r = await lab!.exec(client, [process.execPath, WORKLOAD, 'udp-blast', ip, '7', '2000', '32'], { timeoutMs: 90_000 })
+        const out = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}')
+        return { detail: `${String(out.intact)} of 2000 intact, ${String(out.lost)} lost, ${String(out.corrupted)} corrupted`, ok: out.intact >= 1990 && out.corrupted === 0 }
+      }
+    })
+    journeys.push({
       name: 'agent restarted while the apiserver is down serves its disk snapshot',
       run: async () => {
         const d1 = m.agent('d1')
@@ -157,6 +232,8 @@ async function main (): Promise<number> {
     say(await m.cli('a1', ['status']))
     say('$ edgemesh catalog   (on edge-a1)')
     say(await m.cli('a1', ['catalog']))
+    say('$ edgemesh proxy   (on edge-a1)')
+    say(await m.cli('a1', ['proxy']))
     say(renderTable(['RESULT', 'JOURNEY', 'DETAIL'], rows))
     say(`\n${journeys.length - failed} of ${journeys.length} journeys passed`)
     return failed === 0 ? 0 : 1

@@ -11,7 +11,7 @@
 // spawned (by PID / process group) and deletes only the lab's namespaces; a record per live lab
 // in /tmp/edgemesh-labs lets later runs clean up after a creator that died without teardown.
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process'
-import { mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { randomInt } from 'node:crypto'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -54,11 +54,13 @@ export interface Lab {
    * the host, the pod's default route is 169.254.1.1 answered by proxy ARP). Pod IPs come from
    * the host's pod CIDR 10.<site+1>.<100+hostIndex>.0/24. Torn down with the lab.
    */
-  addPod(hostName: string): Promise<LabPod>
+  addPod(hostName: string, opts?: PodOptions): Promise<LabPod>
   /** Idempotent: SIGTERM (SIGKILL after 2 s) every spawned process, then delete all namespaces. */
   teardown(): Promise<void>
 }
 export interface LabPod extends LabHost { node: string }
+/** resolvConf: the pod's /etc/resolv.conf (ip netns exec bind-mounts /etc/netns/<ns>/ over /etc), like the kubelet's dnsConfig */
+export interface PodOptions { resolvConf?: string }
 
 const PUBLIC_NET = '198.51.100'
 const RECORD_DIR = '/tmp/edgemesh-labs'
@@ -158,6 +160,7 @@ export async function cleanupStaleLabs (): Promise<string[]> {
     if (isAlive({ pid: rec.pid, startTime: rec.startTime })) continue
     for (const r of rec.procs) signalRef(r, 'SIGKILL')
     await deleteNamespaces(rec.namespaces)
+    for (const n of rec.namespaces) rmSync(`/etc/netns/${n}`, { recursive: true, force: true }) // pods' resolv.conf
     try { unlinkSync(path) } catch { /* raced with another cleaner */ }
     cleaned.push(rec.prefix)
   }
@@ -427,7 +430,10 @@ class LabImpl implements Lab {
 
   private podCount = new Map<string, number>()
 
-  async addPod (hostName: string): Promise<LabPod> {
+  /** /etc/netns/<ns> directories made for pods' resolv.conf; removed at teardown */
+  private etcDirs: string[] = []
+
+  async addPod (hostName: string, opts: PodOptions = {}): Promise<LabPod> {
     const node = this.resolve(hostName)
     const site = this.sites.find(x => x.name === node.site)
     if (site === undefined || node === site.router) throw new Error(`network lab: addPod: ${hostName} is not a site host`)
@@ -445,6 +451,12 @@ class LabImpl implements Lab {
       'route add 169.254.1.1 dev eth0 scope link', 'route add default via 169.254.1.1 dev eth0'].join('\n') + '\n')
     await run('ip', ['-n', node.ns, '-batch', '-'], [`link set ${hostIf} up`, `route add ${ip}/32 dev ${hostIf}`].join('\n') + '\n')
     await run('ip', ['netns', 'exec', node.ns, 'sysctl', '-qw', `net.ipv4.conf.${hostIf}.proxy_arp=1`, 'net.ipv4.ip_forward=1'])
+    if (opts.resolvConf != null) {
+      const dir = `/etc/netns/${pod.ns}`
+      mkdirSync(dir, { recursive: true })
+      this.etcDirs.push(dir)
+      writeFileSync(join(dir, 'resolv.conf'), opts.resolvConf)
+    }
     return pod
   }
 
@@ -475,8 +487,14 @@ class LabImpl implements Lab {
     for (const t of live) signalRef(t.ref, 'SIGKILL')
     await Promise.race([allExited, timeout(KILL_GRACE_MS)])
     await deleteNamespaces(this.namespaces)
+    this.removeEtcDirs()
     try { unlinkSync(recordPath(this.prefix)) } catch { /* already gone */ }
     liveLabs.delete(this)
+  }
+
+  private removeEtcDirs (): void {
+    for (const d of this.etcDirs) rmSync(d, { recursive: true, force: true })
+    this.etcDirs = []
   }
 
   /** Synchronous teardown for signal / exit handlers. */
@@ -484,6 +502,7 @@ class LabImpl implements Lab {
     this.closed = true
     killRefsSync([...this.tracked].map(t => t.ref), graceMs)
     deleteNamespacesSync(this.namespaces)
+    this.removeEtcDirs()
     try { unlinkSync(recordPath(this.prefix)) } catch { /* already gone */ }
     liveLabs.delete(this)
   }
