@@ -65,7 +65,8 @@ async function natRules (host: string): Promise<string[]> {
 
 beforeAll(async () => {
   lab = await createLab({ sites: [{ name: 'a', nat: 'cone' }, { name: 'b', nat: 'cone' }, { name: 'c', nat: 'symmetric' }] })
-  for (const [name, host] of [['client', 'a1'], ['a-web1', 'a1'], ['a-web2', 'a1'], ['b-web', 'b1'], ['c-web', 'c1']] as const) pods[name] = await lab.addPod(host)
+  const resolvConf = `search ${NS}.svc.cluster.local svc.cluster.local cluster.local\nnameserver 169.254.96.16\noptions ndots:5\n`
+  for (const [name, host] of [['client', 'a1'], ['a-web1', 'a1'], ['a-web2', 'a1'], ['b-web', 'b1'], ['c-web', 'c1']] as const) pods[name] = await lab.addPod(host, { resolvConf })
   const started = []
   for (const name of ['a-web1', 'a-web2', 'b-web', 'c-web']) {
     const p = lab.spawn(pods[name]!, [NODE, WORKLOAD, 'http', name, '8080'])
@@ -77,7 +78,7 @@ beforeAll(async () => {
   k = await startK8sMesh(lab, {
     agents: ['a1', 'b1', 'c1'],
     diagnostics: true,
-    agentConfig: () => ({ proxy: { minSyncIntervalMs: 100 } }),
+    agentConfig: () => ({ dns: {}, proxy: { minSyncIntervalMs: 100 } }),
     beforeAgents: async (admin) => {
       await admin('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', JSON.parse(readFileSync(join(ROOT, 'test/fixtures/destinationrule-crd.json'), 'utf8')))
       await eventually(async () => { await admin('GET', '/apis/networking.istio.io/v1/destinationrules') }, 30_000, 200)
@@ -121,6 +122,20 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     expect(path('edge-c1')).toBe('relay-udp')
     expect(metricValue(await metrics('a1'), 'edgemesh_proxy_connections_total', 'path="tunnel",result="ok"')).toBeGreaterThanOrEqual(2)
     expect(metricValue(await metrics('b1'), 'edgemesh_proxy_remote_requests_total', 'result="ok"')).toBeGreaterThanOrEqual(1)
+  })
+
+  it('a pod calls a Service by its DNS name (node-local DNS -> ClusterIP -> tunnel), short and full names', async () => {
+    const timed = async (name: string): Promise<{ body: string, lookupMs: number, totalMs: number }> => {
+      const r = await lab.exec(pods.client!, ['curl', '-sS', '--max-time', '5', '-w', ' %{time_namelookup} %{time_total}', `http://${name}/`], { timeoutMs: 10_000 })
+      if (r.code !== 0) throw new Error(`curl ${name}: ${r.stderr}`)
+      const [body, lookup, total] = r.stdout.trim().split(/\s+/)
+      return { body: body!, lookupMs: Number(lookup) * 1000, totalMs: Number(total) * 1000 }
+    }
+    const full = await timed(`remote-b.${NS}.svc.cluster.local`)
+    const short = await timed('remote-c')
+    console.log(`[proxy] by name: remote-b.${NS}.svc.cluster.local lookup ${full.lookupMs.toFixed(1)} ms, total ${full.totalMs.toFixed(1)} ms; remote-c lookup ${short.lookupMs.toFixed(1)} ms, total ${short.totalMs.toFixed(1)} ms`)
+    expect(full.body).toBe('b-web')
+    expect(short.body).toBe('c-web')
   })
 
   it('a local endpoint is served by kernel DNAT with no agent hop (iptables counters move, the agent sees nothing)', async () => {

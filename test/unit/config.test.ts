@@ -155,6 +155,21 @@ relays:
     expect(lines).toHaveLength(4)
   })
 
+  it('proxy: defaults when the section is present, and errors name the field', async () => {
+    const ok = await loadConfig(AgentConfig, { file: await yamlFile(`${MIN_AGENT_YAML}proxy: {}\n`) })
+    expect(ok.proxy).toEqual({
+      listen: '169.254.96.16', device: 'edgemesh0', iptables: 'auto', chainPrefix: 'EDGEMESH', directCidrs: [], minSyncIntervalMs: 250,
+      resyncSeconds: 60, connectTimeoutMs: 3_000, udpIdleSeconds: 10, udpStreamIdleSeconds: 180, destinationRules: true, cleanupOnExit: true
+    })
+    const file = await yamlFile(`${MIN_AGENT_YAML}proxy:\n  iptables: ipvs\n  directCidrs: [10.244.0.0/16, 10.0.0.0/]\n  chainPrefix: mesh\n  listen: 169.254.96\n`)
+    const lines = (await configError(async () => await loadConfig(AgentConfig, { file }))).split('\n').slice(1)
+    expect(lines).toHaveLength(4)
+    expect(lines.find((l) => l.startsWith('  proxy.iptables: '))).toBeDefined()
+    expect(lines).toContain('  proxy.directCidrs[1]: expected an IPv4 CIDR like 10.244.0.0/16')
+    expect(lines).toContain('  proxy.chainPrefix: expected 1-15 upper-case letters, digits or _')
+    expect(lines).toContain('  proxy.listen: expected an IPv4 address')
+  })
+
   it('relays[0].udpPort negative', async () => {
     const msg = await configError(async () => await loadConfig(AgentConfig, { file: await yamlFile(`${MIN_AGENT_YAML}    udpPort: -1\n`) }))
     expect(msg.split('\n').slice(1)).toEqual(['  relays[0].udpPort: Too small: expected number to be >=0'])
