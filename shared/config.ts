@@ -105,7 +105,7 @@ export const AgentConfig = z.object({
     directCidrs: z.array(z.cidrv4('expected an IPv4 CIDR like 10.244.0.0/16')).default([]),
     /** changes arriving closer together than this share one sync */
     minSyncIntervalMs: z.number().int().min(0).max(60_000).default(250),
-    /** full rewrite of the rules (and a check of everything) this often */
+    /** check our hooks and top chain this often; rules changed outside the agent are rewritten (and all of them hourly) */
     resyncSeconds: z.number().int().min(5).max(3600).default(60),
     /** per endpoint: a dial that takes longer moves on to the next endpoint */
     connectTimeoutMs: z.number().int().min(100).max(60_000).default(3_000),

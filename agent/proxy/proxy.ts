@@ -19,6 +19,9 @@ import { RemoteServer } from './remote.ts'
 import { buildRules, cleanupRules, hookFixRules, parseChains, type ProxyServicePort, type RuleState } from './rules.ts'
 import { PROXY_PROTOCOL } from './wire.ts'
 
+const FULL_RESYNC_MS = 3_600_000
+const countRules = (listing: string): number => listing.split('\n').filter((l) => l.startsWith('-A ')).length
+
 export interface ProxyConfig {
   listen: string
   device: string
@@ -71,6 +74,9 @@ export class ServiceProxy {
   private syncing: Promise<void> | undefined
   private dirty = false
   private fullPending = true
+  /** the next sync also checks that our top chain still holds what we wrote */
+  private verifyNext = false
+  private lastFullAt = 0
   private lastSyncStart = 0
   private failures = 0
   private stopped = false
@@ -97,10 +103,19 @@ export class ServiceProxy {
     // chains left by an earlier run (a crash, an older layout) are replaced or deleted by the first full sync
     p.existingChains = parseChains(await p.ipt.save(), c.chainPrefix)
     await opts.tunnel.handle(PROXY_PROTOCOL, (stream, peer) => { p.remote.serve(stream, peer) }, { maxStreams: 16_384 })
-    p.unsubscribe = opts.catalog.subscribe(() => { p.requestSync() })
+    // peer records renew every 10 s per node: only Service and endpoint changes move rules
+    p.unsubscribe = opts.catalog.subscribe((_snap, changes) => {
+      if (changes.some((ch) => ch.kind === 'service' || ch.kind === 'endpoints')) p.requestSync()
+    })
     if (p.rulesWatcher != null && opts.kube != null) p.rulesWatcher.start(opts.kube, opts.log.child({ component: 'destination-rules' }), opts.metrics)
     await p.runSync()
-    p.resyncTimer = setInterval(() => { p.fullPending = true; p.requestSync() }, c.resyncSeconds * 1000)
+    // a periodic sync re-checks the hooks and our top chain (cheap: an unchanged plan writes
+    // nothing); the rules are rewritten in full when something is off, and once an hour anyway
+    p.resyncTimer = setInterval(() => {
+      if (performance.now() - p.lastFullAt > FULL_RESYNC_MS) p.fullPending = true
+      p.verifyNext = true
+      p.requestSync()
+    }, c.resyncSeconds * 1000)
     p.resyncTimer.unref()
     opts.log.info({ backend, servicePorts: p.plans.length, listeners: p.listeners.size, ms: p.lastSync?.ms }, 'service proxy ready')
     return p
@@ -163,6 +178,7 @@ export class ServiceProxy {
   private async sync (full: boolean): Promise<SyncReport> {
     const t0 = performance.now()
     const c = this.opts.config
+    const prefix = c.chainPrefix
     const { ports: plans } = planAll(this.opts.catalog.snapshot(), {
       nodeName: this.opts.nodeName, directCidrs: c.directCidrs, clusterDomain: this.opts.clusterDomain,
       destinationRules: this.rulesWatcher?.list() ?? []
@@ -198,8 +214,17 @@ export class ServiceProxy {
         affinitySeconds: p.affinitySeconds
       })
     }
-    const prefix = c.chainPrefix
-    const [pre, out] = await Promise.all([this.ipt.listChain('PREROUTING'), this.ipt.listChain('OUTPUT')])
+    const verify = this.verifyNext && !full
+    this.verifyNext = false
+    const [pre, out, top] = await Promise.all([
+      this.ipt.listChain('PREROUTING'), this.ipt.listChain('OUTPUT'),
+      verify ? this.ipt.listChain(`${prefix}-SERVICES`).catch(() => '') : Promise.resolve('')
+    ])
+    if (verify && countRules(top) !== this.state!.buckets.size) {
+      // someone flushed or edited our chains: rewrite everything
+      this.opts.log.warn({ chain: `${prefix}-SERVICES`, found: countRules(top), expected: this.state!.buckets.size }, 'proxy rules were changed outside the agent; rewriting them')
+      return await this.sync(true)
+    }
     const extraRules = [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix)]
     const rules = buildRules(ports, {
       chainPrefix: prefix, extraRules,
@@ -210,6 +235,7 @@ export class ServiceProxy {
     const restoreMs = performance.now() - t1
     this.state = rules.state
     this.existingChains = rules.chains
+    if (full) this.lastFullAt = performance.now()
     this.plans = plans
 
     // listeners no rule points at any more

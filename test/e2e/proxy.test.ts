@@ -78,7 +78,7 @@ beforeAll(async () => {
   k = await startK8sMesh(lab, {
     agents: ['a1', 'b1', 'c1'],
     diagnostics: true,
-    agentConfig: () => ({ dns: {}, proxy: { minSyncIntervalMs: 100 } }),
+    agentConfig: () => ({ dns: {}, proxy: { minSyncIntervalMs: 100, resyncSeconds: 5 } }),
     beforeAgents: async (admin) => {
       await admin('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', JSON.parse(readFileSync(join(ROOT, 'test/fixtures/destinationrule-crd.json'), 'utf8')))
       await eventually(async () => { await admin('GET', '/apis/networking.istio.io/v1/destinationrules') }, 30_000, 200)
@@ -242,6 +242,13 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
       expect(await first('PREROUTING')).toMatch(/-j EDGEMESH-SERVICES$/)
       expect(await first('OUTPUT')).toMatch(/-j EDGEMESH-SERVICES$/)
     }, 10_000, 100)
+    // our chains flushed behind the agent's back: the periodic check rewrites them
+    await eventually(async () => { expect(await curl('client', `http://${ips.trigger}/`)).toBe('a-web2') }, 10_000, 100)
+    await sleep(500) // the syncs for the trigger Service are done
+    expect((await lab.exec('a1', ['iptables', '-t', 'nat', '-F', 'EDGEMESH-SERVICES'])).code).toBe(0)
+    await expect(curl('client', `http://${ips.local}/`)).rejects.toThrow()
+    await eventually(async () => { expect(await curl('client', `http://${ips.local}/`)).toBe('a-web1') }, 12_000, 250)
+
     const agent = k.mesh.agent('a1')
     await agent.proc.kill('SIGTERM')
     const after = (await natRules('a1')).join('\n')
