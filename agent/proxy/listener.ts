@@ -25,6 +25,8 @@ export interface ListenerDeps {
   udpStreamIdleMs: number
 }
 
+/** How long an endpoint whose dial failed is skipped by new connections (unless nothing else is left). */
+const EJECT_MS = 5_000
 /** Most endpoints tried for one connection before it is reset. */
 const MAX_ATTEMPTS = 4
 /** Datagrams held per UDP flow while its tunnel stream opens. */
@@ -51,6 +53,8 @@ export class ServicePortListener {
   private readonly flows = new Map<string, UdpFlow>()
   private sweepTimer: NodeJS.Timeout | undefined
   private closed = false
+  /** endpoint -> ms until which it is skipped after a failed dial (passive health, like Envoy's outlier ejection) */
+  private readonly ejected = new Map<string, number>()
 
   private constructor (plan: ServicePortPlan, deps: ListenerDeps) {
     this.plan = plan
@@ -73,6 +77,20 @@ export class ServicePortListener {
   }
 
   get connections (): number { return this.sockets.size + this.flows.size }
+
+  /** Picks an endpoint avoiding this connection's failed ones and, while others remain, recently failed ones. */
+  private pick (ctx: PickContext, tried: Set<string>): string | undefined {
+    if (this.ejected.size > 0) {
+      const now = Date.now()
+      const avoid = new Set(tried)
+      for (const [ep, until] of this.ejected) { if (until <= now) this.ejected.delete(ep); else avoid.add(ep) }
+      const ep = this.balancer.pick(this.endpoints, ctx, avoid)
+      if (ep != null) return ep
+    }
+    return this.balancer.pick(this.endpoints, ctx, tried)
+  }
+
+  private failed (ep: string): void { this.ejected.set(ep, Date.now() + EJECT_MS) }
 
   async close (): Promise<void> {
     if (this.closed) return
@@ -120,7 +138,7 @@ export class ServicePortListener {
     }
     const exclude = new Set<string>()
     for (let attempt = 0; attempt < MAX_ATTEMPTS && !this.closed; attempt++) {
-      const ep = this.balancer.pick(this.endpoints, ctx, exclude)
+      const ep = this.pick(ctx, exclude)
       if (ep == null) break
       const node = this.plan.remote.get(ep)
       const path = node == null ? 'local' : 'tunnel'
@@ -130,6 +148,7 @@ export class ServicePortListener {
         upstream = node == null ? { socket: await dial(ip, port, this.deps.connectTimeoutMs) } : await this.openTunnel(node, 'TCP', ip, port)
       } catch (err) {
         exclude.add(ep)
+        this.failed(ep)
         metrics.connections.inc({ protocol: 'TCP', path, result: 'failed' })
         this.deps.log.info({ service: this.plan.id, endpoint: ep, node, err: (err as Error).message }, 'proxy: endpoint failed; trying the next')
         continue
@@ -181,7 +200,7 @@ export class ServicePortListener {
     const { metrics } = this.deps
     const exclude = new Set<string>()
     for (let attempt = 0; attempt < MAX_ATTEMPTS && !this.closed && !flow.closed; attempt++) {
-      const ep = this.balancer.pick(this.endpoints, { clientIp: flow.client.address }, exclude)
+      const ep = this.pick({ clientIp: flow.client.address }, exclude)
       if (ep == null) break
       const node = this.plan.remote.get(ep)
       const path = node == null ? 'local' : 'tunnel'
@@ -195,6 +214,7 @@ export class ServicePortListener {
         return
       } catch (err) {
         exclude.add(ep)
+        this.failed(ep)
         metrics.connections.inc({ protocol: 'UDP', path, result: 'failed' })
         this.deps.log.info({ service: this.plan.id, endpoint: ep, node, err: (err as Error).message }, 'proxy: UDP endpoint failed; trying the next')
       }

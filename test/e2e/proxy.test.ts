@@ -199,6 +199,27 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     expect(Object.values(r.counts)).toEqual([10_000])
   })
 
+  it('a failed dial moves on to the next endpoint (a remote endpoint whose port is closed, and a local one)', async () => {
+    await k.admin('POST', `/api/v1/namespaces/${NS}/services`, svc('failover', {}))
+    ips.failover = (await k.admin('GET', `/api/v1/namespaces/${NS}/services/failover`)).spec.clusterIP
+    // the live endpoint on 8080; dead ones (nothing listens on 8081) on b1 and on a1
+    await k.admin('POST', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices`, slice('failover-1', 'failover', [{ pod: 'a-web1' }]))
+    await k.admin('POST', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices`, slice('failover-2', 'failover', [{ pod: 'b-web' }, { pod: 'a-web2' }], 8081))
+    await k.admin('POST', `/apis/networking.istio.io/v1/namespaces/${NS}/destinationrules`, dr('failover', 'failover', { simple: 'LEAST_REQUEST' }))
+    await eventually(async () => {
+      const st = await k.mesh.call('a1', 'GET', '/proxy')
+      expect(st.listeners.find((l: any) => l.service === `${NS}/failover`)?.endpoints).toBe(3)
+    }, 20_000, 200)
+    const failedBefore = metricValue(await metrics('a1'), 'edgemesh_proxy_connections_total', 'result="failed"')
+    const r = await load('client', 'failover', 300, 4)
+    expect(r).toEqual({ counts: { 'a-web1': 300 }, errors: 0 })
+    // each dead endpoint fails once, then is skipped for a while (passive health) instead of costing every connection a dial
+    const failed = metricValue(await metrics('a1'), 'edgemesh_proxy_connections_total', 'result="failed"') - failedBefore
+    expect(failed).toBeGreaterThanOrEqual(2)
+    expect(failed).toBeLessThan(20)
+    expect(metricValue(await metrics('b1'), 'edgemesh_proxy_remote_requests_total', 'result="dial-failed"')).toBeGreaterThan(0)
+  })
+
   it('an endpoint removed under traffic: new connections avoid it once the catalog has the change', async () => {
     await createService('shrink', [{ pod: 'a-web1' }, { pod: 'b-web' }])
     await eventually(async () => { expect(await curl('client', `http://${ips.shrink}/`)).toMatch(/web/) }, 20_000, 200)
