@@ -124,6 +124,13 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     expect(metricValue(await metrics('b1'), 'edgemesh_proxy_remote_requests_total', 'result="ok"')).toBeGreaterThanOrEqual(1)
   })
 
+  it('a process in the node\'s own network namespace (OUTPUT chain) reaches local and remote endpoints too', async () => {
+    for (const [service, want] of [['local', 'a-web1'], ['remote-b', 'b-web'], ['remote-c', 'c-web']]) {
+      const r = await lab.exec('a1', ['curl', '-sS', '--max-time', '5', `http://${ips[service]}/`], { timeoutMs: 10_000 })
+      expect(r.stdout.trim(), `${service}: ${r.stderr}`).toBe(want)
+    }
+  })
+
   it('a pod calls a Service by its DNS name (node-local DNS -> ClusterIP -> tunnel), short and full names', async () => {
     const timed = async (name: string): Promise<{ body: string, lookupMs: number, totalMs: number }> => {
       const r = await lab.exec(pods.client!, ['curl', '-sS', '--max-time', '5', '-w', ' %{time_namelookup} %{time_total}', `http://${name}/`], { timeoutMs: 10_000 })
