@@ -125,7 +125,7 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
   })
 
   it('a process in the node\'s own network namespace (OUTPUT chain) reaches local and remote endpoints too', async () => {
-    for (const [service, want] of [['local', 'a-web1'], ['remote-b', 'b-web'], ['remote-c', 'c-web']]) {
+    for (const [service, want] of [['local', 'a-web1'], ['remote-b', 'b-web'], ['remote-c', 'c-web']] as const) {
       const r = await lab.exec('a1', ['curl', '-sS', '--max-time', '5', `http://${ips[service]}/`], { timeoutMs: 10_000 })
       expect(r.stdout.trim(), `${service}: ${r.stderr}`).toBe(want)
     }

@@ -1,9 +1,10 @@
 // Unit tests for the deployment manifests (manifests/): the plain `kubectl apply` manifest's
 // invariants, its embedded configs checked by the binaries' own schemas (AgentConfig,
 // ServerConfig), its RBAC and peer-record policy, and the Helm chart's static files. The agent's
-// node-local DNS wiring (agent.yaml's dns section, the node's resolv.conf mount, the
-// capabilities) is also checked on the chart rendered with the real helm (`helm template`, the
-// binary `npm run controlplane` provides), against the plain manifest. The chart/plain
+// node-local DNS and ClusterIP proxy wiring (agent.yaml's dns and proxy sections, the node's
+// resolv.conf, xtables.lock and /lib/modules mounts, the capabilities) is also checked on the chart
+// rendered with the real helm (`helm template`, the binary `npm run controlplane` provides),
+// against the plain manifest. The chart/plain
 // equivalence of the RBAC and what the apiserver makes of it are checked in
 // test/e2e/k8s-rbac.test.ts.
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
@@ -31,6 +32,17 @@ const DNS = {
   listen: '169.254.96.16:53', device: 'edgemesh0', clusterDomain: 'cluster.local', resolvConf: HOST_RESOLV_CONF,
   ttlSeconds: 5, upstreamTimeoutMs: 1000, cacheEntries: 10000
 }
+/** the proxy section the chart renders with its defaults, and the plain manifest holds (every values.yaml key) */
+const PROXY_YAML = {
+  listen: '169.254.96.16', iptables: 'auto', directCidrs: [], minSyncIntervalMs: 250, resyncSeconds: 60,
+  connectTimeoutMs: 3000, udpIdleSeconds: 10, udpStreamIdleSeconds: 180, destinationRules: true, cleanupOnExit: true
+}
+/** ... and as the agent sees it (AgentConfig proxy, defaults applied): on the DNS server's bridge */
+const PROXY = { ...PROXY_YAML, device: 'edgemesh0', chainPrefix: 'EDGEMESH' }
+/** the node's xtables lock (shared with kube-proxy and the CNI) and kernel modules, as the proxy mounts them */
+const XTABLES_LOCK = '/run/xtables.lock'
+const LIB_MODULES = '/lib/modules'
+const PROXY_VOLUMES = ['xtables-lock', 'lib-modules']
 
 type Obj = Record<string, any>
 
@@ -133,6 +145,38 @@ function hostFileAt (workload: Obj, containerName: string, path: string): string
   return volume!.hostPath.path as string
 }
 
+/**
+ * The proxy's host mounts in the agent container: the node's xtables lock at the same path
+ * (hostPath FileOrCreate, writable: iptables takes the lock) and /lib/modules read-only.
+ */
+function expectProxyMounts (workload: Obj): void {
+  const mounts = container(workload, 'agent').volumeMounts as Obj[]
+  const volumes = workload.spec.template.spec.volumes as Obj[]
+  const at = (path: string): { mount: Obj, volume: Obj } => {
+    const mount = mounts.find((m) => m.mountPath === path)
+    expect(mount, `a volume mounted at ${path}`).toBeDefined()
+    expect(mount!.subPath).toBeUndefined()
+    const volume = volumes.find((v) => v.name === mount!.name)
+    expect(volume?.hostPath, `${path} is a hostPath volume`).toBeDefined()
+    return { mount: mount!, volume: volume! }
+  }
+  const lock = at(XTABLES_LOCK)
+  expect(lock.volume.hostPath).toEqual({ path: XTABLES_LOCK, type: 'FileOrCreate' })
+  expect(lock.mount.readOnly ?? false, 'the xtables lock is writable').toBe(false)
+  const modules = at(LIB_MODULES)
+  expect(modules.volume.hostPath.path).toBe(LIB_MODULES)
+  expect(modules.mount.readOnly, '/lib/modules is read-only').toBe(true)
+  for (const m of mounts) expect(XTABLES_LOCK.startsWith(`${m.mountPath as string}/`), `${XTABLES_LOCK} is nested in the mount at ${m.mountPath}`).toBe(false)
+  expect([lock.volume.name, modules.volume.name]).toEqual(PROXY_VOLUMES)
+}
+
+/** True when the agent DaemonSet has any of the proxy's volumes or mounts. */
+function hasProxyMounts (workload: Obj): boolean {
+  const paths = [XTABLES_LOCK, LIB_MODULES]
+  return (workload.spec.template.spec.volumes as Obj[]).some((v) => PROXY_VOLUMES.includes(v.name) || paths.includes(v.hostPath?.path)) ||
+    (container(workload, 'agent').volumeMounts as Obj[]).some((m) => PROXY_VOLUMES.includes(m.name) || paths.includes(m.mountPath))
+}
+
 const agentDs = (objs: Obj[] = docs): Obj => find('DaemonSet', 'edgemesh-agent', objs)
 const serverDeploy = (): Obj => find('Deployment', 'edgemesh-server')
 /** agent.yaml as the DaemonSet's --config flag finds it, in the plain manifest or a rendered chart */
@@ -207,7 +251,7 @@ describe('plain manifest: agent DaemonSet', () => {
     expect(spec.dnsPolicy).toBe('ClusterFirstWithHostNet')
   })
 
-  it('has NET_ADMIN, NET_RAW and NET_BIND_SERVICE (DNS on port 53) and nothing else added', () => {
+  it('has NET_ADMIN, NET_RAW (the proxy\'s iptables) and NET_BIND_SERVICE (DNS on port 53) and nothing else added', () => {
     const sc = container(agentDs(), 'agent').securityContext
     expect([...sc.capabilities.add].sort()).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE', 'NET_RAW'])
     expect(sc.capabilities.drop).toEqual(['ALL'])
@@ -257,6 +301,11 @@ describe('plain manifest: agent DaemonSet', () => {
     const ports = container(agentDs(), 'agent').ports as Obj[]
     expect(ports).toContainEqual({ name: 'tunnel-udp', containerPort: cfg.listen.udpPort, protocol: 'UDP' })
     expect(ports).toContainEqual({ name: 'tunnel-tcp', containerPort: cfg.listen.tcpPort, protocol: 'TCP' })
+  })
+
+  it('gives the ClusterIP proxy the host network, the node\'s xtables lock and /lib/modules', () => {
+    expect(agentDs().spec.template.spec.hostNetwork).toBe(true)
+    expectProxyMounts(agentDs())
   })
 })
 
@@ -322,6 +371,16 @@ describe('plain manifest: agent.yaml', () => {
     expect(agentConfig().dns).toEqual(DNS)
     // the NODE's file, not the pod's (dnsPolicy ClusterFirstWithHostNet points that one at cluster DNS)
     expect(hostFileAt(agentDs(), 'agent', agentConfig().dns!.resolvConf)).toBe('/etc/resolv.conf')
+  })
+
+  it('runs the ClusterIP proxy on the DNS server\'s bridge and address, with every field written out', () => {
+    const raw = parseYaml(agentConfigText())
+    expect(raw.proxy).toEqual(PROXY_YAML)
+    const cfg = agentConfig()
+    expect(cfg.proxy).toEqual(PROXY)
+    expect(cfg.kubernetes, 'the proxy needs the catalog').toBeDefined()
+    expect(cfg.proxy!.device).toBe(cfg.dns!.device)
+    expect(cfg.dns!.listen.startsWith(`${cfg.proxy!.listen}:`)).toBe(true)
   })
 
   it('setting upstreams is uncommenting them: IPv4:port the schema accepts', () => {
@@ -499,9 +558,12 @@ describe('helm chart', () => {
     expect(values.agent.resources.limits.memory).toBe('256Mi')
     expect(values.agent.tolerations).toContainEqual({ operator: 'Exists' })
     expect(values.agent.hostPaths).toEqual({ data: '/var/lib/edgemesh', run: '/run/edgemesh' })
-    // NET_BIND_SERVICE comes with agent.dns.enabled (the template adds it)
-    expect([...values.agent.securityContext.capabilities.add].sort()).toEqual(['NET_ADMIN', 'NET_RAW'])
+    // the capabilities come with the features (the template adds them): NET_ADMIN and NET_RAW with
+    // agent.proxy, NET_ADMIN and NET_BIND_SERVICE with agent.dns
+    expect(values.agent.securityContext.capabilities.add).toEqual([])
     expect(values.agent.dns).toEqual({ enabled: true, listen: '169.254.96.16:53', clusterDomain: 'cluster.local', upstreams: [] })
+    // enabled unset: it follows agent.kubernetes.enabled
+    expect(values.agent.proxy).toEqual({ enabled: null, ...PROXY_YAML })
     expect(values.agent.peers).toEqual([])
     expect(values.agent.kubernetes).toEqual({ enabled: true, apiServer: '' })
     expect(values.psk.create).toBe(false)
@@ -514,10 +576,10 @@ describe('helm chart', () => {
     for (const p of ['livenessProbe', 'readinessProbe']) expect(values.server[p], p).toEqual(server[p])
     expect(values.agent.resources).toEqual(agent.resources)
     expect(values.server.resources).toEqual(server.resources)
-    // the plain manifest has DNS on: values.yaml's capabilities plus NET_BIND_SERVICE, as the chart renders them
-    const withDns = structuredClone(values.agent.securityContext)
-    withDns.capabilities.add.push('NET_BIND_SERVICE')
-    expect(agent.securityContext).toEqual(withDns)
+    // the plain manifest has the proxy and DNS on: values.yaml's capabilities plus theirs, as the chart renders them
+    const withFeatures = structuredClone(values.agent.securityContext)
+    withFeatures.capabilities.add.push('NET_ADMIN', 'NET_RAW', 'NET_BIND_SERVICE')
+    expect(agent.securityContext).toEqual(withFeatures)
     expect(values.server.securityContext).toEqual(server.securityContext)
     expect(values.agent.tunnel).toEqual(parseYaml(agentConfigText()).tunnel)
   })
@@ -587,6 +649,34 @@ describe('helm chart', () => {
     expect(dns({ resolvConf: '/etc/resolv.conf' })).toBe(false)
   })
 
+  it('values.schema.json: agent.proxy takes enabled (or null), an IPv4 listen address, a backend, IPv4 CIDRs and the agent\'s ranges, nothing else', () => {
+    const proxy = (d: Obj): boolean => validate.safeParse(withValues((v) => { announced(v); Object.assign(v.agent.proxy, d) })).success
+    expect(proxy({})).toBe(true)
+    for (const enabled of [true, false, null]) expect(proxy({ enabled }), String(enabled)).toBe(true)
+    expect(proxy({ enabled: 'yes' })).toBe(false)
+    expect(proxy({ listen: '169.254.20.10' })).toBe(true)
+    expect(proxy({ listen: '169.254.96.16:80' })).toBe(false)
+    for (const iptables of ['auto', 'nft', 'legacy']) expect(proxy({ iptables }), iptables).toBe(true)
+    expect(proxy({ iptables: 'nftables' })).toBe(false)
+    expect(proxy({ directCidrs: ['10.244.0.0/16', '192.168.1.0/24', '10.0.0.7/32'] })).toBe(true)
+    expect(proxy({ directCidrs: ['10.244.0.0'] })).toBe(false)
+    expect(proxy({ directCidrs: ['10.244.0.0/33'] })).toBe(false)
+    expect(proxy({ directCidrs: ['fd00::/8'] })).toBe(false)
+    expect(proxy({ directCidrs: '10.244.0.0/16' })).toBe(false)
+    expect(proxy({ minSyncIntervalMs: 0, resyncSeconds: 5, connectTimeoutMs: 100, udpIdleSeconds: 1, udpStreamIdleSeconds: 86400 })).toBe(true)
+    expect(proxy({ resyncSeconds: 4 })).toBe(false)
+    expect(proxy({ connectTimeoutMs: 60001 })).toBe(false)
+    expect(proxy({ udpIdleSeconds: 1.5 })).toBe(false)
+    expect(proxy({ destinationRules: false, cleanupOnExit: false })).toBe(true)
+    expect(proxy({ cleanupOnExit: 'no' })).toBe(false)
+    expect(proxy({ chainPrefix: 'EDGEMESH' })).toBe(false)
+    // values the chart renders must be values the agent accepts: the schema's bounds are AgentConfig's
+    const agentAccepts = (p: Obj): boolean => AgentConfig.safeParse({ nodeName: 'n', relays: [RELAY], kubernetes: {}, proxy: p }).success
+    expect(agentAccepts(PROXY_YAML)).toBe(true)
+    expect(agentAccepts({ ...PROXY_YAML, resyncSeconds: 4 })).toBe(false)
+    expect(agentAccepts({ ...PROXY_YAML, connectTimeoutMs: 60001 })).toBe(false)
+  })
+
   it('values.schema.json: agent.kubernetes.enabled is a boolean and the only key there', () => {
     const k = (kube: unknown): boolean => validate.safeParse(withValues((v) => { announced(v); v.agent.kubernetes = kube })).success
     expect(k({ enabled: true })).toBe(true)
@@ -603,6 +693,8 @@ describe('helm chart', () => {
     const helpers = await readFile(new URL('_helpers.tpl', dir), 'utf8')
     // values reused from a release that predates the switch default to Kubernetes mode
     expect(helpers).toContain('dig "kubernetes" "enabled" true .Values.agent')
+    // ... and the proxy to on in Kubernetes mode
+    expect(helpers).toContain('dig "proxy" "enabled" nil .Values.agent')
   })
 
   it('values.schema.json requires psk.key (64 hex) when psk.create, unless an existing Secret is named', () => {
@@ -639,6 +731,14 @@ describe('helm chart', () => {
     expect(dockerfile).toMatch(/^RUN npm ci --omit=dev/m)
     expect(dockerfile).toMatch(/^ENTRYPOINT \["node"\]$/m)
     for (const dir of ['bin', 'shared', 'server', 'agent']) expect(dockerfile).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'))
+    // the runtime stage installs `ip` (the edgemesh0 bridge) and iptables (the proxy's nat rules;
+    // Debian's package has both iptables-nft and iptables-legacy)
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '))
+    const install = runtime.split('\n').find((l) => /^RUN apt-get update && apt-get install /.test(l))
+    expect(install, 'an apt-get install in the runtime stage').toBeDefined()
+    const packages = install!.split('apt-get install ')[1]!.split('&&')[0]!.trim().split(/\s+/)
+    expect(packages).toContain('iproute2')
+    expect(packages).toContain('iptables')
   })
 })
 
@@ -671,7 +771,7 @@ describe('helm chart rendered (helm template): node-local DNS', () => {
     expect(volume(chart)).toEqual(volume(docs))
   })
 
-  it('the agent container adds NET_BIND_SERVICE to NET_ADMIN/NET_RAW, with the plain manifest\'s securityContext', () => {
+  it('the agent container adds NET_BIND_SERVICE to the proxy\'s NET_ADMIN/NET_RAW, with the plain manifest\'s securityContext', () => {
     expect(caps(chart)).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE', 'NET_RAW'])
     expect(container(agentDs(chart), 'agent').securityContext).toEqual(container(agentDs(), 'agent').securityContext)
     // no host ports on 53: they would clash with any other DNS cache on the node (NodeLocal DNSCache)
@@ -709,6 +809,120 @@ describe('helm chart rendered (helm template): node-local DNS', () => {
     const objs = await render('agent.dns=null', 'agent.securityContext=null')
     expect(agentConfig(objs).dns).toEqual(DNS)
     expect(hostFileAt(agentDs(objs), 'agent', HOST_RESOLV_CONF)).toBe('/etc/resolv.conf')
-    expect(caps(objs)).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE'])
+    expect(caps(objs)).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE', 'NET_RAW'])
+  })
+})
+
+describe('helm chart rendered (helm template): ClusterIP proxy', () => {
+  const render = async (...set: string[]): Promise<Obj[]> => await renderChart({ args: set.flatMap((s) => ['--set', s]) })
+  const caps = (objs: Obj[]): string[] => [...(container(agentDs(objs), 'agent').securityContext.capabilities?.add ?? [])].sort()
+  const rawConfig = (objs: Obj[]): Obj => parseYaml(agentConfigText(objs))
+  const REFUSAL = 'agent.proxy.enabled is true but agent.kubernetes.enabled is false'
+  let chart: Obj[]
+  let noProxy: Obj[]
+  let standalone: Obj[]
+  beforeAll(async () => {
+    [chart, noProxy, standalone] = await Promise.all([
+      render(), render('agent.proxy.enabled=false'), render('agent.kubernetes.enabled=false')
+    ])
+  })
+
+  it('agent.yaml: the plain manifest\'s proxy section, every values.yaml key, valid for AgentConfig', () => {
+    expect(rawConfig(chart).proxy).toEqual(rawConfig(docs).proxy)
+    expect(rawConfig(chart).proxy).toEqual(PROXY_YAML)
+    expect(agentConfig(chart).proxy).toEqual(PROXY)
+    expect(agentConfig(chart).kubernetes).toBeDefined()
+  })
+
+  it('the DaemonSet runs in the host network with NET_ADMIN and NET_RAW, the xtables lock and /lib/modules, like the plain manifest', () => {
+    const ds = agentDs(chart)
+    expect(ds.spec.template.spec.hostNetwork).toBe(true)
+    expect(caps(chart)).toEqual(expect.arrayContaining(['NET_ADMIN', 'NET_RAW']))
+    expect(container(ds, 'agent').securityContext.capabilities.drop).toEqual(['ALL'])
+    expect(container(ds, 'agent').securityContext.privileged ?? false).toBe(false)
+    expectProxyMounts(ds)
+    // the same mounts and volumes (the plain manifest's config volume also holds the optional PSK)
+    expect(container(ds, 'agent').volumeMounts).toEqual(container(agentDs(), 'agent').volumeMounts)
+    const volumes = (objs: Obj[]): Obj[] => (agentDs(objs).spec.template.spec.volumes as Obj[]).filter((v) => v.name !== 'config')
+    expect(volumes(chart)).toEqual(volumes(docs))
+  })
+
+  it('agent.proxy.enabled=false: no proxy section, no xtables.lock or /lib/modules mount, no NET_RAW; nothing else changes', () => {
+    expect(rawConfig(noProxy).proxy).toBeUndefined()
+    expect(hasProxyMounts(agentDs(noProxy))).toBe(false)
+    // DNS still needs NET_ADMIN for its bridge
+    expect(caps(noProxy)).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE'])
+    // the default render minus exactly those is the proxy-less one (the config checksum aside)
+    const stripped = structuredClone(agentDs(chart))
+    const pod = stripped.spec.template
+    pod.spec.volumes = (pod.spec.volumes as Obj[]).filter((v) => !PROXY_VOLUMES.includes(v.name))
+    const c = container(stripped, 'agent')
+    c.volumeMounts = (c.volumeMounts as Obj[]).filter((m) => !PROXY_VOLUMES.includes(m.name))
+    c.securityContext.capabilities.add = (c.securityContext.capabilities.add as string[]).filter((x) => x !== 'NET_RAW')
+    const off = structuredClone(agentDs(noProxy))
+    expect(off.spec.template.metadata.annotations['checksum/config']).not.toBe(pod.metadata.annotations['checksum/config'])
+    delete pod.metadata.annotations['checksum/config']
+    delete off.spec.template.metadata.annotations['checksum/config']
+    expect(off).toEqual(stripped)
+    const { proxy: _proxy, ...rest } = rawConfig(chart)
+    expect(rawConfig(noProxy)).toEqual(rest)
+    // the RBAC stays: Kubernetes mode still reads the catalog (and DestinationRules are harmless)
+    expect(noProxy.filter((o) => RBAC_KINDS.has(o.kind)).length).toBe(chart.filter((o) => RBAC_KINDS.has(o.kind)).length)
+  })
+
+  it('with neither the proxy nor DNS the agent container adds no capability', async () => {
+    const objs = await render('agent.proxy.enabled=false', 'agent.dns.enabled=false')
+    expect(caps(objs)).toEqual([])
+    expect(container(agentDs(objs), 'agent').securityContext.capabilities.drop).toEqual(['ALL'])
+    expect(hasProxyMounts(agentDs(objs))).toBe(false)
+    expect(rawConfig(objs).proxy).toBeUndefined()
+    expect(rawConfig(objs).dns).toBeUndefined()
+  })
+
+  it('every agent.proxy value reaches agent.yaml', async () => {
+    const objs = await render(
+      'agent.proxy.listen=169.254.20.11', 'agent.proxy.iptables=legacy', 'agent.proxy.directCidrs={10.244.0.0/16,192.168.10.0/24}',
+      'agent.proxy.minSyncIntervalMs=1000', 'agent.proxy.resyncSeconds=300', 'agent.proxy.connectTimeoutMs=1500',
+      'agent.proxy.udpIdleSeconds=20', 'agent.proxy.udpStreamIdleSeconds=600', 'agent.proxy.destinationRules=false', 'agent.proxy.cleanupOnExit=false'
+    )
+    const set = {
+      listen: '169.254.20.11', iptables: 'legacy', directCidrs: ['10.244.0.0/16', '192.168.10.0/24'], minSyncIntervalMs: 1000, resyncSeconds: 300,
+      connectTimeoutMs: 1500, udpIdleSeconds: 20, udpStreamIdleSeconds: 600, destinationRules: false, cleanupOnExit: false
+    }
+    expect(Object.keys(set).sort()).toEqual(Object.keys(PROXY_YAML).sort())
+    expect(rawConfig(objs).proxy).toEqual(set)
+    expect(agentConfig(objs).proxy).toEqual({ ...PROXY, ...set })
+    expectProxyMounts(agentDs(objs))
+  })
+
+  it('agent.extraConfig.proxy reaches the keys values.yaml does not list (device, chainPrefix)', async () => {
+    const objs = await render('agent.extraConfig.proxy.chainPrefix=EDGE', 'agent.extraConfig.proxy.device=')
+    expect(agentConfig(objs).proxy).toEqual({ ...PROXY, chainPrefix: 'EDGE', device: '' })
+  })
+
+  it('standalone mode (agent.kubernetes.enabled=false) leaves the proxy off: no section, no mounts, no NET_RAW', () => {
+    expect(rawConfig(standalone).kubernetes).toBeUndefined()
+    expect(rawConfig(standalone).proxy).toBeUndefined()
+    expect(hasProxyMounts(agentDs(standalone))).toBe(false)
+    expect(caps(standalone)).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE'])
+  })
+
+  it('refuses to render the proxy without Kubernetes mode, saying why and what to set', async () => {
+    const err = await render('agent.kubernetes.enabled=false', 'agent.proxy.enabled=true').then(() => undefined, (e: Error) => e)
+    expect(err, 'helm template must fail').toBeInstanceOf(Error)
+    expect(err!.message).toContain(REFUSAL)
+    expect(err!.message).toContain('agent.proxy.enabled=false')
+    // explicitly off in standalone mode renders
+    const objs = await render('agent.kubernetes.enabled=false', 'agent.proxy.enabled=false')
+    expect(rawConfig(objs).proxy).toBeUndefined()
+    expect(hasProxyMounts(agentDs(objs))).toBe(false)
+  })
+
+  it('values reused from a release older than agent.proxy (or enabled=null) run it in Kubernetes mode with the defaults', async () => {
+    for (const objs of await Promise.all([render('agent.proxy=null'), render('agent.proxy.enabled=null'), render('agent.proxy.enabled=true')])) {
+      expect(agentConfig(objs).proxy).toEqual(PROXY)
+      expectProxyMounts(agentDs(objs))
+      expect(caps(objs)).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE', 'NET_RAW'])
+    }
   })
 })

@@ -126,6 +126,24 @@ from a release older than agent.dns get the chart's default (on).
 {{- end }}
 
 {{/*
+ClusterIP proxy: "true" when the agents run it, else empty. agent.proxy.enabled unset (null, the
+default; or values reused from a release older than agent.proxy): on in Kubernetes mode, off in
+standalone mode. Explicitly on in standalone mode fails: the proxy needs the catalog.
+*/}}
+{{- define "edgemesh.agent.proxy.enabled" -}}
+{{- if .Values.agent.enabled }}
+{{- $on := dig "proxy" "enabled" nil .Values.agent }}
+{{- $kube := include "edgemesh.agent.kubernetes.enabled" . }}
+{{- if not (kindIs "bool" $on) }}
+{{- if $kube }}true{{ end }}
+{{- else if and $on (not $kube) }}
+{{- fail "\n\nagent.proxy.enabled is true but agent.kubernetes.enabled is false: the ClusterIP proxy needs the agents' service catalog (Services and EndpointSlices from the Kubernetes API), which standalone mode does not have.\nEither set agent.proxy.enabled=false (or leave it unset: it follows agent.kubernetes.enabled), or run the agents in Kubernetes mode (agent.kubernetes.enabled=true, Kubernetes >= 1.30)." }}
+{{- else if $on }}true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 Where the agent container sees the NODE's /etc/resolv.conf (the DNS upstreams' default). Not
 under /etc/edgemesh: the kubelet pre-creates mount points nested in that projected volume as
 directories, and a file cannot be mounted on a directory.
@@ -135,16 +153,21 @@ directories, and a file cannot be mounted on a directory.
 {{- end }}
 
 {{/*
-The agent container's securityContext: agent.securityContext plus, with DNS, the capabilities
-its DNS server needs, unless already there: NET_ADMIN (create the edgemesh0 bridge and put the
-listen address on it) and NET_BIND_SERVICE (bind port 53).
+The agent container's securityContext: agent.securityContext plus the capabilities the enabled
+features need, unless already there. Proxy: NET_ADMIN (write the nat rules, put its address on
+the edgemesh0 bridge) and NET_RAW (iptables-legacy talks to the kernel over a raw socket). DNS:
+NET_ADMIN (create the edgemesh0 bridge and put the listen address on it) and NET_BIND_SERVICE
+(bind port 53).
 */}}
 {{- define "edgemesh.agent.securityContext" -}}
 {{- $sc := deepCopy (.Values.agent.securityContext | default dict) }}
-{{- if include "edgemesh.agent.dns.enabled" . }}
+{{- $need := list }}
+{{- if include "edgemesh.agent.proxy.enabled" . }}{{ $need = concat $need (list "NET_ADMIN" "NET_RAW") }}{{ end }}
+{{- if include "edgemesh.agent.dns.enabled" . }}{{ $need = concat $need (list "NET_ADMIN" "NET_BIND_SERVICE") }}{{ end }}
+{{- if $need }}
 {{- $caps := get $sc "capabilities" | default dict }}
 {{- $add := get $caps "add" | default list }}
-{{- range list "NET_ADMIN" "NET_BIND_SERVICE" }}
+{{- range $need }}
 {{- if not (has . $add) }}{{ $add = append $add . }}{{ end }}
 {{- end }}
 {{- $_ := set $caps "add" $add }}
@@ -274,6 +297,22 @@ agent.yaml (AgentConfig in shared/config.ts). nodeName is per node: the DaemonSe
 }}
 {{- with (dig "dns" "upstreams" (list) $v.agent) }}{{- $_ := set $d "upstreams" . }}{{- end }}
 {{- $_ := set $c "dns" $d }}
+{{- end }}
+{{- if include "edgemesh.agent.proxy.enabled" . }}
+{{- /* its address goes on the DNS server's bridge (the agent's default device, edgemesh0) */}}
+{{- $p := dict
+  "listen" (dig "proxy" "listen" "169.254.96.16" $v.agent)
+  "iptables" (dig "proxy" "iptables" "auto" $v.agent)
+  "directCidrs" (dig "proxy" "directCidrs" (list) $v.agent | default (list))
+  "minSyncIntervalMs" (int (dig "proxy" "minSyncIntervalMs" 250 $v.agent))
+  "resyncSeconds" (int (dig "proxy" "resyncSeconds" 60 $v.agent))
+  "connectTimeoutMs" (int (dig "proxy" "connectTimeoutMs" 3000 $v.agent))
+  "udpIdleSeconds" (int (dig "proxy" "udpIdleSeconds" 10 $v.agent))
+  "udpStreamIdleSeconds" (int (dig "proxy" "udpStreamIdleSeconds" 180 $v.agent))
+  "destinationRules" (dig "proxy" "destinationRules" true $v.agent)
+  "cleanupOnExit" (dig "proxy" "cleanupOnExit" true $v.agent)
+}}
+{{- $_ := set $c "proxy" $p }}
 {{- end }}
 {{- if $v.agent.metrics.enabled }}
 {{- $_ := set $c "metrics" (printf "%s:%d" $v.agent.metrics.host (int $v.agent.metrics.port)) }}
