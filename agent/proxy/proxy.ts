@@ -216,16 +216,17 @@ export class ServiceProxy {
     }
     const verify = this.verifyNext && !full
     this.verifyNext = false
-    const [pre, out, top] = await Promise.all([
+    const [pre, out, top, post] = await Promise.all([
       this.ipt.listChain('PREROUTING'), this.ipt.listChain('OUTPUT'),
-      verify ? this.ipt.listChain(`${prefix}-SERVICES`).catch(() => '') : Promise.resolve('')
+      verify ? this.ipt.listChain(`${prefix}-SERVICES`).catch(() => '') : Promise.resolve(''),
+      this.ipt.listChain('POSTROUTING')
     ])
     if (verify && countRules(top) !== this.state!.buckets.size) {
       // someone flushed or edited our chains: rewrite everything
       this.opts.log.warn({ chain: `${prefix}-SERVICES`, found: countRules(top), expected: this.state!.buckets.size }, 'proxy rules were changed outside the agent; rewriting them')
       return await this.sync(true)
     }
-    const extraRules = [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix)]
+    const extraRules = [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix), ...hookFixRules('POSTROUTING', post, prefix)]
     const rules = buildRules(ports, {
       chainPrefix: prefix, extraRules,
       ...(full ? { existingChains: this.existingChains } : { previous: this.state! })

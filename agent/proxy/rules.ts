@@ -1,7 +1,7 @@
 // Pure generation of the ClusterIP proxy's netfilter rules: the `nat` table state of the mesh as
 // one `iptables-restore --noflush` payload (full, or only what changed since the last sync), plus
-// parsing of `iptables-save` / `iptables -S` text for stale chains, the PREROUTING / OUTPUT hooks
-// and clean shutdown. Nothing here touches the host; the caller runs the commands.
+// parsing of `iptables-save` / `iptables -S` text for stale chains, the PREROUTING / OUTPUT /
+// POSTROUTING hooks and clean shutdown. Nothing here touches the host; the caller runs the commands.
 //
 // Layout (prefix P, e.g. EDGEMESH). Very few chains on purpose: iptables-nft-restore gets
 // superlinear in the number of chains (FINDINGS.md), so there is no chain per Service or endpoint.
@@ -12,16 +12,27 @@
 //   P-B<bbb>     every service port whose ClusterIP ends in .<b>, sorted by (key, port, protocol);
 //                each rule carries the full service match and DNATs to one target:
 //                  -d <clusterIP>/32 -p tcp -m tcp --dport <port> [pick] [affinity] -j DNAT ...
+//                preceded, per service port, by one hairpin mark per direct endpoint IP:
+//                  -s <endpoint ip>/32 -d <clusterIP>/32 -p tcp -m tcp --dport <port> -j MARK --set-xmark 0x200000/0x200000
+//   P-POSTROUTING  -m mark --mark 0x200000/0x200000 -j MASQUERADE
 // A service port's targets are its direct endpoints (sorted, weight 1 each) and then the agent's
 // listener (weight agentSlots). Round robin uses the kernel's exact nth counters, random uses
 // kube-proxy's probabilities; ClientIP affinity uses one `recent` list per target.
-// Hooks (`jumpRules`): `-I PREROUTING 1` and `-I OUTPUT 1` jump to P-SERVICES; they are kept out
-// of the main payload (re-inserting them on every sync would duplicate them) and repaired with
-// `hookFixRules` (from `iptables -t nat -S <hook>`) or `jumpFixRules` (from iptables-save).
+// Hairpin: a pod calling a Service that DNATs back to the pod itself would get the packet from
+// its own address (dropped as a martian, and the reply would bypass the node's conntrack anyway),
+// so such connections are marked (MARK does not terminate; bit 0x200000, not kube-proxy's 0x4000,
+// so neither masquerades the other's traffic) and masqueraded to the node's address. Without a
+// chain per endpoint the mark cannot depend on which endpoint the spread picks: a pod calling a
+// Service it backs is masqueraded whichever endpoint it lands on (kube-proxy marks only when it
+// lands on itself). Agent shares are never marked: the agent dials from the node.
+// Hooks (`jumpRules`): `-I PREROUTING 1` and `-I OUTPUT 1` jump to P-SERVICES, `-I POSTROUTING 1`
+// to P-POSTROUTING; they are kept out of the main payload (re-inserting them on every sync would
+// duplicate them) and repaired with `hookFixRules` (from `iptables -t nat -S <hook>`) or
+// `jumpFixRules` (from iptables-save).
 //
 // Service ports without any target: REJECT belongs to the filter table, so the nat payload emits
 // nothing for them and `NatRules.noEndpoints` lists them for the caller's filter rules.
-// Not emitted: hairpin masquerade, NodePorts, IPv6 (non-IPv4 addresses are reported in `skipped`).
+// Not emitted: NodePorts, IPv6 (non-IPv4 addresses are reported in `skipped`).
 import { hash } from 'node:crypto'
 import { isIPv4 } from 'node:net'
 
@@ -55,11 +66,19 @@ export interface RuleState {
   readonly chainPrefix: string
   /** non-empty bucket → its chain's rule lines exactly as written */
   readonly buckets: ReadonlyMap<number, string>
+  /** the POSTROUTING chain's rule lines exactly as written */
+  readonly postrouting: string
 }
 
 export interface RuleOptions {
-  /** chain name prefix, e.g. 'EDGEMESH'; at most 18 characters so the recent list names fit in 28 */
+  /** chain name prefix, e.g. 'EDGEMESH'; at most 16 characters so `<prefix>-POSTROUTING` fits in 28 */
   chainPrefix: string
+  /**
+   * Hairpin masquerade (default true): mark connections from a direct endpoint to its own service
+   * port and masquerade them in P-POSTROUTING. When false the bucket chains carry no marks and
+   * P-POSTROUTING (still declared and hooked) is empty.
+   */
+  hairpin?: boolean
   /**
    * Our chains that exist now (`parseChains(iptablesSave, prefix)`): those not in the new layout
    * (an older version's P-SVC-* / P-SEP-*, an emptied bucket) are flushed and deleted, and a
@@ -77,7 +96,7 @@ export interface Skipped { key: string, reason: string }
 export interface NatRules {
   /** the `iptables-restore --noflush` input for table nat; '' when there is nothing to change */
   text: string
-  /** the chains of the new layout, SERVICES first, then the buckets in order */
+  /** the chains of the new layout: SERVICES, POSTROUTING, then the buckets in order */
   chains: string[]
   /** the chains this payload declares (flushes) and fills: all of `chains` in a full sync */
   written: string[]
@@ -98,11 +117,16 @@ const MIN_HASH_LEN = 8
 const MAX_AFFINITY_SECONDS = 86_400
 // sanity bound: nth --every is a u32, and no Service has a million endpoints
 const MAX_AGENT_SLOTS = 1_000_000
-const JUMP_COMMENT = 'edgemesh service portals'
-const HOOK_CHAINS = ['PREROUTING', 'OUTPUT'] as const
+const HOOK_CHAINS = ['PREROUTING', 'OUTPUT', 'POSTROUTING'] as const
 export type HookChain = typeof HOOK_CHAINS[number]
+const POSTROUTING_SUFFIX = '-POSTROUTING'
+/** The mark bit of connections to masquerade (hairpin); kube-proxy's is 0x4000. */
+export const HAIRPIN_MARK = '0x200000'
 
 export function servicesChain (prefix: string): string { return `${prefix}-SERVICES` }
+
+/** The chain hooked from nat POSTROUTING: the hairpin masquerade. */
+export function postroutingChain (prefix: string): string { return `${prefix}${POSTROUTING_SUFFIX}` }
 
 /** The chain of bucket `bucket` (0-255): prefix-B<3-digit bucket>. */
 export function bucketChainName (prefix: string, bucket: number): string {
@@ -117,9 +141,9 @@ export function bucketOf (clusterIP: string): number {
 /** Validates the prefix; returns the length of the hashes in recent list names. */
 function checkPrefix (prefix: string): number {
   if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(prefix)) throw new Error(`invalid chain prefix ${JSON.stringify(prefix)}`)
-  const hashLen = Math.min(16, MAX_CHAIN_LEN - prefix.length - AFFINITY_KIND.length)
-  if (hashLen < MIN_HASH_LEN) throw new Error(`chain prefix ${prefix} is too long (max ${MAX_CHAIN_LEN - AFFINITY_KIND.length - MIN_HASH_LEN} characters)`)
-  return hashLen
+  const max = Math.min(MAX_CHAIN_LEN - AFFINITY_KIND.length - MIN_HASH_LEN, MAX_CHAIN_LEN - POSTROUTING_SUFFIX.length)
+  if (prefix.length > max) throw new Error(`chain prefix ${prefix} is too long (max ${max} characters)`)
+  return Math.min(16, MAX_CHAIN_LEN - prefix.length - AFFINITY_KIND.length)
 }
 
 const B32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'
@@ -229,9 +253,10 @@ function probability (remaining: number): string {
  * the later targets, picking 1 of every `remaining` (nth) or with probability 1/remaining
  * (random) gives each direct endpoint 1/N; the last target takes what is left, unconditionally.
  */
-function portRules (chain: string, s: ProxyServicePort, direct: string[], prefix: string, hashLen: number): string {
+function portRules (chain: string, s: ProxyServicePort, direct: string[], prefix: string, hashLen: number, hairpin: boolean): string {
   const proto = s.protocol === 'TCP' ? 'tcp' : 'udp'
-  const match = `-A ${chain} -d ${s.clusterIP}/32 -p ${proto} -m ${proto} --dport ${s.port}`
+  const svc = `-d ${s.clusterIP}/32 -p ${proto} -m ${proto} --dport ${s.port}`
+  const match = `-A ${chain} ${svc}`
   const slots = s.agentSlots
   const targets = slots > 0 ? [...direct, parseEndpoint(s.agentTarget)!] : direct
   const total = direct.length + slots
@@ -239,6 +264,17 @@ function portRules (chain: string, s: ProxyServicePort, direct: string[], prefix
   const lists = affinity > 0 ? targets.map((t) => affinityName(prefix, hashLen, s.key, s.port, s.protocol, t)) : []
   // joined once at the end: a flat string, cheap to concatenate and compare on later syncs
   const out: string[] = []
+  // hairpin: a connection from one of the direct endpoints to this service port is marked for
+  // P-POSTROUTING's masquerade before any rule DNATs it (the mark does not stop the traversal)
+  if (hairpin && direct.length > 0) {
+    const seen = new Set<string>()
+    for (const ep of direct) {
+      const ip = ep.slice(0, ep.lastIndexOf(':'))
+      if (seen.has(ip)) continue
+      seen.add(ip)
+      out.push(`-A ${chain} -s ${ip}/32 ${svc} -j MARK --set-xmark ${HAIRPIN_MARK}/${HAIRPIN_MARK}\n`)
+    }
+  }
   // a client seen recently keeps its target; checked before the spread (like kube-proxy). --update,
   // not kube-proxy's --rcheck: its rcheck jumps to a per-endpoint chain whose --set refreshes the
   // entry, here the DNAT is direct, so the check itself must refresh it or an active client would
@@ -302,7 +338,7 @@ function sameInput (c: CachedPort, s: ProxyServicePort): boolean {
   return true
 }
 
-function planPort (memo: PortMemo, s: ProxyServicePort, chain: string, prefix: string, hashLen: number): PortPlan {
+function planPort (memo: PortMemo, s: ProxyServicePort, chain: string, prefix: string, hashLen: number, hairpin: boolean): PortPlan {
   memo.used++
   let ports = memo.byKey.get(s.key)
   let slot = -1
@@ -318,7 +354,7 @@ function planPort (memo: PortMemo, s: ProxyServicePort, chain: string, prefix: s
   const skipped: Skipped[] = []
   const direct = directTargets(s, skipped)
   const empty = direct.length + s.agentSlots === 0
-  const plan = { text: empty ? '' : portRules(chain, s, direct, prefix, hashLen), empty, skipped }
+  const plan = { text: empty ? '' : portRules(chain, s, direct, prefix, hashLen, hairpin), empty, skipped }
   // a copy of the inputs: the caller may mutate its objects before the next sync
   const entry = { input: { ...s, direct: [] }, direct: s.direct.slice(), plan, usedIn: memo.build }
   if (ports == null) memo.byKey.set(s.key, ports = [])
@@ -341,6 +377,8 @@ export function buildRules (services: readonly ProxyServicePort[], opts: RuleOpt
   const prefix = opts.chainPrefix
   const hashLen = checkPrefix(prefix)
   const top = servicesChain(prefix)
+  const post = postroutingChain(prefix)
+  const hairpin = opts.hairpin ?? true
   const previous = opts.previous?.chainPrefix === prefix ? opts.previous : undefined
 
   const skipped: Skipped[] = []
@@ -358,7 +396,8 @@ export function buildRules (services: readonly ProxyServicePort[], opts: RuleOpt
   const bucketParts: string[][] = []
   for (let b = 0; b < 256; b++) bucketParts.push([])
   const noEndpoints: ProxyServicePort[] = []
-  const memo = portMemo(prefix)
+  // the memoized text depends on the hairpin option too
+  const memo = portMemo(hairpin ? prefix : `${prefix}\0no-hairpin`)
   let prev: ProxyServicePort | undefined
   for (const s of valid) {
     if (prev != null && prev.key === s.key && prev.port === s.port && prev.protocol === s.protocol) {
@@ -367,7 +406,7 @@ export function buildRules (services: readonly ProxyServicePort[], opts: RuleOpt
     }
     prev = s
     const b = bucketOf(s.clusterIP)
-    const plan = planPort(memo, s, bucketNames[b]!, prefix, hashLen)
+    const plan = planPort(memo, s, bucketNames[b]!, prefix, hashLen, hairpin)
     for (const k of plan.skipped) skipped.push(k)
     if (plan.empty) noEndpoints.push(s)
     else bucketParts[b]!.push(plan.text)
@@ -379,7 +418,7 @@ export function buildRules (services: readonly ProxyServicePort[], opts: RuleOpt
   const buckets = new Map<number, string>()
   // joined, not +=: flat strings compare with one memcmp on the next sync
   for (let b = 0; b < 256; b++) if (bucketParts[b]!.length > 0) buckets.set(b, bucketParts[b]!.join(''))
-  const chains = [top, ...[...buckets.keys()].map((b) => bucketNames[b]!)]
+  const chains = [top, post, ...[...buckets.keys()].map((b) => bucketNames[b]!)]
   const layout = new Set(chains)
 
   const existing = opts.existingChains == null ? undefined : new Set(opts.existingChains)
@@ -400,13 +439,19 @@ export function buildRules (services: readonly ProxyServicePort[], opts: RuleOpt
       lines.push(`-A ${top} -d 0.0.0.${b}/0.0.0.255 -m comment --comment "edgemesh ClusterIPs x.x.x.${b}" -j ${bucketNames[b]}\n`)
     }
   }
+  // part of the layout whatever the services: never stale, written in every full sync
+  const postText = hairpin ? `-A ${post} -m mark --mark ${HAIRPIN_MARK}/${HAIRPIN_MARK} -j MASQUERADE\n` : ''
+  if (previous?.postrouting !== postText || missing(post)) {
+    written.push(post)
+    lines.push(postText)
+  }
   for (const [b, text] of buckets) {
     if (previous?.buckets.get(b) === text && !missing(bucketNames[b]!)) continue
     written.push(bucketNames[b]!)
     lines.push(text)
   }
 
-  const state: RuleState = { chainPrefix: prefix, buckets }
+  const state: RuleState = { chainPrefix: prefix, buckets, postrouting: postText }
   const extra = opts.extraRules ?? []
   if (written.length === 0 && deleted.length === 0 && extra.length === 0) {
     return { text: '', chains, written, deleted, noEndpoints, skipped, state }
@@ -480,12 +525,21 @@ export function parseChains (saveText: string, prefix: string, table = 'nat'): s
   return [...new Set(t.chains.filter((c) => c.startsWith(`${prefix}-`)))].sort(cmp)
 }
 
-/** The hook of the mesh's SERVICES chain at the top of `hook` (nat), restore syntax. */
-function jumpRule (hook: HookChain, prefix: string): string {
-  return `-I ${hook} 1 -m comment --comment "${JUMP_COMMENT}" -j ${servicesChain(prefix)}`
+/** Our chain hooked from `hook`: SERVICES from PREROUTING and OUTPUT, P-POSTROUTING from POSTROUTING. */
+function hookTarget (hook: HookChain, prefix: string): string {
+  return hook === 'POSTROUTING' ? postroutingChain(prefix) : servicesChain(prefix)
 }
 
-/** The hooks of the mesh's SERVICES chain at the top of PREROUTING and OUTPUT (nat), restore syntax. */
+/** The hook of our chain at the top of `hook` (nat), restore syntax. */
+function jumpRule (hook: HookChain, prefix: string): string {
+  const comment = hook === 'POSTROUTING' ? 'edgemesh postrouting rules' : 'edgemesh service portals'
+  return `-I ${hook} 1 -m comment --comment "${comment}" -j ${hookTarget(hook, prefix)}`
+}
+
+/**
+ * The hooks of our chains at the top of nat PREROUTING, OUTPUT (SERVICES) and POSTROUTING
+ * (P-POSTROUTING), restore syntax.
+ */
 export function jumpRules (prefix: string): string[] {
   checkPrefix(prefix)
   return HOOK_CHAINS.map((c) => jumpRule(c, prefix))
@@ -493,7 +547,7 @@ export function jumpRules (prefix: string): string[] {
 
 /** Restore lines that make our jump the first of the `-A <hook>` rules given; [] when it is. */
 function fixHook (hook: HookChain, rules: readonly string[], prefix: string): string[] {
-  const top = servicesChain(prefix)
+  const top = hookTarget(hook, prefix)
   const ofHook = rules.filter((r) => ruleChain(r) === hook)
   if (ofHook.length > 0 && ruleTarget(ofHook[0]!) === top) return []
   const out: string[] = []
@@ -504,7 +558,8 @@ function fixHook (hook: HookChain, rules: readonly string[], prefix: string): st
 }
 
 /**
- * From `iptables -t nat -S <hook>` output (`-P PREROUTING ACCEPT`, `-A PREROUTING ...`): the
+ * From `iptables -t nat -S <hook>` output (`-P PREROUTING ACCEPT`, `-A PREROUTING ...`; also
+ * OUTPUT and POSTROUTING): the
  * restore lines that make our jump the first rule of `hook` (delete our jumps as listed, insert at
  * position 1), or [] when it already is. Much cheaper than a full iptables-save on every sync.
  */
@@ -519,13 +574,13 @@ export function hookFixRules (hook: HookChain, listing: string, prefix: string):
   return fixHook(hook, rules, prefix)
 }
 
-/** True when our jump is missing from, or not the first rule of, nat PREROUTING or OUTPUT. */
+/** True when our jump is missing from, or not the first rule of, nat PREROUTING, OUTPUT or POSTROUTING. */
 export function needsJumpFix (saveText: string, prefix: string): boolean {
   return jumpFixRules(saveText, prefix).length > 0
 }
 
 /**
- * `hookFixRules` for both hooks from `iptables-save` text: empty when nothing needs fixing.
+ * `hookFixRules` for the three hooks from `iptables-save` text: empty when nothing needs fixing.
  * Meant for `RuleOptions.extraRules`.
  */
 export function jumpFixRules (saveText: string, prefix: string): string[] {

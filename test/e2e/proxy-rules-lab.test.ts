@@ -1,6 +1,7 @@
 // The proxy's generated iptables rules against the real iptables-restore and kernel, inside a
-// lab namespace: accepted as written and found again in iptables-save (the bucket mask form
-// included), the hook repaired to the top from `iptables -S` when another chain got in first,
+// lab namespace: accepted as written and found again in iptables-save (the bucket mask form and
+// the hairpin marks included), the hooks (PREROUTING, OUTPUT, POSTROUTING) repaired to the top
+// from `iptables -S` when another chain got in first,
 // chains of the old per-service layout removed, an incremental restore leaving exactly what a full
 // one would, the kernel's nth counters and recent lists doing what the unit tests simulate,
 // cleanup leaving nothing; and what 10,000 service ports cost (build, restore, one-endpoint change).
@@ -23,9 +24,14 @@ async function run (argv: string[], input?: string): Promise<string> {
 async function restore (text: string): Promise<void> { await run(['iptables-restore', '--noflush'], text) }
 async function save (): Promise<string> { return await run(['iptables-save', '-t', 'nat']) }
 async function listHook (hook: HookChain): Promise<string> { return await run(['iptables', '-t', 'nat', '-S', hook]) }
+const HOOKS: HookChain[] = ['PREROUTING', 'OUTPUT', 'POSTROUTING']
 async function hookFixes (): Promise<string[]> {
-  return [...hookFixRules('PREROUTING', await listHook('PREROUTING'), PREFIX), ...hookFixRules('OUTPUT', await listHook('OUTPUT'), PREFIX)]
+  const fixes: string[] = []
+  for (const hook of HOOKS) fixes.push(...hookFixRules(hook, await listHook(hook), PREFIX))
+  return fixes
 }
+/** Our hook of `hook` as `iptables -S` lists it. */
+const hookLine = (hook: HookChain): string => jumpRules(PREFIX)[HOOKS.indexOf(hook)]!.replace(/^-I (\S+) 1 /, '-A $1 ')
 /** Our chain declarations and rules as iptables-save prints them (chains sorted, rules in order). */
 const ours = (saveText: string): string[] => saveText.split('\n').filter((l) => l.startsWith(`:${PREFIX}-`) || l.startsWith(`-A ${PREFIX}-`))
 async function cleanup (): Promise<void> {
@@ -54,21 +60,23 @@ afterAll(async () => { await lab?.teardown() })
 
 describe('proxy iptables rules in a real kernel (lab namespace)', () => {
   it('are accepted, found again, hooked first over another chain; old-layout chains go; cleanup removes everything', async () => {
-    // an older agent's per-service layout, hooked, and kube-proxy's chain in front of it
+    // an older agent's per-service layout, hooked (PREROUTING and OUTPUT only: it had no
+    // POSTROUTING chain), and kube-proxy's chains in front of it
     await restore([
       '*nat',
-      ':EDGEMESH-SERVICES - [0:0]', ':EDGEMESH-SVC-OLDOLDOLDOLDOLD - [0:0]', ':EDGEMESH-SEP-OLDOLDOLDOLDOLD - [0:0]', ':KUBE-SERVICES - [0:0]',
+      ':EDGEMESH-SERVICES - [0:0]', ':EDGEMESH-SVC-OLDOLDOLDOLDOLD - [0:0]', ':EDGEMESH-SEP-OLDOLDOLDOLDOLD - [0:0]', ':KUBE-SERVICES - [0:0]', ':KUBE-POSTROUTING - [0:0]',
       '-A EDGEMESH-SERVICES -d 10.96.0.99/32 -p tcp -m tcp --dport 80 -m comment --comment "default/old:80" -j EDGEMESH-SVC-OLDOLDOLDOLDOLD',
       '-A EDGEMESH-SVC-OLDOLDOLDOLDOLD -m comment --comment "default/old:80 -> 10.244.9.9:80" -j EDGEMESH-SEP-OLDOLDOLDOLDOLD',
       '-A EDGEMESH-SEP-OLDOLDOLDOLDOLD -p tcp -m comment --comment "default/old:80" -m tcp -j DNAT --to-destination 10.244.9.9:80',
-      ...jumpRules(PREFIX),
-      '-I PREROUTING 1 -j KUBE-SERVICES', '-I OUTPUT 1 -j KUBE-SERVICES',
+      '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
+      ...jumpRules(PREFIX).filter((r) => !r.startsWith('-I POSTROUTING ')),
+      '-I PREROUTING 1 -j KUBE-SERVICES', '-I OUTPUT 1 -j KUBE-SERVICES', '-I POSTROUTING 1 -j KUBE-POSTROUTING',
       'COMMIT', ''
     ].join('\n'))
     let text = await save()
     expect(parseChains(text, PREFIX)).toEqual(['EDGEMESH-SEP-OLDOLDOLDOLDOLD', 'EDGEMESH-SERVICES', 'EDGEMESH-SVC-OLDOLDOLDOLDOLD'])
     const fixes = await hookFixes()
-    expect(fixes).toHaveLength(4) // a delete and an insert per hook
+    expect(fixes).toHaveLength(5) // a delete and an insert for PREROUTING and OUTPUT, an insert for POSTROUTING
 
     const input = mixed(40)
     const first = buildRules(input, { chainPrefix: PREFIX, existingChains: parseChains(text, PREFIX), extraRules: fixes })
@@ -84,17 +92,24 @@ describe('proxy iptables rules in a real kernel (lab namespace)', () => {
     expect(text).toMatch(/-m recent --update --seconds 300 --reap --name EDGEMESH-A[A-Z2-7]{16} --mask 255\.255\.255\.255 --rsource -j DNAT /)
     expect(text).toMatch(/-m statistic --mode nth --every \d+ --packet 0 -m recent --set --name EDGEMESH-A[A-Z2-7]{16} --mask 255\.255\.255\.255 --rsource -j DNAT /)
     expect(text).not.toContain('OLDOLD')
-    for (const hook of ['PREROUTING', 'OUTPUT'] as const) {
+    // the hairpin marks and the masquerade come back exactly as written
+    const marks = first.text.split('\n').filter((l) => l.includes(' -j MARK '))
+    expect(marks.length).toBeGreaterThan(40)
+    for (const l of marks) expect(text).toContain(`${l}\n`)
+    expect(text).toContain('-A EDGEMESH-POSTROUTING -m mark --mark 0x200000/0x200000 -j MASQUERADE\n')
+    for (const hook of HOOKS) {
       const listing = await listHook(hook)
-      expect(listing.split('\n').find((l) => l.startsWith(`-A ${hook} `))).toBe(`-A ${hook} -m comment --comment "edgemesh service portals" -j EDGEMESH-SERVICES`)
-      expect(listing.split('\n').filter((l) => l.endsWith('-j EDGEMESH-SERVICES'))).toHaveLength(1)
+      expect(listing.split('\n').find((l) => l.startsWith(`-A ${hook} `))).toBe(hookLine(hook))
+      expect(listing.split('\n').filter((l) => / -j EDGEMESH-/.test(l))).toHaveLength(1)
       expect(hookFixRules(hook, listing, PREFIX)).toEqual([])
     }
+    expect((await listHook('POSTROUTING')).split('\n').filter((l) => l.startsWith('-A '))).toEqual([hookLine('POSTROUTING'), '-A POSTROUTING -j KUBE-POSTROUTING'])
 
     await cleanup()
     text = await save()
     expect(text).not.toContain('EDGEMESH')
     expect(text).toContain('KUBE-SERVICES') // not ours: left alone
+    expect(text).toContain('-A POSTROUTING -j KUBE-POSTROUTING\n')
   })
 
   it('an incremental restore on top of a full one leaves what a full build of the new state leaves', async () => {
@@ -125,6 +140,16 @@ describe('proxy iptables rules in a real kernel (lab namespace)', () => {
     expect(del.deleted).toEqual([bucketChainName(PREFIX, 9)])
     await restore(del.text)
     expect(parseChains(await save(), PREFIX)).toEqual([...del.chains].sort())
+
+    // hairpin turned off incrementally: what a full build without it leaves
+    const off = buildRules(gone, { chainPrefix: PREFIX, hairpin: false, previous: del.state })
+    await restore(off.text)
+    const incOff = ours(await save())
+    expect(incOff.some((l) => l.includes('MARK') || l.includes('MASQUERADE'))).toBe(false)
+    expect(incOff).toContain(`:${PREFIX}-POSTROUTING - [0:0]`)
+    await cleanup()
+    await restore(buildRules(gone, { chainPrefix: PREFIX, hairpin: false }).text)
+    expect(incOff).toEqual(ours(await save()))
     await cleanup()
   })
 
@@ -170,44 +195,51 @@ describe('proxy iptables rules in a real kernel (lab namespace)', () => {
     await cleanup()
   })
 
-  it('10,000 service ports x 3 endpoints: build, iptables-restore, and a one-endpoint incremental sync', async () => {
+  it('10,000 service ports x 3 endpoints: build, iptables-restore, and a one-endpoint incremental sync (hairpin marks on and off)', async () => {
     const input = services(10_000)
     buildRules(services(10_000), { chainPrefix: 'WARMUP' }) // JIT warm-up (another prefix: not memoized for ours)
-    const t0 = performance.now()
-    const full = buildRules(input, { chainPrefix: PREFIX })
-    const buildMs = performance.now() - t0
-    const t1 = performance.now()
-    await restore(full.text)
-    const restoreMs = performance.now() - t1
-    const t2 = performance.now()
-    const fixes = await hookFixes()
-    const listMs = performance.now() - t2
-    await restore(['*nat', ...fixes, 'COMMIT', ''].join('\n'))
-    const t3 = performance.now()
-    const text = await save()
-    const saveMs = performance.now() - t3
-    expect(parseChains(text, PREFIX)).toEqual([...full.chains].sort())
-    expect(text.split('\n').filter((l) => l.startsWith(`-A ${PREFIX}-`))).toHaveLength(256 + 30_000)
-
+    const timed = async <T>(f: () => Promise<T> | T): Promise<{ r: T, ms: number }> => {
+      const t = performance.now()
+      const r = await f()
+      return { r, ms: performance.now() - t }
+    }
     const changed = input.slice()
     changed[4242] = { ...changed[4242]!, direct: ['10.2.0.1:8080', ...changed[4242]!.direct.slice(1)] }
-    const t4 = performance.now()
-    const inc = buildRules(changed, { chainPrefix: PREFIX, previous: full.state })
-    const incBuildMs = performance.now() - t4
-    expect(inc.written).toEqual([bucketChainName(PREFIX, 4242 & 255)])
-    const t5 = performance.now()
-    await restore(inc.text)
-    const incRestoreMs = performance.now() - t5
-    const t6 = performance.now()
-    const noop = buildRules(changed, { chainPrefix: PREFIX, previous: inc.state })
-    const noopMs = performance.now() - t6
-    expect(noop.text).toBe('')
-    expect(await run(['iptables', '-t', 'nat', '-S', bucketChainName(PREFIX, 4242 & 255)])).toContain('--to-destination 10.2.0.1:8080')
 
-    console.log(`[proxy-rules] 10k service ports x 3 endpoints: ${full.chains.length} chains, ${(full.text.length / 1e6).toFixed(1)} MB; ` +
-      `first build ${buildMs.toFixed(0)} ms, iptables-restore ${restoreMs.toFixed(0)} ms; iptables -S of both hooks ${listMs.toFixed(0)} ms, ` +
-      `iptables-save ${saveMs.toFixed(0)} ms; one-endpoint change: build ${incBuildMs.toFixed(1)} ms, ` +
-      `iptables-restore ${incRestoreMs.toFixed(0)} ms (${inc.text.length} bytes); unchanged sync build ${noopMs.toFixed(1)} ms`)
+    /** full restore into an empty table, the same again over it, then a one-endpoint change */
+    const measure = async (hairpin: boolean): Promise<{ bytes: number, build: number, restore: number, resync: number, incBuild: number, incRestore: number, incBytes: number, noop: number }> => {
+      const full = await timed(() => buildRules(input, { chainPrefix: PREFIX, hairpin }))
+      const restored = await timed(async () => { await restore(full.r.text) })
+      const resync = await timed(async () => { await restore(full.r.text) })
+      const text = await save()
+      expect(parseChains(text, PREFIX)).toEqual([...full.r.chains].sort())
+      // SERVICES, per service port 3 DNATs (+ 3 hairpin marks), the masquerade
+      expect(text.split('\n').filter((l) => l.startsWith(`-A ${PREFIX}-`))).toHaveLength(256 + (hairpin ? 60_001 : 30_000))
+      const inc = await timed(() => buildRules(changed, { chainPrefix: PREFIX, hairpin, previous: full.r.state }))
+      expect(inc.r.written).toEqual([bucketChainName(PREFIX, 4242 & 255)])
+      const incRestore = await timed(async () => { await restore(inc.r.text) })
+      const noop = await timed(() => buildRules(changed, { chainPrefix: PREFIX, hairpin, previous: inc.r.state }))
+      expect(noop.r.text).toBe('')
+      const bucket = await run(['iptables', '-t', 'nat', '-S', bucketChainName(PREFIX, 4242 & 255)])
+      expect(bucket).toContain('--to-destination 10.2.0.1:8080')
+      expect(bucket.includes('-s 10.2.0.1/32 -d 10.96.16.146/32 -p tcp -m tcp --dport 80 -j MARK --set-xmark 0x200000/0x200000')).toBe(hairpin)
+      await cleanup()
+      return { bytes: full.r.text.length, build: full.ms, restore: restored.ms, resync: resync.ms, incBuild: inc.ms, incRestore: incRestore.ms, incBytes: inc.r.text.length, noop: noop.ms }
+    }
+    const on = await measure(true)
+    // the hooks and a save, with the hairpin layout in place
+    await restore(buildRules(input, { chainPrefix: PREFIX }).text)
+    const list = await timed(hookFixes)
+    await restore(['*nat', ...list.r, 'COMMIT', ''].join('\n'))
+    expect(await hookFixes()).toEqual([])
+    const saved = await timed(save)
     await cleanup()
+    const off = await measure(false)
+
+    const fmt = (m: typeof on): string => `${(m.bytes / 1e6).toFixed(1)} MB, first build ${m.build.toFixed(0)} ms, iptables-restore ${m.restore.toFixed(0)} ms, ` +
+      `re-sync ${m.resync.toFixed(0)} ms; one-endpoint change: build ${m.incBuild.toFixed(1)} ms, iptables-restore ${m.incRestore.toFixed(0)} ms ` +
+      `(${m.incBytes} bytes); unchanged sync build ${m.noop.toFixed(1)} ms`
+    console.log(`[proxy-rules] 10k service ports x 3 endpoints, 258 chains. hairpin on: ${fmt(on)}. hairpin off: ${fmt(off)}. ` +
+      `iptables -S of the three hooks ${list.ms.toFixed(0)} ms, iptables-save ${saved.ms.toFixed(0)} ms`)
   })
 })

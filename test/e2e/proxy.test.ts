@@ -155,6 +155,22 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     expect(packets).toBeGreaterThanOrEqual(20)
   })
 
+  it('hairpin: a pod calling a Service whose kernel-DNAT endpoint is itself gets its reply (masqueraded; other clients are not)', async () => {
+    await createService('hairpin', [{ pod: 'a-web1' }])
+    // programmed: another pod reaches it
+    await eventually(async () => { expect(await curl('client', `http://${ips.hairpin}/`)).toBe('a-web1') }, 20_000, 200)
+    const masqueraded = async (): Promise<number> => {
+      const rule = (await natRules('a1')).find((l) => / -A EDGEMESH-POSTROUTING -m mark --mark 0x200000\/0x200000 -j MASQUERADE$/.test(l))
+      return rule == null ? 0 : Number(/^\[(\d+):/.exec(rule)?.[1])
+    }
+    const before = await masqueraded()
+    for (let i = 0; i < 3; i++) expect(await curl('client', `http://${ips.hairpin}/`)).toBe('a-web1')
+    expect(await masqueraded(), 'a client that is not the endpoint keeps its source address').toBe(before)
+    // without the masquerade the DNATed SYN comes back to a-web1 from its own address and is dropped: curl times out
+    for (let i = 0; i < 3; i++) expect(await curl('a-web1', `http://${ips.hairpin}/`)).toBe('a-web1')
+    expect(await masqueraded() - before).toBe(3) // one per connection (nat sees only the first packet)
+  })
+
   it('a UDP Service across sites: 10,000 datagrams, each echoed intact; loss reported', async () => {
     const r = await lab.exec(pods.client!, [NODE, WORKLOAD, 'udp-blast', ips['udp-b']!, '53', '10000', '64'], { timeoutMs: 120_000 })
     const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { sent: number, intact: number, corrupted: number, lost: number }

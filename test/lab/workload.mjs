@@ -6,8 +6,15 @@
 //   trace <url> <ms>                        GETs back to back for <ms>; prints one line per response: "<t_ms> <name>"
 //   udp-blast <ip> <port> <n> <window>      n datagrams of 1..1200 bytes (sequence + pattern), at most <window>
 //                                           unanswered; checks every echo byte for byte; prints JSON totals
+//   tcp-echo <port>                         TCP server echoing every byte back
+//   conns <ip> <port> <n>                   n TCP connections opened at once; each writes a line and waits for its
+//                                           echo; all held open until every one finished (echoed, failed or 30 s);
+//                                           prints {"ok":..,"failed":..,"errors":{..},"connectP50Ms":..,"allMs":..}
+//   latency <url> <n>                       n sequential GETs, each on a new connection; prints
+//                                           {"n":..,"errors":..,"p50":..,"p90":..,"p99":..} (ms, request start -> response end)
 import http from 'node:http'
 import dgram from 'node:dgram'
+import net from 'node:net'
 
 const [mode, ...args] = process.argv.slice(2)
 
@@ -95,6 +102,56 @@ if (mode === 'http') {
   console.log(JSON.stringify({ sent, intact, corrupted, lost: n - intact }))
   s.close()
   process.exit(0)
+} else if (mode === 'tcp-echo') {
+  const server = net.createServer((c) => { c.on('error', () => {}); c.pipe(c) })
+  server.maxConnections = 100_000
+  server.listen({ port: Number(args[0]), host: '0.0.0.0', backlog: 4096 }, () => console.log('listening'))
+} else if (mode === 'conns') {
+  const [ip, port, n] = [args[0], Number(args[1]), Number(args[2])]
+  const t0 = performance.now()
+  const errors = {}
+  const sockets = []
+  const connectMs = []
+  const one = (i) => new Promise((resolve) => {
+    const line = `conn ${i} ${'x'.repeat(32)}\n`
+    const started = performance.now()
+    const s = net.connect({ host: ip, port, noDelay: true })
+    sockets.push(s)
+    let got = ''
+    let settled = false
+    const done = (err) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      if (err != null) errors[err] = (errors[err] ?? 0) + 1
+      resolve(err == null)
+    }
+    const timer = setTimeout(() => done('timeout'), 30_000)
+    s.setEncoding('utf8')
+    s.on('connect', () => { connectMs.push(performance.now() - started); s.write(line) })
+    s.on('data', (d) => { got += d; if (got.length >= line.length) done(got === line ? undefined : 'mismatch') })
+    s.on('error', (e) => done(e.code ?? e.message))
+    s.on('close', () => done('closed'))
+  })
+  const results = await Promise.all(Array.from({ length: n }, (_, i) => one(i)))
+  const allMs = performance.now() - t0
+  const ok = results.filter(Boolean).length
+  for (const s of sockets) s.destroy()
+  connectMs.sort((a, b) => a - b)
+  const at = (p) => connectMs.length === 0 ? null : +connectMs[Math.min(connectMs.length - 1, Math.floor(connectMs.length * p / 100))].toFixed(2)
+  console.log(JSON.stringify({ ok, failed: n - ok, errors, connectP50Ms: at(50), connectP99Ms: at(99), allMs: +allMs.toFixed(1) }))
+  process.exit(0)
+} else if (mode === 'latency') {
+  const [url, n] = [args[0], Number(args[1])]
+  const lat = []
+  let errors = 0
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    try { await get(url); lat.push(performance.now() - t) } catch { errors++ }
+  }
+  lat.sort((a, b) => a - b)
+  const at = (p) => lat.length === 0 ? null : +lat[Math.min(lat.length - 1, Math.floor(lat.length * p / 100))].toFixed(3)
+  console.log(JSON.stringify({ n: lat.length, errors, p50: at(50), p90: at(90), p99: at(99) }))
 } else {
   console.error(`unknown mode ${mode}`)
   process.exit(2)
