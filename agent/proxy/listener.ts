@@ -7,10 +7,11 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import type { Stream } from '@libp2p/interface'
 import type { Logger } from '../../shared/logging.ts'
 import type { TunnelApi } from '../tunnel/tunnel.ts'
+import { toBytes } from '../tunnel/stream-io.ts'
 import { Balancer, type PickContext } from './lb.ts'
 import { agentEndpoints, type ServicePortPlan } from './plan.ts'
 import { readPrefix, spliceSocketStream, spliceSockets } from './pipe.ts'
-import { dial } from './remote.ts'
+import { connectUdp, dial } from './remote.ts'
 import { DatagramDecoder, encodeDatagram, encodeRequest, MAX_DATAGRAM, MAX_QUEUED_DATAGRAM_BYTES, PROXY_PROTOCOL, ProxyStatus, statusName, type ProxyRequest } from './wire.ts'
 import type { ProxyMetrics } from './metrics.ts'
 
@@ -307,7 +308,7 @@ class UdpFlow {
     this.stream = stream
     const decoder = new DatagramDecoder()
     const onChunk = (chunk: Uint8Array): void => { for (const d of decoder.push(chunk)) this.fromEndpoint(d) }
-    stream.addEventListener('message', (evt: any) => { onChunk(evt.data instanceof Uint8Array ? evt.data : evt.data.subarray()) })
+    stream.addEventListener('message', (evt: any) => { onChunk(toBytes(evt.data)) })
     stream.addEventListener('close', () => { this.close() }, { once: true })
     stream.addEventListener('remoteCloseWrite', () => { this.close() }, { once: true })
     if (rest.length > 0) onChunk(rest)
@@ -331,15 +332,6 @@ class UdpFlow {
     this.listener.forget(this)
     this.onClose?.()
   }
-}
-
-async function connectUdp (ip: string, port: number): Promise<UdpSocket> {
-  const s = createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 })
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject)
-    s.connect(port, ip, () => { s.off('error', reject); resolve() })
-  })
-  return s
 }
 
 /** The request head of an HTTP/1 connection (for consistent hashing on a header), bounded in size and wait. */

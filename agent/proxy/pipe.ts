@@ -4,7 +4,7 @@
 // proxy's data path. (libp2p 3.x onDrain() is broken, see stream-io.ts: we wait for 'drain'.)
 import type { Socket } from 'node:net'
 import type { Stream } from '@libp2p/interface'
-import { toBytes } from '../tunnel/stream-io.ts'
+import { toBytes, waitDrain } from '../tunnel/stream-io.ts'
 
 export interface PipeStats { up: number, down: number }
 
@@ -39,7 +39,7 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
       stats.up += chunk.length
       if (!stream.send(chunk)) {
         socket.pause()
-        waitStreamDrain(stream).then(onDrain, (e: Error) => { finish(e) })
+        waitDrain(stream).then(onDrain, (e: Error) => { finish(e) })
       }
     }
     const onMessage = (evt: any): void => {
@@ -70,7 +70,7 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
     }, { once: true })
     if (head != null && head.length > 0) {
       stats.up += head.length
-      if (!stream.send(head)) { socket.pause(); waitStreamDrain(stream).then(onDrain, (e: Error) => { finish(e) }) }
+      if (!stream.send(head)) { socket.pause(); waitDrain(stream).then(onDrain, (e: Error) => { finish(e) }) }
     }
     if (streamHead != null && streamHead.length > 0) onMessage({ data: streamHead })
     socket.resume()
@@ -112,17 +112,6 @@ export async function readPrefix<T> (stream: Stream, parse: (buf: Uint8Array) =>
     stream.addEventListener('close', onClose)
     stream.addEventListener('remoteCloseWrite', onEnd)
     if (stream.readStatus === 'paused') stream.resume()
-  })
-}
-
-async function waitStreamDrain (stream: Stream): Promise<void> {
-  if (!stream.writableNeedsDrain) return
-  await new Promise<void>((resolve, reject) => {
-    const onDrain = (): void => { cleanup(); resolve() }
-    const onClose = (evt: any): void => { cleanup(); reject(evt?.error ?? new Error('stream closed')) }
-    const cleanup = (): void => { stream.removeEventListener('drain', onDrain); stream.removeEventListener('close', onClose) }
-    stream.addEventListener('drain', onDrain)
-    stream.addEventListener('close', onClose)
   })
 }
 

@@ -119,15 +119,10 @@ export class RemoteServer {
 
   private async serveUdp (stream: Stream, req: ProxyRequest, rest: Uint8Array, peer: { node: string }): Promise<void> {
     const { metrics } = this.opts
-    // large buffers: a tunnel delivers datagrams in bursts (one stream chunk can hold many)
-    const socket: UdpSocket = createSocket({ type: req.ip.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 })
+    let socket: UdpSocket
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject)
-        socket.connect(req.port, req.ip, () => { socket.off('error', reject); resolve() })
-      })
+      socket = await connectUdp(req.ip, req.port)
     } catch (err) {
-      socket.close()
       metrics.remote.inc({ result: 'dial-failed' })
       this.opts.log.info({ peer: peer.node, target: `${req.ip}:${req.port}/UDP`, err: (err as Error).message }, 'proxy: endpoint dial failed')
       await reply(stream, ProxyStatus.DIAL_FAILED)
@@ -192,4 +187,19 @@ export async function dial (host: string, port: number, timeoutMs: number): Prom
     const onError = (err: Error): void => { clearTimeout(timer); reject(err) }
     socket.once('error', onError)
   })
+}
+
+/** A UDP socket connected to an endpoint, with large buffers: a tunnel delivers datagrams in bursts (one stream chunk can hold many). */
+export async function connectUdp (ip: string, port: number): Promise<UdpSocket> {
+  const s = createSocket({ type: ip.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject)
+      s.connect(port, ip, () => { s.off('error', reject); resolve() })
+    })
+  } catch (err) {
+    s.close()
+    throw err
+  }
+  return s
 }
