@@ -224,14 +224,17 @@ export class KubeClient {
   async watch (path: string, params: { resourceVersion: string, timeoutSeconds: number, labelSelector?: string }, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal): Promise<void> {
     const q = new URLSearchParams({ watch: '1', allowWatchBookmarks: 'true', resourceVersion: params.resourceVersion, timeoutSeconds: String(params.timeoutSeconds) })
     if (params.labelSelector != null) q.set('labelSelector', params.labelSelector)
-    const res = await this.open('GET', `${path}?${q}`, undefined, '', signal, 30_000)
+    const idleMs = this.creds.watchIdleMs ?? WATCH_IDLE_MS
+    // a watch whose headers take longer than the idle window is as dead as a silent stream
+    // (a re-watch started inside a partition would otherwise hang for the full 30 s)
+    const res = await this.open('GET', `${path}?${q}`, undefined, '', signal, Math.min(30_000, idleMs))
     const status = res.statusCode ?? 0
     if (status !== 200) throw KubeClient.errorFrom(status, await KubeClient.readAll(res), `WATCH ${path}`)
     res.setEncoding('utf8')
     res.socket.setTimeout(0) // the request timeout covered connect + headers; the stream has its own
     let partial = ''
     let idle = false
-    const idleTimer = setTimeout(() => { idle = true; res.destroy(); this.dropConnections() }, this.creds.watchIdleMs ?? WATCH_IDLE_MS)
+    const idleTimer = setTimeout(() => { idle = true; res.destroy(); this.dropConnections() }, idleMs)
     try {
       for await (const chunk of res) {
         idleTimer.refresh()
