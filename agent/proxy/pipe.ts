@@ -4,7 +4,7 @@
 // proxy's data path. (libp2p 3.x onDrain() is broken, see stream-io.ts: we wait for 'drain'.)
 import type { Socket } from 'node:net'
 import type { Stream } from '@libp2p/interface'
-import { toBytes, waitDrain } from '../tunnel/stream-io.ts'
+import { onStreamFinished, toBytes, waitDrain } from '../tunnel/stream-io.ts'
 
 export interface PipeStats { up: number, down: number }
 
@@ -17,13 +17,15 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
   return await new Promise<PipeStats>((resolve) => {
     let done = false
     let socketEnded = false // we saw the socket's FIN (and half-closed the stream)
-    let streamEnded = false // the stream's remote FIN (and we half-closed the socket)
+    let streamEnded = false // everything the remote sent is written to the socket (and we half-closed it)
     let streamPaused = false
+    let detach = (): void => {}
     const finish = (err?: Error): void => {
       if (done) return
       done = true
       socket.off('data', onData)
       stream.removeEventListener('message', onMessage)
+      detach()
       if (err != null) {
         stream.abort(err)
         socket.destroy()
@@ -33,6 +35,11 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
       resolve(stats)
     }
     const maybeDone = (): void => { if (socketEnded && streamEnded) finish() }
+    const resumeStream = (): void => {
+      streamPaused = false
+      if (done || stream.readStatus !== 'paused') return
+      stream.resume() // delivers what waited in the stream's buffer, then 'end' if the remote is done
+    }
 
     const onDrain = (): void => { if (!done) socket.resume() }
     const onData = (chunk: Buffer): void => {
@@ -47,8 +54,8 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
       stats.down += b.byteLength
       if (!socket.write(b) && !streamPaused) {
         streamPaused = true
-        stream.pause()
-        socket.once('drain', () => { streamPaused = false; if (!done) stream.resume() })
+        if (stream.readStatus === 'readable') stream.pause()
+        socket.once('drain', resumeStream)
       }
     }
     socket.on('data', onData)
@@ -59,22 +66,27 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
     socket.once('error', (e) => { finish(e) })
     socket.once('close', () => { if (!socketEnded || !streamEnded) finish(new Error('socket closed')) })
     stream.addEventListener('message', onMessage)
-    stream.addEventListener('remoteCloseWrite', () => {
-      streamEnded = true
-      socket.end()
-      maybeDone()
-    }, { once: true })
-    stream.addEventListener('close', (evt: any) => {
-      if (evt?.error != null) finish(evt.error as Error)
-      else { streamEnded = true; socketEnded ||= socket.readableEnded; if (!done) finish() }
-    }, { once: true })
     if (head != null && head.length > 0) {
       stats.up += head.length
       if (!stream.send(head)) { socket.pause(); waitDrain(stream).then(onDrain, (e: Error) => { finish(e) }) }
     }
     if (streamHead != null && streamHead.length > 0) onMessage({ data: streamHead })
-    socket.resume()
-    if (stream.readStatus === 'paused') stream.resume()
+    let streamClosed = false
+    detach = onStreamFinished(stream, {
+      end: () => {
+        streamEnded = true
+        socket.end()
+        if (streamClosed) finish(); else maybeDone()
+      },
+      close: (err) => {
+        if (err != null) { finish(err); return }
+        streamClosed = true
+        // closed both ways; if data still waits in the paused stream, 'end' follows once it is written
+        if (streamEnded || stream.readStatus !== 'paused') { streamEnded = true; finish() }
+      }
+    })
+    if (!done) socket.resume()
+    if (!done && !streamPaused && stream.readStatus === 'paused') stream.resume()
   })
 }
 
@@ -87,31 +99,35 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
 export async function readPrefix<T> (stream: Stream, parse: (buf: Uint8Array) => { value: T, length: number } | 'short' | string, timeoutMs: number): Promise<{ value: T, rest: Uint8Array }> {
   return await new Promise((resolve, reject) => {
     let buf = new Uint8Array(0)
-    const cleanup = (): void => {
+    let settled = false
+    let detach = (): void => {}
+    const settle = (): void => {
+      settled = true
       clearTimeout(timer)
       stream.removeEventListener('message', onMessage)
-      stream.removeEventListener('close', onClose)
-      stream.removeEventListener('remoteCloseWrite', onEnd)
+      detach()
     }
     const onMessage = (evt: any): void => {
+      if (settled) return
       const chunk = toBytes(evt.data)
       const merged = new Uint8Array(buf.length + chunk.length)
       merged.set(buf); merged.set(chunk, buf.length)
       buf = merged
       const r = parse(buf)
       if (r === 'short') return
-      cleanup()
+      settle()
       if (typeof r === 'string') { reject(new Error(r)); return }
       if (stream.readStatus === 'readable') stream.pause()
       resolve({ value: r.value, rest: buf.slice(r.length) })
     }
-    const onClose = (evt: any): void => { cleanup(); reject(evt?.error ?? new Error('stream closed before its header')) }
-    const onEnd = (): void => { cleanup(); reject(new Error('stream ended before its header')) }
-    const timer = setTimeout(() => { cleanup(); reject(new Error(`no header within ${timeoutMs} ms`)) }, timeoutMs)
+    const timer = setTimeout(() => { settle(); reject(new Error(`no header within ${timeoutMs} ms`)) }, timeoutMs)
     stream.addEventListener('message', onMessage)
-    stream.addEventListener('close', onClose)
-    stream.addEventListener('remoteCloseWrite', onEnd)
     if (stream.readStatus === 'paused') stream.resume()
+    if (settled) return
+    detach = onStreamFinished(stream, {
+      end: () => { if (!settled) { settle(); reject(new Error('stream ended before its header')) } },
+      close: (err) => { if (!settled) { settle(); reject(err ?? new Error('stream closed before its header')) } }
+    })
   })
 }
 

@@ -6,7 +6,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram'
 import type { Stream } from '@libp2p/interface'
 import type { Logger } from '../../shared/logging.ts'
 import type { CatalogSnapshot } from '../catalog/store.ts'
-import { toBytes } from '../tunnel/stream-io.ts'
+import { onStreamFinished, toBytes } from '../tunnel/stream-io.ts'
 import { DatagramDecoder, decodeRequest, encodeDatagram, MAX_QUEUED_DATAGRAM_BYTES, ProxyStatus, type ProxyRequest } from './wire.ts'
 import { readPrefix, spliceSocketStream } from './pipe.ts'
 import type { ProxyMetrics } from './metrics.ts'
@@ -164,10 +164,9 @@ export class RemoteServer {
     })
     socket.on('error', () => { close() })
     stream.addEventListener('message', onMessage)
-    stream.addEventListener('remoteCloseWrite', close, { once: true })
-    stream.addEventListener('close', close, { once: true })
     if (rest.length > 0) forward(rest)
     if (stream.readStatus === 'paused') stream.resume()
+    onStreamFinished(stream, { end: close, close })
   }
 
   stop (): void { for (const f of [...this.open]) f.close() }

@@ -45,11 +45,11 @@ export async function * readStream (stream: Stream, highWaterMark = 1 << 20): As
     if (queued > highWaterMark && stream.readStatus === 'readable') stream.pause()
     notify()
   }
-  const onEnd = (): void => { ended = true; notify() }
-  const onClose = (evt: any): void => { if (evt?.error != null) error = evt.error; ended = true; notify() }
   stream.addEventListener('message', onMessage)
-  stream.addEventListener('remoteCloseWrite', onEnd)
-  stream.addEventListener('close', onClose)
+  const detach = onStreamFinished(stream, {
+    end: () => { ended = true; notify() },
+    close: (err) => { if (err != null) error = err; ended = true; notify() }
+  })
   try {
     for (;;) {
       const b = queue.shift()
@@ -65,8 +65,7 @@ export async function * readStream (stream: Stream, highWaterMark = 1 << 20): As
     }
   } finally {
     stream.removeEventListener('message', onMessage)
-    stream.removeEventListener('remoteCloseWrite', onEnd)
-    stream.removeEventListener('close', onClose)
+    detach()
   }
 }
 
@@ -83,4 +82,28 @@ export async function readExactly (it: AsyncIterator<Uint8Array>, n: number, car
   const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts)
   if (all.byteLength > n) carry.rest = all.subarray(n)
   return all.subarray(0, n)
+}
+
+/**
+ * Calls `end` once everything the remote sent has been delivered and it closed its writable end,
+ * and `close` once the stream is finished (with the error if it was aborted or reset). Either is
+ * also called, at once, if it happened before: a prefix reader that handed the stream over may
+ * have missed nothing, but the next owner attaches a few microtasks later, and yamux delivers a
+ * data frame and the FIN behind it in the same tick. ('end' is used, not 'remoteCloseWrite':
+ * the latter fires while data still waits in a paused stream's buffer.) Returns a detach function.
+ */
+export function onStreamFinished (stream: Stream, on: { end?: () => void, close: (err?: Error) => void }): () => void {
+  let ended = false
+  let closed = false
+  const end = (): void => { if (ended) return; ended = true; on.end?.() }
+  const close = (evt?: any): void => { if (closed) return; closed = true; on.close(evt?.error) }
+  stream.addEventListener('end', end)
+  stream.addEventListener('close', close)
+  if (stream.readableEnded) end()
+  if (stream.status === 'aborted' || stream.status === 'reset') close({ error: new Error(`stream ${stream.status}`) })
+  else if (stream.status === 'closed') close()
+  return () => {
+    stream.removeEventListener('end', end)
+    stream.removeEventListener('close', close)
+  }
 }

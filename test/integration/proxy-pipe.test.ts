@@ -1,0 +1,154 @@
+// The proxy's stream plumbing (readPrefix, spliceSocketStream) over real yamux streams and real
+// TCP sockets. The connection under yamux coalesces what one side sends within an event-loop
+// turn into one chunk, as the UDX connection does: a header, data and the FIN behind it then
+// reach yamux together and are delivered in one tick — the case where a late listener used to
+// miss the FIN and the client hung until its timeout (a CI flake of the endpoint-removal e2e).
+import { createConnection, createServer, type Server, type Socket } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { defaultLogger } from '@libp2p/logger'
+import { AbstractMultiaddrConnection } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Stream, StreamMuxer } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { readPrefix, spliceSocketStream } from '../../agent/proxy/pipe.ts'
+
+class CoalescingConnection extends AbstractMultiaddrConnection {
+  peer!: CoalescingConnection
+  private pending: Uint8Array[] = []
+  private scheduled = false
+  private closeAfterFlush = false
+
+  private deliver (): void {
+    this.scheduled = false
+    const p = this.pending
+    this.pending = []
+    if (p.length > 0 && this.readStatus !== 'closed' && this.readStatus !== 'closing') this.onData(new Uint8ArrayList(...p))
+    if (this.closeAfterFlush) { this.closeAfterFlush = false; this.onRemoteCloseWrite() }
+  }
+
+  receive (bufs: Uint8Array[], close = false): void {
+    this.pending.push(...bufs)
+    this.closeAfterFlush ||= close
+    if (!this.scheduled) { this.scheduled = true; setImmediate(() => { this.deliver() }) }
+  }
+
+  sendData (data: Uint8ArrayList): { sentBytes: number, canSendMore: boolean } {
+    const bufs = [...data].map((b) => b.slice())
+    this.peer.receive(bufs)
+    return { sentBytes: data.byteLength, canSendMore: true }
+  }
+
+  async sendClose (): Promise<void> { this.peer.receive([], true) }
+  sendReset (): void { setImmediate(() => { this.peer.onRemoteReset() }) }
+  sendPause (): void {}
+  sendResume (): void {}
+}
+
+const log = defaultLogger().forComponent('test:proxy-pipe')
+const muxers: StreamMuxer[] = []
+const servers: Server[] = []
+afterEach(() => {
+  for (const m of muxers.splice(0)) m.abort(new Error('test over'))
+  for (const s of servers.splice(0)) s.close()
+})
+
+async function yamuxStreamPair (): Promise<[Stream, Stream]> {
+  const addr = multiaddr('/ip4/127.0.0.1/tcp/1')
+  const a = new CoalescingConnection({ remoteAddr: addr, direction: 'outbound', log, inactivityTimeout: 0 })
+  const b = new CoalescingConnection({ remoteAddr: addr, direction: 'inbound', log, inactivityTimeout: 0 })
+  a.peer = b; b.peer = a
+  const factory = (yamux() as any)({ logger: defaultLogger() })
+  const ma = factory.createStreamMuxer(a)
+  const mb = factory.createStreamMuxer(b)
+  muxers.push(ma, mb)
+  const inbound = new Promise<Stream>((resolve) => { mb.addEventListener('stream', (e: any) => { resolve(e.detail) }, { once: true }) })
+  const outbound = await ma.createStream()
+  outbound.send(Uint8Array.of(0)) // yamux announces a stream with its first frame
+  const remote = await inbound
+  await readPrefix(remote, (buf) => ({ value: buf[0], length: 1 }), 1_000)
+  return [outbound, remote]
+}
+
+/** A connected TCP pair on loopback: [the proxy's side, the application's side]. */
+async function socketPair (): Promise<[Socket, Socket]> {
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: true })
+  servers.push(server)
+  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
+  const accepted = new Promise<Socket>((resolve) => { server.once('connection', resolve) })
+  const app = createConnection({ port: (server.address() as any).port, host: '127.0.0.1', allowHalfOpen: true })
+  await new Promise((resolve) => app.once('connect', resolve))
+  return [await accepted, app]
+}
+
+/** Everything `socket` receives until its FIN (rejects after `ms`). */
+async function readAll (socket: Socket, ms: number, slowly = false): Promise<Buffer> {
+  return await new Promise((resolve, reject) => {
+    const parts: Buffer[] = []
+    const timer = setTimeout(() => { reject(new Error(`no FIN within ${ms} ms (${Buffer.concat(parts).length} bytes)`)) }, ms)
+    socket.on('data', (b) => {
+      parts.push(b)
+      if (slowly) { socket.pause(); setTimeout(() => socket.resume(), 1) }
+    })
+    socket.once('end', () => { clearTimeout(timer); resolve(Buffer.concat(parts)) })
+  })
+}
+
+describe('proxy stream plumbing over yamux', () => {
+  it('a status byte, the reply and the FIN arriving in one chunk: the client gets the reply and its end', async () => {
+    for (let i = 0; i < 20; i++) {
+      const [client, server] = await yamuxStreamPair()
+      const reply = Buffer.from(`reply ${i}\n`)
+      server.send(Uint8Array.of(0)); server.send(reply); void server.close()
+      const { value, rest } = await readPrefix(client, (b) => ({ value: b[0], length: 1 }), 1_000)
+      expect(value).toBe(0)
+      const [proxySide, app] = await socketPair()
+      const got = readAll(app, 2_000)
+      const spliced = spliceSocketStream(proxySide, client, undefined, rest)
+      expect((await got).equals(reply)).toBe(true)
+      app.end()
+      expect((await spliced).down).toBe(reply.length)
+    }
+  })
+
+  it('a request whose FIN arrives while the remote side is still dialling: the endpoint sees the request and its end', async () => {
+    const [client, server] = await yamuxStreamPair()
+    client.send(Buffer.from('HEAD\n')); client.send(Buffer.from('body')); void client.close()
+    const { rest } = await readPrefix(server, (b) => { const i = b.indexOf(10); return i < 0 ? 'short' : { value: i, length: i + 1 } }, 1_000)
+    await new Promise((resolve) => setTimeout(resolve, 50)) // the dial
+    const [proxySide, endpoint] = await socketPair()
+    const got = readAll(endpoint, 2_000)
+    const spliced = spliceSocketStream(proxySide, server, undefined, rest)
+    expect((await got).toString()).toBe('body')
+    endpoint.end()
+    await spliced
+  })
+
+  it('a large reply to a slow reader, FIN right behind the data: every byte arrives before the end', async () => {
+    const [client, server] = await yamuxStreamPair()
+    const [proxySide, app] = await socketPair()
+    const got = readAll(app, 60_000, true)
+    const spliced = spliceSocketStream(proxySide, client)
+    const payload = Buffer.alloc(3 << 20)
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 131 + (i >> 11)) & 0xff
+    for (let off = 0; off < payload.length; off += 64 * 1024) server.send(payload.subarray(off, off + 64 * 1024))
+    void server.close()
+    const received = await got
+    expect(received.length).toBe(payload.length)
+    expect(received.equals(payload)).toBe(true)
+    app.end()
+    await spliced
+  })
+
+  it('a stream reset before the splice starts: the socket is closed, not left open', async () => {
+    const [client, server] = await yamuxStreamPair()
+    server.abort(new Error('remote gave up'))
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    const [proxySide, app] = await socketPair()
+    const ended = new Promise<void>((resolve) => { app.on('error', () => { resolve() }); app.once('end', () => { resolve() }) })
+    expect(client.status).toBe('reset')
+    await spliceSocketStream(proxySide, client)
+    await ended // the application sees its connection end
+    expect(proxySide.destroyed).toBe(true)
+  })
+})
