@@ -7,7 +7,7 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import type { Stream } from '@libp2p/interface'
 import type { Logger } from '../../shared/logging.ts'
 import type { TunnelApi } from '../tunnel/tunnel.ts'
-import { toBytes } from '../tunnel/stream-io.ts'
+import { onStreamFinished, toBytes } from '../tunnel/stream-io.ts'
 import { Balancer, type PickContext } from './lb.ts'
 import { agentEndpoints, type ServicePortPlan } from './plan.ts'
 import { readPrefix, spliceSocketStream, spliceSockets } from './pipe.ts'
@@ -85,13 +85,44 @@ export class ServicePortListener {
       const now = Date.now()
       const avoid = new Set(tried)
       for (const [ep, until] of this.ejected) { if (until <= now) this.ejected.delete(ep); else avoid.add(ep) }
-      const ep = this.balancer.pick(this.endpoints, ctx, avoid)
+      const ep = this.balancer.pick(this.endpoints, ctx, avoid) ?? this.pickFallback(avoid)
       if (ep != null) return ep
     }
-    return this.balancer.pick(this.endpoints, ctx, tried)
+    return this.balancer.pick(this.endpoints, ctx, tried) ?? this.pickFallback(tried)
+  }
+
+  /**
+   * When every endpoint the agent serves failed (a peer refused one it no longer has: its catalog
+   * saw a removal before ours), the service's directly reachable endpoints, which the kernel
+   * rules normally serve, are dialled by the agent instead of failing the connection.
+   */
+  private pickFallback (tried: Set<string>): string | undefined {
+    if (this.plan.agentOnly) return undefined
+    const rest = this.plan.direct.filter((ep) => !tried.has(ep))
+    return rest.length === 0 ? undefined : rest[Math.floor(Math.random() * rest.length)]
   }
 
   private failed (ep: string): void { this.ejected.set(ep, Date.now() + EJECT_MS) }
+
+  /**
+   * The rules no longer point here. Connections and flows the kernel already sent here (its
+   * conntrack entries keep them coming) finish undisturbed; after `graceMs` no new connection is
+   * accepted, and once the last one ends the listener closes. close() cuts this short.
+   */
+  async retire (graceMs: number): Promise<void> {
+    if (this.closed) return
+    const started = Date.now()
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        if (this.closed) { clearInterval(timer); resolve(); return }
+        if (Date.now() - started < graceMs) return
+        if (this.server?.listening === true) this.server.close()
+        if (this.connections === 0) { clearInterval(timer); resolve() }
+      }, Math.min(1_000, graceMs))
+      timer.unref()
+    })
+    await this.close()
+  }
 
   async close (): Promise<void> {
     if (this.closed) return
@@ -99,7 +130,7 @@ export class ServicePortListener {
     clearInterval(this.sweepTimer)
     for (const s of this.sockets) s.destroy()
     for (const f of this.flows.values()) f.close()
-    if (this.server != null) await new Promise<void>((resolve) => { this.server!.close(() => { resolve() }) })
+    if (this.server?.listening === true) await new Promise<void>((resolve) => { this.server!.close(() => { resolve() }) })
     this.udp?.close()
   }
 
@@ -309,10 +340,9 @@ class UdpFlow {
     const decoder = new DatagramDecoder()
     const onChunk = (chunk: Uint8Array): void => { for (const d of decoder.push(chunk)) this.fromEndpoint(d) }
     stream.addEventListener('message', (evt: any) => { onChunk(toBytes(evt.data)) })
-    stream.addEventListener('close', () => { this.close() }, { once: true })
-    stream.addEventListener('remoteCloseWrite', () => { this.close() }, { once: true })
     if (rest.length > 0) onChunk(rest)
     if (stream.readStatus === 'paused') stream.resume()
+    onStreamFinished(stream, { end: () => { this.close() }, close: () => { this.close() } })
     this.flush()
   }
 

@@ -20,6 +20,8 @@ import { buildRules, cleanupRules, hookFixRules, parseChains, type ProxyServiceP
 import { PROXY_PROTOCOL } from './wire.ts'
 
 const FULL_RESYNC_MS = 3_600_000
+/** How long a listener no rule points at still accepts connections the kernel had already sent it. */
+const RETIRE_GRACE_MS = 5_000
 const countRules = (listing: string): number => listing.split('\n').filter((l) => l.startsWith('-A ')).length
 
 export interface ProxyConfig {
@@ -64,6 +66,8 @@ export class ServiceProxy {
   private readonly metrics: ProxyMetrics
   private readonly remote: RemoteServer
   private readonly listeners = new Map<string, ServicePortListener>()
+  /** listeners no rule points at any more, finishing their connections */
+  private readonly retiring = new Set<ServicePortListener>()
   private readonly rulesWatcher: DestinationRuleWatcher | undefined
   private state: RuleState | undefined
   private existingChains: string[] = []
@@ -240,7 +244,12 @@ export class ServiceProxy {
     this.plans = plans
 
     // listeners no rule points at any more
-    for (const [id, l] of this.listeners) if (!wanted.has(id)) { this.listeners.delete(id); void l.close() }
+    for (const [id, l] of this.listeners) {
+      if (wanted.has(id)) continue
+      this.listeners.delete(id)
+      this.retiring.add(l)
+      void l.retire(RETIRE_GRACE_MS).finally(() => { this.retiring.delete(l) })
+    }
     this.metrics.servicePorts.set({ mode: 'kernel' }, kernel)
     this.metrics.servicePorts.set({ mode: 'mixed' }, mixed)
     this.metrics.servicePorts.set({ mode: 'agent' }, agent)
@@ -265,7 +274,7 @@ export class ServiceProxy {
         this.opts.log.warn({ err: (err as Error).message }, 'proxy: could not remove its rules')
       }
     }
-    await Promise.all([...this.listeners.values()].map(async (l) => { await l.close() }))
+    await Promise.all([...this.listeners.values(), ...this.retiring].map(async (l) => { await l.close() }))
     this.listeners.clear()
     this.remote.stop()
   }

@@ -257,6 +257,11 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     const lastRemoved = Math.max(...lines.filter(([, b]) => b === 'b-web').map(([t]) => Number(t)))
     const removalT = 2_000 + removedAt - start
     console.log(`[proxy] endpoint removal: ${lines.length} requests, last to the removed endpoint ${lastRemoved - 2_000} ms after the API write started, ${errors.length} errors`)
+    if (errors.length > 0) {
+      console.log((await lab.exec('a1', ['conntrack', '-L', '-p', 'tcp', '-d', ips.shrink!])).stdout.split('\n').filter((l) => errors.some(([, e]) => l.includes(`sport=${/port=(\d+)/.exec(e)?.[1]} `))).join('\n'))
+      console.log((await lab.exec(pods.client!, ['ss', '-tanpi'])).stdout)
+      console.log(JSON.stringify(await k.mesh.call('a1', 'GET', '/proxy')))
+    }
     expect(errors).toEqual([])
     expect(lines.filter(([t, b]) => b === 'b-web' && Number(t) < 2_000).length).toBeGreaterThan(0)
     expect(lastRemoved - removalT).toBeLessThan(2_000)

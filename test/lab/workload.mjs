@@ -26,7 +26,8 @@ function get (url, headers = {}) {
       res.on('data', (c) => { body += c })
       res.on('end', () => resolve(body.trim()))
     })
-    req.on('timeout', () => req.destroy(new Error('timeout')))
+    // a timeout names the connection's local port and what it got, so a test can look it up in conntrack
+    req.on('timeout', () => req.destroy(new Error(`timeout(port=${req.socket?.localPort},connected=${req.socket?.readyState},response=${req.res != null})`)))
     req.on('error', reject)
   })
 }
