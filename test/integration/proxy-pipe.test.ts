@@ -12,6 +12,13 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream, StreamMuxer } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { readPrefix, spliceSocketStream } from '../../agent/proxy/pipe.ts'
+import { ServicePortListener } from '../../agent/proxy/listener.ts'
+import { ProxyMetrics } from '../../agent/proxy/metrics.ts'
+import type { ServicePortPlan } from '../../agent/proxy/plan.ts'
+import { decodeRequest, ProxyStatus } from '../../agent/proxy/wire.ts'
+import type { TunnelApi } from '../../agent/tunnel/tunnel.ts'
+import { Metrics } from '../../shared/metrics.ts'
+import { createLogger } from '../../shared/logging.ts'
 
 class CoalescingConnection extends AbstractMultiaddrConnection {
   peer!: CoalescingConnection
@@ -152,3 +159,101 @@ describe('proxy stream plumbing over yamux', () => {
     expect(proxySide.destroyed).toBe(true)
   })
 })
+
+describe('the agent side of a service port', () => {
+  const quiet = createLogger({ name: 'test', level: 'silent' })
+  /** A TCP server answering every connection with its name, then closing. */
+  async function namedServer (name: string): Promise<string> {
+    const server = createServer((sock) => { sock.end(`${name}\n`) })
+    servers.push(server)
+    await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
+    return `127.0.0.1:${(server.address() as any).port}`
+  }
+  /** A tunnel whose peer answers every proxy request with `status` (over real yamux streams). */
+  function tunnelAnswering (status: number, asked: string[]): TunnelApi {
+    return {
+      openStream: async (node: string) => {
+        const [outbound, inbound] = await yamuxStreamPair()
+        void readPrefix(inbound, (b) => { const d = decodeRequest(b); return typeof d === 'string' ? d : { value: d.request, length: d.length } }, 1_000).then(({ value }) => {
+          asked.push(`${node} ${value.ip}:${value.port}`)
+          inbound.send(Uint8Array.of(status)); void inbound.close()
+        })
+        return outbound
+      },
+      handle: () => {}
+    } as unknown as TunnelApi
+  }
+  const plan = (direct: string[], remote: Record<string, string>): ServicePortPlan => ({
+    id: '10.96.0.10:80/TCP', key: 'shop/web', namespace: 'shop', name: 'web', portName: 'http', clusterIP: '10.96.0.10', port: 80, protocol: 'TCP',
+    direct, remote: new Map(Object.entries(remote)), policy: { kind: 'round-robin' }, agentOnly: false, affinitySeconds: 0
+  })
+  async function get (address: string): Promise<string> {
+    const [host, port] = address.split(':')
+    const sock = createConnection({ host, port: Number(port) })
+    const parts: Buffer[] = []
+    sock.on('data', (b) => parts.push(b))
+    return await new Promise((resolve, reject) => {
+      sock.once('end', () => { resolve(Buffer.concat(parts).toString().trim()) })
+      sock.once('error', reject)
+    })
+  }
+
+  it('a peer refusing its endpoint (its catalog dropped it first): the connection goes to a direct endpoint, not reset', async () => {
+    const local = await namedServer('local')
+    const asked: string[] = []
+    const l = await ServicePortListener.open(plan([local], { '10.2.0.5:8080': 'edge-b1' }), '127.0.0.1', {
+      tunnel: tunnelAnswering(ProxyStatus.REFUSED, asked), log: quiet, metrics: new ProxyMetrics(new Metrics()), connectTimeoutMs: 1_000, udpIdleMs: 1_000, udpStreamIdleMs: 1_000
+    })
+    try {
+      expect(await get(l.address)).toBe('local')
+      expect(asked).toEqual(['edge-b1 10.2.0.5:8080'])
+      expect(await get(l.address)).toBe('local') // the refused endpoint is now skipped for a while
+      expect(asked.length).toBe(1)
+    } finally { await l.close() }
+  })
+
+  it('retiring: a connection the kernel already sent keeps working; new ones are accepted for the grace period only; then it closes', async () => {
+    const l = await ServicePortListener.open(plan([], { '10.2.0.5:8080': 'edge-b1' }), '127.0.0.1', {
+      tunnel: tunnelEcho(), log: quiet, metrics: new ProxyMetrics(new Metrics()), connectTimeoutMs: 1_000, udpIdleMs: 1_000, udpStreamIdleMs: 1_000
+    })
+    const [host, port] = l.address.split(':')
+    const held = createConnection({ host, port: Number(port) })
+    await new Promise((resolve) => held.once('connect', resolve))
+    let retired = false
+    const retiring = l.retire(300).then(() => { retired = true })
+    expect(await echoOnce(held, 'during')).toBe('during')
+    await new Promise((resolve) => setTimeout(resolve, 1_500))
+    expect(await echoOnce(held, 'after the grace')).toBe('after the grace') // still carried
+    expect(retired).toBe(false)
+    const refused = await new Promise<string>((resolve) => { const c = createConnection({ host, port: Number(port) }); c.once('error', (e: any) => { resolve(e.code) }); c.once('connect', () => { c.destroy(); resolve('connected') }) })
+    expect(refused).toBe('ECONNREFUSED') // no new connections after the grace
+    held.end()
+    await retiring
+    expect(l.connections).toBe(0)
+  })
+})
+
+/** A tunnel whose peer says OK and echoes the stream back. */
+function tunnelEcho (): TunnelApi {
+  return {
+    openStream: async () => {
+      const [outbound, inbound] = await yamuxStreamPair()
+      void readPrefix(inbound, (b) => { const d = decodeRequest(b); return typeof d === 'string' ? d : { value: d.request, length: d.length } }, 1_000).then(({ rest }) => {
+        inbound.send(Uint8Array.of(ProxyStatus.OK))
+        if (rest.length > 0) inbound.send(rest)
+        inbound.addEventListener('message', (e: any) => { inbound.send(e.data.subarray()) })
+        inbound.addEventListener('remoteCloseWrite', () => { void inbound.close() })
+        inbound.resume()
+      })
+      return outbound
+    },
+    handle: () => {}
+  } as unknown as TunnelApi
+}
+
+async function echoOnce (sock: Socket, text: string): Promise<string> {
+  return await new Promise((resolve) => {
+    sock.once('data', (b) => { resolve(b.toString()) })
+    sock.write(text)
+  })
+}
