@@ -238,6 +238,10 @@ async function main (): Promise<void> {
     }
 
     await endPhase('throughput')
+    // the agents' resident memory after carrying the traffic (the young generation's size shows here)
+    const rssMiB = async (host: string): Promise<number> => r1(metricValue(await K.mesh.agentMetrics(host), 'process_resident_memory_bytes') / 2 ** 20)
+    const agentRss = { a1: await rssMiB('a1'), b1: await rssMiB('b1') }
+    log(`agent RSS after the throughput phase: a1 ${agentRss.a1} MiB, b1 ${agentRss.b1} MiB`)
 
     // ---- connect latency: a new connection per request ----
     const lat: Record<'direct' | 'local' | 'remote', Latency[]> = { direct: [], local: [], remote: [] }
@@ -339,7 +343,9 @@ async function main (): Promise<void> {
       background_busy_pct: Math.round(background),
       foreign_busy_pct: r1(Math.max(phases.iptables!, phases.throughput!, phases.latency!, phases.concurrency!)),
       cpu_s_per_gib_remote: r2(perGib('remote')),
-      cpu_s_per_gib_raw: r2(perGib('raw'))
+      cpu_s_per_gib_raw: r2(perGib('raw')),
+      agent_rss_mib_a1: agentRss.a1,
+      agent_rss_mib_b1: agentRss.b1
     }
     process.stdout.write(JSON.stringify(result) + '\n')
   } finally {
