@@ -11,6 +11,7 @@ import type { Catalog } from '../catalog/catalog.ts'
 import type { KubeClient } from '../catalog/kube-client.ts'
 import type { TunnelApi } from '../tunnel/tunnel.ts'
 import { DestinationRuleWatcher } from './destination-rules.ts'
+import { deleteFlowsTo } from './conntrack.ts'
 import { detectBackend, Iptables, type Backend } from './iptables.ts'
 import { ServicePortListener } from './listener.ts'
 import { ProxyMetrics } from './metrics.ts'
@@ -22,6 +23,8 @@ import { PROXY_PROTOCOL } from './wire.ts'
 const FULL_RESYNC_MS = 3_600_000
 /** How long a listener no rule points at still accepts connections the kernel had already sent it. */
 const RETIRE_GRACE_MS = 5_000
+/** A burst of new Services (a namespace applied at once) clears at most this many per sync. */
+const MAX_FLOW_CLEARS_PER_SYNC = 64
 const countRules = (listing: string): number => listing.split('\n').filter((l) => l.startsWith('-A ')).length
 
 export interface ProxyConfig {
@@ -68,6 +71,9 @@ export class ServiceProxy {
   private readonly listeners = new Map<string, ServicePortListener>()
   /** listeners no rule points at any more, finishing their connections */
   private readonly retiring = new Set<ServicePortListener>()
+  /** service port ids the rules served after the last sync (undefined before the first) */
+  private programmed: Set<string> | undefined
+  private conntrackMissing = false
   private readonly rulesWatcher: DestinationRuleWatcher | undefined
   private state: RuleState | undefined
   private existingChains: string[] = []
@@ -202,11 +208,13 @@ export class ServiceProxy {
     await Promise.all(opening)
 
     const ports: ProxyServicePort[] = []
+    const programmed = new Set<string>()
     let kernel = 0; let mixed = 0; let agent = 0; let none = 0
     for (const p of plans) {
       const l = this.listeners.get(p.id)
       const direct = p.agentOnly ? [] : p.direct
       const agentSlots = l == null ? 0 : p.agentOnly ? p.direct.length + p.remote.size : p.remote.size
+      if (direct.length + agentSlots > 0) programmed.add(p.id)
       if (direct.length + agentSlots === 0) none++
       else if (agentSlots === 0) kernel++
       else if (direct.length === 0) agent++
@@ -242,6 +250,10 @@ export class ServiceProxy {
     this.existingChains = rules.chains
     if (full) this.lastFullAt = performance.now()
     this.plans = plans
+    const firstSync = this.programmed == null
+    const newlyProgrammed = firstSync ? [] : plans.filter((p) => programmed.has(p.id) && !this.programmed!.has(p.id))
+    this.programmed = programmed
+    if (newlyProgrammed.length > 0) void this.clearStaleFlows(newlyProgrammed)
 
     // listeners no rule points at any more
     for (const [id, l] of this.listeners) {
@@ -256,6 +268,21 @@ export class ServiceProxy {
     this.metrics.servicePorts.set({ mode: 'none' }, none)
     this.metrics.listeners.set(this.listeners.size)
     return { kind: full ? 'full' : 'incremental', ms: +(performance.now() - t0).toFixed(1), restoreMs: +restoreMs.toFixed(1), servicePorts: plans.length, listeners: this.listeners.size, written: rules.written.length, bytes: rules.text.length }
+  }
+
+  /** Flows to service ports that had no rules were tracked without NAT: delete them (see conntrack.ts). */
+  private async clearStaleFlows (plans: ServicePortPlan[]): Promise<void> {
+    if (this.conntrackMissing) return
+    for (const p of plans.slice(0, MAX_FLOW_CLEARS_PER_SYNC)) {
+      try {
+        const n = await deleteFlowsTo(p.clusterIP, p.port, p.protocol)
+        if (n > 0) this.opts.log.info({ service: p.id, flows: n }, 'proxy: deleted flows tracked before the service port had rules')
+      } catch (err) {
+        const msg = (err as Error).message
+        if (/ENOENT/.test(msg)) { this.conntrackMissing = true; this.opts.log.warn('proxy: the conntrack tool is missing; flows tracked before a service port had rules are not cleared'); return }
+        this.opts.log.warn({ service: p.id, err: msg }, 'proxy: could not clear stale flows')
+      }
+    }
   }
 
   async stop (): Promise<void> {

@@ -243,6 +243,23 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     expect(metricValue(await metrics('b1'), 'edgemesh_proxy_remote_requests_total', 'result="dial-failed"')).toBeGreaterThan(0)
   })
 
+  it('a client port that tried the ClusterIP before it had rules works once it has them (stale un-NATed flow deleted)', async () => {
+    // the Service exists; its endpoints come later (the usual order: a Deployment scaling up)
+    const s = await k.admin('POST', `/api/v1/namespaces/${NS}/services`, svc('late', {}))
+    ips.late = s.spec.clusterIP
+    const port = 41_234
+    const early = await lab.exec(pods.client!, ['curl', '-sS', '--max-time', '1', '--local-port', String(port), `http://${ips.late}/`], { timeoutMs: 10_000 })
+    expect(early.code).not.toBe(0) // nothing answers: the SYN went out without NAT, and conntrack keeps that
+    const tracked = async (): Promise<string> => (await lab.exec('a1', ['conntrack', '-L', '-p', 'tcp', '--orig-dst', ips.late!, '--orig-port-src', String(port)])).stdout
+    expect(await tracked()).toContain('UNREPLIED')
+    await k.admin('POST', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices`, slice('late-1', 'late', [{ pod: 'a-web1' }]))
+    await eventually(async () => { expect(await curl('client', `http://${ips.late}/`)).toBe('a-web1') }, 20_000, 200)
+    await eventually(async () => { expect(await tracked()).not.toContain('UNREPLIED') }, 5_000, 100)
+    // the same client port again: without the deletion this SYN matches the old entry and hangs
+    const again = await lab.exec(pods.client!, ['curl', '-sS', '--max-time', '5', '--local-port', String(port), `http://${ips.late}/`], { timeoutMs: 10_000 })
+    expect(again.stdout.trim()).toBe('a-web1')
+  })
+
   it('an endpoint removed under traffic: new connections avoid it once the catalog has the change', async () => {
     await createService('shrink', [{ pod: 'a-web1' }, { pod: 'b-web' }])
     await eventually(async () => { expect(await curl('client', `http://${ips.shrink}/`)).toMatch(/web/) }, 20_000, 200)
