@@ -11,7 +11,7 @@ import type { Catalog } from '../catalog/catalog.ts'
 import type { KubeClient } from '../catalog/kube-client.ts'
 import type { TunnelApi } from '../tunnel/tunnel.ts'
 import { DestinationRuleWatcher } from './destination-rules.ts'
-import { deleteFlowsTo } from './conntrack.ts'
+import { deleteUnNatedFlowsTo } from './conntrack.ts'
 import { detectBackend, Iptables, type Backend } from './iptables.ts'
 import { ServicePortListener } from './listener.ts'
 import { ProxyMetrics } from './metrics.ts'
@@ -275,7 +275,7 @@ export class ServiceProxy {
     if (this.conntrackMissing) return
     for (const p of plans.slice(0, MAX_FLOW_CLEARS_PER_SYNC)) {
       try {
-        const n = await deleteFlowsTo(p.clusterIP, p.port, p.protocol)
+        const n = await deleteUnNatedFlowsTo(p.clusterIP, p.port, p.protocol)
         if (n > 0) this.opts.log.info({ service: p.id, flows: n }, 'proxy: deleted flows tracked before the service port had rules')
       } catch (err) {
         const msg = (err as Error).message
