@@ -3,6 +3,7 @@
 // LAN (or public ones). The first connection wins so a failed punch never delays the first
 // byte; the others keep going and become additional, possibly better, paths. Sites with UDP
 // blocked (or no answering relay) are reached through libp2p circuit relay v2 over TCP.
+import { setTimeout as sleep } from 'node:timers/promises'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { AgentConfig, RelayRef } from '../../shared/config.ts'
@@ -35,6 +36,10 @@ export interface Legs {
   /** true once the punch found an open path (its connection is then moments away) */
   holeOpen: () => boolean
 }
+
+/** How long a circuit dial keeps asking while the target has no reservation (it re-reserves every second). */
+const NO_RESERVATION_RETRY_MS = 3_000
+const NO_RESERVATION_RETRY_INTERVAL_MS = 250
 
 export class Dialer {
   private readonly opts: DialerOptions
@@ -150,19 +155,32 @@ export class Dialer {
     return conn
   }
 
-  /** relay-tcp: libp2p circuit relay v2 through each relay in turn. */
+  /**
+   * relay-tcp: libp2p circuit relay v2 through each relay in turn. A relay that answers
+   * NO_RESERVATION is asked again for a few seconds: right after a relay restarts, the target
+   * re-reserves within about a second, while the dial's other legs (TCP to private addresses
+   * of another site) may hang to their own timeout and would hold the dial's failure anyway.
+   */
   async circuitDial (peerId: PeerId, signal: AbortSignal): Promise<Connection> {
-    const errors: string[] = []
-    for (const relay of this.opts.config.relays) {
-      try {
-        const conn = await this.opts.node.dial(circuitAddr(relay, peerId), { force: true, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
-        this.opts.adopt(conn, 'relay-tcp')
-        return conn
-      } catch (err: any) {
-        errors.push(`${relay.host}: ${err.message}`)
+    const started = performance.now()
+    for (;;) {
+      const errors: string[] = []
+      let noReservation = false
+      for (const relay of this.opts.config.relays) {
+        try {
+          const conn = await this.opts.node.dial(circuitAddr(relay, peerId), { force: true, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
+          this.opts.adopt(conn, 'relay-tcp')
+          return conn
+        } catch (err: any) {
+          errors.push(`${relay.host}: ${err.message}`)
+          if (/NO_RESERVATION/.test(err.message)) noReservation = true
+        }
       }
+      if (!noReservation || signal.aborted || performance.now() - started > NO_RESERVATION_RETRY_MS) {
+        throw new Error(`relay-tcp failed (${errors.join('; ')})`)
+      }
+      await sleep(NO_RESERVATION_RETRY_INTERVAL_MS, undefined, { signal }).catch(() => {})
     }
-    throw new Error(`relay-tcp failed (${errors.join('; ')})`)
   }
 }
 

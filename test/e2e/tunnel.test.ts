@@ -137,6 +137,21 @@ describe('relay failure', () => {
   })
 })
 
+describe('relay restart and circuit reservations', () => {
+  it('a UDP-blocked node dialling right after a relay restart waits for the target to re-reserve (first attempt succeeds)', async () => {
+    // the target's reservation died with the relay; it re-reserves within about a second, while
+    // d1's TCP legs to the target's private addresses can hang to their own timeout
+    expect((await mesh.ping('d1', 'a2')).path).toBe('relay-tcp')
+    await mesh.restartRelay(0)
+    const t0 = Date.now()
+    const r = await mesh.ping('d1', 'a2')
+    const ms = Date.now() - t0
+    console.log(`[tunnel] d1 -> a2 right after a relay restart: ${r.path} in ${ms} ms (one attempt)`)
+    expect(r.path).toBe('relay-tcp')
+    expect(ms).toBeLessThan(5_000)
+  })
+})
+
 describe('hostile input', () => {
   it('fuzzed rendezvous datagrams and tunnel frames are dropped and counted; nothing crashes', async () => {
     const relayIp = lab.relays[0]!.ip
