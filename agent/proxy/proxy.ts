@@ -214,11 +214,13 @@ export class ServiceProxy {
       const l = this.listeners.get(p.id)
       const direct = p.agentOnly ? [] : p.direct
       const agentSlots = l == null ? 0 : p.agentOnly ? p.direct.length + p.remote.size : p.remote.size
-      if (direct.length + agentSlots > 0) programmed.add(p.id)
       if (direct.length + agentSlots === 0) none++
-      else if (agentSlots === 0) kernel++
-      else if (direct.length === 0) agent++
-      else mixed++
+      else {
+        programmed.add(p.id)
+        if (agentSlots === 0) kernel++
+        else if (direct.length === 0) agent++
+        else mixed++
+      }
       ports.push({
         key: p.key, clusterIP: p.clusterIP, port: p.port, protocol: p.protocol, direct, agentSlots,
         ...(l != null ? { agentTarget: l.address } : {}),
@@ -250,8 +252,9 @@ export class ServiceProxy {
     this.existingChains = rules.chains
     if (full) this.lastFullAt = performance.now()
     this.plans = plans
-    const firstSync = this.programmed == null
-    const newlyProgrammed = firstSync ? [] : plans.filter((p) => programmed.has(p.id) && !this.programmed!.has(p.id))
+    // the first sync after start clears nothing: it would fork one process per service port
+    const before = this.programmed
+    const newlyProgrammed = before == null ? [] : plans.filter((p) => programmed.has(p.id) && !before.has(p.id))
     this.programmed = programmed
     if (newlyProgrammed.length > 0) void this.clearStaleFlows(newlyProgrammed)
 
