@@ -100,7 +100,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     ? await startHttp(parseHostPort(config.metrics), {
       'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
       'GET /healthz': async () => ({ body: { status: 'ok' } })
-    }, () => {})
+    }, (err) => { log.warn({ err }, 'metrics request failed') }, { metrics })
     : undefined
 
   compactHeap() // start-up garbage (module loading, the first sync) is all dead now

@@ -39,7 +39,7 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
       body: { status: 'ok', peerId: identity.peerId.toString(), bootId: rendezvous.bootId, registeredAgents: rendezvous.registeredCount, blindRelaySessions: relay.size, tcpConnections: host.getConnections().length }
     }),
     'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() })
-  }, (err) => { log.error({ err }, 'http handler failed') })
+  }, (err) => { log.error({ err }, 'http handler failed') }, { metrics })
 
   log.info({
     peerId: identity.peerId.toString(),

@@ -95,6 +95,14 @@ export class Metrics {
     registers: [this.registry]
   })
 
+  /** Requests the health/metrics/control HTTP listeners refused (shared/http.ts). */
+  readonly httpRejected = new Counter({
+    name: 'edgemesh_http_rejected_requests_total',
+    help: 'HTTP requests refused: malformed, headers too large, too slow, unknown path or method, bad parameter, connection limit',
+    labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
   constructor (opts: { processMetrics?: boolean } = {}) {
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry })
   }

@@ -93,5 +93,5 @@ export async function startControlApi (opts: { socketPath: string, tunnel: Tunne
     routes['POST /diag/disconnect'] = async (_req, url) => { await tunnel.disconnect(required(url, 'node')); return { body: { ok: true } } }
   }
   await mkdir(dirname(opts.socketPath), { recursive: true })
-  return await startHttp({ socketPath: opts.socketPath }, routes, (err) => { opts.log.warn({ err: (err as Error).message }, 'control request failed') })
+  return await startHttp({ socketPath: opts.socketPath }, routes, (err) => { opts.log.warn({ err: (err as Error)?.message ?? String(err) }, 'control request failed') }, { metrics })
 }
