@@ -1,13 +1,15 @@
 // Blind UDP relay: two UDX streams on the relay's socket, each forwarding the other's packets
 // in native code (udx-native relayTo). Payload stays noise-encrypted end to end: the relay
 // never decrypts and never sees plaintext. Pairs that carry no packets for `idleMs` are freed
-// (agents keep used pairs alive with UDX keepalives).
+// (agents keep used pairs alive with UDX keepalives). Each pair is charged to the agent that
+// asked for it: at most maxPairsPerAgent each, maxPairs in all.
 import type { Logger } from '../shared/logging.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { Udx, UdxSocket, UdxStream } from '../shared/udx.ts'
 import type { Endpoint } from '../shared/wire/addr.ts'
+import { KeyedCounter, createRefuse, type Refuse } from './limits.ts'
 
-interface RelayPair { a: UdxStream, b: UdxStream, lastPackets: number, lastActive: number }
+interface RelayPair { a: UdxStream, b: UdxStream, lastPackets: number, lastActive: number, owner: string }
 
 export interface RelayLeg { endpoint: Endpoint, remoteId: number }
 
@@ -20,15 +22,19 @@ export class BlindRelay {
   private readonly log: Logger
   private readonly metrics: Metrics
   private readonly idleMs: number
+  private readonly perAgent: KeyedCounter
+  private readonly refuse: Refuse
   readonly maxPairs: number
 
-  constructor (opts: { udx: Udx, socket: UdxSocket, log: Logger, metrics: Metrics, idleMs?: number, maxPairs?: number }) {
+  constructor (opts: { udx: Udx, socket: UdxSocket, log: Logger, metrics: Metrics, idleMs?: number, maxPairs?: number, maxPairsPerAgent?: number }) {
     this.udx = opts.udx
     this.socket = opts.socket
     this.log = opts.log
     this.metrics = opts.metrics
     this.idleMs = opts.idleMs ?? 30_000
     this.maxPairs = opts.maxPairs ?? 20_000
+    this.perAgent = new KeyedCounter(opts.maxPairsPerAgent ?? 256)
+    this.refuse = createRefuse((reason) => { opts.metrics.relayRefusals.inc({ reason }) }, (d, msg) => { opts.log.warn(d, msg) })
     this.gcTimer = setInterval(() => { this.collectIdle() }, Math.min(5_000, this.idleMs / 2))
     this.gcTimer.unref()
   }
@@ -43,10 +49,16 @@ export class BlindRelay {
     }
   }
 
-  /** Starts forwarding between two legs; `aId`/`bId` are the relay-side ids from allocateId. */
-  open (aId: number, a: RelayLeg, bId: number, b: RelayLeg): boolean {
-    if (this.pairs.size >= this.maxPairs) {
+  /**
+   * Starts forwarding between two legs; `aId`/`bId` are the relay-side ids from allocateId.
+   * `owner` (the asking agent's peer id) is charged with the pair until it closes. False when a
+   * limit refused it (counted and logged).
+   */
+  open (aId: number, a: RelayLeg, bId: number, b: RelayLeg, owner = ''): boolean {
+    const refused = this.pairs.size >= this.maxPairs ? 'relay-pairs-total' : !this.perAgent.tryAcquire(owner) ? 'relay-pairs-per-agent' : undefined
+    if (refused != null) {
       this.usedIds.delete(aId); this.usedIds.delete(bId)
+      this.refuse(refused, { owner, pairs: this.pairs.size })
       return false
     }
     const sa = this.udx.createStream(aId)
@@ -55,7 +67,7 @@ export class BlindRelay {
     sb.connect(this.socket, b.remoteId, b.endpoint.port, b.endpoint.host)
     sa.relayTo(sb)
     sb.relayTo(sa)
-    const pair: RelayPair = { a: sa, b: sb, lastPackets: 0, lastActive: Date.now() }
+    const pair: RelayPair = { a: sa, b: sb, lastPackets: 0, lastActive: Date.now(), owner }
     const drop = (): void => { this.close(pair) }
     for (const s of [sa, sb]) {
       s.on('error', drop)
@@ -82,6 +94,7 @@ export class BlindRelay {
 
   private close (p: RelayPair): void {
     if (!this.pairs.delete(p)) return
+    this.perAgent.release(p.owner)
     this.usedIds.delete(p.a.id); this.usedIds.delete(p.b.id)
     p.a.destroy(); p.b.destroy()
     this.metrics.relayedSessions.set(this.pairs.size)

@@ -19,18 +19,19 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
   const identity = await loadOrCreateIdentity(config.identityFile)
   if (identity.created) log.info({ keyFile: config.identityFile }, 'generated a new relay identity')
   const psk = await loadPsk(config.pskFile)
+  if (psk == null) log.warn('NO PRE-SHARED KEY: this relay is open to any key. Anyone who reaches it can register, learn the addresses of registered agents, take blind-relay pairs and use the circuit relay. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Private network (PSK)")')
 
   const udx = createUdx()
   const socket = udx.createSocket()
   socket.bind(config.listen.udpPort, config.listen.host)
-  const relay = new BlindRelay({ udx, socket, log: log.child({ component: 'blind-relay' }), metrics })
+  const relay = new BlindRelay({ udx, socket, log: log.child({ component: 'blind-relay' }), metrics, maxPairs: config.limits.maxRelayPairs, maxPairsPerAgent: config.limits.relayPairsPerAgent })
   const rendezvous = new RendezvousServer({
     socket, relay, metrics, log: log.child({ component: 'rendezvous' }),
-    keepaliveMs: config.keepaliveMs, maxAgents: config.maxAgents, ...(psk != null ? { psk } : {})
+    keepaliveMs: config.keepaliveMs, maxAgents: config.maxAgents, limits: config.limits, ...(psk != null ? { psk } : {})
   })
   socket.on('message', (buf, from) => { rendezvous.onDatagram(buf, from) })
 
-  const host = await startRelayHost({ privateKey: identity.privateKey, host: config.listen.host, tcpPort: config.listen.tcpPort, announce: config.announce, ...(psk != null ? { psk } : {}) })
+  const host = await startRelayHost({ privateKey: identity.privateKey, host: config.listen.host, tcpPort: config.listen.tcpPort, announce: config.announce, limits: config.limits, log: log.child({ component: 'circuit-relay' }), metrics, ...(psk != null ? { psk } : {}) })
   host.addEventListener('connection:open', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
   host.addEventListener('connection:close', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
 

@@ -1,5 +1,10 @@
-// The relay's libp2p host: TCP listener with circuit relay v2 (limits off, so relayed
-// tunnels are not cut after 2 minutes / 128 KiB), for agents whose site blocks UDP.
+// The relay's libp2p host: TCP listener with circuit relay v2, for agents whose site blocks UDP.
+// Limits: reservations in total and per source IP (libp2p keeps one per peer id), and each
+// relayed circuit closed after circuitDurationSeconds or circuitDataBytes. libp2p's own default
+// (2 min, 128 KiB per circuit) cut every relayed tunnel within seconds (yamux and pings alone
+// pass 128 KiB), so the defaults here are a day and 64 GiB: far beyond what a tunnel's streams
+// carry in normal use, but a bound on what one circuit can cost. A circuit that reaches either
+// is closed and the agent dials a new one for its next stream.
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -7,11 +12,103 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { noiseCrypto } from '../shared/noise-crypto.ts'
 import { identify } from '@libp2p/identify'
 import { preSharedKey } from '@libp2p/pnet'
-import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
-import type { PrivateKey } from '@libp2p/interface'
+import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Connection, PeerId, PrivateKey } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from '../shared/logging.ts'
+import type { Metrics } from '../shared/metrics.ts'
+import type { ServerConfig } from '../shared/config.ts'
+import { GroupLimiter, createRefuse, type Refuse } from './limits.ts'
 
-export async function startRelayHost (opts: { privateKey: PrivateKey, host: string, tcpPort: number, announce: string[], psk?: Uint8Array }): Promise<Libp2p> {
-  return await createLibp2p({
+export type CircuitLimits = Pick<ServerConfig['limits'], 'maxReservations' | 'maxReservationsPerIp' | 'reservationTtlSeconds' | 'circuitDurationSeconds' | 'circuitDataBytes'>
+
+export interface RelayHostOptions {
+  privateKey: PrivateKey
+  host: string
+  tcpPort: number
+  announce: string[]
+  psk?: Uint8Array
+  limits: CircuitLimits
+  log: Logger
+  metrics: Metrics
+}
+
+/** The longest timer Node keeps (AbortSignal.timeout fires at once beyond it). */
+const MAX_TIMER_MS = 2 ** 31 - 1
+/** uint64 on the wire */
+const NO_DATA_LIMIT = 2n ** 63n - 1n
+
+/**
+ * libp2p's reservation options for our limits. libp2p applies duration and data together or
+ * neither; a 0 ("no limit") for one of them becomes its largest value. Its duration is in ms.
+ */
+export function reservationOptions (l: CircuitLimits): { maxReservations: number, reservationTtl: number, applyDefaultLimit: boolean, defaultDurationLimit: number, defaultDataLimit: bigint } {
+  const unlimited = l.circuitDurationSeconds === 0 && l.circuitDataBytes === 0
+  return {
+    maxReservations: l.maxReservations,
+    reservationTtl: l.reservationTtlSeconds * 1000,
+    applyDefaultLimit: !unlimited,
+    defaultDurationLimit: l.circuitDurationSeconds === 0 ? MAX_TIMER_MS : Math.min(MAX_TIMER_MS, l.circuitDurationSeconds * 1000),
+    defaultDataLimit: l.circuitDataBytes === 0 ? NO_DATA_LIMIT : BigInt(l.circuitDataBytes)
+  }
+}
+
+/** The IP address of a multiaddr (/ip4/a.b.c.d/tcp/...), or its text when it has none. */
+export function ipOf (addr: Multiaddr): string {
+  const c = addr.getComponents().find((c) => c.name === 'ip4' || c.name === 'ip6')
+  return c?.value ?? addr.toString()
+}
+
+/**
+ * Counts (and logs, throttled) every inbound connection that fails its upgrade: without the
+ * mesh's PSK the pnet stream decrypts to garbage and the noise handshake fails. libp2p reports
+ * these only on its debug channel.
+ */
+function countFailedUpgrades (node: Libp2p, refuse: Refuse): void {
+  const upgrader = (node as any).components.upgrader
+  const inbound = upgrader.upgradeInbound.bind(upgrader)
+  upgrader.upgradeInbound = async (maConn: { remoteAddr?: Multiaddr }, o: { signal?: AbortSignal } | undefined) => {
+    try {
+      return await inbound(maConn, o)
+    } catch (err: any) {
+      const name = String(err?.name ?? '')
+      if (o?.signal?.aborted !== true && name !== 'AbortError' && name !== 'ConnectionDeniedError') {
+        refuse('circuit-handshake', { remote: maConn.remoteAddr?.toString(), err: err?.message })
+      }
+      throw err
+    }
+  }
+}
+
+export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ relay: CircuitRelayService }>> {
+  const refuse = createRefuse((reason) => { opts.metrics.relayRefusals.inc({ reason }) }, (d, msg) => { opts.log.warn(d, msg) })
+  const perIp = new GroupLimiter(opts.limits.maxReservationsPerIp)
+  let node: Libp2p<{ relay: CircuitRelayService }> | undefined
+
+  /** Reservations beyond the limits are refused (PERMISSION_DENIED); refreshes always pass. */
+  const denyReservation = (peer: PeerId): boolean => {
+    const relay = node?.services.relay
+    if (node == null || relay == null) return true
+    const reserved = relay.reservations
+    if (reserved.has(peer)) return false
+    const conn: Connection | undefined = node.getConnections(peer).find((c) => !c.remoteAddr.toString().includes('/p2p-circuit'))
+    const ip = conn != null ? ipOf(conn.remoteAddr) : 'unknown'
+    if (reserved.size >= opts.limits.maxReservations) {
+      refuse('circuit-reservations-total', { peer: peer.toString(), ip, reservations: reserved.size })
+      return true
+    }
+    // members whose reservation expired (or was never granted) no longer count
+    perIp.prune(ip, (p) => reserved.has(peerIdFromString(p)))
+    if (perIp.check(peer.toString(), ip) !== 'ok') {
+      refuse('circuit-reservations-per-ip', { peer: peer.toString(), ip, reservations: perIp.countOf(ip) })
+      return true
+    }
+    perIp.set(peer.toString(), ip)
+    return false
+  }
+
+  node = await createLibp2p({
     privateKey: opts.privateKey,
     addresses: {
       listen: [`/ip4/${opts.host}/tcp/${opts.tcpPort}`],
@@ -23,14 +120,16 @@ export async function startRelayHost (opts: { privateKey: PrivateKey, host: stri
     streamMuxers: [yamux()],
     ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
     connectionManager: { maxConnections: 20_000 },
-    connectionGater: { denyDialMultiaddr: () => false },
+    connectionGater: { denyDialMultiaddr: () => false, denyInboundRelayReservation: denyReservation },
     services: {
       identify: identify(),
       relay: circuitRelayServer({
-        reservations: { applyDefaultLimit: false, maxReservations: 10_000 },
+        reservations: reservationOptions(opts.limits),
         maxInboundHopStreams: 4096,
         maxOutboundStopStreams: 4096
       })
     }
   })
+  countFailedUpgrades(node, refuse)
+  return node
 }

@@ -15,6 +15,7 @@ import {
   type Candidate, type ConnectMessage, type PeerInfoMessage, type RegisterMessage
 } from '../shared/wire/rendezvous.ts'
 import type { BlindRelay } from './blind-relay.ts'
+import { GroupLimiter, KeyedRateLimiter, createRefuse, type Refuse } from './limits.ts'
 
 /** How far an agent's clock may be off before its registrations are refused. */
 const MAX_CLOCK_SKEW_MS = 10 * 60_000
@@ -36,6 +37,8 @@ export interface RendezvousOptions {
   metrics: Metrics
   keepaliveMs: number
   maxAgents: number
+  /** registrations per source IP; connect requests per agent (token bucket) */
+  limits: { maxAgentsPerIp: number, connectsPerSecond: number, connectBurst: number }
   psk?: Uint8Array
 }
 
@@ -47,9 +50,16 @@ export class RendezvousServer {
   private readonly recentConnects = new Map<string, { at: number, replies: Array<[Uint8Array, Endpoint]> }>()
   private readonly timer: NodeJS.Timeout
   private readonly opts: RendezvousOptions
+  /** registered agents by source IP */
+  private readonly registrations: GroupLimiter
+  private readonly connectRate: KeyedRateLimiter
+  private readonly refuse: Refuse
 
   constructor (opts: RendezvousOptions) {
     this.opts = opts
+    this.registrations = new GroupLimiter(opts.limits.maxAgentsPerIp, opts.maxAgents)
+    this.connectRate = new KeyedRateLimiter(opts.limits.connectsPerSecond, opts.limits.connectBurst)
+    this.refuse = createRefuse((reason) => { opts.metrics.relayRefusals.inc({ reason }) }, (d, msg) => { opts.log.warn(d, msg) })
     this.timer = setInterval(() => { this.expire() }, Math.max(1_000, opts.keepaliveMs))
     this.timer.unref()
   }
@@ -104,7 +114,8 @@ export class RendezvousServer {
     // a replayed (older) registration from elsewhere must not redirect a live peer
     if (existing != null && !sameSource && m.timestampMs <= existing.lastTimestampMs) { metrics.droppedDatagrams.inc({ reason: 'replay' }); return }
     if (!(await peerId.publicKey.verify(signed, m.signature))) { metrics.droppedDatagrams.inc({ reason: 'bad-signature' }); return }
-    if (existing == null && this.byPeer.size >= this.opts.maxAgents) { metrics.droppedDatagrams.inc({ reason: 'full' }); return }
+    const verdict = this.registrations.check(key, from.host)
+    if (verdict !== 'ok') { this.refuse(verdict === 'total' ? 'registrations-total' : 'registrations-per-ip', { peer: key, from: endpointKey(from) }); return }
 
     if (existing != null && !sameSource) this.byEndpoint.delete(endpointKey(existing.observed))
     const reg: Registration = {
@@ -118,6 +129,7 @@ export class RendezvousServer {
     }
     this.byPeer.set(key, reg)
     this.byEndpoint.set(endpointKey(from), reg)
+    this.registrations.set(key, from.host)
     metrics.registeredAgents.set(this.byPeer.size)
     if (existing == null || !sameSource) this.opts.log.info({ node: m.nodeName, peer: key, observed: endpointKey(from) }, 'agent registered')
     this.send(encodeMessage({ type: 'registered', observed: reg.observed, bootId: this.bootId, keepaliveMs: this.opts.keepaliveMs }), from)
@@ -128,6 +140,7 @@ export class RendezvousServer {
     const fromKey = endpointKey(from)
     const a = this.byEndpoint.get(fromKey)
     if (a == null) {
+      this.refuse('connect-not-registered', { from: fromKey })
       this.send(encodeMessage({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.notRegistered, reason: 'register first' }), from)
       return
     }
@@ -136,6 +149,11 @@ export class RendezvousServer {
     const cached = this.recentConnects.get(cacheKey)
     if (cached != null) {
       for (const [buf, to] of cached.replies) this.send(buf, to)
+      return
+    }
+    if (!this.connectRate.allow(a.peerId.toString(), Date.now())) {
+      this.refuse('connect-rate', { node: a.nodeName, from: fromKey })
+      this.send(encodeMessage({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.overloaded, reason: 'connect rate limit of this relay reached: retry later' }), from)
       return
     }
     let targetKey: string
@@ -154,7 +172,7 @@ export class RendezvousServer {
     if (m.wantRelay && a.observed.host !== b.observed.host) {
       relayA = relay.allocateId(); relayB = relay.allocateId()
       relaySideA = relay.allocateId(); relaySideB = relay.allocateId()
-      if (!relay.open(relaySideA, { endpoint: a.observed, remoteId: relayA }, relaySideB, { endpoint: b.observed, remoteId: relayB })) {
+      if (!relay.open(relaySideA, { endpoint: a.observed, remoteId: relayA }, relaySideB, { endpoint: b.observed, remoteId: relayB }, a.peerId.toString())) {
         relayA = relayB = relaySideA = relaySideB = 0
       }
     }
@@ -197,10 +215,13 @@ export class RendezvousServer {
       if (now - r.lastSeen > ttl) {
         this.byPeer.delete(k)
         this.byEndpoint.delete(endpointKey(r.observed))
+        this.registrations.delete(k)
+        this.connectRate.forget(k)
         this.opts.log.info({ node: r.nodeName, peer: k }, 'agent registration expired')
       }
     }
     for (const [k, c] of this.recentConnects) if (now - c.at > 10_000) this.recentConnects.delete(k)
+    this.connectRate.prune(now)
     this.opts.metrics.registeredAgents.set(this.byPeer.size)
   }
 

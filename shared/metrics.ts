@@ -54,6 +54,14 @@ export class Metrics {
     registers: [this.registry]
   })
 
+  /** What the relay refused a requester (server/limits.ts, config `limits`), by reason. */
+  readonly relayRefusals = new Counter({
+    name: 'edgemesh_relay_refusals_total',
+    help: 'Relay requests refused: a limit reached (registrations per IP or total, connect rate, blind relay pairs, circuit reservations) or not a member (connect before registering, circuit handshake without the PSK)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
   readonly controlMessages = new Counter({
     name: 'edgemesh_control_messages_total',
     help: 'Rendezvous control messages handled, by type',

@@ -1,0 +1,181 @@
+// The relay's limits as plain data structures (no I/O, time passed in): a token bucket per key
+// for request rates, a member -> group index for "at most N per source IP" with a total, and a
+// per-key counter for held resources. server/rendezvous.ts, server/blind-relay.ts and
+// server/relay-host.ts wrap them and count every refusal in edgemesh_relay_refusals_total.
+
+/** A token bucket: `burst` requests at once, refilled at `ratePerSecond`. */
+export class TokenBucket {
+  private readonly ratePerSecond: number
+  private readonly burst: number
+  private tokens: number
+  private last: number
+
+  constructor (ratePerSecond: number, burst: number, now: number) {
+    this.ratePerSecond = ratePerSecond
+    this.burst = burst
+    this.tokens = burst
+    this.last = now
+  }
+
+  /** Takes one token if there is one. */
+  take (now: number): boolean {
+    this.refill(now)
+    if (this.tokens < 1) return false
+    this.tokens -= 1
+    return true
+  }
+
+  /** True when the bucket is full again (its state carries no information and can be dropped). */
+  isFull (now: number): boolean {
+    this.refill(now)
+    return this.tokens >= this.burst
+  }
+
+  private refill (now: number): void {
+    // a clock that steps back must not mint tokens (or take them)
+    const elapsed = Math.max(0, now - this.last)
+    this.tokens = Math.min(this.burst, this.tokens + elapsed * this.ratePerSecond / 1000)
+    this.last = Math.max(this.last, now)
+  }
+}
+
+/** One token bucket per key (an agent's peer id); a key with a full bucket needs no memory. */
+export class KeyedRateLimiter {
+  private readonly buckets = new Map<string, TokenBucket>()
+  private readonly ratePerSecond: number
+  private readonly burst: number
+
+  constructor (ratePerSecond: number, burst: number) {
+    this.ratePerSecond = ratePerSecond
+    this.burst = burst
+  }
+
+  allow (key: string, now: number): boolean {
+    let b = this.buckets.get(key)
+    if (b == null) { b = new TokenBucket(this.ratePerSecond, this.burst, now); this.buckets.set(key, b) }
+    return b.take(now)
+  }
+
+  forget (key: string): void { this.buckets.delete(key) }
+
+  /** Drops the buckets that refilled completely. */
+  prune (now: number): void {
+    for (const [k, b] of this.buckets) if (b.isFull(now)) this.buckets.delete(k)
+  }
+
+  get size (): number { return this.buckets.size }
+}
+
+export type GroupVerdict = 'ok' | 'total' | 'per-group'
+
+/**
+ * Members (agents, peers) each in one group (their source IP), at most `maxPerGroup` per group
+ * and `maxTotal` in all. A member already in a group is always admitted again there (refreshes);
+ * one moving to another group needs room in the new one.
+ */
+export class GroupLimiter {
+  private readonly groupOf = new Map<string, string>()
+  private readonly members = new Map<string, Set<string>>()
+  private readonly maxPerGroup: number
+  private readonly maxTotal: number
+
+  constructor (maxPerGroup: number, maxTotal = Infinity) {
+    this.maxPerGroup = maxPerGroup
+    this.maxTotal = maxTotal
+  }
+
+  check (member: string, group: string): GroupVerdict {
+    const current = this.groupOf.get(member)
+    if (current === group) return 'ok'
+    if (current == null && this.groupOf.size >= this.maxTotal) return 'total'
+    if ((this.members.get(group)?.size ?? 0) >= this.maxPerGroup) return 'per-group'
+    return 'ok'
+  }
+
+  /** Records member in group (moving it from its previous group). */
+  set (member: string, group: string): void {
+    const current = this.groupOf.get(member)
+    if (current === group) return
+    if (current != null) this.delete(member)
+    this.groupOf.set(member, group)
+    let set = this.members.get(group)
+    if (set == null) { set = new Set(); this.members.set(group, set) }
+    set.add(member)
+  }
+
+  delete (member: string): void {
+    const group = this.groupOf.get(member)
+    if (group == null) return
+    this.groupOf.delete(member)
+    const set = this.members.get(group)!
+    set.delete(member)
+    if (set.size === 0) this.members.delete(group)
+  }
+
+  /** Removes the members of `group` that `alive` no longer vouches for (state kept elsewhere expired). */
+  prune (group: string, alive: (member: string) => boolean): void {
+    for (const m of [...(this.members.get(group) ?? [])]) if (!alive(m)) this.delete(m)
+  }
+
+  countOf (group: string): number { return this.members.get(group)?.size ?? 0 }
+  get size (): number { return this.groupOf.size }
+}
+
+/** How many of a resource each key holds, at most `max` each. */
+export class KeyedCounter {
+  private readonly counts = new Map<string, number>()
+  private readonly max: number
+
+  constructor (max: number) { this.max = max }
+
+  tryAcquire (key: string): boolean {
+    const n = this.counts.get(key) ?? 0
+    if (n >= this.max) return false
+    this.counts.set(key, n + 1)
+    return true
+  }
+
+  release (key: string): void {
+    const n = this.counts.get(key) ?? 0
+    if (n <= 1) this.counts.delete(key)
+    else this.counts.set(key, n - 1)
+  }
+
+  count (key: string): number { return this.counts.get(key) ?? 0 }
+  get keys (): number { return this.counts.size }
+}
+
+/** Lets one log line per key through every `intervalMs` (refusals can arrive thousands a second). */
+export class LogThrottle {
+  private readonly last = new Map<string, number>()
+  private readonly intervalMs: number
+  private readonly maxKeys: number
+
+  constructor (intervalMs: number, maxKeys = 1024) {
+    this.intervalMs = intervalMs
+    this.maxKeys = maxKeys
+  }
+
+  shouldLog (key: string, now: number): boolean {
+    const at = this.last.get(key)
+    if (at != null && now - at < this.intervalMs) return false
+    if (at == null && this.last.size >= this.maxKeys) {
+      for (const [k, t] of this.last) if (now - t >= this.intervalMs) this.last.delete(k)
+      if (this.last.size >= this.maxKeys) return false
+    }
+    this.last.set(key, now)
+    return true
+  }
+}
+
+/** Counts a refusal by reason and logs it, at most once a minute per reason. */
+export type Refuse = (reason: string, detail?: Record<string, unknown>) => void
+
+export function createRefuse (count: (reason: string) => void, warn: (detail: Record<string, unknown>, msg: string) => void,
+  now: () => number = Date.now, intervalMs = 60_000): Refuse {
+  const throttle = new LogThrottle(intervalMs)
+  return (reason, detail = {}) => {
+    count(reason)
+    if (throttle.shouldLog(reason, now())) warn({ reason, ...detail }, `relay refused a request (${reason}); more refusals for this reason are counted in edgemesh_relay_refusals_total, not logged, for a minute`)
+  }
+}
