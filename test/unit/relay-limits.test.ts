@@ -1,0 +1,194 @@
+// The relay's limits (server/limits.ts), the libp2p reservation options built from them
+// (server/relay-host.ts) and their config defaults. Time is passed in, so nothing here waits.
+import { describe, expect, it } from 'vitest'
+import fc from 'fast-check'
+import { multiaddr } from '@multiformats/multiaddr'
+import { GroupLimiter, KeyedCounter, KeyedRateLimiter, LogThrottle, TokenBucket, createRefuse } from '../../server/limits.ts'
+import { ipOf, reservationOptions } from '../../server/relay-host.ts'
+import { ServerConfig, loadConfig } from '../../shared/config.ts'
+import { ConfigError } from '../../shared/errors.ts'
+
+describe('TokenBucket', () => {
+  it('lets a burst through, then one request per 1/rate seconds', () => {
+    const b = new TokenBucket(2, 3, 1000)
+    expect([b.take(1000), b.take(1000), b.take(1000), b.take(1000)]).toEqual([true, true, true, false])
+    expect(b.take(1499)).toBe(false) // 0.998 of a token
+    expect(b.take(1500)).toBe(true)
+    expect(b.take(1500)).toBe(false)
+    // a long pause refills to the burst, not beyond
+    expect([b.take(60_000), b.take(60_000), b.take(60_000), b.take(60_000)]).toEqual([true, true, true, false])
+  })
+
+  it('a clock stepping back neither mints nor takes tokens', () => {
+    const b = new TokenBucket(1, 1, 10_000)
+    expect(b.take(10_000)).toBe(true)
+    expect(b.take(5_000)).toBe(false)
+    expect(b.take(10_999)).toBe(false)
+    expect(b.take(11_000)).toBe(true)
+  })
+
+  it('over any run of requests, grants at most burst + rate * elapsed', () => {
+    fc.assert(fc.property(
+      fc.integer({ min: 1, max: 50 }), fc.integer({ min: 1, max: 20 }), fc.array(fc.integer({ min: 0, max: 500 }), { maxLength: 300 }),
+      (rate, burst, gaps) => {
+        let now = 0
+        const b = new TokenBucket(rate, burst, now)
+        let granted = 0
+        for (const g of gaps) { now += g; if (b.take(now)) granted++ }
+        expect(granted).toBeLessThanOrEqual(burst + Math.floor(rate * now / 1000))
+      }))
+  })
+})
+
+describe('KeyedRateLimiter', () => {
+  it('keys are independent; a key whose bucket refilled is forgotten by prune', () => {
+    const l = new KeyedRateLimiter(1, 2)
+    expect([l.allow('a', 0), l.allow('a', 0), l.allow('a', 0)]).toEqual([true, true, false])
+    expect(l.allow('b', 0)).toBe(true)
+    expect(l.size).toBe(2)
+    l.prune(1000) // a: 1 of 2 tokens, b: full
+    expect(l.size).toBe(1)
+    l.prune(2000)
+    expect(l.size).toBe(0)
+    l.allow('c', 0)
+    l.forget('c')
+    expect(l.size).toBe(0)
+  })
+})
+
+describe('GroupLimiter (agents per source IP, and in total)', () => {
+  it('refuses the N+1th member of a group; refreshes always pass; others groups are not affected', () => {
+    const g = new GroupLimiter(2, 10)
+    for (const m of ['p1', 'p2']) { expect(g.check(m, '192.0.2.1')).toBe('ok'); g.set(m, '192.0.2.1') }
+    expect(g.check('p3', '192.0.2.1')).toBe('per-group')
+    expect(g.check('p1', '192.0.2.1')).toBe('ok')
+    expect(g.check('p3', '192.0.2.2')).toBe('ok')
+    g.delete('p2')
+    expect(g.check('p3', '192.0.2.1')).toBe('ok')
+  })
+
+  it('refuses a new member when the total is reached, but not one moving between groups', () => {
+    const g = new GroupLimiter(5, 2)
+    g.set('p1', 'a'); g.set('p2', 'b')
+    expect(g.check('p3', 'c')).toBe('total')
+    expect(g.check('p1', 'c')).toBe('ok')
+    g.set('p1', 'c')
+    expect([g.countOf('a'), g.countOf('c'), g.size]).toEqual([0, 1, 2])
+  })
+
+  it('a member moving to a full group is refused there', () => {
+    const g = new GroupLimiter(1)
+    g.set('p1', 'a'); g.set('p2', 'b')
+    expect(g.check('p1', 'b')).toBe('per-group')
+  })
+
+  it('prune drops the members of a group that are no longer alive', () => {
+    const g = new GroupLimiter(3)
+    for (const m of ['p1', 'p2', 'p3']) g.set(m, 'a')
+    g.prune('a', (m) => m === 'p2')
+    expect(g.countOf('a')).toBe(1)
+    expect(g.check('p4', 'a')).toBe('ok')
+  })
+
+  it('admitting only what check allows never exceeds either bound', () => {
+    const op = fc.record({ kind: fc.constantFrom('add', 'add', 'delete'), member: fc.integer({ min: 0, max: 30 }), group: fc.integer({ min: 0, max: 4 }) })
+    fc.assert(fc.property(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 12 }), fc.array(op, { maxLength: 200 }), (perGroup, total, ops) => {
+      const g = new GroupLimiter(perGroup, total)
+      for (const o of ops) {
+        const m = `p${o.member}`; const grp = `g${o.group}`
+        if (o.kind === 'delete') g.delete(m)
+        else if (g.check(m, grp) === 'ok') g.set(m, grp)
+        expect(g.size).toBeLessThanOrEqual(total)
+        for (let i = 0; i < 5; i++) expect(g.countOf(`g${i}`)).toBeLessThanOrEqual(perGroup)
+      }
+    }))
+  })
+})
+
+describe('KeyedCounter (blind-relay pairs per agent)', () => {
+  it('at most max per key until released', () => {
+    const c = new KeyedCounter(2)
+    expect([c.tryAcquire('a'), c.tryAcquire('a'), c.tryAcquire('a'), c.tryAcquire('b')]).toEqual([true, true, false, true])
+    c.release('a')
+    expect(c.tryAcquire('a')).toBe(true)
+    c.release('a'); c.release('a'); c.release('b')
+    expect(c.keys).toBe(0)
+    c.release('never') // a stray release does not go negative
+    expect(c.count('never')).toBe(0)
+  })
+})
+
+describe('refusals: every one counted, logged once a minute per reason', () => {
+  it('createRefuse', () => {
+    let now = 0
+    const counted: string[] = []
+    const logged: Array<Record<string, unknown>> = []
+    const refuse = createRefuse((r) => counted.push(r), (d) => logged.push(d), () => now)
+    for (let i = 0; i < 100; i++) refuse('connect-rate', { node: 'edge-1' })
+    refuse('registrations-per-ip')
+    now = 59_999
+    refuse('connect-rate')
+    now = 60_000
+    refuse('connect-rate')
+    expect(counted.filter((r) => r === 'connect-rate')).toHaveLength(102)
+    expect(logged.map((d) => d.reason)).toEqual(['connect-rate', 'registrations-per-ip', 'connect-rate'])
+    expect(logged[0]).toEqual({ reason: 'connect-rate', node: 'edge-1' })
+  })
+
+  it('LogThrottle holds a bounded number of keys', () => {
+    const t = new LogThrottle(1000, 2)
+    expect([t.shouldLog('a', 0), t.shouldLog('b', 0), t.shouldLog('c', 0)]).toEqual([true, true, false])
+    expect(t.shouldLog('c', 1000)).toBe(true) // a and b aged out and made room
+  })
+})
+
+describe('circuit relay options (libp2p reservations)', () => {
+  const defaults = ServerConfig.parse({}).limits
+
+  it('defaults: limits applied, a day and 64 GiB per circuit, durations in ms', () => {
+    expect(reservationOptions(defaults)).toEqual({
+      maxReservations: 10_000, reservationTtl: 3_600_000, applyDefaultLimit: true, defaultDurationLimit: 86_400_000, defaultDataLimit: 64n * 2n ** 30n
+    })
+  })
+
+  it('0 means no limit: both 0 turns libp2p\'s limits off; one 0 becomes its largest value', () => {
+    expect(reservationOptions({ ...defaults, circuitDurationSeconds: 0, circuitDataBytes: 0 }).applyDefaultLimit).toBe(false)
+    const noDuration = reservationOptions({ ...defaults, circuitDurationSeconds: 0 })
+    expect(noDuration.applyDefaultLimit).toBe(true)
+    expect(noDuration.defaultDurationLimit).toBe(2 ** 31 - 1) // Node's longest timer: beyond it AbortSignal.timeout fires at once
+    expect(reservationOptions({ ...defaults, circuitDataBytes: 0 }).defaultDataLimit).toBe(2n ** 63n - 1n)
+    expect(reservationOptions({ ...defaults, circuitDurationSeconds: 2_147_483 }).defaultDurationLimit).toBeLessThanOrEqual(2 ** 31 - 1)
+  })
+
+  it('ipOf takes the IP of a connection\'s remote address', () => {
+    expect(ipOf(multiaddr('/ip4/198.51.100.20/tcp/40123'))).toBe('198.51.100.20')
+    expect(ipOf(multiaddr('/ip6/2001:db8::1/tcp/1'))).toBe('2001:db8::1')
+  })
+})
+
+describe('ServerConfig limits', () => {
+  it('documented defaults', () => {
+    expect(ServerConfig.parse({}).limits).toEqual({
+      maxAgentsPerIp: 256,
+      connectsPerSecond: 20,
+      connectBurst: 100,
+      relayPairsPerAgent: 256,
+      maxRelayPairs: 20_000,
+      maxReservations: 10_000,
+      maxReservationsPerIp: 256,
+      reservationTtlSeconds: 3600,
+      circuitDurationSeconds: 86_400,
+      circuitDataBytes: 68_719_476_736
+    })
+    expect(ServerConfig.parse({}).maxAgents).toBe(10_000)
+  })
+
+  it('a field given keeps the other defaults; errors name the field', async () => {
+    const c = await loadConfig(ServerConfig, { overrides: [['limits.maxAgentsPerIp', '3']] })
+    expect(c.limits.maxAgentsPerIp).toBe(3)
+    expect(c.limits.connectBurst).toBe(100)
+    await expect(loadConfig(ServerConfig, { overrides: [['limits.connectsPerSecond', '0']] })).rejects.toThrow(/limits\.connectsPerSecond/)
+    await expect(loadConfig(ServerConfig, { overrides: [['limits.reservationTtlSeconds', '60']] })).rejects.toThrow(/limits\.reservationTtlSeconds/)
+    await expect(loadConfig(ServerConfig, { overrides: [['limits.maxPairs', '1']] })).rejects.toThrow(ConfigError)
+  })
+})
