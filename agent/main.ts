@@ -66,6 +66,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
   const identity = await m.loadOrCreateIdentity(config.identityFile)
   if (identity.created) log.info({ keyFile: config.identityFile, peerId: identity.peerId.toString() }, 'generated a new node identity')
   const psk = await loadPsk(config.pskFile)
+  if (psk == null) log.warn('NO PRE-SHARED KEY: this agent\'s mesh is open to any key. Its relays let anyone register and learn agents\' addresses, and nothing but the peer directory keeps other keys out. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Private network (PSK)")')
   const staticPeers = config.peersFile != null ? await m.StaticPeerDirectory.fromFile(config.peersFile) : new m.StaticPeerDirectory()
   staticPeers.watch(2_000, (err) => { log.warn({ err: (err as Error).message }, 'peers file reload failed; keeping the last good one') })
   let registry: CatalogPeerDirectory | undefined
