@@ -144,7 +144,7 @@ export const AgentConfig = z.object({
     /** extra local addresses to offer peers (LAN candidates are discovered automatically) */
     advertise: z.array(z.ipv4('expected an IPv4 address')).default([])
   }).strict().default({ punchTimeoutMs: 3_000, punchRetryMs: 30_000, keepaliveMs: 5_000, advertise: [] }),
-  /** serve the diagnostic transfer protocols (tests, benchmarks, `edgemesh debug`) */
+  /** serve the diagnostic transfer protocols (`edgemesh transfer`, tests, benchmarks) */
   diagnostics: z.boolean().default(false),
   logLevel: logLevel.default('info')
 }).strict()

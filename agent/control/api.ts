@@ -9,12 +9,25 @@ import type { Metrics } from '../../shared/metrics.ts'
 import type { Tunnel } from '../tunnel/tunnel.ts'
 import type { Catalog } from '../catalog/catalog.ts'
 import { catalogSummary } from '../catalog/summary.ts'
-import { discardTransfer, firstByte, transfer } from '../tunnel/diagnostics.ts'
+import { discardTransfer, firstByte, MAX_TRANSFER_BYTES, transfer } from '../tunnel/diagnostics.ts'
+import { MAX_PING_COUNT } from '../tunnel/ping-outcome.ts'
 import { statusName } from '../proxy/wire.ts'
+import { multiaddr } from '@multiformats/multiaddr'
+
+function badParameter (message: string): Error { return Object.assign(new Error(message), { status: 400 }) }
 
 function required (url: URL, name: string): string {
   const v = url.searchParams.get(name)
-  if (v == null || v === '') throw Object.assign(new Error(`missing query parameter "${name}"`), { status: 400 })
+  if (v == null || v === '') throw badParameter(`missing query parameter "${name}"`)
+  return v
+}
+
+/** An integer query parameter within [min, max]. */
+function integer (url: URL, name: string, min: number, max: number, fallback?: number): number {
+  const raw = url.searchParams.get(name)
+  if ((raw == null || raw === '') && fallback != null) return fallback
+  const v = Number(required(url, name))
+  if (!Number.isSafeInteger(v) || v < min || v > max) throw badParameter(`query parameter "${name}" must be an integer from ${min} to ${max}`)
   return v
 }
 
@@ -45,7 +58,7 @@ export async function startControlApi (opts: { socketPath: string, tunnel: Tunne
       }
     },
     'POST /ping': async (_req, url) => {
-      const count = Number(url.searchParams.get('count') ?? 3)
+      const count = integer(url, 'count', 1, MAX_PING_COUNT, 3)
       return { body: await tunnel.ping(required(url, 'node'), { count, signal: AbortSignal.timeout(20_000) }) }
     }
   }
@@ -53,12 +66,16 @@ export async function startControlApi (opts: { socketPath: string, tunnel: Tunne
     routes['POST /diag/transfer'] = async (_req, url) => {
       const node = required(url, 'node')
       const direction = required(url, 'direction')
-      if (direction !== 'send' && direction !== 'receive' && direction !== 'discard') throw new Error('direction must be send, receive or discard')
+      if (direction !== 'send' && direction !== 'receive' && direction !== 'discard') throw badParameter('query parameter "direction" must be send, receive or discard')
+      const bytes = integer(url, 'bytes', 1, MAX_TRANSFER_BYTES)
       const via = url.searchParams.get('via') ?? undefined
-      const { conn, path } = await tunnel.connectionVia(node, via)
-      const bytes = Number(required(url, 'bytes'))
+      if (via != null) {
+        try { multiaddr(via) } catch { throw badParameter('query parameter "via" must be a multiaddr such as /ip4/203.0.113.5/tcp/4004') }
+      }
+      const { conn, path, remote } = await tunnel.connectionVia(node, via)
       try {
-        return { body: direction === 'discard' ? await discardTransfer(conn, path, bytes) : await transfer(conn, path, direction, bytes) }
+        const result = direction === 'discard' ? await discardTransfer(conn, path, bytes) : await transfer(conn, path, direction, bytes)
+        return { body: { node, remote, ...result } }
       } finally {
         // a connection dialed to an explicit address is a one-off: it must not become the
         // path later streams take

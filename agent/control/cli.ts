@@ -3,15 +3,26 @@
 import { request } from 'node:http'
 import { parseArgs } from 'node:util'
 import { renderTable } from '../../shared/table.ts'
+import { ConfigError } from '../../shared/errors.ts'
 import type { PeerStatus, PingResult, RelayStatus } from '../tunnel/tunnel.ts'
+import { diagnosticsOffMessage, formatPong, formatTransfer, parsePingCount, parseTransferArgs, transferQuery, type TransferReport } from './ping-transfer.ts'
 
-const USAGE = `usage: edgemesh [--socket PATH] <command>
+const USAGE = `usage: edgemesh [--socket PATH] <command> [--json]
+  --socket PATH       the agent's control socket (its config's controlSocket; default
+                      $EDGEMESH_SOCKET or /run/edgemesh/agent.sock)
 commands:
   status              peers, the path in use (direct-udp, direct-tcp, relay-udp, relay-tcp), remote address, RTT
-  ping <node> [-c N]  open (or reuse) the tunnel to <node> and measure the round trip
-  status --json       machine-readable status
-  catalog [--json]    the Kubernetes catalog: source (api or disk), counts, peer records and their liveness
-  proxy [--json]      the ClusterIP proxy: iptables backend, last sync, the service ports the agent carries
+  ping <node> [-c N]  open (or reuse) the tunnel to <node> and time each phase: getting the connection,
+                      opening the stream, N round trips (default 3, at most 100), the whole
+  transfer <node> [--size 100M | --bytes N] [--direction send|receive] [--via ADDR]
+                      move random bytes to (send, the default) or from (receive) <node> and check
+                      their SHA-256 on both ends; prints bytes, time, Mbit/s and the path.
+                      Default size 16M (K/M/G: powers of 1024). --via 203.0.113.5:4004 dials that
+                      TCP address of <node> for this transfer only. Both agents need
+                      \`diagnostics: true\` in their config.
+  catalog             the Kubernetes catalog: source (api or disk), counts, peer records and their liveness
+  proxy               the ClusterIP proxy: iptables backend, last sync, the service ports the agent carries
+  --json              any command: machine-readable output
 `
 
 export async function callAgent<T> (socketPath: string, method: string, path: string, timeoutMs = 30_000): Promise<T> {
@@ -23,7 +34,7 @@ export async function callAgent<T> (socketPath: string, method: string, path: st
         const text = Buffer.concat(chunks).toString('utf8')
         let body: any
         try { body = JSON.parse(text) } catch { body = text }
-        if ((res.statusCode ?? 500) >= 400) reject(new Error(body?.error ?? `agent answered ${res.statusCode}`))
+        if ((res.statusCode ?? 500) >= 400) reject(Object.assign(new Error(body?.error ?? `agent answered ${res.statusCode}`), { status: res.statusCode }))
         else resolve(body as T)
       })
     })
@@ -68,6 +79,10 @@ export async function main (argv: string[]): Promise<void> {
       socket: { type: 'string', default: process.env.EDGEMESH_SOCKET ?? '/run/edgemesh/agent.sock' },
       json: { type: 'boolean' },
       count: { type: 'string', short: 'c', default: '3' },
+      bytes: { type: 'string' },
+      size: { type: 'string' },
+      direction: { type: 'string' },
+      via: { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     }
   })
@@ -90,11 +105,24 @@ export async function main (argv: string[]): Promise<void> {
     return
   }
   if (cmd === 'ping') {
-    if (arg == null) throw new Error('usage: edgemesh ping <node>')
-    const r = await callAgent<PingResult>(socket, 'POST', `/ping?node=${encodeURIComponent(arg)}&count=${Number(values.count)}`)
-    process.stdout.write(values.json === true
-      ? JSON.stringify(r) + '\n'
-      : `pong from ${r.node} via ${r.path} ${r.remote} in ${ms(r.rttMs)} (connect ${ms(r.connectMs)})\n`)
+    if (arg == null) throw new ConfigError('ping: missing <node> (usage: edgemesh ping <node> [-c N])')
+    const count = parsePingCount(values.count!)
+    const r = await callAgent<PingResult>(socket, 'POST', `/ping?node=${encodeURIComponent(arg)}&count=${count}`)
+    process.stdout.write(values.json === true ? JSON.stringify(r) + '\n' : formatPong(r) + '\n')
+    return
+  }
+  if (cmd === 'transfer') {
+    const t = parseTransferArgs(arg, values)
+    let r: TransferReport
+    try {
+      // no answer until the bytes have moved: allow for a slow path (about 1 Mbit/s)
+      r = await callAgent<TransferReport>(socket, 'POST', transferQuery(t), 60_000 + t.bytes / 125)
+    } catch (err: any) {
+      if (err?.status === 404) throw new Error(diagnosticsOffMessage(socket))
+      throw err
+    }
+    process.stdout.write(values.json === true ? JSON.stringify(r) + '\n' : formatTransfer(r, t.bytes) + '\n')
+    if (!r.match) process.exitCode = 1
     return
   }
   throw new Error(`unknown command "${cmd}"\n${USAGE}`)

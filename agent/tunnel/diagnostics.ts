@@ -12,6 +12,8 @@ export const DIAG_SOURCE = '/edgemesh/diag/source/1.0.0'
 export const DIAG_DISCARD = '/edgemesh/diag/discard/1.0.0'
 
 const CHUNK = 64 * 1024
+/** the largest transfer a source serves */
+export const MAX_TRANSFER_BYTES = 64 * 1024 ** 3
 
 export interface TransferResult {
   direction: 'send' | 'receive'
@@ -59,7 +61,7 @@ export async function serveSource (stream: Stream): Promise<void> {
     const it = readStream(stream)[Symbol.asyncIterator]()
     const header = await readExactly(it, 8)
     const bytes = Number(Buffer.from(header).readBigUInt64BE(0))
-    if (bytes > 64 * 1024 ** 3) throw new Error('diag source: request too large')
+    if (bytes > MAX_TRANSFER_BYTES) throw new Error('diag source: request too large')
     const digest = await sendRandom(stream, bytes)
     await send(stream, Buffer.from(digest, 'hex'))
     await stream.close()

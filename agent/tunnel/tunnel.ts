@@ -26,6 +26,9 @@ import { PunchRegistry } from './punch.ts'
 import { Dialer, rejectAfter } from './dialer.ts'
 import { RendezvousClient } from './rendezvous-client.ts'
 import { readExactly, readStream, send } from './stream-io.ts'
+import { explainPingFailure, formatFailedPhases, RECENT_RESTART_MS, round, rttSummary, type ConnectionOrigin, type PingFailure, type PingPhase, type PingResult, type RelayDrop } from './ping-outcome.ts'
+
+export type { PingResult } from './ping-outcome.ts'
 
 export const PING_PROTOCOL = '/edgemesh/ping/1.0.0'
 
@@ -52,8 +55,6 @@ export interface PeerStatus {
 }
 
 export interface RelayStatus { host: string, peerId: string, udp: 'up' | 'down', observed: string | null, circuit: 'reserved' | 'none', rttMs: number | null }
-
-export interface PingResult { node: string, path: PathKind, remote: string, rttMs: number, connectMs: number }
 
 interface PeerState {
   record: PeerRecord
@@ -93,6 +94,9 @@ export class Tunnel implements TunnelApi {
   private circuitBusy = false
   private readonly log: Logger
   private readonly dialer: Dialer
+  /** relayed connections this tunnel closed itself, and why (a ping on one names the cause) */
+  private readonly relayDrops = new WeakMap<Connection, RelayDrop>()
+  private lastRelayRestart: { relay: string, at: number } | null = null
 
   private constructor (opts: TunnelOptions, node: AgentNode, socket: UdxSocket) {
     this.opts = opts
@@ -151,10 +155,13 @@ export class Tunnel implements TunnelApi {
         log: this.log.child({ component: 'rendezvous' })
       })
       client.on('incoming', (info) => { this.onIncoming(client, info) })
-      client.on('restarted', () => { this.dropRelaySessions(client) })
+      client.on('restarted', () => {
+        this.lastRelayRestart = { relay: endpointKey(client.endpoint), at: Date.now() }
+        this.dropRelaySessions(client, 'relay-restarted')
+      })
       // a relay that stopped answering takes its relayed sessions with it: close them so new
       // streams redial (through another relay when there is one)
-      client.on('state', (up) => { if (!up) this.dropRelaySessions(client) })
+      client.on('state', (up) => { if (!up) this.dropRelaySessions(client, 'relay-down') })
       this.clients.push(client)
       this.clientsByEndpoint.set(endpointKey(client.endpoint), client)
       client.start()
@@ -285,11 +292,17 @@ export class Tunnel implements TunnelApi {
 
   /** The best open connection to a node, dialing if there is none. */
   async connection (nodeName: string, signal?: AbortSignal): Promise<Connection> {
+    return (await this.connectionWithOrigin(nodeName, signal)).conn
+  }
+
+  private async connectionWithOrigin (nodeName: string, signal?: AbortSignal): Promise<{ conn: Connection, origin: ConnectionOrigin }> {
     const state = this.resolve(nodeName)
     const best = this.connectionsOf(state.peerId)[0]
-    if (best != null) return best.conn
+    if (best != null) return { conn: best.conn, origin: 'existing' }
+    const origin = state.dialing == null ? 'dialled' : 'joined'
     state.dialing ??= this.dial(state).finally(() => { state.dialing = null })
-    return signal == null ? await state.dialing : await Promise.race([state.dialing, abortPromise(signal)])
+    const conn = signal == null ? await state.dialing : await Promise.race([state.dialing, abortPromise(signal)])
+    return { conn, origin }
   }
 
   async openStream (nodeName: string, protocol: string, opts: { signal?: AbortSignal } = {}): Promise<Stream> {
@@ -311,15 +324,15 @@ export class Tunnel implements TunnelApi {
    * A connection to a node and its path: the best one, or (diagnostics) a fresh connection to
    * an explicit multiaddr such as a port-forwarded TCP address.
    */
-  async connectionVia (nodeName: string, via?: string): Promise<{ conn: Connection, path: PathKind }> {
+  async connectionVia (nodeName: string, via?: string): Promise<{ conn: Connection, path: PathKind, remote: string }> {
     if (via == null) {
       const conn = await this.connection(nodeName)
-      return { conn, path: this.pathOf(conn) ?? 'relay-tcp' }
+      return { conn, path: this.pathOf(conn) ?? 'relay-tcp', remote: remoteOf(conn, this.node.services.dgram.pathOf(conn)?.remote) }
     }
     const state = this.resolve(nodeName)
     const ma = multiaddr(via.includes('/p2p/') ? via : `${via}/p2p/${state.peerId.toString()}`)
     const conn = await this.dialer.dialTcp(ma, state.peerId, AbortSignal.timeout(DIAL_TIMEOUT_MS))
-    return { conn, path: this.pathOf(conn) ?? 'direct-tcp' }
+    return { conn, path: this.pathOf(conn) ?? 'direct-tcp', remote: remoteOf(conn, undefined) }
   }
 
   /** Closes every connection to a node (the next stream dials afresh). */
@@ -421,11 +434,14 @@ export class Tunnel implements TunnelApi {
   }
 
   /** A restarted relay lost every blind relay pair: close our sessions through it so streams redial. */
-  private dropRelaySessions (client: RendezvousClient): void {
+  private dropRelaySessions (client: RendezvousClient, reason: RelayDrop['reason']): void {
+    const relay = endpointKey(client.endpoint)
     for (const conn of this.node.getConnections()) {
       const p = this.node.services.dgram.pathOf(conn)
-      if (p?.path === 'relay-udp' && endpointKey(p.remote) === endpointKey(client.endpoint)) {
-        conn.abort(new Error('relay restarted'))
+      if (p?.path === 'relay-udp' && endpointKey(p.remote) === relay) {
+        // recorded first: the abort wakes whoever is waiting on this connection
+        this.relayDrops.set(conn, { relay, reason })
+        conn.abort(new Error(reason === 'relay-restarted' ? 'relay restarted' : 'relay stopped answering'))
       }
     }
   }
@@ -441,34 +457,85 @@ export class Tunnel implements TunnelApi {
     }
   }
 
+  /**
+   * Pings a node, timing every phase: getting a connection (open or dialled), opening the ping
+   * stream, each round trip, the whole. A connection that went away under the ping (closed by
+   * our own relay-restart handling, or an open one that died) gets one retry on a fresh one.
+   */
   async ping (nodeName: string, opts: { count?: number, signal?: AbortSignal } = {}): Promise<PingResult> {
-    const t0 = performance.now()
-    const conn = await this.connection(nodeName, opts.signal)
-    const connectMs = performance.now() - t0
-    const path = this.pathOf(conn) ?? 'relay-tcp'
-    const rtts: number[] = []
-    try {
-      const stream = await conn.newStream(PING_PROTOCOL, { runOnLimitedConnection: true })
-      const it = readStream(stream)[Symbol.asyncIterator]()
-      const carry: { rest?: Uint8Array } = {}
-      for (let i = 0; i < (opts.count ?? 3); i++) {
-        const probe = randomBytes(16)
-        const t = performance.now()
-        await send(stream, probe)
-        const echoed = await readExactly(it, 16, carry)
-        if (!Buffer.from(echoed).equals(probe)) throw new Error('corrupted echo')
-        rtts.push(performance.now() - t)
-      }
-      await stream.close()
-    } catch (err: any) {
-      // a peer that refuses us (directory, PSK) closes right after the handshake
-      if (conn.status !== 'open') throw new Error(`ping ${nodeName}: the peer closed the connection (does it list this node in its peer directory, with the same pre-shared key?)`)
-      throw new Error(`ping ${nodeName}: ${err?.message ?? String(err)}`)
-    }
-    const rttMs = Math.min(...rtts)
     const state = this.resolve(nodeName)
-    state.lastRttMs = rttMs
-    return { node: nodeName, path, remote: remoteOf(conn, this.node.services.dgram.pathOf(conn)?.remote), rttMs, connectMs }
+    const count = opts.count ?? 3
+    if (!Number.isInteger(count) || count < 1) throw new Error(`ping: count must be a positive integer, not ${count}`)
+    const t0 = performance.now()
+    const first = await this.pingAttempt(nodeName, count, t0, opts.signal)
+    let result: PingResult
+    if ('result' in first) {
+      result = first.result
+    } else {
+      if (!first.failure.retry || opts.signal?.aborted === true) throw new Error(`ping ${nodeName}: ${first.failure.message} [${first.phases}]`)
+      this.log.info({ peer: nodeName, cause: first.failure.cause }, 'ping: retrying on a fresh connection')
+      const second = await this.pingAttempt(nodeName, count, t0, opts.signal)
+      if (!('result' in second)) {
+        throw new Error(`ping ${nodeName}: ${first.failure.message}; a retry on a fresh connection failed too: ${second.failure.message} [${second.phases}]`)
+      }
+      result = { ...second.result, retriedAfter: first.failure.message }
+    }
+    state.lastRttMs = result.rttMs
+    return result
+  }
+
+  private async pingAttempt (nodeName: string, count: number, t0: number, signal?: AbortSignal): Promise<{ result: PingResult } | { failure: PingFailure, phases: string }> {
+    const started = performance.now()
+    let phase: PingPhase = 'connect'
+    let conn: Connection | undefined
+    let origin: ConnectionOrigin | undefined
+    let connectMs: number | undefined
+    let streamOpenMs: number | undefined
+    let path: PathKind | undefined
+    let remote: string | undefined
+    let stream: Stream | undefined
+    try {
+      ({ conn, origin } = await this.connectionWithOrigin(nodeName, signal))
+      connectMs = performance.now() - started
+      path = this.pathOf(conn) ?? 'relay-tcp'
+      remote = remoteOf(conn, this.node.services.dgram.pathOf(conn)?.remote)
+      phase = 'stream'
+      const streamStarted = performance.now()
+      stream = await conn.newStream(PING_PROTOCOL, { runOnLimitedConnection: true, ...(signal != null ? { signal } : {}) })
+      streamOpenMs = performance.now() - streamStarted
+      phase = 'echo'
+      const rtts = await echoProbes(stream, count, signal)
+      await stream.close()
+      return {
+        result: {
+          node: nodeName, path, remote, ...rttSummary(rtts), rttsMs: rtts.map(round),
+          connectMs: round(connectMs), connection: origin, streamOpenMs: round(streamOpenMs), totalMs: round(performance.now() - t0)
+        }
+      }
+    } catch (err: any) {
+      stream?.abort(err instanceof Error ? err : new Error(String(err)))
+      const restart = this.lastRelayRestart
+      const drop = conn != null ? this.relayDrops.get(conn) : undefined
+      const failure = explainPingFailure({
+        node: nodeName,
+        phase,
+        error: err?.message ?? String(err),
+        timedOut: signal?.aborted === true,
+        connectionOpen: conn?.status === 'open',
+        ...(origin != null ? { connection: origin } : {}),
+        ...(path != null ? { path } : {}),
+        ...(remote != null ? { remote } : {}),
+        ...(drop != null ? { droppedByUs: drop } : {}),
+        ...(restart != null && Date.now() - restart.at < RECENT_RESTART_MS ? { recentRelayRestart: { relay: restart.relay, agoMs: Date.now() - restart.at } } : {})
+      })
+      const phases = formatFailedPhases({
+        ...(connectMs != null ? { connectMs } : {}),
+        ...(origin != null ? { connection: origin } : {}),
+        ...(streamOpenMs != null ? { streamOpenMs } : {}),
+        totalMs: performance.now() - started
+      })
+      return { failure, phases }
+    }
   }
 
   status (): { node: string, peerId: string, relays: RelayStatus[], peers: PeerStatus[] } {
@@ -517,6 +584,29 @@ function remoteOf (conn: Connection, udx: Endpoint | undefined): string {
   const m = /^\/ip[46]\/([^/]+)\/tcp\/(\d+)/.exec(s)
   if (m == null) return s
   return s.includes('/p2p-circuit') ? `${m[1]}:${m[2]} (circuit)` : `${m[1]}:${m[2]}`
+}
+
+/** Sends `count` 16-byte probes one after another; returns each round trip in ms. */
+async function echoProbes (stream: Stream, count: number, signal?: AbortSignal): Promise<number[]> {
+  const onAbort = (): void => { stream.abort(signal?.reason instanceof Error ? signal.reason : new Error('aborted')) }
+  signal?.addEventListener('abort', onAbort, { once: true })
+  try {
+    if (signal?.aborted === true) onAbort()
+    const it = readStream(stream)[Symbol.asyncIterator]()
+    const carry: { rest?: Uint8Array } = {}
+    const rtts: number[] = []
+    for (let i = 0; i < count; i++) {
+      const probe = randomBytes(16)
+      const t = performance.now()
+      await send(stream, probe)
+      const echoed = await readExactly(it, 16, carry)
+      if (!Buffer.from(echoed).equals(probe)) throw new Error('corrupted echo')
+      rtts.push(performance.now() - t)
+    }
+    return rtts
+  } finally {
+    signal?.removeEventListener('abort', onAbort)
+  }
 }
 
 async function abortPromise (signal: AbortSignal): Promise<never> {
