@@ -1,8 +1,11 @@
 // edgemesh-agent: the node agent's composition root. Today: catalog + peer registry (or a
 // static peers file), node-local DNS, identity, tunnel, the ClusterIP proxy, local control API
 // and metrics. SOCKS5 plugs in here when it arrives.
-import { AgentConfig, loadConfig, loadPsk } from '../shared/config.ts'
-import { parseDaemonArgs } from '../shared/cli-main.ts'
+import { rm } from 'node:fs/promises'
+import { AgentConfig, AgentConfigFields, ConfigError, loadConfig, loadPsk } from '../shared/config.ts'
+import { parseDaemonArgs, reportStacksAt } from '../shared/cli-main.ts'
+import { deviceExists, removeDevice } from '../shared/net-device.ts'
+import { StopStack } from '../shared/stop-stack.ts'
 import { createLogger } from '../shared/logging.ts'
 import { Metrics } from '../shared/metrics.ts'
 import { parseHostPort, startHttp, stopHttp } from '../shared/http.ts'
@@ -10,7 +13,7 @@ import { Catalog } from './catalog/catalog.ts'
 import { KubeClient, loadKubeCredentials } from './catalog/kube-client.ts'
 import type { Tunnel } from './tunnel/tunnel.ts'
 import type { PeerDirectory } from './tunnel/directory.ts'
-import type { CatalogPeerDirectory, LeasePublisher } from './catalog/peer-registry.ts'
+import type { CatalogPeerDirectory } from './catalog/peer-registry.ts'
 
 export interface RunningAgent { tunnel: Tunnel, catalog?: Catalog, stop: () => Promise<void> }
 
@@ -47,81 +50,110 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
   const log = createLogger({ name: 'edgemesh-agent', level: config.logLevel }).child({ node: config.nodeName })
   const metrics = new Metrics()
 
-  // With Kubernetes, peers come from the registry (static entries only fill gaps); without it
-  // the peers file is the whole directory.
-  let catalog: Catalog | undefined
-  let kube: KubeClient | undefined
-  if (config.kubernetes != null) {
-    const k = config.kubernetes
-    const creds = await loadKubeCredentials(k.kubeconfig, k.apiServer)
-    kube = new KubeClient({ ...creds, watchIdleMs: k.watchIdleSeconds * 1000 })
-    log.info({ apiServer: creds.server, auth: creds.cert != null ? 'client certificate' : 'token' }, 'using the Kubernetes API')
-    catalog = new Catalog({ client: kube, namespace: k.namespace, snapshotFile: k.snapshotFile, persistIntervalMs: k.snapshotIntervalSeconds * 1000, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics, onBulkLoad: compactHeap })
-    await catalog.start()
-  }
-  // DNS needs only the catalog: it answers before the tunnel side is even loaded
-  const dns = config.dns != null ? await (await import('./dns/dns.ts')).startDns({ config: config.dns, catalog, metrics, log: log.child({ component: 'dns' }) }) : undefined
-
-  const m = await loadTunnelSide()
-  const identity = await m.loadOrCreateIdentity(config.identityFile)
-  if (identity.created) log.info({ keyFile: config.identityFile, peerId: identity.peerId.toString() }, 'generated a new node identity')
+  // The files the config names are read and checked before anything starts: a bad one is a
+  // configuration error with nothing to undo.
+  const creds = config.kubernetes != null ? await loadKubeCredentials(config.kubernetes.kubeconfig, config.kubernetes.apiServer) : undefined
   const psk = await loadPsk(config.pskFile)
   if (psk == null) log.warn('NO PRE-SHARED KEY: this agent\'s mesh is open to any key. Its relays let anyone register and learn agents\' addresses, and nothing but the peer directory keeps other keys out. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Private network (PSK)")')
-  const staticPeers = config.peersFile != null ? await m.StaticPeerDirectory.fromFile(config.peersFile) : new m.StaticPeerDirectory()
-  staticPeers.watch(2_000, (err) => { log.warn({ err: (err as Error).message }, 'peers file reload failed; keeping the last good one') })
-  let registry: CatalogPeerDirectory | undefined
-  if (catalog != null) registry = new m.CatalogPeerDirectory(catalog, log.child({ component: 'peers' }), staticPeers)
-  const directory: PeerDirectory = registry ?? staticPeers
 
-  const tunnel = await m.Tunnel.start({
-    nodeName: config.nodeName, privateKey: identity.privateKey, config, directory,
-    ...(psk != null ? { psk } : {}), log: log.child({ component: 'tunnel' }), metrics
-  })
-  if (config.diagnostics) await m.registerDiagnostics(tunnel)
-  let publisher: LeasePublisher | undefined
-  if (kube != null && config.kubernetes != null) {
-    publisher = new m.LeasePublisher({
-      client: kube, namespace: config.kubernetes.namespace, nodeName: config.nodeName, peerId: tunnel.peerId.toString(),
-      addresses: m.localTcpAddresses(config.listen.tcpPort, config.tunnel.advertise), leaseDurationSeconds: config.kubernetes.leaseDurationSeconds,
-      log: log.child({ component: 'peers' })
-    })
-    publisher.start()
-  }
-  let proxy: import('./proxy/proxy.ts').ServiceProxy | undefined
-  if (config.proxy != null) {
-    if (catalog == null) throw new Error('proxy: needs the catalog (configure `kubernetes`) to know Services and endpoints')
-    const { ServiceProxy } = await import('./proxy/proxy.ts')
-    proxy = await ServiceProxy.start({
-      config: config.proxy, nodeName: config.nodeName, clusterDomain: config.dns?.clusterDomain ?? 'cluster.local',
-      catalog, ...(kube != null ? { kube } : {}), tunnel, log: log.child({ component: 'proxy' }), metrics
-    })
-  }
-  const control = await m.startControlApi({ socketPath: config.controlSocket, tunnel, ...(catalog != null ? { catalog } : {}), ...(proxy != null ? { proxy } : {}), metrics, diagnostics: config.diagnostics, log })
-  const metricsHttp = config.metrics != null
-    ? await startHttp(parseHostPort(config.metrics), {
-      'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
-      'GET /healthz': async () => ({ body: { status: 'ok' } })
-    }, (err) => { log.warn({ err }, 'metrics request failed') }, { metrics })
-    : undefined
-
-  compactHeap() // start-up garbage (module loading, the first sync) is all dead now
-  log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: config.dns?.listen ?? 'off', proxy: proxy != null ? proxy.status().backend : 'off' }, 'edgemesh-agent ready')
-  return {
-    tunnel,
-    ...(catalog != null ? { catalog } : {}),
-    stop: async () => {
-      publisher?.stop()
-      await proxy?.stop()
-      staticPeers.stop()
-      registry?.stop()
-      await dns?.stop()
-      await catalog?.stop()
-      kube?.close()
-      await stopHttp(control)
-      if (metricsHttp != null) await stopHttp(metricsHttp)
-      await tunnel.stop()
+  // Every part registers its stop as it starts; a part that fails to start unwinds the others
+  // (and removes the device, rules and socket they created), and so does a normal stop.
+  const parts = new StopStack((part, err) => { log.warn({ part, err: (err as Error)?.message ?? String(err) }, 'stop failed; stopping the rest') })
+  let failed = false
+  try {
+    // With Kubernetes, peers come from the registry (static entries only fill gaps); without it
+    // the peers file is the whole directory.
+    let catalog: Catalog | undefined
+    let kube: KubeClient | undefined
+    if (config.kubernetes != null && creds != null) {
+      const k = config.kubernetes
+      const client = kube = new KubeClient({ ...creds, watchIdleMs: k.watchIdleSeconds * 1000 })
+      parts.push('kubernetes', () => { client.close() })
+      log.info({ apiServer: creds.server, auth: creds.cert != null ? 'client certificate' : 'token' }, 'using the Kubernetes API')
+      const c = catalog = new Catalog({ client, namespace: k.namespace, snapshotFile: k.snapshotFile, persistIntervalMs: k.snapshotIntervalSeconds * 1000, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics, onBulkLoad: compactHeap })
+      parts.push('catalog', async () => { await c.stop() }) // stop copes with a half-done start
+      await parts.step('catalog', async () => { await c.start() })
     }
+    // DNS needs only the catalog: it answers before the tunnel side is even loaded
+    let dns: Awaited<ReturnType<typeof import('./dns/dns.ts').startDns>> | undefined
+    if (config.dns != null) {
+      const dnsConfig = config.dns
+      await parts.step('dns', async () => { await removeDeviceIfCreated(parts, dnsConfig.device) })
+      dns = await parts.start('dns', async () => await (await import('./dns/dns.ts')).startDns({ config: dnsConfig, catalog, metrics, log: log.child({ component: 'dns' }) }), async (d) => { await d.stop() })
+    }
+
+    const m = await loadTunnelSide()
+    const identity = await parts.step('identityFile', async () => await m.loadOrCreateIdentity(config.identityFile))
+    if (identity.created) log.info({ keyFile: config.identityFile, peerId: identity.peerId.toString() }, 'generated a new node identity')
+    const staticPeers = await parts.step('peersFile', async () => config.peersFile != null ? await m.StaticPeerDirectory.fromFile(config.peersFile) : new m.StaticPeerDirectory())
+    staticPeers.watch(2_000, (err) => { log.warn({ err: (err as Error).message }, 'peers file reload failed; keeping the last good one') })
+    parts.push('peersFile', () => { staticPeers.stop() })
+    let registry: CatalogPeerDirectory | undefined
+    if (catalog != null) {
+      const r = registry = new m.CatalogPeerDirectory(catalog, log.child({ component: 'peers' }), staticPeers)
+      parts.push('peers', () => { r.stop() })
+    }
+    const directory: PeerDirectory = registry ?? staticPeers
+
+    const tunnel = await parts.start('tunnel', async () => await m.Tunnel.start({
+      nodeName: config.nodeName, privateKey: identity.privateKey, config, directory,
+      ...(psk != null ? { psk } : {}), log: log.child({ component: 'tunnel' }), metrics
+    }), async (t) => { await t.stop() })
+    if (config.diagnostics) await parts.step('diagnostics', async () => { await m.registerDiagnostics(tunnel) })
+    if (kube != null && config.kubernetes != null) {
+      const publisher = new m.LeasePublisher({
+        client: kube, namespace: config.kubernetes.namespace, nodeName: config.nodeName, peerId: tunnel.peerId.toString(),
+        addresses: m.localTcpAddresses(config.listen.tcpPort, config.tunnel.advertise), leaseDurationSeconds: config.kubernetes.leaseDurationSeconds,
+        log: log.child({ component: 'peers' })
+      })
+      publisher.start()
+      parts.push('peer record', () => { publisher.stop() })
+    }
+    let proxy: import('./proxy/proxy.ts').ServiceProxy | undefined
+    if (config.proxy != null) {
+      const proxyConfig = config.proxy
+      // AgentConfig refuses proxy without kubernetes; this is for callers that built a config by hand
+      if (catalog == null) throw new ConfigError('proxy: needs kubernetes (the proxy learns Services and endpoints from the Kubernetes API)')
+      const proxyCatalog = catalog
+      await parts.step('proxy', async () => { await removeDeviceIfCreated(parts, proxyConfig.device) })
+      proxy = await parts.start('proxy', async () => {
+        const { ServiceProxy } = await import('./proxy/proxy.ts')
+        return await ServiceProxy.start({
+          config: proxyConfig, nodeName: config.nodeName, clusterDomain: config.dns?.clusterDomain ?? 'cluster.local',
+          catalog: proxyCatalog, ...(kube != null ? { kube } : {}), tunnel, log: log.child({ component: 'proxy' }), metrics
+        })
+      }, async (p) => { await p.stop(failed ? { removeRules: true } : {}) }) // a failed start-up leaves no rules whatever cleanupOnExit says
+    }
+    const controlProxy = proxy
+    await parts.start('controlSocket', async () => await m.startControlApi({ socketPath: config.controlSocket, tunnel, ...(catalog != null ? { catalog } : {}), ...(controlProxy != null ? { proxy: controlProxy } : {}), metrics, diagnostics: config.diagnostics, log }),
+      async (server) => { await stopHttp(server); await rm(config.controlSocket, { force: true }) })
+    const metricsAddress = config.metrics
+    if (metricsAddress != null) {
+      await parts.start('metrics', async () => await startHttp(parseHostPort(metricsAddress), {
+        'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+        'GET /healthz': async () => ({ body: { status: 'ok' } })
+      }, (err) => { log.warn({ err }, 'metrics request failed') }, { metrics }), stopHttp)
+    }
+
+    compactHeap() // start-up garbage (module loading, the first sync) is all dead now
+    log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: dns != null ? config.dns?.listen : 'off', proxy: proxy != null ? proxy.status().backend : 'off' }, 'edgemesh-agent ready')
+    return {
+      tunnel,
+      ...(catalog != null ? { catalog } : {}),
+      stop: async () => { await parts.unwind() }
+    }
+  } catch (err) {
+    failed = true
+    log.error({ err: (err as Error)?.message ?? String(err) }, 'start-up failed; stopping what started')
+    await parts.unwind()
+    throw err
   }
+}
+
+/** Registers the removal of `device` when it does not exist yet: the part about to start creates it, and it goes when that part has stopped. */
+async function removeDeviceIfCreated (parts: StopStack, device: string): Promise<void> {
+  if (device === '' || await deviceExists(device)) return
+  parts.push(`device ${device}`, async () => { await removeDevice(device) })
 }
 
 const USAGE = `usage: edgemesh-agent --config FILE [--set key.path=value ...] [--print-peer-id]
@@ -135,12 +167,13 @@ export async function main (argv: string[]): Promise<void> {
   if (args.help) return
   const source = { ...(args.configFile != null ? { file: args.configFile } : {}), overrides: args.overrides }
   if (args.printPeerId) {
-    const partial = await loadConfig(AgentConfig.pick({ identityFile: true }).loose(), source)
+    const partial = await loadConfig(AgentConfigFields.pick({ identityFile: true }).loose(), source)
     const { loadOrCreateIdentity } = await import('../shared/identity.ts')
     process.stdout.write(`${(await loadOrCreateIdentity(partial.identityFile)).peerId.toString()}\n`)
     return
   }
   const config = await loadConfig(AgentConfig, source)
+  reportStacksAt(config.logLevel)
   const agent = await startAgent(config)
   const shutdown = (): void => { agent.stop().then(() => process.exit(0), () => process.exit(1)) }
   process.once('SIGTERM', shutdown)

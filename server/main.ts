@@ -2,7 +2,7 @@
 // and one UDP socket (rendezvous + blind relay), plus /healthz and /metrics.
 import { loadConfig, loadPsk, ServerConfig } from '../shared/config.ts'
 import { loadOrCreateIdentity } from '../shared/identity.ts'
-import { parseDaemonArgs } from '../shared/cli-main.ts'
+import { parseDaemonArgs, reportStacksAt } from '../shared/cli-main.ts'
 import { createLogger } from '../shared/logging.ts'
 import { Metrics } from '../shared/metrics.ts'
 import { createUdx } from '../shared/udx.ts'
@@ -73,6 +73,7 @@ export async function main (argv: string[]): Promise<void> {
   if (args.help) return
   const source = { ...(args.configFile != null ? { file: args.configFile } : {}), overrides: args.overrides }
   const config = await loadConfig(ServerConfig, source)
+  reportStacksAt(config.logLevel)
   if (args.printPeerId) {
     process.stdout.write(`${(await loadOrCreateIdentity(config.identityFile)).peerId.toString()}\n`)
     return

@@ -29,8 +29,8 @@ export const ServerConfig = z.object({
     udpPort: port.default(4002),
     http: hostPort.default('0.0.0.0:9090')
   }).strict().default({ host: '0.0.0.0', tcpPort: 4001, udpPort: 4002, http: '0.0.0.0:9090' }),
-  /** public addresses agents reach this relay at (announced in circuit reservations) */
-  announce: z.array(z.string().min(1)).default([]),
+  /** public IPv4 addresses agents reach this relay at (announced in circuit reservations as /ip4/<a>/tcp/<tcpPort>) */
+  announce: z.array(z.ipv4('expected the relay\'s public IPv4 address')).default([]),
   /** keepalive interval the relay asks agents to use (well under the 30 s UDP conntrack timeout) */
   keepaliveMs: z.number().int().min(200).max(25_000).default(2_000),
   maxAgents: z.number().int().positive().default(10_000),
@@ -57,7 +57,8 @@ export const ServerConfig = z.object({
 }).strict()
 export type ServerConfig = z.infer<typeof ServerConfig>
 
-export const AgentConfig = z.object({
+/** The agent's fields; AgentConfig adds the checks across sections (pick fields from this one). */
+export const AgentConfigFields = z.object({
   nodeName: z.string().min(1).max(253).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected a Kubernetes node name (lowercase RFC 1123)'),
   identityFile: z.string().default('/var/lib/edgemesh/agent.key'),
   pskFile: z.string().optional(),
@@ -148,14 +149,29 @@ export const AgentConfig = z.object({
   diagnostics: z.boolean().default(false),
   logLevel: logLevel.default('info')
 }).strict()
+
+/** Sections that contradict each other are refused here, before anything starts. */
+export const AgentConfig = AgentConfigFields.superRefine((c, ctx) => {
+  if (c.proxy != null && c.kubernetes == null) {
+    ctx.addIssue({ code: 'custom', path: ['proxy'], message: 'needs kubernetes (the proxy learns Services and endpoints from the Kubernetes API): add a kubernetes section or remove proxy' })
+  }
+})
 export type AgentConfig = z.infer<typeof AgentConfig>
 
+/** The first line of a message, for errors whose text spans lines (YAML's end "at line 2, column 1:" and a code frame). */
+export function firstLine (message: string): string {
+  return message.split('\n', 1)[0]!.trim().replace(/:$/, '')
+}
+
+/**
+ * One line per invalid field, each complete on its own (file, field, problem), so a single bad
+ * field is a single line and grep finds every one: `invalid configuration in f: a.b: problem`.
+ */
 export function formatZodError (err: z.ZodError, source: string): string {
-  const lines = err.issues.map((i) => {
+  return err.issues.map((i) => {
     const path = i.path.reduce<string>((acc, p) => typeof p === 'number' ? `${acc}[${p}]` : acc === '' ? String(p) : `${acc}.${String(p)}`, '')
-    return `  ${path === '' ? '(root)' : path}: ${i.message}`
-  })
-  return `invalid configuration in ${source}:\n${lines.join('\n')}`
+    return `invalid configuration in ${source}: ${path === '' ? '(root)' : path}: ${i.message.replace(/\s*\n\s*/g, ' ')}`
+  }).join('\n')
 }
 
 /** Sets `a.b.c` in a nested object from a flag like --a.b.c=value (numbers/booleans coerced). */
@@ -177,7 +193,7 @@ export async function loadConfig<S extends z.ZodType> (schema: S, opts: { file?:
   if (opts.file != null) {
     let text: string
     try { text = await readFile(opts.file, 'utf8') } catch (err: any) { throw new ConfigError(`cannot read config file ${opts.file}: ${err.message}`) }
-    try { raw = parseYaml(text) ?? {} } catch (err: any) { throw new ConfigError(`config file ${opts.file} is not valid YAML: ${err.message}`) }
+    try { raw = parseYaml(text) ?? {} } catch (err: any) { throw new ConfigError(`config file ${opts.file} is not valid YAML: ${firstLine(err.message)}`) }
     if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`config file ${opts.file}: expected a mapping at the top level`)
   }
   for (const [k, v] of opts.overrides ?? []) applyOverride(raw, k, v)
@@ -197,11 +213,35 @@ export async function loadConfig<S extends z.ZodType> (schema: S, opts: { file?:
   return parsed.data
 }
 
+const PSK_TAG = '/key/swarm/psk/1.0.0/'
+const PSK_CODEC = '/base16/'
+
+/**
+ * What is wrong with a libp2p pre-shared key file (the format @libp2p/pnet decodes:
+ * "/key/swarm/psk/1.0.0/", "/base16/", 64 hex digits, one per line), or undefined when nothing
+ * is. pnet itself only checks the key line, and only once a connection is being protected.
+ */
+export function pskProblem (bytes: Uint8Array): string | undefined {
+  const lines = Buffer.from(bytes).toString('utf8').split(/\r\n|\r|\n/)
+  while (lines.length > 3 && lines.at(-1) === '') lines.pop() // trailing newlines
+  if (lines[0] !== PSK_TAG) return `line 1 must be "${PSK_TAG}"`
+  if (lines[1] !== PSK_CODEC) return `line 2 must be "${PSK_CODEC}"`
+  const key = lines[2] ?? ''
+  if (!/^[0-9a-fA-F]{64}$/.test(key)) return `line 3 must be the key as 64 hex digits (32 bytes), got ${key.length} characters${/^[0-9a-fA-F]*$/.test(key) ? '' : ' with non-hex ones'}`
+  if (lines.length > 3) return 'unexpected text after the key (line 4)'
+  return undefined
+}
+
+/** The PSK file's bytes (what pnet and the registration MAC use), validated. */
 export async function loadPsk (file: string | undefined): Promise<Uint8Array | undefined> {
   if (file == null) return undefined
+  let bytes: Uint8Array
   try {
-    return new Uint8Array(await readFile(file))
+    bytes = new Uint8Array(await readFile(file))
   } catch (err: any) {
     throw new ConfigError(`pskFile: cannot read ${file}: ${err.message}`)
   }
+  const problem = pskProblem(bytes)
+  if (problem != null) throw new ConfigError(`pskFile: ${file} is not a libp2p pre-shared key ("${PSK_TAG}", "${PSK_CODEC}", 64 hex digits, one per line): ${problem}`)
+  return bytes
 }

@@ -25,3 +25,24 @@ export async function ensureListenAddress (device: string, ip: string): Promise<
     try { await run('ip', args) } catch (err: any) { throw new Error(`ip ${args.join(' ')}: ${String(err.stderr ?? err.message).trim()}`) }
   }
 }
+
+/** Whether a network device exists (`ip link show dev <device>`). */
+export async function deviceExists (device: string): Promise<boolean> {
+  try {
+    await run('ip', ['link', 'show', 'dev', device])
+    return true
+  } catch (err: any) {
+    if (/does not exist|Cannot find device/.test(String(err.stderr))) return false
+    throw new Error(`ip link show dev ${device}: ${String(err.stderr ?? err.message).trim()}`)
+  }
+}
+
+/** Deletes a device the agent created; one already gone is fine. */
+export async function removeDevice (device: string): Promise<void> {
+  try {
+    await run('ip', ['link', 'del', 'dev', device])
+  } catch (err: any) {
+    if (/does not exist|Cannot find device/.test(String(err.stderr))) return
+    throw new Error(`ip link del dev ${device}: ${String(err.stderr ?? err.message).trim()}`)
+  }
+}

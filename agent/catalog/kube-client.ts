@@ -41,10 +41,19 @@ export class KubeApiError extends Error {
   }
 }
 
-async function fileOrData (file: unknown, data: unknown, base: string): Promise<Buffer | undefined> {
+/** Inline `<field>-data` (base64) or the file `<field>` names (relative to the kubeconfig); a file that cannot be read is a ConfigError naming both. */
+async function fileOrData (obj: Record<string, unknown>, field: string, kubeconfig: string): Promise<Buffer | undefined> {
+  const data = obj[`${field}-data`]
+  const file = obj[field]
   if (typeof data === 'string' && data !== '') return Buffer.from(data, 'base64')
-  if (typeof file === 'string' && file !== '') return await readFile(file.startsWith('/') ? file : `${base}/${file}`)
-  return undefined
+  if (typeof file !== 'string' || file === '') return undefined
+  const base = kubeconfig.slice(0, kubeconfig.lastIndexOf('/') + 1) || './'
+  const path = file.startsWith('/') ? file : `${base}${file}`
+  try {
+    return await readFile(path)
+  } catch (err: any) {
+    throw new ConfigError(`kubernetes.kubeconfig: ${kubeconfig}: cannot read ${field} ${path}: ${err.message}`)
+  }
 }
 
 /** Credentials from a kubeconfig file (current context), or in-cluster when file is undefined. */
@@ -60,10 +69,16 @@ async function loadCredentials (file: string | undefined, serverOverride: string
     const port = process.env.KUBERNETES_SERVICE_PORT ?? '443'
     if ((host == null || host === '') && serverOverride == null) throw new ConfigError('kubernetes.kubeconfig: not set and not running in a pod (KUBERNETES_SERVICE_HOST is empty); set kubernetes.kubeconfig or kubernetes.apiServer')
     const server = host == null || host === '' ? '' : host.includes(':') ? `https://[${host}]:${port}` : `https://${host}:${port}`
-    return { server, ca: await readFile(`${SA_DIR}/ca.crt`), tokenFile: `${SA_DIR}/token` }
+    let ca: Buffer
+    try { ca = await readFile(`${SA_DIR}/ca.crt`) } catch (err: any) { throw new ConfigError(`kubernetes.kubeconfig: not set, and the in-cluster CA cannot be read: ${err.message}`) }
+    return { server, ca, tokenFile: `${SA_DIR}/token` }
   }
   let doc: any
-  try { doc = parseYaml(await readFile(file, 'utf8')) } catch (err: any) { throw new ConfigError(`kubernetes.kubeconfig: cannot read ${file}: ${err.message}`) }
+  let text: string
+  try { text = await readFile(file, 'utf8') } catch (err: any) { throw new ConfigError(`kubernetes.kubeconfig: cannot read ${file}: ${err.message}`) }
+  // YAML's messages carry a code frame over several lines: the first says what and where
+  try { doc = parseYaml(text) } catch (err: any) { throw new ConfigError(`kubernetes.kubeconfig: ${file} is not valid YAML: ${String(err.message).split('\n', 1)[0]!.trim().replace(/:$/, '')}`) }
+  if (typeof doc !== 'object' || doc == null || Array.isArray(doc)) throw new ConfigError(`kubernetes.kubeconfig: ${file} is not a kubeconfig (expected a YAML mapping with clusters, users and contexts)`)
   const named = (list: unknown, name: unknown, what: string): any => {
     const hit = Array.isArray(list) ? list.find((x: any) => x?.name === name) : undefined
     if (hit == null) throw new ConfigError(`kubernetes.kubeconfig: ${file} has no ${what} "${String(name)}"`)
@@ -73,11 +88,10 @@ async function loadCredentials (file: string | undefined, serverOverride: string
   const cluster = named(doc?.clusters, ctx?.cluster, 'cluster')?.cluster
   const user = named(doc?.users, ctx?.user, 'user')?.user ?? {}
   if (typeof cluster?.server !== 'string') throw new ConfigError(`kubernetes.kubeconfig: ${file}: cluster has no server`)
-  const base = file.slice(0, file.lastIndexOf('/') + 1) || '.'
   const creds: KubeCredentials = { server: cluster.server.replace(/\/$/, '') }
-  const ca = await fileOrData(cluster['certificate-authority'], cluster['certificate-authority-data'], base)
-  const cert = await fileOrData(user['client-certificate'], user['client-certificate-data'], base)
-  const key = await fileOrData(user['client-key'], user['client-key-data'], base)
+  const ca = await fileOrData(cluster, 'certificate-authority', file)
+  const cert = await fileOrData(user, 'client-certificate', file)
+  const key = await fileOrData(user, 'client-key', file)
   if (ca != null) creds.ca = ca
   if (cert != null) creds.cert = cert
   if (key != null) creds.key = key

@@ -1,7 +1,7 @@
 // `edgemesh`: operator CLI talking to the local agent's control socket, in the spirit of
 // `tailscale status` / `tailscale ping`.
 import { request } from 'node:http'
-import { parseArgs } from 'node:util'
+import { parseCommandLine, UsageError } from '../../shared/cli-main.ts'
 import { renderTable } from '../../shared/table.ts'
 import { ConfigError } from '../../shared/errors.ts'
 import type { PeerStatus, PingResult, RelayStatus } from '../tunnel/tunnel.ts'
@@ -71,8 +71,11 @@ export function formatProxy (p: { backend: string, servicePorts: number, syncs: 
   return `iptables ${p.backend}, ${p.servicePorts} service ports, ${p.syncs} syncs, ${last}\nservice ports the agent carries (tunnel endpoints or agent-only policies; the rest is kernel DNAT):\n\n${rows}\n`
 }
 
+/** how many arguments each command takes after its name */
+const COMMAND_ARGS: Record<string, number> = { status: 0, catalog: 0, proxy: 0, ping: 1, transfer: 1 }
+
 export async function main (argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandLine({
     args: argv,
     allowPositionals: true,
     options: {
@@ -89,6 +92,9 @@ export async function main (argv: string[]): Promise<void> {
   const [cmd, arg] = positionals
   const socket = values.socket!
   if (values.help === true || cmd == null) { process.stdout.write(USAGE); return }
+  const takes = COMMAND_ARGS[cmd]
+  if (takes == null) throw new UsageError(`unknown command "${cmd}" (see edgemesh --help)`)
+  if (positionals.length > 1 + takes) throw new UsageError(`${cmd}: unexpected argument "${positionals[1 + takes]}" (see edgemesh --help)`)
   if (cmd === 'status') {
     const s = await callAgent<any>(socket, 'GET', '/status')
     process.stdout.write(values.json === true ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s))
@@ -125,5 +131,5 @@ export async function main (argv: string[]): Promise<void> {
     if (!r.match) process.exitCode = 1
     return
   }
-  throw new Error(`unknown command "${cmd}"\n${USAGE}`)
+  throw new UsageError(`unknown command "${cmd}" (see edgemesh --help)`)
 }

@@ -288,14 +288,15 @@ export class ServiceProxy {
     }
   }
 
-  async stop (): Promise<void> {
+  /** removeRules: overrides config.cleanupOnExit (a start-up that failed removes them whatever the config says) */
+  async stop (opts: { removeRules?: boolean } = {}): Promise<void> {
     this.stopped = true
     this.unsubscribe?.()
     clearInterval(this.resyncTimer)
     clearTimeout(this.syncTimer)
     await this.rulesWatcher?.stop()
     while (this.syncing != null) await this.syncing.catch(() => {})
-    if (this.opts.config.cleanupOnExit) {
+    if (opts.removeRules ?? this.opts.config.cleanupOnExit) {
       try {
         const text = cleanupRules(await this.ipt.save(), this.opts.config.chainPrefix)
         if (text !== '') await this.ipt.restore(text)

@@ -4,7 +4,7 @@
 import { readFile, stat } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
-import { ConfigError, formatZodError } from '../../shared/config.ts'
+import { ConfigError, firstLine, formatZodError } from '../../shared/config.ts'
 import { parsePeerId } from '../../shared/peer-id.ts'
 
 export interface PeerRecord {
@@ -48,7 +48,7 @@ export class StaticPeerDirectory implements PeerDirectory {
 
   static parse (text: string, source: string): PeerRecord[] {
     let raw: unknown
-    try { raw = parseYaml(text) } catch (err: any) { throw new ConfigError(`${source} is not valid YAML: ${err.message}`) }
+    try { raw = parseYaml(text) } catch (err: any) { throw new ConfigError(`${source} is not valid YAML: ${firstLine(err.message)}`) }
     const parsed = PeersFile.safeParse(raw)
     if (!parsed.success) throw new ConfigError(formatZodError(parsed.error, source))
     return parsed.data.peers.map((p, i) => {

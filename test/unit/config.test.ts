@@ -1,11 +1,12 @@
 // Unit tests for configuration loading (shared/config.ts): YAML + --set overrides validated
-// with zod; every error is a ConfigError naming the exact field path.
+// with zod; every error is a ConfigError naming the exact field path, one complete line per
+// invalid field: `invalid configuration in <source>: <field>: <problem>`.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import fc from 'fast-check'
-import { AgentConfig, ConfigError, ServerConfig, applyOverride, loadConfig, loadPsk } from '../../shared/config.ts'
+import { AgentConfig, ConfigError, ServerConfig, applyOverride, loadConfig, loadPsk, pskProblem } from '../../shared/config.ts'
 
 const PEER = '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA'
 
@@ -29,12 +30,29 @@ async function configError (fn: () => Promise<unknown>): Promise<string> {
   return (thrown as Error).message
 }
 
+/**
+ * The fields an error message names, one per line, each line checked to be complete on its own
+ * ("invalid configuration in <source>: <field>: <problem>"), none spanning lines.
+ */
+function issues (msg: string, source?: string): string[] {
+  return msg.split('\n').map((line) => {
+    const m = /^invalid configuration in (.+?): (.+: .+)$/.exec(line)
+    expect(m, `not a one-line field error: ${JSON.stringify(line)}`).not.toBeNull()
+    if (source != null) expect(m![1]).toBe(source)
+    return m![2]!
+  })
+}
+
 const SERVER_DEFAULTS = {
   identityFile: '/var/lib/edgemesh/server.key',
   listen: { host: '0.0.0.0', tcpPort: 4001, udpPort: 4002, http: '0.0.0.0:9090' },
   announce: [],
   keepaliveMs: 2_000,
   maxAgents: 10_000,
+  limits: {
+    maxAgentsPerIp: 256, connectsPerSecond: 20, connectBurst: 100, relayPairsPerAgent: 256, maxRelayPairs: 20_000,
+    maxReservations: 10_000, maxReservationsPerIp: 256, reservationTtlSeconds: 3_600, circuitDurationSeconds: 86_400, circuitDataBytes: 64 * 2 ** 30
+  },
   logLevel: 'info'
 }
 
@@ -51,27 +69,38 @@ describe('loadConfig: ServerConfig', () => {
   })
 
   it('a partial nested object keeps the defaults of its other fields', async () => {
-    const c = await loadConfig(ServerConfig, { file: await yamlFile('listen:\n  udpPort: 5002\npskFile: /etc/psk\nannounce: [/ip4/1.2.3.4/tcp/4001]\n') })
+    const c = await loadConfig(ServerConfig, { file: await yamlFile('listen:\n  udpPort: 5002\npskFile: /etc/psk\nannounce: [203.0.113.10]\n') })
     expect(c).toEqual({
       ...SERVER_DEFAULTS,
       pskFile: '/etc/psk',
-      announce: ['/ip4/1.2.3.4/tcp/4001'],
+      announce: ['203.0.113.10'],
       listen: { host: '0.0.0.0', tcpPort: 4001, udpPort: 5002, http: '0.0.0.0:9090' }
     })
   })
 
+  it('announce takes IPv4 addresses only (the relay announces /ip4/<a>/tcp/<port>), naming the entry', async () => {
+    expect((await loadConfig(ServerConfig, { file: await yamlFile('announce: [203.0.113.10, 198.51.100.7]\n') })).announce).toEqual(['203.0.113.10', '198.51.100.7'])
+    for (const bad of ['relay.example.com', '/ip4/1.2.3.4/tcp/4001', '203.0.113.10:4001', '2001:db8::1', '256.1.1.1', '']) {
+      const file = await yamlFile(`announce: [203.0.113.10, ${JSON.stringify(bad)}]\n`)
+      expect(await configError(async () => await loadConfig(ServerConfig, { file }))).toBe(`invalid configuration in ${file}: announce[1]: expected the relay's public IPv4 address`)
+    }
+    const file = await yamlFile('announce: [relay.example.com]\n')
+    expect(issues(await configError(async () => await loadConfig(ServerConfig, { file })))).toEqual(["announce[0]: expected the relay's public IPv4 address"])
+  })
+
   it('listen.udpPort out of range names the field', async () => {
-    const msg = await configError(async () => await loadConfig(ServerConfig, { file: await yamlFile('listen:\n  udpPort: 70000\n') }))
-    expect(msg).toMatch(/^invalid configuration in .*cfg-\d+\.yaml:\n/)
-    expect(msg.split('\n').slice(1)).toEqual(['  listen.udpPort: Too big: expected number to be <=65535'])
+    const file = await yamlFile('listen:\n  udpPort: 70000\n')
+    const msg = await configError(async () => await loadConfig(ServerConfig, { file }))
+    expect(msg).toBe(`invalid configuration in ${file}: listen.udpPort: Too big: expected number to be <=65535`)
+    expect(issues(msg, file)).toEqual(['listen.udpPort: Too big: expected number to be <=65535'])
   })
 
   it('wrong types name the field', async () => {
     const msg = await configError(async () => await loadConfig(ServerConfig, { file: await yamlFile('keepaliveMs: fast\nlogLevel: loud\n') }))
-    const lines = msg.split('\n').slice(1)
+    const lines = issues(msg)
     expect(lines).toHaveLength(2)
-    expect(lines[0]).toMatch(/^ {2}keepaliveMs: .*expected number, received string/)
-    expect(lines[1]).toMatch(/^ {2}logLevel: /)
+    expect(lines[0]).toMatch(/^keepaliveMs: .*expected number, received string/)
+    expect(lines[1]).toMatch(/^logLevel: /)
     expect(lines[1]).toContain('"debug"')
   })
 
@@ -79,23 +108,23 @@ describe('loadConfig: ServerConfig', () => {
     expect((await loadConfig(ServerConfig, { overrides: [['keepaliveMs', '200']] })).keepaliveMs).toBe(200)
     expect((await loadConfig(ServerConfig, { overrides: [['keepaliveMs', '25000']] })).keepaliveMs).toBe(25_000)
     expect(await configError(async () => await loadConfig(ServerConfig, { overrides: [['keepaliveMs', '199']] })))
-      .toBe('invalid configuration in flags:\n  keepaliveMs: Too small: expected number to be >=200')
+      .toBe('invalid configuration in flags: keepaliveMs: Too small: expected number to be >=200')
     expect(await configError(async () => await loadConfig(ServerConfig, { overrides: [['keepaliveMs', '1.5']] })))
-      .toMatch(/^invalid configuration in flags:\n {2}keepaliveMs: .*int/)
+      .toMatch(/^invalid configuration in flags: keepaliveMs: [^\n]*int[^\n]*$/)
   })
 
   it('listen.http must be host:port', async () => {
     expect((await loadConfig(ServerConfig, { overrides: [['listen.http', '[::1]:9090']] })).listen.http).toBe('[::1]:9090')
     expect((await loadConfig(ServerConfig, { overrides: [['listen.http', 'localhost:80']] })).listen.http).toBe('localhost:80')
     expect(await configError(async () => await loadConfig(ServerConfig, { overrides: [['listen.http', 'localhost']] })))
-      .toBe('invalid configuration in flags:\n  listen.http: expected host:port')
+      .toBe('invalid configuration in flags: listen.http: expected host:port')
   })
 
   it('unknown keys are rejected at the top level and nested, naming the key', async () => {
     const msg = await configError(async () => await loadConfig(ServerConfig, { file: await yamlFile('bogus: 1\nlisten:\n  udpport: 4002\n') }))
-    const lines = msg.split('\n').slice(1)
-    expect(lines).toContain('  (root): Unrecognized key: "bogus"')
-    expect(lines).toContain('  listen: Unrecognized key: "udpport"')
+    const lines = issues(msg)
+    expect(lines).toContain('(root): Unrecognized key: "bogus"')
+    expect(lines).toContain('listen: Unrecognized key: "udpport"')
     expect(lines).toHaveLength(2)
   })
 })
@@ -117,21 +146,21 @@ describe('loadConfig: AgentConfig', () => {
 
   it('nodeName and relays are required', async () => {
     expect(await configError(async () => await loadConfig(AgentConfig, {}))).toBe([
-      'invalid configuration in flags:',
-      '  nodeName: Invalid input: expected string, received undefined',
-      '  relays: Invalid input: expected array, received undefined'
+      'invalid configuration in flags: nodeName: Invalid input: expected string, received undefined',
+      'invalid configuration in flags: relays: Invalid input: expected array, received undefined'
     ].join('\n'))
-    expect(await configError(async () => await loadConfig(AgentConfig, { file: await yamlFile('nodeName: a\nrelays: []\n') })))
-      .toMatch(/:\n {2}relays: at least one relay is required$/)
+    const file = await yamlFile('nodeName: a\nrelays: []\n')
+    expect(await configError(async () => await loadConfig(AgentConfig, { file })))
+      .toBe(`invalid configuration in ${file}: relays: at least one relay is required`)
   })
 
   it('nodeName must be a lowercase RFC 1123 name', async () => {
     for (const bad of ['Edge-1', 'edge_1', '-edge', 'edge-', 'a'.repeat(254)]) {
       const msg = await configError(async () => await loadConfig(AgentConfig, { file: await yamlFile(MIN_AGENT_YAML), overrides: [['nodeName', bad]] }))
-      expect(msg.split('\n').slice(1).every((l) => l.startsWith('  nodeName: ')), msg).toBe(true)
+      expect(issues(msg).every((l) => l.startsWith('nodeName: ')), msg).toBe(true)
     }
     const msg = await configError(async () => await loadConfig(AgentConfig, { file: await yamlFile(MIN_AGENT_YAML), overrides: [['nodeName', 'Edge_1']] }))
-    expect(msg).toMatch(/\n {2}nodeName: expected a Kubernetes node name \(lowercase RFC 1123\)$/)
+    expect(issues(msg)).toEqual(['nodeName: expected a Kubernetes node name (lowercase RFC 1123)'])
     for (const good of ['a', 'edge-1', 'node.example.com', '0a']) {
       expect((await loadConfig(AgentConfig, { file: await yamlFile(MIN_AGENT_YAML), overrides: [['nodeName', good]] })).nodeName).toBe(good)
     }
@@ -147,53 +176,64 @@ relays:
     udpPort: 70000
     tcpport: 1
 `)
-    const lines = (await configError(async () => await loadConfig(AgentConfig, { file }))).split('\n').slice(1)
-    expect(lines).toContain('  relays[1].peerId: expected a libp2p peer id (12D3Koo...)')
-    expect(lines).toContain('  relays[1].udpPort: Too big: expected number to be <=65535')
-    expect(lines).toContain('  relays[1]: Unrecognized key: "tcpport"')
-    expect(lines).toContain("  relays[1].host: expected the relay's IPv4 address")
+    const lines = issues(await configError(async () => await loadConfig(AgentConfig, { file })), file)
+    expect(lines).toContain('relays[1].peerId: expected a libp2p peer id (12D3Koo...)')
+    expect(lines).toContain('relays[1].udpPort: Too big: expected number to be <=65535')
+    expect(lines).toContain('relays[1]: Unrecognized key: "tcpport"')
+    expect(lines).toContain("relays[1].host: expected the relay's IPv4 address")
     expect(lines).toHaveLength(4)
   })
 
   it('proxy: defaults when the section is present, and errors name the field', async () => {
-    const ok = await loadConfig(AgentConfig, { file: await yamlFile(`${MIN_AGENT_YAML}proxy: {}\n`) })
+    const ok = await loadConfig(AgentConfig, { file: await yamlFile(`${MIN_AGENT_YAML}kubernetes: {}\nproxy: {}\n`) })
     expect(ok.proxy).toEqual({
       listen: '169.254.96.16', device: 'edgemesh0', iptables: 'auto', chainPrefix: 'EDGEMESH', directCidrs: [], minSyncIntervalMs: 250,
       resyncSeconds: 60, connectTimeoutMs: 3_000, udpIdleSeconds: 10, udpStreamIdleSeconds: 180, destinationRules: true, cleanupOnExit: true
     })
-    const file = await yamlFile(`${MIN_AGENT_YAML}proxy:\n  iptables: ipvs\n  directCidrs: [10.244.0.0/16, 10.0.0.0/]\n  chainPrefix: mesh\n  listen: 169.254.96\n`)
-    const lines = (await configError(async () => await loadConfig(AgentConfig, { file }))).split('\n').slice(1)
+    const file = await yamlFile(`${MIN_AGENT_YAML}kubernetes: {}\nproxy:\n  iptables: ipvs\n  directCidrs: [10.244.0.0/16, 10.0.0.0/]\n  chainPrefix: mesh\n  listen: 169.254.96\n`)
+    const lines = issues(await configError(async () => await loadConfig(AgentConfig, { file })))
     expect(lines).toHaveLength(4)
-    expect(lines.find((l) => l.startsWith('  proxy.iptables: '))).toBeDefined()
-    expect(lines).toContain('  proxy.directCidrs[1]: expected an IPv4 CIDR like 10.244.0.0/16')
-    expect(lines).toContain('  proxy.chainPrefix: expected 1-15 upper-case letters, digits or _')
-    expect(lines).toContain('  proxy.listen: expected an IPv4 address')
+    expect(lines.find((l) => l.startsWith('proxy.iptables: '))).toBeDefined()
+    expect(lines).toContain('proxy.directCidrs[1]: expected an IPv4 CIDR like 10.244.0.0/16')
+    expect(lines).toContain('proxy.chainPrefix: expected 1-15 upper-case letters, digits or _')
+    expect(lines).toContain('proxy.listen: expected an IPv4 address')
+  })
+
+  it('proxy without kubernetes (the README agent.yaml with kubernetes taken out) is refused, naming proxy', async () => {
+    const file = await yamlFile(`${MIN_AGENT_YAML}dns:\n  listen: 169.254.96.16:53\nproxy:\n  listen: 169.254.96.16\n  iptables: auto\n`)
+    expect(await configError(async () => await loadConfig(AgentConfig, { file })))
+      .toBe(`invalid configuration in ${file}: proxy: needs kubernetes (the proxy learns Services and endpoints from the Kubernetes API): add a kubernetes section or remove proxy`)
+    // the same through flags, and alongside other errors: still one line each
+    expect(await configError(async () => await loadConfig(AgentConfig, { file: await yamlFile(MIN_AGENT_YAML), overrides: [['proxy.iptables', 'nft']] })))
+      .toMatch(/^invalid configuration in \S+: proxy: needs kubernetes [^\n]*$/)
+    // kubernetes present: accepted
+    expect((await loadConfig(AgentConfig, { file: await yamlFile(`${MIN_AGENT_YAML}kubernetes: {}\nproxy: {}\n`) })).proxy?.iptables).toBe('auto')
   })
 
   it('relays[0].udpPort negative', async () => {
     const msg = await configError(async () => await loadConfig(AgentConfig, { file: await yamlFile(`${MIN_AGENT_YAML}    udpPort: -1\n`) }))
-    expect(msg.split('\n').slice(1)).toEqual(['  relays[0].udpPort: Too small: expected number to be >=0'])
+    expect(issues(msg)).toEqual(['relays[0].udpPort: Too small: expected number to be >=0'])
   })
 
   it('tunnel.keepaliveMs bounds name the nested field', async () => {
     const file = await yamlFile(`${MIN_AGENT_YAML}tunnel:\n  keepaliveMs: 100\n`)
-    expect((await configError(async () => await loadConfig(AgentConfig, { file }))).split('\n').slice(1))
-      .toEqual(['  tunnel.keepaliveMs: Too small: expected number to be >=500'])
+    expect(issues(await configError(async () => await loadConfig(AgentConfig, { file }))))
+      .toEqual(['tunnel.keepaliveMs: Too small: expected number to be >=500'])
     const c = await loadConfig(AgentConfig, { file: await yamlFile(`${MIN_AGENT_YAML}tunnel:\n  keepaliveMs: 600\n`) })
     expect(c.tunnel).toEqual({ punchTimeoutMs: 3_000, punchRetryMs: 30_000, keepaliveMs: 600, advertise: [] })
   })
 
   it('listen.udpPort wrong type and unknown nested key', async () => {
     const file = await yamlFile(`${MIN_AGENT_YAML}listen:\n  udpPort: "4003"\n  extra: 1\n`)
-    const lines = (await configError(async () => await loadConfig(AgentConfig, { file }))).split('\n').slice(1)
-    expect(lines).toContain('  listen.udpPort: Invalid input: expected number, received string')
-    expect(lines).toContain('  listen: Unrecognized key: "extra"')
+    const lines = issues(await configError(async () => await loadConfig(AgentConfig, { file })))
+    expect(lines).toContain('listen.udpPort: Invalid input: expected number, received string')
+    expect(lines).toContain('listen: Unrecognized key: "extra"')
   })
 
   it('metrics must be host:port', async () => {
     expect((await loadConfig(AgentConfig, { file: await yamlFile(MIN_AGENT_YAML), overrides: [['metrics', '127.0.0.1:9100']] })).metrics).toBe('127.0.0.1:9100')
     expect(await configError(async () => await loadConfig(AgentConfig, { file: await yamlFile(MIN_AGENT_YAML), overrides: [['metrics', 'http://x:1']] })))
-      .toMatch(/\n {2}metrics: expected host:port$/)
+      .toMatch(/^invalid configuration in \S+: metrics: expected host:port$/)
   })
 
   // BUG: the host:port regex allows any 1-5 digit port, so 99999 passes validation and the
@@ -205,7 +245,7 @@ relays:
 
   it('unknown top-level key', async () => {
     const msg = await configError(async () => await loadConfig(AgentConfig, { file: await yamlFile(`${MIN_AGENT_YAML}relay: []\n`) }))
-    expect(msg.split('\n').slice(1)).toEqual(['  (root): Unrecognized key: "relay"'])
+    expect(issues(msg)).toEqual(['(root): Unrecognized key: "relay"'])
   })
 })
 
@@ -221,6 +261,9 @@ describe('loadConfig: file problems', () => {
     const msg = await configError(async () => await loadConfig(AgentConfig, { file }))
     expect(msg.startsWith(`config file ${file} is not valid YAML: `)).toBe(true)
     expect(msg.length).toBeGreaterThan(`config file ${file} is not valid YAML: `.length)
+    // one line: the YAML library's code frame is left out, where the problem is stays in
+    expect(msg).not.toContain('\n')
+    expect(msg).toMatch(/at line \d+, column \d+/)
   })
 
   it('a top-level list or scalar is rejected', async () => {
@@ -293,7 +336,7 @@ describe('loadConfig: overrides', () => {
     expect(c.logLevel).toBe('debug')
     // an override error names the field and the source (the file)
     const msg = await configError(async () => await loadConfig(AgentConfig, { file, overrides: [['relays.0.udpPort', 'abc']] }))
-    expect(msg).toBe(`invalid configuration in ${file}:\n  relays[0].udpPort: Invalid input: expected number, received string`)
+    expect(msg).toBe(`invalid configuration in ${file}: relays[0].udpPort: Invalid input: expected number, received string`)
   })
 
   it('overrides alone can build a complete config (source "flags")', async () => {
@@ -301,9 +344,9 @@ describe('loadConfig: overrides', () => {
     expect(c.listen.tcpPort).toBe(0)
     expect(c.maxAgents).toBe(3)
     expect(await configError(async () => await loadConfig(ServerConfig, { overrides: [['maxAgents', '0']] })))
-      .toBe('invalid configuration in flags:\n  maxAgents: Too small: expected number to be >0')
+      .toBe('invalid configuration in flags: maxAgents: Too small: expected number to be >0')
     expect(await configError(async () => await loadConfig(ServerConfig, { overrides: [['listen.bogus', '1']] })))
-      .toBe('invalid configuration in flags:\n  listen: Unrecognized key: "bogus"')
+      .toBe('invalid configuration in flags: listen: Unrecognized key: "bogus"')
   })
 
   // BUG: applyOverride coerces every all-digit value to a number without looking at the
@@ -320,12 +363,47 @@ describe('loadPsk', () => {
     expect(await loadPsk(undefined)).toBeUndefined()
   })
 
-  it('returns the file bytes', async () => {
-    const f = join(dir, 'psk.bin')
-    await writeFile(f, Uint8Array.from([0, 1, 2, 255, 10]))
-    const psk = await loadPsk(f)
-    expect(psk).toBeInstanceOf(Uint8Array)
-    expect(Array.from(psk!)).toEqual([0, 1, 2, 255, 10])
+  const KEY = '0123456789abcdef'.repeat(4)
+  const PSK_TEXT = `/key/swarm/psk/1.0.0/\n/base16/\n${KEY}`
+
+  it('returns the file bytes of a valid key (what pnet and the registration MAC use)', async () => {
+    for (const text of [PSK_TEXT, `${PSK_TEXT}\n`, PSK_TEXT.replaceAll('\n', '\r\n') + '\r\n', PSK_TEXT.toUpperCase().replace('/KEY/SWARM/PSK/1.0.0/', '/key/swarm/psk/1.0.0/').replace('/BASE16/', '/base16/')]) {
+      const f = join(dir, `psk-${n++}.key`)
+      await writeFile(f, text)
+      const psk = await loadPsk(f)
+      expect(psk).toBeInstanceOf(Uint8Array)
+      expect(Buffer.from(psk!).toString()).toBe(text)
+    }
+  })
+
+  it('what @libp2p/pnet would refuse (or misread) is a ConfigError naming pskFile, the path and the line', async () => {
+    const cases: Array<[string | Uint8Array, string]> = [
+      [Uint8Array.from([0, 1, 2, 255, 10]), 'line 1 must be "/key/swarm/psk/1.0.0/"'],
+      ['', 'line 1 must be "/key/swarm/psk/1.0.0/"'],
+      [KEY, 'line 1 must be "/key/swarm/psk/1.0.0/"'],
+      [`/key/swarm/psk/1.0.0/\n/base64/\n${KEY}`, 'line 2 must be "/base16/"'],
+      ['/key/swarm/psk/1.0.0/\n/base16/\n', 'line 3 must be the key as 64 hex digits (32 bytes), got 0 characters'],
+      [`/key/swarm/psk/1.0.0/\n/base16/\n${KEY.slice(2)}`, 'line 3 must be the key as 64 hex digits (32 bytes), got 62 characters'],
+      [`/key/swarm/psk/1.0.0/\n/base16/\n${KEY.slice(1)}g`, 'line 3 must be the key as 64 hex digits (32 bytes), got 64 characters with non-hex ones'],
+      [`/key/swarm/psk/1.0.0/\n/base16/\n${KEY} `, 'line 3 must be the key as 64 hex digits (32 bytes), got 65 characters with non-hex ones'],
+      [`${PSK_TEXT}\nextra`, 'unexpected text after the key (line 4)']
+    ]
+    for (const [content, problem] of cases) {
+      const f = join(dir, `psk-${n++}.key`)
+      await writeFile(f, content)
+      const msg = await configError(async () => await loadPsk(f))
+      expect(msg).toBe(`pskFile: ${f} is not a libp2p pre-shared key ("/key/swarm/psk/1.0.0/", "/base16/", 64 hex digits, one per line): ${problem}`)
+    }
+  })
+
+  it('property: pskProblem accepts exactly tag, codec, 64 hex digits (and trailing newlines)', () => {
+    fc.assert(fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.constantFrom('', '\n', '\r\n', '\n\n'), (key, tail) => {
+      expect(pskProblem(Buffer.from(`/key/swarm/psk/1.0.0/\n/base16/\n${Buffer.from(key).toString('hex')}${tail}`))).toBeUndefined()
+    }), { numRuns: 200 })
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+      // random bytes are never a key (and never throw)
+      expect(typeof pskProblem(bytes)).toBe('string')
+    }), { numRuns: 2_000 })
   })
 
   it('a missing file is a ConfigError naming pskFile and the path', async () => {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadKubeCredentials } from '../../agent/catalog/kube-client.ts'
-import { AgentConfig } from '../../shared/config.ts'
+import { AgentConfig, ConfigError } from '../../shared/config.ts'
 
 let dir: string
 beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'edgemesh-kc-')) })
@@ -57,6 +57,31 @@ describe('loadKubeCredentials', () => {
       await expect(loadKubeCredentials(undefined)).rejects.toThrow(/not running in a pod .*kubernetes.apiServer/)
     } finally {
       if (saved != null) process.env.KUBERNETES_SERVICE_HOST = saved
+    }
+  })
+
+  it('an unreadable certificate, key or CA file, or a malformed kubeconfig, is a one-line ConfigError naming kubernetes.kubeconfig and the file', async () => {
+    const file = join(dir, 'missing-cert.kubeconfig')
+    await writeFile(file, kubeconfig('client-certificate: nope.crt, client-key: client.key'))
+    let err = await loadKubeCredentials(file).catch((e: unknown) => e as Error)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toMatch(new RegExp(`^kubernetes\\.kubeconfig: ${file}: cannot read client-certificate ${dir}/nope\\.crt: ENOENT[^\\n]*$`))
+    await writeFile(file, kubeconfig('token: x', 'server: https://10.0.0.1:6443, certificate-authority: /nonexistent/ca.crt'))
+    err = await loadKubeCredentials(file).catch((e: unknown) => e as Error)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toMatch(new RegExp(`^kubernetes\\.kubeconfig: ${file}: cannot read certificate-authority /nonexistent/ca\\.crt: ENOENT[^\\n]*$`))
+    await writeFile(join(dir, 'ok.crt'), 'CERT')
+    await writeFile(file, kubeconfig(`client-certificate: ok.crt, client-key: ${dir}`)) // a directory: EISDIR
+    err = await loadKubeCredentials(file).catch((e: unknown) => e as Error)
+    expect((err as Error).message).toMatch(new RegExp(`^kubernetes\\.kubeconfig: ${file}: cannot read client-key ${dir}: EISDIR[^\\n]*$`))
+    await writeFile(file, 'clusters: [\n')
+    err = await loadKubeCredentials(file).catch((e: unknown) => e as Error)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toMatch(new RegExp(`^kubernetes\\.kubeconfig: ${file} is not valid YAML: [^\\n]+ at line \\d+, column \\d+$`))
+    for (const text of ['- a\n', 'just text\n']) {
+      await writeFile(file, text)
+      err = await loadKubeCredentials(file).catch((e: unknown) => e as Error)
+      expect((err as Error).message).toBe(`kubernetes.kubeconfig: ${file} is not a kubeconfig (expected a YAML mapping with clusters, users and contexts)`)
     }
   })
 
