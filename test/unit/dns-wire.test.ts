@@ -496,6 +496,7 @@ describe('fuzz', () => {
     }), { numRuns: 10_000 })
   })
 
+  // How fast the parsers are on hostile input is measured by test/bench/dns-hotpath.ts.
   it('over a million mutated messages through parseQuery and parseResponseMeta: no throw, no hang', () => {
     const seeds = corpus()
     const r = rng(0x5eed)
@@ -503,7 +504,6 @@ describe('fuzz', () => {
     const N = 1_100_000
     let parsed = 0
     let metas = 0
-    const t = performance.now()
     for (let i = 0; i < N; i++) {
       let m = mutate(seeds[i % seeds.length]!, r)
       if ((i & 7) === 0) m = mutate(m, r) // some get two mutations
@@ -512,11 +512,9 @@ describe('fuzz', () => {
       if (!('error' in parseResponseMeta(m))) metas++
       if ((i & 15) === 0) decodeMessage(m)
     }
-    const ms = performance.now() - t
-    // sanity: the mutations are not all fatal, and the parsers stay fast
+    // sanity: the mutations are not all fatal
     expect(parsed).toBeGreaterThan(N / 20)
     expect(metas).toBeGreaterThan(N / 20)
     expect(wireStats.internalErrors).toBe(0)
-    expect(ms).toBeLessThan(25_000)
   })
 })
