@@ -5,14 +5,18 @@
 // chains of the old per-service layout removed, an incremental restore leaving exactly what a full
 // one would, the kernel's nth counters and recent lists doing what the unit tests simulate,
 // cleanup leaving nothing; and what 10,000 service ports cost (build, restore, one-endpoint change).
+// The filter table too: service ports without endpoints refused by REJECT (TCP and UDP, from a pod
+// through FORWARD and from the node through OUTPUT), taken over by DNAT in the same restore.
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createLab, type Lab } from '../lab/lab.ts'
+import { createLab, type Lab, type LabHost } from '../lab/lab.ts'
 import {
-  bucketChainName, buildRules, cleanupRules, hookFixRules, jumpRules, parseChains,
-  type HookChain, type ProxyServicePort
+  bucketChainName, buildRules, buildSyncRules, cleanupRules, filterHookFixRules, filterJumpRules, hookFixRules, jumpRules, parseChains,
+  rejectChain, type FilterHookChain, type HookChain, type ProxyServicePort
 } from '../../agent/proxy/rules.ts'
 
 const PREFIX = 'EDGEMESH'
+const PROBE = join(import.meta.dirname, '../lab/refusal-probe.mjs')
 const HOST = 'a1'
 let lab: Lab
 
@@ -23,6 +27,7 @@ async function run (argv: string[], input?: string): Promise<string> {
 }
 async function restore (text: string): Promise<void> { await run(['iptables-restore', '--noflush'], text) }
 async function save (): Promise<string> { return await run(['iptables-save', '-t', 'nat']) }
+async function saveFilter (): Promise<string> { return await run(['iptables-save', '-t', 'filter']) }
 async function listHook (hook: HookChain): Promise<string> { return await run(['iptables', '-t', 'nat', '-S', hook]) }
 const HOOKS: HookChain[] = ['PREROUTING', 'OUTPUT', 'POSTROUTING']
 async function hookFixes (): Promise<string[]> {
@@ -35,9 +40,10 @@ const hookLine = (hook: HookChain): string => jumpRules(PREFIX)[HOOKS.indexOf(ho
 /** Our chain declarations and rules as iptables-save prints them (chains sorted, rules in order). */
 const ours = (saveText: string): string[] => saveText.split('\n').filter((l) => l.startsWith(`:${PREFIX}-`) || l.startsWith(`-A ${PREFIX}-`))
 async function cleanup (): Promise<void> {
-  const text = cleanupRules(await save(), PREFIX)
+  const text = cleanupRules((await save()) + (await saveFilter()), PREFIX)
   if (text !== '') await restore(text)
   expect(parseChains(await save(), PREFIX)).toEqual([])
+  expect(parseChains(await saveFilter(), PREFIX, 'filter')).toEqual([])
 }
 
 /** n service ports with 3 direct endpoints each (round robin), ClusterIPs spread over all buckets. */
@@ -241,5 +247,117 @@ describe('proxy iptables rules in a real kernel (lab namespace)', () => {
       `(${m.incBytes} bytes); unchanged sync build ${m.noop.toFixed(1)} ms`
     console.log(`[proxy-rules] 10k service ports x 3 endpoints, 258 chains. hairpin on: ${fmt(on)}. hairpin off: ${fmt(off)}. ` +
       `iptables -S of the three hooks ${list.ms.toFixed(0)} ms, iptables-save ${saved.ms.toFixed(0)} ms`)
+  })
+
+  it('REJECT in filter: accepted, found again, hooked first in INPUT/FORWARD/OUTPUT; a pod and the node are refused at once (TCP and UDP); an endpoint takes over in the same restore; cleanup removes it', async () => {
+    const pod = await lab.addPod(HOST)
+    const runIn = async (from: LabHost | string, argv: string[]): Promise<string> => {
+      const r = await lab.exec(from, argv, { timeoutMs: 20_000 })
+      if (r.code !== 0) throw new Error(`${argv.join(' ')} failed (${r.code}): ${r.stderr}`)
+      return r.stdout.trim()
+    }
+    const probe = async (from: LabHost | string, proto: 'tcp' | 'udp', ip: string, port: number, timeoutMs = 1000): Promise<{ result: string, ms: number }> =>
+      JSON.parse(await runIn(from, [process.execPath, PROBE, proto, ip, String(port), String(timeoutMs)])) as { result: string, ms: number }
+    // an endpoint for later: a TCP server on the node itself (the probe resets each connection)
+    const server = lab.spawn(HOST, [process.execPath, '-e', "require('node:net').createServer((s) => { s.on('error', () => {}); s.end('ok') }).listen(18443, () => console.log('listening'))"])
+    await server.waitForLine(/listening/, 10_000)
+    const node = lab.host(HOST).ip
+    const web: ProxyServicePort = { key: 'lab/web', clusterIP: '10.96.0.10', port: 80, protocol: 'TCP', balance: 'round-robin', direct: [`${node}:18443`], agentSlots: 0 }
+    const empty: ProxyServicePort = { key: 'lab/empty', clusterIP: '10.96.0.30', port: 443, protocol: 'TCP', balance: 'round-robin', direct: [], agentSlots: 0 }
+    const dns: ProxyServicePort = { key: 'lab/dns', clusterIP: '10.96.0.53', port: 53, protocol: 'UDP', balance: 'round-robin', direct: [], agentSlots: 0 }
+
+    // without rules a new connection to the ClusterIP leaves un-NATed and nobody answers
+    expect((await probe(pod, 'tcp', empty.clusterIP, empty.port, 500)).result).toBe('timeout')
+
+    // a CNI's chain first in FORWARD and OUTPUT, and a filter chain of ours from an older layout
+    await restore('*filter\n:KUBE-FORWARD - [0:0]\n:EDGEMESH-OLDFILTER - [0:0]\n-I FORWARD 1 -j KUBE-FORWARD\n-I OUTPUT 1 -j KUBE-FORWARD\n-A EDGEMESH-OLDFILTER -j ACCEPT\nCOMMIT\n')
+    const FILTER_HOOKS: FilterHookChain[] = ['INPUT', 'FORWARD', 'OUTPUT']
+    const filterFixes = async (): Promise<string[]> => {
+      const out: string[] = []
+      for (const hook of FILTER_HOOKS) out.push(...filterHookFixRules(hook, await run(['iptables', '-t', 'filter', '-S', hook]), PREFIX))
+      return out
+    }
+    expect(await filterFixes()).toHaveLength(3)
+    const full = buildSyncRules([web, empty, dns], {
+      chainPrefix: PREFIX, natExtraRules: await hookFixes(), filterExtraRules: await filterFixes(),
+      existing: { nat: parseChains(await save(), PREFIX), filter: parseChains(await saveFilter(), PREFIX, 'filter') }
+    })
+    expect(full.reject.deleted).toEqual(['EDGEMESH-OLDFILTER'])
+    await restore(full.text)
+    const filter = await saveFilter()
+    expect(parseChains(filter, PREFIX, 'filter')).toEqual([rejectChain(PREFIX)])
+    // found again exactly as written
+    const written = full.reject.text.split('\n').filter((l) => l.startsWith('-A '))
+    expect(written).toHaveLength(2)
+    expect(filter.split('\n').filter((l) => l.startsWith(`-A ${rejectChain(PREFIX)} `))).toEqual(written)
+    for (const [i, hook] of FILTER_HOOKS.entries()) {
+      const listing = await run(['iptables', '-t', 'filter', '-S', hook])
+      expect(listing.split('\n').find((l) => l.startsWith(`-A ${hook} `))).toBe(filterJumpRules(PREFIX)[i]!.replace(/^-I (\S+) 1 /, '-A $1 '))
+      expect(filterHookFixRules(hook, listing, PREFIX)).toEqual([])
+    }
+    expect(await filterFixes()).toEqual([])
+
+    // refused at once: a pod (FORWARD) and the node (OUTPUT), TCP and UDP; the other Service is DNATed
+    const tcpPod = await probe(pod, 'tcp', empty.clusterIP, empty.port)
+    const tcpNode = await probe(HOST, 'tcp', empty.clusterIP, empty.port)
+    const udpPod = await probe(pod, 'udp', dns.clusterIP, dns.port)
+    const udpNode = await probe(HOST, 'udp', dns.clusterIP, dns.port)
+    console.log(`[proxy-rules] refused: tcp pod ${tcpPod.ms} ms, tcp node ${tcpNode.ms} ms, udp pod ${udpPod.ms} ms, udp node ${udpNode.ms} ms`)
+    for (const r of [tcpPod, tcpNode, udpPod, udpNode]) {
+      expect(r.result).toBe('refused')
+      expect(r.ms).toBeLessThan(1000)
+    }
+    expect((await probe(pod, 'tcp', web.clusterIP, web.port)).result).toBe('connected')
+    const counters = (await run(['iptables-save', '-c', '-t', 'filter'])).split('\n').filter((l) => l.includes(' -j REJECT '))
+    expect(counters.map((l) => Number(/^\[(\d+):/.exec(l)?.[1])).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(4)
+
+    // the empty Service gets an endpoint: DNAT added and REJECT gone in one restore
+    const ready = { ...empty, direct: [`${node}:18443`] }
+    const inc = buildSyncRules([web, ready, dns], { chainPrefix: PREFIX, previous: full.state })
+    expect(inc.reject.written).toEqual([rejectChain(PREFIX)])
+    expect(inc.text.indexOf('*nat')).toBeLessThan(inc.text.indexOf('*filter'))
+    await restore(inc.text)
+    expect((await probe(pod, 'tcp', empty.clusterIP, empty.port)).result).toBe('connected')
+    expect((await probe(HOST, 'tcp', empty.clusterIP, empty.port)).result).toBe('connected')
+    expect((await probe(pod, 'udp', dns.clusterIP, dns.port)).result).toBe('refused')
+    expect((await saveFilter()).split('\n').filter((l) => l.startsWith(`-A ${rejectChain(PREFIX)} `))).toEqual(written.filter((l) => l.includes(dns.clusterIP)))
+    // and loses it again
+    const gone = buildSyncRules([web, empty, dns], { chainPrefix: PREFIX, previous: inc.state })
+    await restore(gone.text)
+    expect((await probe(pod, 'tcp', empty.clusterIP, empty.port)).result).toBe('refused')
+    // what the incremental restores left equals a full build's
+    const incremental = ours(await saveFilter())
+    await cleanup()
+    await restore(buildSyncRules([web, empty, dns], { chainPrefix: PREFIX }).text)
+    expect(ours(await saveFilter())).toEqual(incremental)
+
+    await cleanup()
+    const left = (await saveFilter()) + (await save())
+    expect(left).not.toContain('EDGEMESH')
+    expect(left).toContain('-A FORWARD -j KUBE-FORWARD') // not ours: left alone
+    expect((await probe(pod, 'tcp', empty.clusterIP, empty.port, 500)).result).toBe('timeout')
+    await server.kill()
+  })
+
+  it('10,000 service ports with 100, then all, without endpoints: both tables in one restore', async () => {
+    const input = (refused: (i: number) => boolean): ProxyServicePort[] => services(10_000).map((s, i) => refused(i) ? { ...s, direct: [] } : s)
+    const timed = async (text: string): Promise<number> => { const t = performance.now(); await restore(text); return performance.now() - t }
+    buildSyncRules(input(() => false), { chainPrefix: 'WARMUP' })
+    const base = buildSyncRules(input(() => false), { chainPrefix: PREFIX })
+    const baseMs = await timed(base.text)
+    await cleanup()
+    const some = buildSyncRules(input((i) => i % 100 === 0), { chainPrefix: PREFIX })
+    const someMs = await timed(some.text)
+    expect((await saveFilter()).split('\n').filter((l) => l.startsWith(`-A ${rejectChain(PREFIX)} `))).toHaveLength(100)
+    const gains = buildSyncRules(input((i) => i % 100 === 0 && i !== 4200), { chainPrefix: PREFIX, previous: some.state })
+    const gainMs = await timed(gains.text)
+    await cleanup()
+    const all = buildSyncRules(input(() => true), { chainPrefix: PREFIX })
+    const allMs = await timed(all.text)
+    expect((await saveFilter()).split('\n').filter((l) => l.startsWith(`-A ${rejectChain(PREFIX)} `))).toHaveLength(10_000)
+    await cleanup()
+    console.log(`[proxy-rules] 10k service ports x 3 endpoints, full restore of nat + filter: none refused ${baseMs.toFixed(0)} ms (${(base.text.length / 1e6).toFixed(1)} MB); ` +
+      `100 refused ${someMs.toFixed(0)} ms (filter ${some.reject.text.length} bytes); one of them gaining an endpoint ${gainMs.toFixed(0)} ms (${gains.text.length} bytes); ` +
+      `all 10,000 refused ${allMs.toFixed(0)} ms (${(all.text.length / 1e6).toFixed(1)} MB)`)
   })
 })
