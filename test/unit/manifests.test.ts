@@ -7,7 +7,10 @@
 // against the plain manifest. The chart/plain
 // equivalence of the RBAC and what the apiserver makes of it are checked in
 // test/e2e/k8s-rbac.test.ts.
+import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { promisify } from 'node:util'
 import { tmpdir } from 'node:os'
 import { dirname, join, posix } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -15,8 +18,10 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml'
 import { z } from 'zod'
 import { AgentConfig, ServerConfig, loadConfig } from '../../shared/config.ts'
 import { parsePeerId } from '../../shared/peer-id.ts'
+import { preSharedKey } from '@libp2p/pnet'
 import { renderChart } from '../controlplane/cluster.ts'
 
+const execFileP = promisify(execFile)
 const ROOT = new URL('../../', import.meta.url)
 const PLAIN = new URL('manifests/plain/edgemesh.yaml', ROOT)
 const CHART = new URL('manifests/helm/edgemesh/', ROOT)
@@ -498,7 +503,7 @@ describe('plain manifest: API permissions', () => {
   })
 })
 
-describe('plain manifest: CHANGE ME markers and the optional PSK', () => {
+describe('plain manifest: CHANGE ME markers and the PSK', () => {
   it('marks the relay IP, the relay node and the relay peer id with CHANGE ME', () => {
     const relayPeerId = agentConfig().relays[0]!.peerId
     const relayIp = serverConfig().announce[0]!
@@ -513,15 +518,30 @@ describe('plain manifest: CHANGE ME markers and the optional PSK', () => {
     marked('kubernetes.io/hostname:')
   })
 
-  it('enabling the PSK is uncommenting pskFile: it then resolves to the optional Secret mount', () => {
+  it('the PSK is on: pskFile in both configs resolves to the required Secret edgemesh-psk', () => {
     for (const [w, name, text] of [[agentDs(), 'agent', agentConfigText()], [serverDeploy(), 'server', serverConfigText()]] as const) {
-      expect(text).toContain('# pskFile: /etc/edgemesh/swarm.key')
-      const enabled = parseYaml(text.replace('# pskFile:', 'pskFile:'))
-      const parsed = name === 'agent' ? AgentConfig.safeParse({ ...enabled, nodeName: 'edge-node-1' }) : ServerConfig.safeParse(enabled)
+      const cfg = parseYaml(text)
+      const parsed = name === 'agent' ? AgentConfig.safeParse({ ...cfg, nodeName: 'edge-node-1' }) : ServerConfig.safeParse(cfg)
       expect(parsed.success, parsed.success ? '' : JSON.stringify(parsed.error.issues)).toBe(true)
-      expect(enabled.pskFile).toBe('/etc/edgemesh/swarm.key')
-      expect(fileSource(w, name, enabled.pskFile)).toEqual({ kind: 'Secret', name: 'edgemesh-psk', key: 'swarm.key', optional: true })
+      expect(cfg.pskFile).toBe('/etc/edgemesh/swarm.key')
+      expect(fileSource(w, name, cfg.pskFile)).toEqual({ kind: 'Secret', name: 'edgemesh-psk', key: 'swarm.key', optional: false })
     }
+  })
+
+  it('the header\'s commands create that Secret with a swarm.key @libp2p/pnet accepts', async () => {
+    const header = plainText.slice(plainText.indexOf('# Before applying, create the mesh\'s pre-shared key'), plainText.indexOf('# Then edit every line marked CHANGE ME'))
+    const commands = header.split('\n').filter((l) => /^#\s+(printf|kubectl) /.test(l)).map((l) => l.replace(/^#\s+/, ''))
+    expect(commands).toEqual([
+      'kubectl create namespace edgemesh',
+      'printf \'/key/swarm/psk/1.0.0/\\n/base16/\\n%s\' "$(openssl rand -hex 32)" > swarm.key',
+      'kubectl -n edgemesh create secret generic edgemesh-psk --from-file=swarm.key'
+    ])
+    // run the generating command as written
+    const { stdout } = await execFileP('bash', ['-c', `cd ${tmp} && ${commands[1]} && cat swarm.key`])
+    expect(stdout).toMatch(/^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-f]{64}$/)
+    const protector = preSharedKey({ psk: new TextEncoder().encode(stdout) })({} as any) as unknown as { psk: Uint8Array, tag: string }
+    expect(Buffer.from(protector.psk).toString('hex')).toBe(stdout.slice(-64))
+    expect(protector.tag).toBe('/key/swarm/psk/1.0.0/')
   })
 })
 
@@ -566,7 +586,7 @@ describe('helm chart', () => {
     expect(values.agent.proxy).toEqual({ enabled: null, ...PROXY_YAML })
     expect(values.agent.peers).toEqual([])
     expect(values.agent.kubernetes).toEqual({ enabled: true, apiServer: '' })
-    expect(values.psk.create).toBe(false)
+    expect(values.psk).toEqual({ enabled: true, key: '', existingSecret: '', secretKey: 'swarm.key' })
   })
 
   it('values.yaml agrees with the plain manifest on probes, resources and security contexts', () => {
@@ -697,12 +717,18 @@ describe('helm chart', () => {
     expect(helpers).toContain('dig "proxy" "enabled" nil .Values.agent')
   })
 
-  it('values.schema.json requires psk.key (64 hex) when psk.create, unless an existing Secret is named', () => {
+  it('values.schema.json: psk.key is optional (a random one by default) and 64 hex when given; psk.enabled is a boolean; nothing else', () => {
     const psk = (p: Obj): boolean => validate.safeParse(withValues((v) => { announced(v); Object.assign(v.psk, p) })).success
-    expect(psk({ create: true })).toBe(false)
-    expect(psk({ create: true, key: 'ab'.repeat(32) })).toBe(true)
-    expect(psk({ create: true, key: 'ab'.repeat(31) })).toBe(false)
+    expect(psk({})).toBe(true)
+    expect(psk({ key: 'ab'.repeat(32) })).toBe(true)
+    expect(psk({ key: 'ab'.repeat(31) })).toBe(false)
+    expect(psk({ key: 'xy'.repeat(32) })).toBe(false)
     expect(psk({ existingSecret: 'edgemesh-psk' })).toBe(true)
+    expect(psk({ enabled: false })).toBe(true)
+    expect(psk({ enabled: 'no' })).toBe(false)
+    expect(psk({ keyFile: 'x' })).toBe(false)
+    // values reused from a release made before the default PSK still validate (create is ignored)
+    expect(psk({ create: false })).toBe(true)
   })
 
   it('has the templates, each include naming a defined helper', async () => {
@@ -783,7 +809,8 @@ describe('helm chart rendered (helm template): node-local DNS', () => {
     expect(agentConfig(noDns).dns).toBeUndefined()
     expect(hasResolvConf(noDns)).toBe(false)
     expect(caps(noDns)).toEqual(['NET_ADMIN', 'NET_RAW'])
-    // the default render minus exactly those is the DNS-less one (the config checksum aside)
+    // the default render minus exactly those is the DNS-less one (the checksums aside: the
+    // config's changed, and helm template, which cannot look up the kept Secret, draws a new PSK)
     const stripped = structuredClone(agentDs(chart))
     const pod = stripped.spec.template
     pod.spec.volumes = (pod.spec.volumes as Obj[]).filter((v) => v.name !== RESOLV_VOLUME)
@@ -794,6 +821,8 @@ describe('helm chart rendered (helm template): node-local DNS', () => {
     expect(off.spec.template.metadata.annotations['checksum/config']).not.toBe(pod.metadata.annotations['checksum/config'])
     delete pod.metadata.annotations['checksum/config']
     delete off.spec.template.metadata.annotations['checksum/config']
+    delete pod.metadata.annotations['checksum/psk']
+    delete off.spec.template.metadata.annotations['checksum/psk']
     expect(off).toEqual(stripped)
     const { dns: _dns, ...rest } = parseYaml(agentConfigText(chart))
     expect(parseYaml(agentConfigText(noDns))).toEqual(rest)
@@ -841,7 +870,7 @@ describe('helm chart rendered (helm template): ClusterIP proxy', () => {
     expect(container(ds, 'agent').securityContext.capabilities.drop).toEqual(['ALL'])
     expect(container(ds, 'agent').securityContext.privileged ?? false).toBe(false)
     expectProxyMounts(ds)
-    // the same mounts and volumes (the plain manifest's config volume also holds the optional PSK)
+    // the same mounts and volumes (config volumes aside: their sources are compared in the PSK tests)
     expect(container(ds, 'agent').volumeMounts).toEqual(container(agentDs(), 'agent').volumeMounts)
     const volumes = (objs: Obj[]): Obj[] => (agentDs(objs).spec.template.spec.volumes as Obj[]).filter((v) => v.name !== 'config')
     expect(volumes(chart)).toEqual(volumes(docs))
@@ -863,6 +892,8 @@ describe('helm chart rendered (helm template): ClusterIP proxy', () => {
     expect(off.spec.template.metadata.annotations['checksum/config']).not.toBe(pod.metadata.annotations['checksum/config'])
     delete pod.metadata.annotations['checksum/config']
     delete off.spec.template.metadata.annotations['checksum/config']
+    delete pod.metadata.annotations['checksum/psk']
+    delete off.spec.template.metadata.annotations['checksum/psk']
     expect(off).toEqual(stripped)
     const { proxy: _proxy, ...rest } = rawConfig(chart)
     expect(rawConfig(noProxy)).toEqual(rest)
@@ -924,5 +955,98 @@ describe('helm chart rendered (helm template): ClusterIP proxy', () => {
       expectProxyMounts(agentDs(objs))
       expect(caps(objs)).toEqual(['NET_ADMIN', 'NET_BIND_SERVICE', 'NET_RAW'])
     }
+  })
+})
+
+describe('helm chart rendered (helm template): the PSK (cluster membership)', () => {
+  const render = async (...set: string[]): Promise<Obj[]> => await renderChart({ args: set.flatMap((s) => ['--set', s]) })
+  const serverDs = (objs: Obj[]): Obj => find('Deployment', 'edgemesh-server', objs)
+  const agentWorkload = (objs: Obj[]): Obj => find('DaemonSet', 'edgemesh-agent', objs)
+  const secrets = (objs: Obj[]): Obj[] => objs.filter((o) => o.kind === 'Secret')
+  const swarmKey = (objs: Obj[]): string => Buffer.from(find('Secret', 'edgemesh-psk', objs).data['swarm.key'], 'base64').toString('utf8')
+  const checksum = (w: Obj): string | undefined => w.spec.template.metadata.annotations['checksum/psk']
+  const configs = (objs: Obj[]): Obj[] => [parseYaml(find('ConfigMap', 'edgemesh-server', objs).data['server.yaml']), parseYaml(find('ConfigMap', 'edgemesh-agent', objs).data['agent.yaml'])]
+  const SWARM_KEY = /^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-f]{64}$/
+  let chart: Obj[]
+  let again: Obj[]
+  beforeAll(async () => { [chart, again] = await Promise.all([render(), render()]) })
+
+  it('by default the chart renders a Secret with a random swarm.key that @libp2p/pnet accepts, kept on uninstall', () => {
+    expect(secrets(chart).map((o) => o.metadata.name)).toEqual(['edgemesh-psk'])
+    const secret = find('Secret', 'edgemesh-psk', chart)
+    expect(secret.metadata.namespace).toBe('edgemesh')
+    expect(secret.metadata.annotations['helm.sh/resource-policy']).toBe('keep')
+    const file = swarmKey(chart)
+    expect(file).toMatch(SWARM_KEY)
+    const protector = preSharedKey({ psk: new TextEncoder().encode(file) })({} as any) as unknown as { psk: Uint8Array }
+    expect(Buffer.from(protector.psk).toString('hex')).toBe(file.slice(-64))
+    // helm template cannot look the kept Secret up: every render draws a new key (helm install/upgrade keep it: test/e2e/k8s-rbac.test.ts)
+    expect(swarmKey(again)).not.toBe(file)
+  })
+
+  it('the relay and every agent mount it at pskFile, and restart when it changes (checksum of that very key)', () => {
+    for (const [w, name, cfg] of [[serverDs(chart), 'server', configs(chart)[0]!], [agentWorkload(chart), 'agent', configs(chart)[1]!]] as const) {
+      expect(cfg.pskFile).toBe('/etc/edgemesh/swarm.key')
+      expect(fileSource(w, name, cfg.pskFile, chart)).toEqual({ kind: 'Secret', name: 'edgemesh-psk', key: 'swarm.key', optional: false })
+      expect(checksum(w)).toBe(createHash('sha256').update(swarmKey(chart)).digest('hex'))
+    }
+  })
+
+  it('psk.key: the Secret holds exactly that key (lowercased), and renders the same every time', async () => {
+    const key = 'AB'.repeat(16) + '0f'.repeat(16)
+    const [a, b] = await Promise.all([render(`psk.key=${key}`), render(`psk.key=${key}`)])
+    expect(swarmKey(a)).toBe(`/key/swarm/psk/1.0.0/\n/base16/\n${key.toLowerCase()}`)
+    expect(checksum(serverDs(a))).toBe(checksum(serverDs(b)))
+    expect(checksum(agentWorkload(a))).toBe(createHash('sha256').update(swarmKey(a)).digest('hex'))
+  })
+
+  it('psk.existingSecret: no Secret of the chart; both mount the named one (no checksum: the chart cannot see it)', async () => {
+    const objs = await render('psk.existingSecret=mesh-key', 'psk.secretKey=key.txt')
+    expect(secrets(objs)).toEqual([])
+    for (const [w, name] of [[serverDs(objs), 'server'], [agentWorkload(objs), 'agent']] as const) {
+      expect(fileSource(w, name, '/etc/edgemesh/swarm.key', objs)).toEqual({ kind: 'Secret', name: 'mesh-key', key: 'key.txt', optional: false })
+      expect(checksum(w)).toBeUndefined()
+    }
+    for (const cfg of configs(objs)) expect(cfg.pskFile).toBe('/etc/edgemesh/swarm.key')
+  })
+
+  it('psk.enabled=false (the opt-out): no Secret, no pskFile, no mount; the configs stay valid', async () => {
+    const objs = await render('psk.enabled=false')
+    expect(secrets(objs)).toEqual([])
+    const [server, agent] = configs(objs)
+    expect(server!.pskFile).toBeUndefined()
+    expect(agent!.pskFile).toBeUndefined()
+    expect(ServerConfig.safeParse(server).success).toBe(true)
+    expect(AgentConfig.safeParse({ ...agent, nodeName: 'edge-node-1' }).success).toBe(true)
+    for (const w of [serverDs(objs), agentWorkload(objs)]) {
+      const config = (w.spec.template.spec.volumes as Obj[]).find((v) => v.name === 'config')!
+      expect(config.projected.sources.map((src: Obj) => Object.keys(src)[0])).toEqual(['configMap'])
+      expect(checksum(w)).toBeUndefined()
+    }
+  })
+
+  it('agents without this release\'s relay (server.enabled=false) need the relay\'s key: no random one, the render says how', async () => {
+    const edge = ['server.enabled=false', 'agent.relays[0].host=203.0.113.10', 'agent.relays[0].peerId=12D3KooWPgHATvH9wN3n43y2TgqGQabmPTxmEDX3rUHkRqLbuZAT']
+    const err = await render(...edge).then(() => undefined, (e: Error) => e)
+    expect(err, 'helm template must fail').toBeInstanceOf(Error)
+    expect(err!.message).toContain('server.enabled is false, so the agents use a relay of another release or cluster, and they need that relay\'s PSK')
+    expect(err!.message).toContain('--set psk.existingSecret=edgemesh-psk')
+    expect(err!.message).toContain('--set psk.enabled=false')
+    const key = 'cd'.repeat(32)
+    const withKey = await render(...edge, `psk.key=${key}`)
+    expect(swarmKey(withKey)).toBe(`/key/swarm/psk/1.0.0/\n/base16/\n${key}`)
+    const existing = await render(...edge, 'psk.existingSecret=edgemesh-psk')
+    expect(secrets(existing)).toEqual([])
+    expect(parseYaml(find('ConfigMap', 'edgemesh-agent', existing).data['agent.yaml']).pskFile).toBe('/etc/edgemesh/swarm.key')
+  })
+
+  it('server.limits reach server.yaml\'s limits, valid for ServerConfig; none by default (the binary\'s defaults)', async () => {
+    expect(configs(chart)[0]!.limits).toBeUndefined()
+    const objs = await render('server.limits.maxAgentsPerIp=3', 'server.limits.circuitDataBytes=0')
+    const server = configs(objs)[0]!
+    expect(server.limits).toEqual({ maxAgentsPerIp: 3, circuitDataBytes: 0 })
+    expect(ServerConfig.parse(server).limits).toMatchObject({ maxAgentsPerIp: 3, circuitDataBytes: 0, connectBurst: 100 })
+    const bad = await render('server.limits.maxPairs=3').then(() => undefined, (e: Error) => e)
+    expect(bad?.message).toContain("at '/server/limits': additional properties 'maxPairs' not allowed")
   })
 })

@@ -177,10 +177,18 @@ NET_ADMIN (create the edgemesh0 bridge and put the listen address on it) and NET
 {{- end }}
 
 {{/*
-PSK: "true" when a swarm.key Secret is mounted (created here or existing), else empty.
+PSK: "true" when the relay and the agents get a swarm.key (the default), empty with
+psk.enabled=false. dig: values reused from a release older than psk.enabled get the default.
 */}}
 {{- define "edgemesh.psk.enabled" -}}
-{{- if or .Values.psk.existingSecret .Values.psk.create }}true{{ end }}
+{{- if (dig "enabled" true .Values.psk) }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the chart owns the PSK Secret (no psk.existingSecret) and something mounts it.
+*/}}
+{{- define "edgemesh.psk.created" -}}
+{{- if and (include "edgemesh.psk.enabled" .) (not .Values.psk.existingSecret) (or .Values.server.enabled .Values.agent.enabled) }}true{{ end }}
 {{- end }}
 
 {{- define "edgemesh.psk.secretName" -}}
@@ -188,12 +196,33 @@ PSK: "true" when a swarm.key Secret is mounted (created here or existing), else 
 {{- end }}
 
 {{/*
-The swarm.key file content (libp2p pnet v1 format, no trailing newline). Agents MAC their
-rendezvous registrations with the file's bytes, so every copy must be byte-identical.
+The swarm.key file content (libp2p pnet v1: "/key/swarm/psk/1.0.0/\n/base16/\n<64 hex>", no
+trailing newline; @libp2p/pnet decodes it, and agents MAC their registrations with its exact
+bytes, so every copy must be byte-identical). psk.key when given; otherwise the bytes the
+release's Secret already holds (`lookup`: kept across upgrades and reinstalls); otherwise a new
+random key (sha256 of 64 random alphanumerics: 64 lowercase hex). Computed once per render
+(memo in .Values.psk._file) so the Secret and the checksum annotations agree. `helm template`
+cannot look up, so it renders a fresh key each time.
 */}}
 {{- define "edgemesh.psk.file" -}}
-{{- $key := required "psk.key is required when psk.create is true (64 hex characters: openssl rand -hex 32)" .Values.psk.key }}
-{{- printf "/key/swarm/psk/1.0.0/\n/base16/\n%s" (lower $key) }}
+{{- if not (hasKey .Values.psk "_file") }}
+{{- $file := "" }}
+{{- if .Values.psk.key }}
+{{- $file = printf "/key/swarm/psk/1.0.0/\n/base16/\n%s" (lower .Values.psk.key) }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "edgemesh.psk.secretName" .) | default dict }}
+{{- $kept := dig "data" .Values.psk.secretKey "" $existing }}
+{{- if $kept }}
+{{- $file = b64dec $kept }}
+{{- else if not .Values.server.enabled }}
+{{- fail (printf "\n\nserver.enabled is false, so the agents use a relay of another release or cluster, and they need that relay's PSK, which this chart cannot generate.\nCopy its Secret into namespace %s and name it: --set psk.existingSecret=edgemesh-psk\n  kubectl -n <relay namespace> get secret <relay release>-psk -o jsonpath='{.data.swarm\\.key}' | base64 -d > swarm.key\n  kubectl -n %s create secret generic edgemesh-psk --from-file=swarm.key\nor give the same key: --set psk.key=<its 64 hex characters>; or, if that relay runs without a PSK, --set psk.enabled=false." .Release.Namespace .Release.Namespace) }}
+{{- else }}
+{{- $file = printf "/key/swarm/psk/1.0.0/\n/base16/\n%s" (randAlphaNum 64 | sha256sum) }}
+{{- end }}
+{{- end }}
+{{- $_ := set .Values.psk "_file" $file }}
+{{- end }}
+{{- .Values.psk._file }}
 {{- end }}
 
 {{/*
@@ -233,6 +262,9 @@ server.yaml (ServerConfig in shared/config.ts).
   "maxAgents" (int $v.server.maxAgents)
   "logLevel" $v.server.logLevel
 }}
+{{- with (dig "limits" dict $v.server) }}
+{{- $_ := set $c "limits" (deepCopy .) }}
+{{- end }}
 {{- if include "edgemesh.psk.enabled" . }}
 {{- $_ := set $c "pskFile" "/etc/edgemesh/swarm.key" }}
 {{- end }}
