@@ -2,6 +2,7 @@
 // and one UDP socket (rendezvous + blind relay), plus /healthz and /metrics.
 import { loadConfig, loadPsk, ServerConfig } from '../shared/config.ts'
 import { loadOrCreateIdentity } from '../shared/identity.ts'
+import { ed25519Signer } from '../shared/ed25519.ts'
 import { parseDaemonArgs, reportStacksAt } from '../shared/cli-main.ts'
 import { createLogger } from '../shared/logging.ts'
 import { Metrics } from '../shared/metrics.ts'
@@ -26,7 +27,7 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
   socket.bind(config.listen.udpPort, config.listen.host)
   const relay = new BlindRelay({ udx, socket, log: log.child({ component: 'blind-relay' }), metrics, maxPairs: config.limits.maxRelayPairs, maxPairsPerAgent: config.limits.relayPairsPerAgent })
   const rendezvous = new RendezvousServer({
-    socket, relay, metrics, log: log.child({ component: 'rendezvous' }),
+    socket, relay, metrics, log: log.child({ component: 'rendezvous' }), sign: ed25519Signer(identity.privateKey),
     keepaliveMs: config.keepaliveMs, maxAgents: config.maxAgents, limits: config.limits, ...(psk != null ? { psk } : {})
   })
   socket.on('message', (buf, from) => { rendezvous.onDatagram(buf, from) })

@@ -11,8 +11,8 @@ import { endpointKey, type Endpoint } from '../shared/wire/addr.ts'
 import { macMatches } from '../shared/wire/auth.ts'
 import { peerIdFromBytes } from '../shared/peer-id.ts'
 import {
-  ConnectErrorCode, decodeMessage, encodeMessage, looksLikeRendezvous,
-  type Candidate, type ConnectMessage, type PeerInfoMessage, type RegisterMessage
+  ConnectErrorCode, decodeMessage, encodeRelayMessage, looksLikeRendezvous,
+  type Candidate, type ConnectMessage, type PeerInfoMessage, type RegisterMessage, type UnsignedRelayMessage
 } from '../shared/wire/rendezvous.ts'
 import type { BlindRelay } from './blind-relay.ts'
 import { GroupLimiter, KeyedRateLimiter, createRefuse, type Refuse } from './limits.ts'
@@ -27,6 +27,8 @@ interface Registration {
   observed: Endpoint
   candidates: Candidate[]
   lastTimestampMs: number
+  /** the timestamp of its latest accepted register: echoed in every message to it */
+  echoMs: number
   lastSeen: number
 }
 
@@ -37,6 +39,8 @@ export interface RendezvousOptions {
   metrics: Metrics
   keepaliveMs: number
   maxAgents: number
+  /** signs what the relay tells agents, with its identity key (shared/ed25519.ts) */
+  sign: (data: Uint8Array) => Uint8Array
   /** registrations per source IP; connect requests per agent (token bucket) */
   limits: { maxAgentsPerIp: number, connectsPerSecond: number, connectBurst: number }
   psk?: Uint8Array
@@ -125,6 +129,7 @@ export class RendezvousServer {
       observed: { host: from.host, port: from.port },
       candidates: m.candidates,
       lastTimestampMs: Math.max(m.timestampMs, existing?.lastTimestampMs ?? 0),
+      echoMs: m.timestampMs,
       lastSeen: now
     }
     this.byPeer.set(key, reg)
@@ -132,7 +137,7 @@ export class RendezvousServer {
     this.registrations.set(key, from.host)
     metrics.registeredAgents.set(this.byPeer.size)
     if (existing == null || !sameSource) this.opts.log.info({ node: m.nodeName, peer: key, observed: endpointKey(from) }, 'agent registered')
-    this.send(encodeMessage({ type: 'registered', observed: reg.observed, bootId: this.bootId, keepaliveMs: this.opts.keepaliveMs }), from)
+    this.sendSigned({ type: 'registered', observed: reg.observed, bootId: this.bootId, keepaliveMs: this.opts.keepaliveMs, echo: reg.echoMs }, m.peerId, from)
   }
 
   private onConnect (m: ConnectMessage, from: Endpoint): void {
@@ -141,7 +146,7 @@ export class RendezvousServer {
     const a = this.byEndpoint.get(fromKey)
     if (a == null) {
       this.refuse('connect-not-registered', { from: fromKey })
-      this.send(encodeMessage({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.notRegistered, reason: 'register first' }), from)
+      this.sendSigned({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.notRegistered, reason: 'register first', echo: 0 }, m.requester, from)
       return
     }
     a.lastSeen = Date.now()
@@ -153,14 +158,14 @@ export class RendezvousServer {
     }
     if (!this.connectRate.allow(a.peerId.toString(), Date.now())) {
       this.refuse('connect-rate', { node: a.nodeName, from: fromKey })
-      this.send(encodeMessage({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.overloaded, reason: 'connect rate limit of this relay reached: retry later' }), from)
+      this.sendSigned({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.overloaded, reason: 'connect rate limit of this relay reached: retry later', echo: a.echoMs }, a.peerIdBytes, from)
       return
     }
     let targetKey: string
     try { targetKey = peerIdFromBytes(m.target).toString() } catch { metrics.droppedDatagrams.inc({ reason: 'bad-peer-id' }); return }
     const b = this.byPeer.get(targetKey)
     if (b == null) {
-      this.send(encodeMessage({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.peerNotOnUdp, reason: 'peer is not registered over UDP with this relay' }), from)
+      this.sendSigned({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.peerNotOnUdp, reason: 'peer is not registered over UDP with this relay', echo: a.echoMs }, a.peerIdBytes, from)
       return
     }
     const session = randomBytes(8).readBigUInt64BE(0)
@@ -176,15 +181,15 @@ export class RendezvousServer {
         relayA = relayB = relaySideA = relaySideB = 0
       }
     }
-    const toB: PeerInfoMessage = {
+    const toB: Omit<PeerInfoMessage, 'signature'> = {
       type: 'peer-info', requestId: 0, session, initiator: false, peer: a.peerIdBytes, peerName: a.nodeName,
-      candidates: this.candidatesOf(a), directLocalId: directB, directRemoteId: directA, relayLocalId: relayB, relayRemoteId: relaySideB
+      candidates: this.candidatesOf(a), directLocalId: directB, directRemoteId: directA, relayLocalId: relayB, relayRemoteId: relaySideB, echo: b.echoMs
     }
-    const toA: PeerInfoMessage = {
+    const toA: Omit<PeerInfoMessage, 'signature'> = {
       type: 'peer-info', requestId: m.requestId, session, initiator: true, peer: b.peerIdBytes, peerName: b.nodeName,
-      candidates: this.candidatesOf(b), directLocalId: directA, directRemoteId: directB, relayLocalId: relayA, relayRemoteId: relaySideA
+      candidates: this.candidatesOf(b), directLocalId: directA, directRemoteId: directB, relayLocalId: relayA, relayRemoteId: relaySideA, echo: a.echoMs
     }
-    const replies: Array<[Uint8Array, Endpoint]> = [[encodeMessage(toB), b.observed], [encodeMessage(toA), a.observed]]
+    const replies: Array<[Uint8Array, Endpoint]> = [[encodeRelayMessage(toB, b.peerIdBytes, this.opts.sign), b.observed], [encodeRelayMessage(toA, a.peerIdBytes, this.opts.sign), a.observed]]
     this.recentConnects.set(cacheKey, { at: Date.now(), replies })
     for (const [buf, to] of replies) this.send(buf, to)
     this.opts.log.debug({ from: a.nodeName, to: b.nodeName, relay: relayA !== 0 }, 'connect coordinated')
@@ -206,6 +211,11 @@ export class RendezvousServer {
 
   private send (buf: Uint8Array, to: Endpoint): void {
     this.opts.socket.trySend(buf, to.port, to.host)
+  }
+
+  /** Relay-to-agent messages are signed for their recipient (agent/tunnel/relay-auth.ts checks them). */
+  private sendSigned (m: UnsignedRelayMessage, recipient: Uint8Array, to: Endpoint): void {
+    this.send(encodeRelayMessage(m, recipient, this.opts.sign), to)
   }
 
   private expire (): void {

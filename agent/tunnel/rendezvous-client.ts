@@ -1,6 +1,7 @@
 // One agent's conversation with one relay over the shared UDP socket: signed registration
 // (which doubles as the keepalive that holds the NAT mapping open), restart detection via the
 // relay's boot id, and connect requests that return the peer's candidates and stream ids.
+// Nothing the relay says is acted on before relay-auth.ts has checked it came from the relay.
 import { EventEmitter } from 'node:events'
 import { randomInt } from 'node:crypto'
 import type { PrivateKey } from '@libp2p/interface'
@@ -10,12 +11,15 @@ import type { UdxSocket } from '../../shared/udx.ts'
 import type { Endpoint } from '../../shared/wire/addr.ts'
 import { pskMac } from '../../shared/wire/auth.ts'
 import {
-  encodeMessage, encodeRegister, encodeRegisterBody,
-  type Candidate, type ConnectErrorMessage, type PeerInfoMessage, type RendezvousMessage
+  MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS, encodeMessage, encodeRegister, encodeRegisterBody,
+  type Candidate, type ConnectErrorMessage, type PeerInfoMessage, type RelayMessage
 } from '../../shared/wire/rendezvous.ts'
+import { RelayAuth } from './relay-auth.ts'
 
 /** Missed keepalive answers before the relay counts as unreachable. */
 const MISSES_BEFORE_DOWN = 3
+/** After the first, forged relay messages are logged at most this often (they are counted always). */
+const FORGERY_LOG_INTERVAL_MS = 10 * 60_000
 
 export class ConnectRefusedError extends Error {
   readonly code: number
@@ -46,8 +50,13 @@ export interface RendezvousClientOptions {
   candidates: () => Candidate[]
   psk?: Uint8Array
   keepaliveMs: number
+  /** checks a signature with the relay's public key (from relay.peerId) */
+  verifyRelay: (data: Uint8Array, signature: Uint8Array) => boolean
   log: Logger
 }
+
+/** What became of a datagram from the relay's address. */
+export type RelayMessageOutcome = 'handled' | 'unexpected' | 'forged'
 
 export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   readonly endpoint: Endpoint
@@ -65,6 +74,9 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   private readonly pending = new Map<number, { resolve: (m: PeerInfoMessage) => void, reject: (e: Error) => void }>()
   private readonly upWaiters = new Set<() => void>()
   private stopped = false
+  private readonly auth: RelayAuth
+  private forgeryLoggedAt = -Infinity
+  private forgeriesSinceLog = 0
 
   constructor (opts: RendezvousClientOptions) {
     super()
@@ -72,6 +84,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.relay = opts.relay
     this.endpoint = opts.endpoint
     this.keepaliveMs = opts.keepaliveMs
+    this.auth = new RelayAuth({ verify: opts.verifyRelay, self: opts.peerIdBytes })
   }
 
   start (): void {
@@ -96,7 +109,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     const { privateKey, peerIdBytes, nodeName, psk } = this.opts
     let body: Uint8Array
     try {
-      body = encodeRegisterBody({ timestampMs: Date.now(), peerId: peerIdBytes, nodeName, candidates: this.opts.candidates() })
+      body = encodeRegisterBody({ timestampMs: this.auth.nextRegisterTimestamp(), peerId: peerIdBytes, nodeName, candidates: this.opts.candidates() })
     } catch (err) {
       this.opts.log.error({ err }, 'cannot encode registration')
       return
@@ -129,8 +142,14 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     })
   }
 
-  /** Messages that came from this relay's endpoint (already decoded). */
-  onMessage (m: RendezvousMessage): boolean {
+  /**
+   * A message from this relay's endpoint (decoded; `signed` as decodeMessage returned it).
+   * Forgeries are logged here (rate-limited) and change nothing; the caller counts them.
+   */
+  onMessage (m: RelayMessage, signed: Uint8Array): RelayMessageOutcome {
+    const check = this.auth.check(m, signed, (id) => this.pending.has(id))
+    if (check.verdict === 'unexpected') return 'unexpected'
+    if (check.verdict === 'forged') { this.logForgery(check.reason); return 'forged' }
     switch (m.type) {
       case 'registered': {
         this.misses = 0
@@ -138,36 +157,51 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
         const restarted = this.bootId !== null && this.bootId !== m.bootId
         this.bootId = m.bootId
         this.observed = m.observed
-        // follow the relay's hint, but never slower than our own configured interval
-        this.keepaliveMs = Math.min(this.opts.keepaliveMs, m.keepaliveMs)
+        // follow the relay's hint, but never slower than our own configured interval (the
+        // decoder bounds it already; clamped again so no value can make a tight loop)
+        this.keepaliveMs = Math.min(this.opts.keepaliveMs, Math.max(MIN_KEEPALIVE_MS, Math.min(MAX_KEEPALIVE_MS, m.keepaliveMs)))
         if (restarted) {
           this.opts.log.warn({ relay: `${this.endpoint.host}:${this.endpoint.port}` }, 'relay restarted: dropping sessions through it')
           this.emit('restarted')
         }
         this.setUp(true)
-        return true
+        return 'handled'
       }
       case 'peer-info':
-        if (m.requestId === 0) { this.emit('incoming', m); return true }
+        if (m.requestId === 0) { this.emit('incoming', m); return 'handled' }
         this.pending.get(m.requestId)?.resolve(m)
-        return this.pending.delete(m.requestId)
+        return 'handled'
       case 'connect-error': {
         const p = this.pending.get(m.requestId)
-        if (p == null) return false
+        if (p == null) return 'unexpected'
         this.pending.delete(m.requestId)
         if (m.code === 3) void this.register() // relay forgot us: re-register now
         p.reject(new ConnectRefusedError(m))
-        return true
+        return 'handled'
       }
-      default:
-        return false
     }
+  }
+
+  /** A datagram from this relay's endpoint that does not even decode (out-of-range field, garbage). */
+  onUndecodable (err: Error): void {
+    this.logForgery(`undecodable: ${err.message}`)
+  }
+
+  /** Logs the first forgery at once, then at most one summary per FORGERY_LOG_INTERVAL_MS. */
+  private logForgery (reason: string): void {
+    this.forgeriesSinceLog++
+    const now = performance.now()
+    if (now - this.forgeryLoggedAt < FORGERY_LOG_INTERVAL_MS) return
+    this.opts.log.warn({ relay: `${this.endpoint.host}:${this.endpoint.port}`, reason, count: this.forgeriesSinceLog },
+      'dropped a forged message claiming to come from the relay (spoofed source address?); further ones are counted in edgemesh_dropped_datagrams_total{reason="forged-relay-message"} and logged at most every 10 minutes')
+    this.forgeryLoggedAt = now
+    this.forgeriesSinceLog = 0
   }
 
   /** Asks the relay to introduce us to `target`; retransmits until answered. */
   async connect (target: Uint8Array, wantRelay: boolean, timeoutMs: number, signal?: AbortSignal): Promise<PeerInfoMessage> {
     const requestId = randomInt(1, 0xffffffff)
-    const msg = encodeMessage({ type: 'connect', requestId, target, wantRelay })
+    const msg = encodeMessage({ type: 'connect', requestId, target, wantRelay, requester: this.opts.peerIdBytes })
     return await new Promise((resolve, reject) => {
       const cleanup = (): void => {
         clearInterval(retry); clearTimeout(timeout)

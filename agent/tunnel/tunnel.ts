@@ -16,8 +16,10 @@ import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { createUdx, type UdxSocket } from '../../shared/udx.ts'
 import { endpointKey, type Endpoint } from '../../shared/wire/addr.ts'
-import { decodeMessage, looksLikeRendezvous, type Candidate, type PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
-import { peerIdFromBytes } from '../../shared/peer-id.ts'
+import { decodeMessage, isRelayMessage, looksLikeRendezvous, type Candidate, type PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
+import { parsePeerId, peerIdFromBytes } from '../../shared/peer-id.ts'
+import { ed25519Verifier } from '../../shared/ed25519.ts'
+import { ConfigError } from '../../shared/errors.ts'
 import type { PeerDirectory, PeerRecord } from './directory.ts'
 import { createAgentNode, type AgentNode } from './node.ts'
 import type { UdxPathStats } from './dgram-transport.ts'
@@ -141,7 +143,13 @@ export class Tunnel implements TunnelApi {
     const { config, nodeName } = this.opts
     this.socket.on('message', (buf, from) => { this.onDatagram(buf, from) })
     const peerIdBytes = this.node.peerId.toMultihash().bytes
-    for (const relay of config.relays) {
+    for (const [i, relay] of config.relays.entries()) {
+      let verifyRelay
+      try {
+        verifyRelay = ed25519Verifier(parsePeerId(relay.peerId, `relays[${i}].peerId`))
+      } catch (err: any) {
+        throw new ConfigError(String(err.message).startsWith('relays[') ? err.message : `relays[${i}].peerId: ${err.message}`)
+      }
       const client = new RendezvousClient({
         relay,
         endpoint: { host: relay.host, port: relay.udpPort },
@@ -152,6 +160,7 @@ export class Tunnel implements TunnelApi {
         candidates: () => this.localCandidates(),
         ...(this.opts.psk != null ? { psk: this.opts.psk } : {}),
         keepaliveMs: config.tunnel.keepaliveMs,
+        verifyRelay,
         log: this.log.child({ component: 'rendezvous' })
       })
       client.on('incoming', (info) => { this.onIncoming(client, info) })
@@ -183,19 +192,24 @@ export class Tunnel implements TunnelApi {
   private onDatagram (buf: Buffer, from: Endpoint): void {
     const { metrics } = this.opts
     if (!looksLikeRendezvous(buf)) { metrics.droppedDatagrams.inc({ reason: 'not-rendezvous' }); return }
-    let m
+    // a relay's address can be spoofed: what claims to come from one is checked by its client
+    const client = this.clientsByEndpoint.get(endpointKey(from))
+    let decoded
     try {
-      m = decodeMessage(buf).message
-    } catch {
-      metrics.droppedDatagrams.inc({ reason: 'malformed' })
+      decoded = decodeMessage(buf)
+    } catch (err) {
+      if (client != null) client.onUndecodable(err as Error)
+      metrics.droppedDatagrams.inc({ reason: client != null ? 'forged-relay-message' : 'malformed' })
       return
     }
+    const m = decoded.message
     if (m.type === 'punch') {
       if (!this.punches.onPunch(m.session, m.ack, from)) metrics.droppedDatagrams.inc({ reason: 'unknown-session' })
       return
     }
-    const client = this.clientsByEndpoint.get(endpointKey(from))
-    if (client == null || !client.onMessage(m)) metrics.droppedDatagrams.inc({ reason: 'unexpected' })
+    if (client == null || !isRelayMessage(m) || decoded.signed == null) { metrics.droppedDatagrams.inc({ reason: 'unexpected' }); return }
+    const outcome = client.onMessage(m, decoded.signed)
+    if (outcome !== 'handled') metrics.droppedDatagrams.inc({ reason: outcome === 'forged' ? 'forged-relay-message' : 'unexpected' })
   }
 
   /** LAN addresses (same UDP/TCP ports) offered to peers for same-site direct paths. */

@@ -2,15 +2,29 @@
 // (register, connect, peer-info) and between two agents (punch). They share the socket with
 // UDX streams; UDX packets start with 0xff, ours with the magic "EM", so they never collide.
 //
-// Layout: 'E' 'M' version type | fields (big endian). Decoding never trusts a length: any
-// malformed input throws WireError, and callers drop and count it.
+// Layout: 'E' 'M' version type | fields (big endian). Decoding never trusts a length and bounds
+// every number: any malformed or out-of-range input throws WireError, and callers drop and count it.
+//
+// What the relay tells an agent (registered, peer-info, connect-error) ends with `echo` (the
+// timestamp of the agent's latest register the relay accepted, on the agent's own clock) and a
+// 64-byte Ed25519 signature by the relay's identity key over the message bytes before the
+// signature followed by the recipient agent's peer id (relaySignedBytes). The agent knows the
+// relay's peer id from its config, so a spoofed relay address gets it nothing (agent/tunnel/relay-auth.ts).
 import { ByteReader, ByteWriter, WireError } from './bytes.ts'
 import { readEndpoint, writeEndpoint, type Endpoint } from './addr.ts'
 
 export const MAGIC0 = 0x45 // 'E'
 export const MAGIC1 = 0x4d // 'M'
-export const VERSION = 1
+/** 2: relay-to-agent messages carry echo + signature; connect carries the requester's peer id */
+export const VERSION = 2
 export const MAX_CANDIDATES = 16
+/** Ed25519 signature length */
+export const SIGNATURE_BYTES = 64
+/** The keepalive interval a relay may ask for (the range ServerConfig.keepaliveMs allows). */
+export const MIN_KEEPALIVE_MS = 200
+export const MAX_KEEPALIVE_MS = 25_000
+/** timestamps and echoes are JavaScript numbers on both ends: integers up to 2^53 - 1 */
+export const MAX_TIMESTAMP_MS = Number.MAX_SAFE_INTEGER
 
 export interface Candidate extends Endpoint { proto: 'udp' | 'tcp' }
 
@@ -48,39 +62,53 @@ export interface RegisteredMessage {
   observed: Endpoint
   /** random per relay process: a change tells agents the relay restarted and lost state */
   bootId: number
+  /** MIN_KEEPALIVE_MS..MAX_KEEPALIVE_MS */
   keepaliveMs: number
+  /** the timestampMs of the register this answers */
+  echo: number
+  signature: Uint8Array
 }
 
 export interface ConnectMessage {
   type: 'connect'
+  /** random, nonzero: binds the answer to this request */
   requestId: number
   target: Uint8Array
   /** also allocate a blind relay session, so the caller can race relay against the punch */
   wantRelay: boolean
+  /** the asking agent's peer id: the relay signs even its "register first" answer for it */
+  requester: Uint8Array
 }
 
 export interface PeerInfoMessage {
   type: 'peer-info'
-  /** the connect request this answers; 0 on the responder side */
+  /** the connect request this answers; 0 on the responder side (and only there: initiator === requestId !== 0) */
   requestId: number
   session: bigint
   initiator: boolean
   peer: Uint8Array
   peerName: string
   candidates: Candidate[]
-  /** UDX stream ids for the punched path: ours and the peer's */
+  /** UDX stream ids for the punched path: ours and the peer's (nonzero) */
   directLocalId: number
   directRemoteId: number
-  /** UDX stream ids for the blind relay path (0 when none was allocated) */
+  /** UDX stream ids for the blind relay path (both 0 when none was allocated) */
   relayLocalId: number
   relayRemoteId: number
+  /** the recipient's latest register timestamp the relay accepted */
+  echo: number
+  signature: Uint8Array
 }
 
 export interface ConnectErrorMessage {
   type: 'connect-error'
+  /** the connect this answers (nonzero) */
   requestId: number
   code: ConnectErrorCode
   reason: string
+  /** the recipient's latest register timestamp the relay accepted; 0 when it has none (notRegistered) */
+  echo: number
+  signature: Uint8Array
 }
 
 export interface PunchMessage {
@@ -90,6 +118,14 @@ export interface PunchMessage {
 }
 
 export type RendezvousMessage = RegisterMessage | RegisteredMessage | ConnectMessage | PeerInfoMessage | ConnectErrorMessage | PunchMessage
+/** What a relay sends an agent: signed by the relay. */
+export type RelayMessage = RegisteredMessage | PeerInfoMessage | ConnectErrorMessage
+/** A relay message before signing. */
+export type UnsignedRelayMessage = Omit<RegisteredMessage, 'signature'> | Omit<PeerInfoMessage, 'signature'> | Omit<ConnectErrorMessage, 'signature'>
+
+export function isRelayMessage (m: RendezvousMessage): m is RelayMessage {
+  return m.type === 'registered' || m.type === 'peer-info' || m.type === 'connect-error'
+}
 
 /** UTF-8 bytes of s, cut to at most max bytes on a character boundary. */
 function truncateUtf8 (s: string, max: number): Uint8Array {
@@ -131,6 +167,7 @@ function readCandidates (r: ByteReader): Candidate[] {
 export function encodeRegisterBody (m: Omit<RegisterMessage, 'type' | 'signature' | 'mac'>): Uint8Array {
   const w = header(MessageType.register)
   if (m.peerId.byteLength === 0 || m.peerId.byteLength > 64) throw new WireError('peer id must be 1-64 bytes')
+  checkRange(m.timestampMs, 0, MAX_TIMESTAMP_MS, 'timestamp')
   w.u64(BigInt(m.timestampMs)).shortBytes(m.peerId, 'peer id').utf8(m.nodeName, 'node name')
   writeCandidates(w, m.candidates)
   return w.finish()
@@ -140,35 +177,133 @@ export function encodeRegister (body: Uint8Array, signature: Uint8Array, mac: Ui
   return new ByteWriter(body.byteLength + 100).bytes(body).shortBytes(signature, 'signature').shortBytes(mac, 'mac').finish()
 }
 
+/** Throws WireError unless v is an integer in min..max (named after the field). */
+function checkRange (v: number, min: number, max: number, what: string): void {
+  if (!Number.isInteger(v) || v < min || v > max) throw new WireError(`${what} out of range: ${v}`)
+}
+
+function checkPeerId (b: Uint8Array, what: string): void {
+  if (b.byteLength === 0 || b.byteLength > 64) throw new WireError(`${what} must be 1-64 bytes`)
+}
+
+/**
+ * The bounds every message must meet beyond its layout. Encoders and the decoder both apply it,
+ * so whatever decodes is something an honest peer could have sent.
+ */
+function checkBounds (m: RendezvousMessage): void {
+  switch (m.type) {
+    case 'register':
+      checkRange(m.timestampMs, 0, MAX_TIMESTAMP_MS, 'timestamp')
+      return
+    case 'registered':
+      checkRange(m.bootId, 0, 0xffffffff, 'boot id')
+      checkRange(m.keepaliveMs, MIN_KEEPALIVE_MS, MAX_KEEPALIVE_MS, 'keepalive')
+      checkRange(m.echo, 1, MAX_TIMESTAMP_MS, 'echo')
+      return
+    case 'connect':
+      checkRange(m.requestId, 1, 0xffffffff, 'request id')
+      checkPeerId(m.target, 'target')
+      checkPeerId(m.requester, 'requester')
+      return
+    case 'peer-info':
+      checkRange(m.requestId, 0, 0xffffffff, 'request id')
+      if (m.initiator !== (m.requestId !== 0)) throw new WireError('peer-info role does not match its request id')
+      if (m.session < 0n || m.session > 0xffffffffffffffffn) throw new WireError('session out of range')
+      checkPeerId(m.peer, 'peer id')
+      checkRange(m.directLocalId, 1, 0xffffffff, 'direct id')
+      checkRange(m.directRemoteId, 1, 0xffffffff, 'direct id')
+      checkRange(m.relayLocalId, 0, 0xffffffff, 'relay id')
+      checkRange(m.relayRemoteId, 0, 0xffffffff, 'relay id')
+      if ((m.relayLocalId === 0) !== (m.relayRemoteId === 0)) throw new WireError('relay ids must be both zero or both nonzero')
+      checkRange(m.echo, 1, MAX_TIMESTAMP_MS, 'echo')
+      return
+    case 'connect-error':
+      checkRange(m.requestId, 1, 0xffffffff, 'request id')
+      checkRange(m.code, 1, 4, 'error code')
+      checkRange(m.echo, 0, MAX_TIMESTAMP_MS, 'echo')
+      return
+    case 'punch':
+      if (m.session < 0n || m.session > 0xffffffffffffffffn) throw new WireError('session out of range')
+  }
+}
+
+/** The bytes of a relay message its signature covers (everything before the signature). */
+function encodeRelayBody (m: UnsignedRelayMessage): Uint8Array {
+  const w = header(MessageType[m.type === 'registered' ? 'registered' : m.type === 'peer-info' ? 'peerInfo' : 'connectError'])
+  switch (m.type) {
+    case 'registered':
+      writeEndpoint(w, m.observed)
+      w.u32(m.bootId).u32(m.keepaliveMs)
+      break
+    case 'peer-info':
+      w.u32(m.requestId).u64(m.session).u8(m.initiator ? 1 : 0).shortBytes(m.peer, 'peer id').utf8(m.peerName, 'peer name')
+      writeCandidates(w, m.candidates)
+      w.u32(m.directLocalId).u32(m.directRemoteId).u32(m.relayLocalId).u32(m.relayRemoteId)
+      break
+    case 'connect-error':
+      w.u32(m.requestId).u8(m.code).shortBytes(truncateUtf8(m.reason, 200), 'reason')
+      break
+  }
+  // bounds last, so layout errors (a hostname, an oversized field) keep their precise message
+  checkBounds({ ...m, signature: new Uint8Array(SIGNATURE_BYTES) } as RelayMessage)
+  return w.u64(BigInt(m.echo)).finish()
+}
+
+/** What a relay signs and an agent verifies: the message bytes before the signature, then the recipient's peer id. */
+export function relaySignedBytes (signed: Uint8Array, recipient: Uint8Array): Uint8Array {
+  const out = new Uint8Array(signed.byteLength + recipient.byteLength)
+  out.set(signed, 0)
+  out.set(recipient, signed.byteLength)
+  return out
+}
+
+/** Encodes a relay message for one agent, signed with `sign` (the relay's identity key). */
+export function encodeRelayMessage (m: UnsignedRelayMessage, recipient: Uint8Array, sign: (data: Uint8Array) => Uint8Array): Uint8Array {
+  const body = encodeRelayBody(m)
+  return appendSignature(body, sign(relaySignedBytes(body, recipient)))
+}
+
+function appendSignature (body: Uint8Array, signature: Uint8Array): Uint8Array {
+  if (signature.byteLength !== SIGNATURE_BYTES) throw new WireError(`signature must be ${SIGNATURE_BYTES} bytes`)
+  return new ByteWriter(body.byteLength + SIGNATURE_BYTES).bytes(body).bytes(signature).finish()
+}
+
 export function encodeMessage (m: Exclude<RendezvousMessage, RegisterMessage>): Uint8Array {
   switch (m.type) {
-    case 'registered': {
-      const w = header(MessageType.registered)
-      writeEndpoint(w, m.observed)
-      return w.u32(m.bootId).u32(m.keepaliveMs).finish()
-    }
-    case 'connect':
-      return header(MessageType.connect).u32(m.requestId).shortBytes(m.target, 'target').u8(m.wantRelay ? 1 : 0).finish()
-    case 'peer-info': {
-      const w = header(MessageType.peerInfo).u32(m.requestId).u64(m.session).u8(m.initiator ? 1 : 0)
-        .shortBytes(m.peer, 'peer id').utf8(m.peerName, 'peer name')
-      writeCandidates(w, m.candidates)
-      return w.u32(m.directLocalId).u32(m.directRemoteId).u32(m.relayLocalId).u32(m.relayRemoteId).finish()
-    }
+    case 'registered':
+    case 'peer-info':
     case 'connect-error':
-      return header(MessageType.connectError).u32(m.requestId).u8(m.code).shortBytes(truncateUtf8(m.reason, 200), 'reason').finish()
+      return appendSignature(encodeRelayBody(m), m.signature)
+    case 'connect': {
+      const w = header(MessageType.connect).u32(m.requestId).shortBytes(m.target, 'target').u8(m.wantRelay ? 1 : 0).shortBytes(m.requester, 'requester')
+      checkBounds(m)
+      return w.finish()
+    }
     case 'punch':
+      checkBounds(m)
       return header(MessageType.punch).u64(m.session).u8(m.ack ? 1 : 0).finish()
   }
 }
 
 export interface Decoded<M extends RendezvousMessage = RendezvousMessage> {
   message: M
-  /** for register: the bytes the signature covers */
+  /** for register and relay messages: the bytes the signature covers (for relay messages, before the recipient's peer id is appended) */
   signed?: Uint8Array
 }
 
-export function decodeMessage (buf: Uint8Array): Decoded {
+function readTimestamp (r: ByteReader, what: string): number {
+  const v = r.u64(what)
+  if (v > BigInt(MAX_TIMESTAMP_MS)) throw new WireError(`${what} out of range: ${v}`)
+  return Number(v)
+}
+
+function readBool (r: ByteReader, what: string): boolean {
+  const v = r.u8(what)
+  if (v > 1) throw new WireError(`${what} must be 0 or 1, got ${v}`)
+  return v === 1
+}
+
+function decodeUnchecked (buf: Uint8Array): Decoded {
   const r = new ByteReader(buf)
   if (r.u8('magic') !== MAGIC0 || r.u8('magic') !== MAGIC1) throw new WireError('bad magic')
   const version = r.u8('version')
@@ -176,7 +311,7 @@ export function decodeMessage (buf: Uint8Array): Decoded {
   const type = r.u8('type')
   switch (type) {
     case MessageType.register: {
-      const timestampMs = Number(r.u64('timestamp'))
+      const timestampMs = readTimestamp(r, 'timestamp')
       const peerId = r.shortBytes('peer id', 64)
       if (peerId.byteLength === 0) throw new WireError('empty peer id')
       const nodeName = r.utf8('node name', 253)
@@ -191,21 +326,26 @@ export function decodeMessage (buf: Uint8Array): Decoded {
       const observed = readEndpoint(r)
       const bootId = r.u32('boot id')
       const keepaliveMs = r.u32('keepalive')
+      const echo = readTimestamp(r, 'echo')
+      const signed = buf.subarray(0, r.position)
+      const signature = r.bytes(SIGNATURE_BYTES, 'signature')
       r.end()
-      return { message: { type: 'registered', observed, bootId, keepaliveMs } }
+      return { message: { type: 'registered', observed, bootId, keepaliveMs, echo, signature }, signed }
     }
     case MessageType.connect: {
       const requestId = r.u32('request id')
       const target = r.shortBytes('target', 64)
       if (target.byteLength === 0) throw new WireError('empty target')
       const flags = r.u8('flags')
+      const requester = r.shortBytes('requester', 64)
+      if (requester.byteLength === 0) throw new WireError('empty requester')
       r.end()
-      return { message: { type: 'connect', requestId, target, wantRelay: (flags & 1) === 1 } }
+      return { message: { type: 'connect', requestId, target, wantRelay: (flags & 1) === 1, requester } }
     }
     case MessageType.peerInfo: {
       const requestId = r.u32('request id')
       const session = r.u64('session')
-      const initiator = r.u8('role') === 1
+      const initiator = readBool(r, 'role')
       const peer = r.shortBytes('peer id', 64)
       if (peer.byteLength === 0) throw new WireError('empty peer id')
       const peerName = r.utf8('peer name', 253)
@@ -214,24 +354,40 @@ export function decodeMessage (buf: Uint8Array): Decoded {
       const directRemoteId = r.u32('direct id')
       const relayLocalId = r.u32('relay id')
       const relayRemoteId = r.u32('relay id')
+      const echo = readTimestamp(r, 'echo')
+      const signed = buf.subarray(0, r.position)
+      const signature = r.bytes(SIGNATURE_BYTES, 'signature')
       r.end()
-      return { message: { type: 'peer-info', requestId, session, initiator, peer, peerName, candidates, directLocalId, directRemoteId, relayLocalId, relayRemoteId } }
+      return {
+        message: { type: 'peer-info', requestId, session, initiator, peer, peerName, candidates, directLocalId, directRemoteId, relayLocalId, relayRemoteId, echo, signature },
+        signed
+      }
     }
     case MessageType.connectError: {
       const requestId = r.u32('request id')
       const code = r.u8('code')
       if (code < 1 || code > 4) throw new WireError(`unknown error code ${code}`)
       const reason = r.utf8('reason')
+      const echo = readTimestamp(r, 'echo')
+      const signed = buf.subarray(0, r.position)
+      const signature = r.bytes(SIGNATURE_BYTES, 'signature')
       r.end()
-      return { message: { type: 'connect-error', requestId, code: code as ConnectErrorCode, reason } }
+      return { message: { type: 'connect-error', requestId, code: code as ConnectErrorCode, reason, echo, signature }, signed }
     }
     case MessageType.punch: {
       const session = r.u64('session')
-      const ack = r.u8('ack') === 1
+      const ack = readBool(r, 'ack')
       r.end()
       return { message: { type: 'punch', session, ack } }
     }
     default:
       throw new WireError(`unknown message type ${type}`)
   }
+}
+
+/** Decodes one datagram; throws WireError on malformed input or any field out of bounds. */
+export function decodeMessage (buf: Uint8Array): Decoded {
+  const d = decodeUnchecked(buf)
+  checkBounds(d.message)
+  return d
 }

@@ -1,14 +1,15 @@
 // Unit tests for the rendezvous wire codec (shared/wire/rendezvous.ts) and its helpers
 // (addr.ts, bytes.ts): exact round trips, property-based round trips, precise errors for
-// malformed input, and a large fuzz run proving decodeMessage only ever throws WireError.
-import { randomBytes } from 'node:crypto'
+// malformed and out-of-range input, relay signatures, and a large fuzz run proving
+// decodeMessage only ever throws WireError or returns a message within every bound.
+import { generateKeyPairSync, randomBytes, sign as edSign, verify as edVerify } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import { ByteReader, ByteWriter, WireError } from '../../shared/wire/bytes.ts'
 import { endpointKey, readEndpoint, writeEndpoint, type Endpoint } from '../../shared/wire/addr.ts'
 import {
-  ConnectErrorCode, MAGIC0, MAGIC1, MAX_CANDIDATES, MessageType, VERSION,
-  decodeMessage, encodeMessage, encodeRegister, encodeRegisterBody, looksLikeRendezvous,
+  ConnectErrorCode, MAGIC0, MAGIC1, MAX_CANDIDATES, MAX_KEEPALIVE_MS, MAX_TIMESTAMP_MS, MIN_KEEPALIVE_MS, MessageType, SIGNATURE_BYTES, VERSION,
+  decodeMessage, encodeMessage, encodeRegister, encodeRegisterBody, encodeRelayMessage, isRelayMessage, looksLikeRendezvous, relaySignedBytes,
   type Candidate, type ConnectErrorMessage, type ConnectMessage, type PeerInfoMessage,
   type PunchMessage, type RegisterMessage, type RegisteredMessage, type RendezvousMessage
 } from '../../shared/wire/rendezvous.ts'
@@ -54,6 +55,8 @@ const u64 = (v: bigint): number[] => Array.from({ length: 8 }, (_, i) => Number(
 
 const PEER_A = Uint8Array.from({ length: 38 }, (_, i) => (i * 7 + 3) & 0xff)
 const PEER_B = Uint8Array.from({ length: 38 }, (_, i) => (i * 13 + 1) & 0xff)
+const SIG = Uint8Array.from({ length: SIGNATURE_BYTES }, (_, i) => (i * 5 + 11) & 0xff)
+const ECHO = 1_700_000_000_456
 
 const sampleCandidates: Candidate[] = [
   { proto: 'udp', host: '192.168.1.10', port: 4003 },
@@ -67,13 +70,13 @@ const samples: Record<RendezvousMessage['type'], RendezvousMessage> = {
     type: 'register', timestampMs: 1_700_000_000_123, peerId: PEER_A, nodeName: 'edge-1',
     candidates: sampleCandidates, signature: new Uint8Array(64).fill(0xab), mac: new Uint8Array(16).fill(0x5c)
   },
-  registered: { type: 'registered', observed: { host: '203.0.113.7', port: 40123 }, bootId: 0xdeadbeef, keepaliveMs: 2000 },
-  connect: { type: 'connect', requestId: 42, target: PEER_B, wantRelay: true },
+  registered: { type: 'registered', observed: { host: '203.0.113.7', port: 40123 }, bootId: 0xdeadbeef, keepaliveMs: 2000, echo: ECHO, signature: SIG },
+  connect: { type: 'connect', requestId: 42, target: PEER_B, wantRelay: true, requester: PEER_A },
   'peer-info': {
     type: 'peer-info', requestId: 7, session: 0x0123456789abcdefn, initiator: true, peer: PEER_B, peerName: 'edge-2',
-    candidates: sampleCandidates, directLocalId: 1, directRemoteId: 2, relayLocalId: 3, relayRemoteId: 0xffffffff
+    candidates: sampleCandidates, directLocalId: 1, directRemoteId: 2, relayLocalId: 3, relayRemoteId: 0xffffffff, echo: ECHO, signature: SIG
   },
-  'connect-error': { type: 'connect-error', requestId: 9, code: ConnectErrorCode.peerNotOnUdp, reason: 'peer is not registered over UDP' },
+  'connect-error': { type: 'connect-error', requestId: 9, code: ConnectErrorCode.peerNotOnUdp, reason: 'peer is not registered over UDP', echo: ECHO, signature: SIG },
   punch: { type: 'punch', session: 0xffffffffffffffffn, ack: false }
 }
 
@@ -112,31 +115,33 @@ describe('round trip of every message type', () => {
   it('registered', () => {
     const m = samples.registered
     const wire = encodeMessage(m as RegisteredMessage)
-    expect(Array.from(wire)).toEqual([...header(2), 4, 203, 0, 113, 7, ...u16(40123), ...u32(0xdeadbeef), ...u32(2000)])
+    expect(Array.from(wire)).toEqual([...header(2), 4, 203, 0, 113, 7, ...u16(40123), ...u32(0xdeadbeef), ...u32(2000), ...u64(BigInt(ECHO)), ...SIG])
     const d = decodeMessage(wire)
     expect(d.message).toEqual(m)
-    expect(d.signed).toBeUndefined()
+    // the signature covers everything before it
+    expect(Array.from(d.signed!)).toEqual(Array.from(wire.subarray(0, wire.byteLength - SIGNATURE_BYTES)))
   })
 
   it('registered with an IPv6 observed address', () => {
-    const m: RegisteredMessage = { type: 'registered', observed: { host: '2001:db8:0:0:0:0:0:2', port: 9 }, bootId: 0, keepaliveMs: 25_000 }
+    const m: RegisteredMessage = { type: 'registered', observed: { host: '2001:db8:0:0:0:0:0:2', port: 9 }, bootId: 0, keepaliveMs: 25_000, echo: 1, signature: SIG }
     expect(decodeMessage(encodeMessage(m)).message).toEqual(m)
   })
 
   it('connect with wantRelay true and false', () => {
     for (const wantRelay of [true, false]) {
-      const m: ConnectMessage = { type: 'connect', requestId: 0xfffffffe, target: PEER_B, wantRelay }
+      const m: ConnectMessage = { type: 'connect', requestId: 0xfffffffe, target: PEER_B, wantRelay, requester: bytes(0x42) }
       const wire = encodeMessage(m)
-      expect(wire[wire.byteLength - 1]).toBe(wantRelay ? 1 : 0)
+      expect(wire[wire.byteLength - 3]).toBe(wantRelay ? 1 : 0)
       expect(decodeMessage(wire).message).toEqual(m)
     }
   })
 
   it('connect: only bit 0 of the flags byte means wantRelay', () => {
     const base = [...header(3), ...u32(1), 1, 0x77]
-    expect((decodeMessage(bytes(...base, 0xfe)).message as ConnectMessage).wantRelay).toBe(false)
-    expect((decodeMessage(bytes(...base, 0xff)).message as ConnectMessage).wantRelay).toBe(true)
-    expect((decodeMessage(bytes(...base, 0x03)).message as ConnectMessage).wantRelay).toBe(true)
+    const requester = [1, 0x42]
+    expect((decodeMessage(bytes(...base, 0xfe, ...requester)).message as ConnectMessage).wantRelay).toBe(false)
+    expect((decodeMessage(bytes(...base, 0xff, ...requester)).message as ConnectMessage).wantRelay).toBe(true)
+    expect((decodeMessage(bytes(...base, 0x03, ...requester)).message as ConnectMessage).wantRelay).toBe(true)
   })
 
   it('peer-info with IPv4 and IPv6, udp and tcp candidates, both roles', () => {
@@ -163,13 +168,13 @@ describe('round trip of every message type', () => {
 
   it('connect-error for every code', () => {
     for (const code of Object.values(ConnectErrorCode)) {
-      const m: ConnectErrorMessage = { type: 'connect-error', requestId: 3, code, reason: `code ${code} — ünïcode` }
+      const m: ConnectErrorMessage = { type: 'connect-error', requestId: 3, code, reason: `code ${code} — ünïcode`, echo: code === ConnectErrorCode.notRegistered ? 0 : ECHO, signature: SIG }
       expect(decodeMessage(encodeMessage(m)).message).toEqual(m)
     }
   })
 
   it('connect-error truncates a long reason to 200 characters', () => {
-    const m: ConnectErrorMessage = { type: 'connect-error', requestId: 3, code: 1, reason: 'x'.repeat(1000) }
+    const m: ConnectErrorMessage = { type: 'connect-error', requestId: 3, code: 1, reason: 'x'.repeat(1000), echo: ECHO, signature: SIG }
     const d = decodeMessage(encodeMessage(m)).message as ConnectErrorMessage
     expect(d.reason).toBe('x'.repeat(200))
   })
@@ -178,7 +183,7 @@ describe('round trip of every message type', () => {
   // non-ASCII text are up to 600 UTF-8 bytes, over the u8 length limit: encoding throws
   // "reason too long to encode" instead of truncating (while a 1000-char ASCII reason works).
   it('connect-error with a long non-ASCII reason is truncated, not rejected', () => {
-    const m: ConnectErrorMessage = { type: 'connect-error', requestId: 3, code: 1, reason: 'é'.repeat(200) }
+    const m: ConnectErrorMessage = { type: 'connect-error', requestId: 3, code: 1, reason: 'é'.repeat(200), echo: ECHO, signature: SIG }
     const d = decodeMessage(encodeMessage(m)).message as ConnectErrorMessage
     expect(d.reason.length).toBeGreaterThan(0)
     expect('é'.repeat(200).startsWith(d.reason)).toBe(true)
@@ -212,13 +217,14 @@ describe('round trip of every message type', () => {
   })
 
   it('encoders refuse hostnames and IPv4-in-IPv6 literals as endpoints', () => {
-    expectWireError(() => encodeMessage({ type: 'registered', observed: { host: 'relay.example.com', port: 1 }, bootId: 1, keepaliveMs: 1 }), 'not an IP address: relay.example.com')
-    expectWireError(() => encodeMessage({ type: 'registered', observed: { host: '::ffff:1.2.3.4', port: 1 }, bootId: 1, keepaliveMs: 1 }), 'not an IP address: ::ffff:1.2.3.4')
-    expectWireError(() => encodeMessage({ type: 'registered', observed: { host: '1.2.3', port: 1 }, bootId: 1, keepaliveMs: 1 }), 'not an IP address: 1.2.3')
+    const reg = { type: 'registered' as const, bootId: 1, keepaliveMs: 2000, echo: 1, signature: SIG }
+    expectWireError(() => encodeMessage({ ...reg, observed: { host: 'relay.example.com', port: 1 } }), 'not an IP address: relay.example.com')
+    expectWireError(() => encodeMessage({ ...reg, observed: { host: '::ffff:1.2.3.4', port: 1 } }), 'not an IP address: ::ffff:1.2.3.4')
+    expectWireError(() => encodeMessage({ ...reg, observed: { host: '1.2.3', port: 1 } }), 'not an IP address: 1.2.3')
   })
 
   it('encoders refuse byte fields over 255 bytes', () => {
-    expectWireError(() => encodeMessage({ type: 'connect', requestId: 1, target: new Uint8Array(256), wantRelay: false }), 'target too long to encode')
+    expectWireError(() => encodeMessage({ type: 'connect', requestId: 1, target: new Uint8Array(256), wantRelay: false, requester: PEER_A }), 'target too long to encode')
     expectWireError(() => encodeRegisterBody({ timestampMs: 1, peerId: PEER_A, nodeName: 'n'.repeat(256), candidates: [] }), 'node name too long to encode')
     expectWireError(() => encodeRegister(bytes(1), new Uint8Array(256), new Uint8Array(0)), 'signature too long to encode')
   })
@@ -375,9 +381,11 @@ const nodeNameArb = fc.oneof(
   fc.stringMatching(/^[a-z0-9]([-a-z0-9.]{0,60}[a-z0-9])?$/)
 )
 
+const echoArb = fc.integer({ min: 1, max: MAX_TIMESTAMP_MS })
+const sigArb = fc.uint8Array({ minLength: SIGNATURE_BYTES, maxLength: SIGNATURE_BYTES })
 const registerArb: fc.Arbitrary<RegisterMessage> = fc.record({
   type: fc.constant('register' as const),
-  timestampMs: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  timestampMs: fc.integer({ min: 0, max: MAX_TIMESTAMP_MS }),
   peerId: peerIdArb,
   nodeName: nodeNameArb,
   candidates: candidatesArb,
@@ -388,30 +396,37 @@ const registeredArb: fc.Arbitrary<RegisteredMessage> = fc.record({
   type: fc.constant('registered' as const),
   observed: fc.record({ host: fc.oneof(ipv4Arb, ipv6Arb), port: portArb }),
   bootId: u32Arb,
-  keepaliveMs: u32Arb
+  keepaliveMs: fc.integer({ min: MIN_KEEPALIVE_MS, max: MAX_KEEPALIVE_MS }),
+  echo: echoArb,
+  signature: sigArb
 })
+const nonzeroU32Arb = fc.integer({ min: 1, max: 0xffffffff })
 const connectArb: fc.Arbitrary<ConnectMessage> = fc.record({
-  type: fc.constant('connect' as const), requestId: u32Arb, target: peerIdArb, wantRelay: fc.boolean()
+  type: fc.constant('connect' as const), requestId: nonzeroU32Arb, target: peerIdArb, wantRelay: fc.boolean(), requester: peerIdArb
 })
 const peerInfoArb: fc.Arbitrary<PeerInfoMessage> = fc.record({
   type: fc.constant('peer-info' as const),
-  requestId: u32Arb,
+  // 0 on the responder side only
+  requestId: fc.oneof(fc.constant(0), nonzeroU32Arb),
   session: u64Arb,
-  initiator: fc.boolean(),
   peer: fc.uint8Array({ minLength: 1, maxLength: 64 }),
   peerName: nodeNameArb,
   candidates: candidatesArb,
-  directLocalId: u32Arb,
-  directRemoteId: u32Arb,
-  relayLocalId: u32Arb,
-  relayRemoteId: u32Arb
-})
+  directLocalId: nonzeroU32Arb,
+  directRemoteId: nonzeroU32Arb,
+  // no relay leg (both 0) or a relay leg (both nonzero)
+  relayIds: fc.oneof(fc.constant([0, 0]), fc.tuple(nonzeroU32Arb, nonzeroU32Arb)),
+  echo: echoArb,
+  signature: sigArb
+}).map(({ relayIds, ...m }) => ({ ...m, initiator: m.requestId !== 0, relayLocalId: relayIds[0]!, relayRemoteId: relayIds[1]! }))
 const connectErrorArb: fc.Arbitrary<ConnectErrorMessage> = fc.record({
   type: fc.constant('connect-error' as const),
-  requestId: u32Arb,
+  requestId: nonzeroU32Arb,
   code: fc.constantFrom(...Object.values(ConnectErrorCode)),
   // at most 200 UTF-16 units (the encoder's cut) and 255 UTF-8 bytes (the wire limit)
-  reason: textArb(255).filter((s) => s.length <= 200)
+  reason: textArb(255).filter((s) => s.length <= 200),
+  echo: fc.oneof(fc.constant(0), echoArb),
+  signature: sigArb
 })
 const punchArb: fc.Arbitrary<PunchMessage> = fc.record({ type: fc.constant('punch' as const), session: u64Arb, ack: fc.boolean() })
 
@@ -441,6 +456,8 @@ describe('property-based round trips', () => {
       expect(d.message).toEqual(m)
       if (m.type === 'register') {
         expect(Array.from(d.signed!)).toEqual(Array.from(encodeRegisterMessage(m).body))
+      } else if (isRelayMessage(m)) {
+        expect(Array.from(d.signed!)).toEqual(Array.from(wire.subarray(0, wire.byteLength - SIGNATURE_BYTES)))
       } else {
         expect(d.signed).toBeUndefined()
       }
@@ -486,15 +503,17 @@ function layoutOf (m: RendezvousMessage): Layout {
         [1, 'signature length'], [m.signature.byteLength, 'signature'], [1, 'mac length'], [m.mac.byteLength, 'mac']]
     case 'registered':
       return [...headerLayout, [1, 'address family'], [m.observed.host.includes(':') ? 16 : 4, m.observed.host.includes(':') ? 'IPv6 address' : 'IPv4 address'],
-        [2, 'port'], [4, 'boot id'], [4, 'keepalive']]
+        [2, 'port'], [4, 'boot id'], [4, 'keepalive'], [8, 'echo'], [SIGNATURE_BYTES, 'signature']]
     case 'connect':
-      return [...headerLayout, [4, 'request id'], [1, 'target length'], [m.target.byteLength, 'target'], [1, 'flags']]
+      return [...headerLayout, [4, 'request id'], [1, 'target length'], [m.target.byteLength, 'target'], [1, 'flags'],
+        [1, 'requester length'], [m.requester.byteLength, 'requester']]
     case 'peer-info':
       return [...headerLayout, [4, 'request id'], [8, 'session'], [1, 'role'], [1, 'peer id length'], [m.peer.byteLength, 'peer id'],
         [1, 'peer name length'], [te.encode(m.peerName).byteLength, 'peer name'], ...candidatesLayout(m.candidates),
-        [4, 'direct id'], [4, 'direct id'], [4, 'relay id'], [4, 'relay id']]
+        [4, 'direct id'], [4, 'direct id'], [4, 'relay id'], [4, 'relay id'], [8, 'echo'], [SIGNATURE_BYTES, 'signature']]
     case 'connect-error':
-      return [...headerLayout, [4, 'request id'], [1, 'code'], [1, 'reason length'], [te.encode(m.reason).byteLength, 'reason']]
+      return [...headerLayout, [4, 'request id'], [1, 'code'], [1, 'reason length'], [te.encode(m.reason).byteLength, 'reason'],
+        [8, 'echo'], [SIGNATURE_BYTES, 'signature']]
     case 'punch':
       return [...headerLayout, [8, 'session'], [1, 'ack']]
   }
@@ -547,7 +566,7 @@ describe('malformed input', () => {
 
   it('wrong version', () => {
     const wire = encodeMessage(samples.punch as PunchMessage)
-    for (const v of [0, 2, 255]) {
+    for (const v of [0, 1, 3, 255]) { // 1: before relay messages were signed
       const bad = wire.slice(); bad[2] = v
       expectWireError(() => decodeMessage(bad), `unsupported version ${v}`)
     }
@@ -571,7 +590,7 @@ describe('malformed input', () => {
   })
 
   it('a candidate with port 0', () => {
-    const wire = encodeMessage({ type: 'registered', observed: { host: '1.2.3.4', port: 80 }, bootId: 1, keepaliveMs: 1 })
+    const wire = encodeMessage({ type: 'registered', observed: { host: '1.2.3.4', port: 80 }, bootId: 1, keepaliveMs: 2000, echo: 1, signature: SIG })
     const bad = wire.slice(); bad[9] = 0; bad[10] = 0
     expectWireError(() => decodeMessage(bad), 'port 0')
     const body = encodeRegisterBody({ timestampMs: 1, peerId: PEER_A, nodeName: 'a', candidates: [{ proto: 'udp', host: '10.0.0.1', port: 9 }] })
@@ -624,9 +643,155 @@ describe('malformed input', () => {
   })
 })
 
+// --- bounds -----------------------------------------------------------------------------------
+
+/** A valid wire message with the numeric field at [at, at + width) replaced by v (big endian). */
+function patched (m: RendezvousMessage, field: string, nth: number, v: bigint): Uint8Array {
+  const wire = encodeAny(m)
+  let at = 0; let seen = 0
+  for (const [len, what] of layoutOf(m)) {
+    if (what === field && seen++ === nth) {
+      const c = wire.slice()
+      for (let i = 0; i < len; i++) c[at + i] = Number((v >> BigInt(8 * (len - 1 - i))) & 0xffn)
+      return c
+    }
+    at += len
+  }
+  throw new Error(`no field ${field} #${nth} in ${m.type}`)
+}
+
+describe('every number is bounded', () => {
+  const reg = samples.registered as RegisteredMessage
+  const pi = samples['peer-info'] as PeerInfoMessage
+  const ce = samples['connect-error'] as ConnectErrorMessage
+
+  it('registered: keepalive only within the range a relay may be configured with (200..25000)', () => {
+    for (const k of [0, 1, 199, 25_001, 60_000, 0xffffffff]) {
+      expectWireError(() => decodeMessage(patched(reg, 'keepalive', 0, BigInt(k))), `keepalive out of range: ${k}`)
+      expectWireError(() => encodeMessage({ ...reg, keepaliveMs: k }), `keepalive out of range: ${k}`)
+    }
+    for (const k of [MIN_KEEPALIVE_MS, 2000, MAX_KEEPALIVE_MS]) {
+      expect((decodeMessage(patched(reg, 'keepalive', 0, BigInt(k))).message as RegisteredMessage).keepaliveMs).toBe(k)
+    }
+  })
+
+  it('echoes and timestamps: integers up to 2^53 - 1; registered and peer-info echo nonzero', () => {
+    const big = BigInt(MAX_TIMESTAMP_MS) + 1n
+    for (const m of [reg, pi, ce]) {
+      expectWireError(() => decodeMessage(patched(m, 'echo', 0, big)), `echo out of range: ${big}`)
+      expectWireError(() => decodeMessage(patched(m, 'echo', 0, 2n ** 64n - 1n)), /^echo out of range/)
+      expect((decodeMessage(patched(m, 'echo', 0, BigInt(MAX_TIMESTAMP_MS))).message as RegisteredMessage).echo).toBe(MAX_TIMESTAMP_MS)
+    }
+    expectWireError(() => decodeMessage(patched(reg, 'echo', 0, 0n)), 'echo out of range: 0')
+    expectWireError(() => decodeMessage(patched(pi, 'echo', 0, 0n)), 'echo out of range: 0')
+    expect((decodeMessage(patched(ce, 'echo', 0, 0n)).message as ConnectErrorMessage).echo).toBe(0) // a relay that does not know us
+    expectWireError(() => decodeMessage(patched(samples.register, 'timestamp', 0, big)), `timestamp out of range: ${big}`)
+    expectWireError(() => encodeRegisterBody({ timestampMs: MAX_TIMESTAMP_MS + 1, peerId: PEER_A, nodeName: 'a', candidates: [] }), /^timestamp out of range/)
+    expectWireError(() => encodeMessage({ ...reg, echo: 1.5 }), 'echo out of range: 1.5')
+  })
+
+  it('request ids: nonzero in connect and connect-error; in peer-info 0 exactly on the responder side', () => {
+    expectWireError(() => decodeMessage(patched(samples.connect, 'request id', 0, 0n)), 'request id out of range: 0')
+    expectWireError(() => decodeMessage(patched(ce, 'request id', 0, 0n)), 'request id out of range: 0')
+    expectWireError(() => encodeMessage({ ...(samples.connect as ConnectMessage), requestId: 0 }), 'request id out of range: 0')
+    // initiator with request id 0, responder with a request id
+    expectWireError(() => decodeMessage(patched(pi, 'request id', 0, 0n)), 'peer-info role does not match its request id')
+    expectWireError(() => decodeMessage(patched(pi, 'role', 0, 0n)), 'peer-info role does not match its request id')
+    const responder = encodeMessage({ ...pi, requestId: 0, initiator: false })
+    expect((decodeMessage(responder).message as PeerInfoMessage).initiator).toBe(false)
+  })
+
+  it('stream ids: direct ids nonzero; relay ids both zero or both nonzero', () => {
+    expectWireError(() => decodeMessage(patched(pi, 'direct id', 0, 0n)), 'direct id out of range: 0')
+    expectWireError(() => decodeMessage(patched(pi, 'direct id', 1, 0n)), 'direct id out of range: 0')
+    expectWireError(() => decodeMessage(patched(pi, 'relay id', 0, 0n)), 'relay ids must be both zero or both nonzero')
+    expectWireError(() => decodeMessage(patched(pi, 'relay id', 1, 0n)), 'relay ids must be both zero or both nonzero')
+    const noRelay = patched({ ...pi, relayLocalId: 5, relayRemoteId: 6 }, 'relay id', 0, 0n)
+    expectWireError(() => decodeMessage(noRelay), 'relay ids must be both zero or both nonzero')
+    expect((decodeMessage(encodeMessage({ ...pi, relayLocalId: 0, relayRemoteId: 0 })).message as PeerInfoMessage).relayLocalId).toBe(0)
+  })
+
+  it('flags: role and ack are 0 or 1; connect requester is 1-64 bytes', () => {
+    expectWireError(() => decodeMessage(patched(pi, 'role', 0, 2n)), 'role must be 0 or 1, got 2')
+    expectWireError(() => decodeMessage(patched(samples.punch, 'ack', 0, 0xffn)), 'ack must be 0 or 1, got 255')
+    expectWireError(() => decodeMessage(bytes(...header(3), ...u32(1), 1, 0x77, 0, 0)), 'empty requester')
+    expectWireError(() => decodeMessage(bytes(...header(3), ...u32(1), 1, 0x77, 0, 65, ...new Array(65).fill(1))), 'requester too long (65 > 64)')
+    expectWireError(() => encodeMessage({ ...(samples.connect as ConnectMessage), requester: new Uint8Array(0) }), 'requester must be 1-64 bytes')
+  })
+
+  it('relay messages carry exactly a 64-byte signature', () => {
+    for (const m of [reg, pi, ce]) {
+      const wire = encodeMessage(m)
+      expectWireError(() => decodeMessage(wire.subarray(0, wire.byteLength - 1)), 'truncated signature')
+      expectWireError(() => encodeMessage({ ...m, signature: new Uint8Array(63) } as RegisteredMessage), 'signature must be 64 bytes')
+    }
+  })
+})
+
+// --- relay signatures -------------------------------------------------------------------------
+
+describe('relay messages are signed for their recipient', () => {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  const sign = (d: Uint8Array): Uint8Array => edSign(null, d, privateKey)
+  const verifies = (wire: Uint8Array, recipient: Uint8Array): boolean => {
+    const d = decodeMessage(wire)
+    if (!isRelayMessage(d.message)) throw new Error('not a relay message')
+    return edVerify(null, relaySignedBytes(d.signed!, recipient), publicKey, d.message.signature)
+  }
+  const unsigned = [
+    { type: 'registered' as const, observed: { host: '198.51.100.20', port: 4003 }, bootId: 7, keepaliveMs: 2000, echo: ECHO },
+    { type: 'peer-info' as const, requestId: 0, session: 5n, initiator: false, peer: PEER_B, peerName: 'edge-2', candidates: sampleCandidates, directLocalId: 1, directRemoteId: 2, relayLocalId: 0, relayRemoteId: 0, echo: ECHO },
+    { type: 'connect-error' as const, requestId: 9, code: ConnectErrorCode.notRegistered, reason: 'register first', echo: 0 }
+  ]
+
+  it('the signature verifies for the recipient it was made for, and for no other', () => {
+    for (const m of unsigned) {
+      const wire = encodeRelayMessage(m, PEER_A, sign)
+      expect(decodeMessage(wire).message).toMatchObject(m)
+      expect(verifies(wire, PEER_A)).toBe(true)
+      expect(verifies(wire, PEER_B)).toBe(false)
+    }
+  })
+
+  it('any change to a signed message breaks its signature', () => {
+    const wire = encodeRelayMessage(unsigned[0]!, PEER_A, sign)
+    let decodedChanged = 0
+    for (let i = 4; i < wire.byteLength; i++) {
+      const c = wire.slice(); c[i] = c[i]! ^ 0x01
+      let d
+      try { d = decodeMessage(c) } catch (err) { expect(err).toBeInstanceOf(WireError); continue }
+      decodedChanged++
+      expect(edVerify(null, relaySignedBytes(d.signed!, PEER_A), publicKey, (d.message as RegisteredMessage).signature)).toBe(false)
+    }
+    expect(decodedChanged).toBeGreaterThan(70) // address, boot id, echo and signature bytes
+  })
+})
+
 // --- fuzzing ----------------------------------------------------------------------------------
 
-/** decodeMessage either returns a well-formed message or throws WireError; anything else fails. */
+/** An independent statement of every bound a decoded message must meet. */
+function expectBounded (m: RendezvousMessage): void {
+  const u32ok = (v: number, min = 0): boolean => Number.isInteger(v) && v >= min && v <= 0xffffffff
+  const tsOk = (v: number, min: number): boolean => Number.isSafeInteger(v) && v >= min
+  const portsOk = (cs: Array<{ port: number }>): boolean => cs.every((c) => Number.isInteger(c.port) && c.port >= 1 && c.port <= 65535)
+  const idOk = (b: Uint8Array): boolean => b.byteLength >= 1 && b.byteLength <= 64
+  let ok: boolean
+  switch (m.type) {
+    case 'register': ok = tsOk(m.timestampMs, 0) && idOk(m.peerId) && m.candidates.length <= MAX_CANDIDATES && portsOk(m.candidates); break
+    case 'registered': ok = u32ok(m.bootId) && m.keepaliveMs >= 200 && m.keepaliveMs <= 25_000 && tsOk(m.echo, 1) && portsOk([m.observed]) && m.signature.byteLength === 64; break
+    case 'connect': ok = u32ok(m.requestId, 1) && idOk(m.target) && idOk(m.requester); break
+    case 'peer-info':
+      ok = u32ok(m.requestId) && m.initiator === (m.requestId !== 0) && idOk(m.peer) && m.candidates.length <= MAX_CANDIDATES && portsOk(m.candidates) &&
+        u32ok(m.directLocalId, 1) && u32ok(m.directRemoteId, 1) && u32ok(m.relayLocalId) && u32ok(m.relayRemoteId) &&
+        (m.relayLocalId === 0) === (m.relayRemoteId === 0) && tsOk(m.echo, 1) && m.signature.byteLength === 64
+      break
+    case 'connect-error': ok = u32ok(m.requestId, 1) && m.code >= 1 && m.code <= 4 && tsOk(m.echo, 0) && m.signature.byteLength === 64; break
+    case 'punch': ok = m.session >= 0n && m.session < 2n ** 64n; break
+  }
+  if (!ok) throw new Error(`decoded a message out of bounds: ${JSON.stringify(m, (_, v) => typeof v === 'bigint' ? String(v) : v)}`)
+}
+
+/** decodeMessage either returns a well-formed message within every bound or throws WireError; anything else fails. */
 function checkDecode (buf: Uint8Array): 'ok' | 'wire-error' {
   let d
   try {
@@ -638,6 +803,8 @@ function checkDecode (buf: Uint8Array): 'ok' | 'wire-error' {
   if (!looksLikeRendezvous(buf)) throw new Error(`decoded a buffer looksLikeRendezvous rejects: ${Buffer.from(buf).toString('hex')}`)
   const m = d.message
   if (m.type === 'register' && (d.signed == null || d.signed.byteLength > buf.byteLength)) throw new Error('register without signed bytes')
+  if (isRelayMessage(m) && (d.signed == null || d.signed.byteLength !== buf.byteLength - SIGNATURE_BYTES)) throw new Error('relay message without signed bytes')
+  expectBounded(m)
   return 'ok'
 }
 

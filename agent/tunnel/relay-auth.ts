@@ -1,0 +1,106 @@
+// Decides whether a message that claims to come from a relay really does, before the
+// rendezvous client acts on it. Anyone who can spoof the relay's UDP source address could
+// otherwise fake a `registered` with a new boot id (every relayed session through that relay
+// is dropped) or introductions and errors. Each relay message carries a signature by the
+// relay's key (its peer id is in our config) over the message and our own peer id, and echoes
+// the timestamp of our latest register it accepted; our own clock, so no clock sync is needed.
+//   registered:    signed, echo is one of our register timestamps of the last window, and not
+//                  older than the newest echo already accepted (an old answer carrying an old
+//                  boot id cannot be replayed after the relay restarted)
+//   answers:       signed, and the random request id we are waiting on (plus the echo window)
+//   introductions: signed, echo within the window
+// Pure: no sockets, clocks injected.
+import { ConnectErrorCode, MAX_TIMESTAMP_MS, relaySignedBytes, type RelayMessage } from '../../shared/wire/rendezvous.ts'
+
+/** How long a register timestamp of ours stays acceptable as an echo (> 2 keepalives at the 25 s maximum). */
+export const ECHO_WINDOW_MS = 60_000
+/** Remembered register timestamps at most (a 200 ms keepalive sends 300 a minute). */
+const MAX_REMEMBERED = 1_024
+
+export type RelayVerdict =
+  | { verdict: 'ok' }
+  /** an answer to a request we are no longer waiting on (a late duplicate): drop quietly */
+  | { verdict: 'unexpected' }
+  | { verdict: 'forged', reason: string }
+
+export interface RelayAuthOptions {
+  /** checks a signature with the relay's public key */
+  verify: (data: Uint8Array, signature: Uint8Array) => boolean
+  /** our peer id bytes, which the relay signs with every message to us */
+  self: Uint8Array
+  windowMs?: number
+  /** monotonic clock, ms */
+  now?: () => number
+  /** wall clock, ms (register timestamps) */
+  wallClock?: () => number
+}
+
+export class RelayAuth {
+  private readonly opts: RelayAuthOptions
+  private readonly windowMs: number
+  private readonly now: () => number
+  private readonly wallClock: () => number
+  /** our register timestamps (strictly increasing) -> when we sent them (monotonic) */
+  private readonly sent = new Map<number, number>()
+  private lastTimestamp = 0
+  private newestRegisteredEcho = 0
+
+  constructor (opts: RelayAuthOptions) {
+    this.opts = opts
+    this.windowMs = opts.windowMs ?? ECHO_WINDOW_MS
+    this.now = opts.now ?? (() => performance.now())
+    this.wallClock = opts.wallClock ?? Date.now
+  }
+
+  /**
+   * The timestamp for the next register, remembered as a valid echo. Strictly increasing even
+   * when the wall clock steps back, so "newer echo" always means "later register".
+   */
+  nextRegisterTimestamp (): number {
+    const ts = Math.min(MAX_TIMESTAMP_MS, Math.max(Math.floor(this.wallClock()), this.lastTimestamp + 1))
+    this.lastTimestamp = ts
+    this.sent.set(ts, this.now())
+    this.prune()
+    return ts
+  }
+
+  /**
+   * Checks one decoded relay message (`signed`: the bytes its signature covers, from
+   * decodeMessage). `isPending` says whether we wait on a connect with that request id. An ok
+   * `registered` raises the floor for later ones.
+   */
+  check (m: RelayMessage, signed: Uint8Array, isPending: (requestId: number) => boolean): RelayVerdict {
+    this.prune()
+    // cheap checks first: a flood of forgeries must not cost a signature verification each
+    switch (m.type) {
+      case 'registered':
+        if (!this.sent.has(m.echo)) return forged('registered echoes no recent register of ours')
+        if (m.echo < this.newestRegisteredEcho) return forged('registered is older than one already accepted (replayed)')
+        break
+      case 'peer-info':
+        if (m.requestId !== 0 && !isPending(m.requestId)) return { verdict: 'unexpected' }
+        if (!this.sent.has(m.echo)) return forged('peer-info echoes no recent register of ours')
+        break
+      case 'connect-error':
+        if (!isPending(m.requestId)) return { verdict: 'unexpected' }
+        // a relay that does not know us has no echo to give; only "register first" says so
+        if (m.echo === 0 ? m.code !== ConnectErrorCode.notRegistered : !this.sent.has(m.echo)) return forged('connect-error echoes no recent register of ours')
+        break
+    }
+    if (!this.opts.verify(relaySignedBytes(signed, this.opts.self), m.signature)) return forged(`${m.type} has a bad signature`)
+    if (m.type === 'registered') this.newestRegisteredEcho = m.echo
+    return { verdict: 'ok' }
+  }
+
+  private prune (): void {
+    const oldest = this.now() - this.windowMs
+    for (const [ts, at] of this.sent) {
+      if (at >= oldest && this.sent.size <= MAX_REMEMBERED) break
+      this.sent.delete(ts)
+    }
+  }
+}
+
+function forged (reason: string): RelayVerdict {
+  return { verdict: 'forged', reason }
+}
