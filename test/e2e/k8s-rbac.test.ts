@@ -2,17 +2,23 @@
 // the chart's RBAC and peer-record ValidatingAdmissionPolicy are rendered with the real helm and
 // applied, then agents act with pod-bound tokens like the ones the kubelet projects. Every
 // assertion is on what the apiserver answered (status code, reason, message).
-import { readFile } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parse as parseYaml } from 'yaml'
-import { startControlPlane, type ControlPlane } from '../controlplane/harness.ts'
+import { HELM_BIN, startControlPlane, type ControlPlane } from '../controlplane/harness.ts'
 import {
-  AGENT_SERVICE_ACCOUNT, PEER_RECORD_POLICY, PLAIN_MANIFEST, RBAC_KINDS, SERVER_SERVICE_ACCOUNT,
+  AGENT_SERVICE_ACCOUNT, CHART_DIR, PEER_RECORD_POLICY, PLAIN_MANIFEST, RBAC_KINDS, SERVER_SERVICE_ACCOUNT,
   agentToken, apiRequest, installMeshRbac, parseManifests, renderChart, serviceAccountToken,
   type ApiResponse, type InstallResult, type KubeObject
 } from '../controlplane/cluster.ts'
 import { eventually } from '../lab/wait.ts'
 
+const execFileP = promisify(execFile)
 const NS = 'edgemesh'
 const AGENT_USER = `system:serviceaccount:${NS}:${AGENT_SERVICE_ACCOUNT}`
 const LEASES = (ns = NS): string => `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases`
@@ -386,4 +392,69 @@ describe('manifests: the plain YAML grants what the chart grants', () => {
     expect(objs.find((o) => o.kind === 'ConfigMap' && o.metadata?.name === 'edgemesh-agent')!.data['peers.yaml']).toBe('peers: []\n')
     expect(objs.find((o) => o.kind === 'DaemonSet')!.spec.template.spec.automountServiceAccountToken).toBe(false)
   })
+})
+
+describe('the chart\'s PSK on a real apiserver (helm install, upgrade, uninstall, install)', () => {
+  // standalone agents: the release has no cluster-scoped objects, so it cannot clash with the
+  // RBAC installMeshRbac applied above
+  const PSK_NS = 'psk-test'
+  const VALUES = ['--set', 'relay.announce[0]=203.0.113.10', '--set', 'relay.peerId=12D3KooWPgHATvH9wN3n43y2TgqGQabmPTxmEDX3rUHkRqLbuZAT',
+    '--set', 'agent.kubernetes.enabled=false']
+  const SWARM_KEY = /^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-f]{64}$/
+  let home: string
+  const helm = async (...args: string[]): Promise<string> => {
+    const { stdout } = await execFileP(HELM_BIN, [...args, '--namespace', PSK_NS], {
+      env: { ...process.env, KUBECONFIG: join(home, 'kubeconfig'), HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data') }
+    }).catch((err: any) => { throw new Error(`helm ${args[0]}: ${err.stderr ?? err.message}`) })
+    return stdout
+  }
+  const swarmKey = async (): Promise<string> => {
+    const res = await admin('GET', `/api/v1/namespaces/${PSK_NS}/secrets/edgemesh-psk`, undefined, 200)
+    return Buffer.from(res.body.data['swarm.key'], 'base64').toString('utf8')
+  }
+  const annotations = async (path: string): Promise<Record<string, string>> =>
+    (await admin('GET', `/apis/apps/v1/namespaces/${PSK_NS}/${path}`, undefined, 200)).body.spec.template.metadata.annotations
+  const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex')
+
+  beforeAll(async () => {
+    home = await mkdtemp(join(tmpdir(), 'edgemesh-helm-psk-'))
+    await cp.writeKubeconfig(join(home, 'kubeconfig'))
+  })
+  afterAll(async () => { if (home != null) await rm(home, { recursive: true, force: true }) })
+
+  it('install creates a random key; upgrades (with or without --reuse-values) keep it and restart nothing; psk.key rotates it; uninstall keeps it; a reinstall finds it', async () => {
+    const notes = await helm('install', 'edgemesh', CHART_DIR, '--create-namespace', ...VALUES)
+    expect(notes).toContain('MEMBERSHIP: the relay and the agents share a pre-shared key (libp2p pnet swarm.key) from Secret edgemesh-psk')
+    const first = await swarmKey()
+    expect(first).toMatch(SWARM_KEY)
+    for (const w of ['deployments/edgemesh-server', 'daemonsets/edgemesh-agent']) expect((await annotations(w))['checksum/psk'], w).toBe(sha256(first))
+    const configBefore = (await annotations('deployments/edgemesh-server'))['checksum/config']
+
+    // an upgrade that changes something else: the key and the pods' psk checksum stay
+    await helm('upgrade', 'edgemesh', CHART_DIR, '--reuse-values', '--set', 'server.logLevel=debug')
+    expect(await swarmKey()).toBe(first)
+    const upgraded = await annotations('deployments/edgemesh-server')
+    expect(upgraded['checksum/config']).not.toBe(configBefore)
+    expect(upgraded['checksum/psk']).toBe(sha256(first))
+    await helm('upgrade', 'edgemesh', CHART_DIR, ...VALUES)
+    expect(await swarmKey()).toBe(first)
+    expect((await annotations('daemonsets/edgemesh-agent'))['checksum/psk']).toBe(sha256(first))
+
+    // an explicit key replaces it (and restarts the pods: their checksum changes)
+    const rotated = `/key/swarm/psk/1.0.0/\n/base16/\n${'5a'.repeat(32)}`
+    await helm('upgrade', 'edgemesh', CHART_DIR, ...VALUES, '--set', `psk.key=${'5A'.repeat(32)}`)
+    expect(await swarmKey()).toBe(rotated)
+    expect((await annotations('daemonsets/edgemesh-agent'))['checksum/psk']).toBe(sha256(rotated))
+
+    // the membership key outlives the release, and a new install of it adopts and keeps it
+    await helm('uninstall', 'edgemesh')
+    await admin('GET', `/apis/apps/v1/namespaces/${PSK_NS}/deployments/edgemesh-server`, undefined, 404)
+    expect(await swarmKey()).toBe(rotated)
+    await helm('install', 'edgemesh', CHART_DIR, ...VALUES)
+    expect(await swarmKey()).toBe(rotated)
+    expect((await annotations('deployments/edgemesh-server'))['checksum/psk']).toBe(sha256(rotated))
+    // the key never lands in the release's stored values
+    expect(await helm('get', 'values', 'edgemesh', '--all', '-o', 'json')).not.toContain('5a5a5a')
+    await helm('uninstall', 'edgemesh')
+  }, 120_000)
 })

@@ -539,7 +539,7 @@ describe('plain manifest: CHANGE ME markers and the PSK', () => {
     // run the generating command as written
     const { stdout } = await execFileP('bash', ['-c', `cd ${tmp} && ${commands[1]} && cat swarm.key`])
     expect(stdout).toMatch(/^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-f]{64}$/)
-    const protector = preSharedKey({ psk: new TextEncoder().encode(stdout) })({} as any) as unknown as { psk: Uint8Array, tag: string }
+    const protector = preSharedKey({ psk: new TextEncoder().encode(stdout) })() as unknown as { psk: Uint8Array, tag: string }
     expect(Buffer.from(protector.psk).toString('hex')).toBe(stdout.slice(-64))
     expect(protector.tag).toBe('/key/swarm/psk/1.0.0/')
   })
@@ -978,7 +978,7 @@ describe('helm chart rendered (helm template): the PSK (cluster membership)', ()
     expect(secret.metadata.annotations['helm.sh/resource-policy']).toBe('keep')
     const file = swarmKey(chart)
     expect(file).toMatch(SWARM_KEY)
-    const protector = preSharedKey({ psk: new TextEncoder().encode(file) })({} as any) as unknown as { psk: Uint8Array }
+    const protector = preSharedKey({ psk: new TextEncoder().encode(file) })() as unknown as { psk: Uint8Array }
     expect(Buffer.from(protector.psk).toString('hex')).toBe(file.slice(-64))
     // helm template cannot look the kept Secret up: every render draws a new key (helm install/upgrade keep it: test/e2e/k8s-rbac.test.ts)
     expect(swarmKey(again)).not.toBe(file)
