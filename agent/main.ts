@@ -54,7 +54,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
   // configuration error with nothing to undo.
   const creds = config.kubernetes != null ? await loadKubeCredentials(config.kubernetes.kubeconfig, config.kubernetes.apiServer) : undefined
   const psk = await loadPsk(config.pskFile)
-  if (psk == null) log.warn('NO PRE-SHARED KEY: this agent\'s mesh is open to any key. Its relays let anyone register and learn agents\' addresses, and nothing but the peer directory keeps other keys out. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Private network (PSK)")')
+  if (psk == null) log.warn('NO PRE-SHARED KEY: this agent\'s mesh is open to any key. Its relays let anyone register and learn agents\' addresses, and nothing but the peer directory keeps other keys out. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Cluster membership (PSK)")')
 
   // Every part registers its stop as it starts; a part that fails to start unwinds the others
   // (and removes the device, rules and socket they created), and so does a normal stop.

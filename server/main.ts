@@ -20,7 +20,7 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
   const identity = await loadOrCreateIdentity(config.identityFile)
   if (identity.created) log.info({ keyFile: config.identityFile }, 'generated a new relay identity')
   const psk = await loadPsk(config.pskFile)
-  if (psk == null) log.warn('NO PRE-SHARED KEY: this relay is open to any key. Anyone who reaches it can register, learn the addresses of registered agents, take blind-relay pairs and use the circuit relay. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Private network (PSK)")')
+  if (psk == null) log.warn('NO PRE-SHARED KEY: this relay is open to any key. Anyone who reaches it can register, learn the addresses of registered agents, take blind-relay pairs and use the circuit relay. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Cluster membership (PSK)")')
 
   const udx = createUdx()
   const socket = udx.createSocket()
