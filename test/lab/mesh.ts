@@ -33,6 +33,8 @@ export interface MeshOptions {
   logLevel?: string
   /** extra agent config per host (merged over the generated one) */
   agentConfig?: (host: string) => Record<string, unknown>
+  /** extra relay config (merged over the generated one), e.g. { limits: { maxAgentsPerIp: 3 } } */
+  relayConfig?: Record<string, unknown>
   /** environment for agent processes (e.g. NODE_OPTIONS for profiling) */
   agentEnv?: Record<string, string>
   /** false: agents get no peers file (they find peers through the Kubernetes registry) */
@@ -100,7 +102,8 @@ export class Mesh {
         listen: { host: '0.0.0.0', tcpPort: 4001, udpPort: 4002, http: '0.0.0.0:9090' },
         announce: [r.ip],
         logLevel: opts.logLevel ?? 'info',
-        ...pskFile
+        ...pskFile,
+        ...(opts.relayConfig ?? {})
       }))
       const peerId = await this.printPeerId(SERVER_BIN, configFile)
       this.relays.push({ host: r.name, ip: r.ip, peerId, configFile, proc: undefined as unknown as LabProcess })
