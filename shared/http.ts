@@ -67,7 +67,7 @@ function rawResponse (status: number): string {
 
 export async function startHttp (listen: HttpListen, routes: Record<string, Route>, onError: (err: unknown) => void, limits: HttpLimits = {}): Promise<Server> {
   const opts = { ...HTTP_DEFAULTS, ...limits }
-  const reject = (reason: HttpRejectReason): void => { opts.metrics?.httpRejected.inc({ reason }) }
+  const refusal = (reason: HttpRejectReason): void => { opts.metrics?.httpRejected.inc({ reason }) }
   const report = (err: unknown): void => { try { onError(err) } catch { /* a logger must not take the listener down */ } }
   const paths = new Set(Object.keys(routes).map((k) => k.slice(k.indexOf(' ') + 1)))
   // the last response started on each socket: a parser error on a request pipelined behind
@@ -88,23 +88,24 @@ export async function startHttp (listen: HttpListen, routes: Record<string, Rout
     lastResponse.set(socket, res)
     // a write to a socket the client already closed must not become an uncaught 'error'
     res.on('error', () => {})
-    const answer = (status: number, body: string, type = 'text/plain', close = false): void => {
+    const answer = (status: number, body: string, type = 'text/plain'): void => {
       if (res.headersSent || res.destroyed) { res.destroy(); return }
       socket.setTimeout(opts.idleTimeoutMs) // a client that does not read the answer is idle
-      res.writeHead(status, { 'content-type': type, ...(close ? { connection: 'close' } : {}) }).end(body)
+      res.writeHead(status, { 'content-type': type }).end(body)
     }
     try {
-      if (req.httpVersion === '1.1' && req.headers.host == null) { reject('missing-host'); answer(400, 'missing Host header\n', 'text/plain', true); return }
+      // a request the parser framed (no Host, bad URL) is refused on a connection that stays usable
+      if (req.httpVersion === '1.1' && req.headers.host == null) { refusal('missing-host'); answer(400, 'missing Host header\n'); return }
       let url: URL
       try {
         url = new URL(req.url ?? '/', 'http://localhost')
       } catch {
-        reject('bad-url'); answer(400, 'bad request URL\n', 'text/plain', true); return
+        refusal('bad-url'); answer(400, 'bad request URL\n'); return
       }
       const route = routes[`${req.method ?? 'GET'} ${url.pathname}`]
       if (route == null) {
-        if (paths.has(url.pathname)) { reject('method-not-allowed'); answer(405, 'method not allowed\n'); return }
-        reject('not-found'); answer(404, 'not found\n'); return
+        if (paths.has(url.pathname)) { refusal('method-not-allowed'); answer(405, 'method not allowed\n'); return }
+        refusal('not-found'); answer(404, 'not found\n'); return
       }
       // a route may take long (a ping, a transfer, a stream): the idle timer is for clients
       socket.setTimeout(0)
@@ -116,7 +117,7 @@ export async function startHttp (listen: HttpListen, routes: Record<string, Rout
       }
       const failed = (err: unknown): void => {
         const status = errorStatus(err)
-        reject(status >= 500 ? 'handler-error' : 'bad-parameter')
+        refusal(status >= 500 ? 'handler-error' : 'bad-parameter')
         if (status >= 500) report(err)
         answer(status, JSON.stringify({ error: String((err as Error | null)?.message ?? err) }) + '\n', 'application/json')
       }
@@ -129,14 +130,14 @@ export async function startHttp (listen: HttpListen, routes: Record<string, Rout
   })
   server.timeout = opts.idleTimeoutMs
   server.maxConnections = opts.maxConnections
-  server.on('drop', () => { reject('connection-limit') })
+  server.on('drop', () => { refusal('connection-limit') })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE') { socket.destroy(); return }
     // the parser stays failed: more bytes on a refused socket raise this again (discarded)
     if (refused.has(socket)) return
     refused.add(socket)
     const { status, reason } = clientErrorStatus(err.code)
-    reject(reason)
+    refusal(reason)
     const refuse = (): void => {
       if (!socket.writable) { socket.destroy(); return }
       socket.end(rawResponse(status))

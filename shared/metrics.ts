@@ -106,7 +106,7 @@ export class Metrics {
   /** Requests the health/metrics/control HTTP listeners refused (shared/http.ts). */
   readonly httpRejected = new Counter({
     name: 'edgemesh_http_rejected_requests_total',
-    help: 'HTTP requests refused: malformed, headers too large, too slow, unknown path or method, bad parameter, connection limit',
+    help: 'HTTP requests refused or failed: malformed, headers too large, too slow, unknown path or method, bad parameter, route error, connection limit',
     labelNames: ['reason'] as const,
     registers: [this.registry]
   })

@@ -84,9 +84,11 @@ async function rejected (m: Metrics, reason: string): Promise<number> {
 describe('HTTP listener', () => {
   it('answers the issue\'s one-line request with 400 and keeps serving', async () => {
     const l = await listen()
-    const { statuses } = await exchange(l, ['GET //[ HTTP/1.1\r\nHost: x\r\n\r\n'])
+    const { statuses } = await exchange(l, ['GET //[ HTTP/1.1\r\nHost: x\r\n\r\n'], { endAfter: 1 })
     expect(statuses).toEqual([400])
     expect(await rejected(l.metrics, 'bad-url')).toBe(1)
+    // the request was framed: the connection stays usable
+    expect((await exchange(l, ['GET //[ HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'], { endAfter: 2 })).statuses).toEqual([400, 200])
     expect(await healthz(l)).toEqual([200])
   })
 
@@ -101,7 +103,7 @@ describe('HTTP listener', () => {
       'GET /healthz HTTP/1.1\r\n\r\n',
       '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03'
     ]
-    for (const req of bad) expect((await exchange(l, [req])).statuses, JSON.stringify(req)).toEqual([400])
+    for (const req of bad) expect((await exchange(l, [req], { endAfter: 1 })).statuses, JSON.stringify(req)).toEqual([400])
     expect((await exchange(l, ['DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n'], { endAfter: 1 })).statuses).toEqual([405])
     expect((await exchange(l, ['GET /nope HTTP/1.1\r\nHost: x\r\n\r\n'], { endAfter: 1 })).statuses).toEqual([404])
     expect(await rejected(l.metrics, 'malformed')).toBe(6)
@@ -146,7 +148,7 @@ describe('HTTP listener', () => {
 
   it('answers a request pipelined behind a good one after the good answer', async () => {
     const l = await listen()
-    const { statuses } = await exchange(l, ['GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET //[ HTTP/1.1\r\nHost: x\r\n\r\n'])
+    const { statuses } = await exchange(l, ['GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n'])
     expect(statuses).toEqual([200, 400])
   })
 
@@ -180,7 +182,7 @@ describe('HTTP listener', () => {
 
   it('serves the same way on a unix socket (the control API)', async () => {
     const l = await listen({}, true)
-    expect((await exchange(l, ['GET //[ HTTP/1.1\r\nHost: x\r\n\r\n'])).statuses).toEqual([400])
+    expect((await exchange(l, ['GET //[ HTTP/1.1\r\nHost: x\r\n\r\n'], { endAfter: 1 })).statuses).toEqual([400])
     expect(await healthz(l)).toEqual([200])
   })
 
