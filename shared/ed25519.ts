@@ -1,6 +1,6 @@
 // Synchronous Ed25519 sign/verify on node:crypto KeyObjects made once from libp2p keys. The
-// relay signs one datagram per agent keepalive: libp2p's async sign allocates a promise and
-// re-imports the key each call (~1.7x slower, see test/bench/relay-sign.ts).
+// relay signs one datagram per agent keepalive; libp2p's async sign measured several times
+// slower per call (test/bench/relay-sign.ts).
 import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
