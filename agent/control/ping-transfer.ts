@@ -109,7 +109,9 @@ export function formatPong (r: PingResult): string {
   const rtt = n === 1
     ? `rtt ${formatDuration(r.rttMs)} (1 probe)`
     : `rtt ${formatDuration(r.rttMs)} (min of ${n}; avg ${formatDuration(r.rttAvgMs)}, max ${formatDuration(r.rttMaxMs)})`
-  const retried = r.retriedAfter != null ? `; retried once on a fresh connection after: ${r.retriedAfter}` : ''
+  const retried = r.retriedAfter != null
+    ? `; retried once on a fresh connection after the first attempt failed${r.failedAttemptMs != null ? ` in ${formatDuration(r.failedAttemptMs)}` : ''}: ${r.retriedAfter}`
+    : ''
   return `pong from ${r.node} via ${r.path} ${r.remote}: ${rtt}, connect ${formatDuration(r.connectMs)} (${originText(r.connection)}), stream open ${formatDuration(r.streamOpenMs)}, total ${formatDuration(r.totalMs)}${retried}`
 }
 

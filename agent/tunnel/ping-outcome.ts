@@ -24,6 +24,8 @@ export interface PingResult {
   totalMs: number
   /** set when the first attempt failed and one retry on a fresh connection succeeded: why it failed */
   retriedAfter?: string
+  /** how long that failed first attempt took (the phases above are the retry's) */
+  failedAttemptMs?: number
 }
 
 export type PingPhase = 'connect' | 'stream' | 'echo'

@@ -492,13 +492,13 @@ export class Tunnel implements TunnelApi {
       if (!('result' in second)) {
         throw new Error(`ping ${nodeName}: ${first.failure.message}; a retry on a fresh connection failed too: ${second.failure.message} [${second.phases}]`)
       }
-      result = { ...second.result, retriedAfter: first.failure.message }
+      result = { ...second.result, retriedAfter: first.failure.message, failedAttemptMs: round(first.ms) }
     }
     state.lastRttMs = result.rttMs
     return result
   }
 
-  private async pingAttempt (nodeName: string, count: number, t0: number, signal?: AbortSignal): Promise<{ result: PingResult } | { failure: PingFailure, phases: string }> {
+  private async pingAttempt (nodeName: string, count: number, t0: number, signal?: AbortSignal): Promise<{ result: PingResult } | { failure: PingFailure, phases: string, ms: number }> {
     const started = performance.now()
     let phase: PingPhase = 'connect'
     let conn: Connection | undefined
@@ -542,13 +542,14 @@ export class Tunnel implements TunnelApi {
         ...(drop != null ? { droppedByUs: drop } : {}),
         ...(restart != null && Date.now() - restart.at < RECENT_RESTART_MS ? { recentRelayRestart: { relay: restart.relay, agoMs: Date.now() - restart.at } } : {})
       })
+      const ms = performance.now() - started
       const phases = formatFailedPhases({
         ...(connectMs != null ? { connectMs } : {}),
         ...(origin != null ? { connection: origin } : {}),
         ...(streamOpenMs != null ? { streamOpenMs } : {}),
-        totalMs: performance.now() - started
+        totalMs: ms
       })
-      return { failure, phases }
+      return { failure, phases, ms }
     }
   }
 

@@ -20,8 +20,8 @@ describe('ping output', () => {
   })
 
   it('names how the connection was had, one probe, and a retry with its cause', () => {
-    const line = formatPong({ ...pong, rttsMs: [0.5], rttMs: 0.5, rttAvgMs: 0.5, rttMaxMs: 0.5, connection: 'existing', connectMs: 0.004, streamOpenMs: 0.81, totalMs: 1.7, retriedAfter: 'the relayed session through 198.51.100.10:4002 was reset because the relay restarted; re-establishing (retry in a moment)' })
-    expect(line).toBe('pong from edge-b1 via direct-udp 198.51.100.21:4003: rtt 0.50 ms (1 probe), connect 0.00 ms (existing), stream open 0.81 ms, total 1.70 ms; retried once on a fresh connection after: the relayed session through 198.51.100.10:4002 was reset because the relay restarted; re-establishing (retry in a moment)')
+    const line = formatPong({ ...pong, rttsMs: [0.5], rttMs: 0.5, rttAvgMs: 0.5, rttMaxMs: 0.5, connection: 'existing', connectMs: 0.004, streamOpenMs: 0.81, totalMs: 2412, failedAttemptMs: 2301.5, retriedAfter: 'the relayed session through 198.51.100.10:4002 was reset because the relay restarted; re-establishing (retry in a moment)' })
+    expect(line).toBe('pong from edge-b1 via direct-udp 198.51.100.21:4003: rtt 0.50 ms (1 probe), connect 0.00 ms (existing), stream open 0.81 ms, total 2.4 s; retried once on a fresh connection after the first attempt failed in 2.3 s: the relayed session through 198.51.100.10:4002 was reset because the relay restarted; re-establishing (retry in a moment)')
     expect(formatPong({ ...pong, connection: 'joined' })).toContain('connect 6.21 ms (joined a dial in progress)')
   })
 
