@@ -1,9 +1,11 @@
 // The ClusterIP proxy (kube-proxy's shape: change trackers feed one sync loop). Each sync plans
 // every service port from the catalog snapshot, makes sure the agent listens for the ports that
 // need it, and writes the nat rules in one atomic iptables-restore: kernel DNAT for endpoints the
-// node reaches directly, DNAT to the agent's listener for endpoints behind the tunnel. Syncs are
-// incremental (only changed bucket chains), with a full one at start and every resyncSeconds;
-// every sync re-asserts our hooks at the top of PREROUTING and OUTPUT.
+// node reaches directly, DNAT to the agent's listener for endpoints behind the tunnel, and in the
+// same payload the filter rules that refuse service ports with no endpoint at all. Syncs are
+// incremental (only changed chains), with a full one at start and every hour; every sync
+// re-asserts our hooks at the top of nat PREROUTING, OUTPUT, POSTROUTING and filter INPUT,
+// FORWARD, OUTPUT, and the periodic one also checks that our top chains hold what we wrote.
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { ensureListenAddress } from '../../shared/net-device.ts'
@@ -17,7 +19,7 @@ import { ServicePortListener } from './listener.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { planAll, samePlan, type ServicePortPlan } from './plan.ts'
 import { RemoteServer } from './remote.ts'
-import { buildRules, cleanupRules, hookFixRules, parseChains, type ProxyServicePort, type RuleState } from './rules.ts'
+import { buildSyncRules, cleanupRules, filterHookFixRules, hookFixRules, parseChains, rejectChain, servicesChain, type ProxyServicePort, type SyncRuleState } from './rules.ts'
 import { PROXY_PROTOCOL } from './wire.ts'
 
 const FULL_RESYNC_MS = 3_600_000
@@ -53,7 +55,7 @@ export interface ProxyOptions {
   metrics: Metrics
 }
 
-export interface SyncReport { kind: 'full' | 'incremental', ms: number, restoreMs: number, servicePorts: number, listeners: number, written: number, bytes: number }
+export interface SyncReport { kind: 'full' | 'incremental', ms: number, restoreMs: number, servicePorts: number, listeners: number, rejected: number, written: number, bytes: number }
 
 export interface ProxyStatus {
   backend: Backend
@@ -75,8 +77,11 @@ export class ServiceProxy {
   private programmed: Set<string> | undefined
   private conntrackMissing = false
   private readonly rulesWatcher: DestinationRuleWatcher | undefined
-  private state: RuleState | undefined
+  private state: SyncRuleState | undefined
+  /** our nat chains after the last sync (at start: what an earlier run left) */
   private existingChains: string[] = []
+  /** our filter chains, likewise */
+  private existingFilterChains: string[] = []
   private plans: ServicePortPlan[] = []
   private unsubscribe: (() => void) | undefined
   private resyncTimer: NodeJS.Timeout | undefined
@@ -111,7 +116,9 @@ export class ServiceProxy {
     const p = new ServiceProxy(opts, new Iptables(backend))
     if (c.device !== '') await ensureListenAddress(c.device, c.listen)
     // chains left by an earlier run (a crash, an older layout) are replaced or deleted by the first full sync
-    p.existingChains = parseChains(await p.ipt.save(), c.chainPrefix)
+    const [nat, filter] = await Promise.all([p.ipt.save('nat'), p.ipt.save('filter')])
+    p.existingChains = parseChains(nat, c.chainPrefix)
+    p.existingFilterChains = parseChains(filter, c.chainPrefix, 'filter')
     await opts.tunnel.handle(PROXY_PROTOCOL, (stream, peer) => { p.remote.serve(stream, peer) }, { maxStreams: 16_384 })
     // peer records renew every 10 s per node: only Service and endpoint changes move rules
     p.unsubscribe = opts.catalog.subscribe((_snap, changes) => {
@@ -230,26 +237,35 @@ export class ServiceProxy {
     }
     const verify = this.verifyNext && !full
     this.verifyNext = false
-    const [pre, out, top, post] = await Promise.all([
-      this.ipt.listChain('PREROUTING'), this.ipt.listChain('OUTPUT'),
-      verify ? this.ipt.listChain(`${prefix}-SERVICES`).catch(() => '') : Promise.resolve(''),
-      this.ipt.listChain('POSTROUTING')
+    const list = async (chain: string, table: 'nat' | 'filter'): Promise<string> => await this.ipt.listChain(chain, table)
+    // a missing top chain lists as an error: counted as empty, so the check rewrites it
+    const listOurs = async (chain: string, table: 'nat' | 'filter'): Promise<string> => verify ? await list(chain, table).catch(() => '') : ''
+    const [pre, out, post, fin, ffwd, fout, top, reject] = await Promise.all([
+      list('PREROUTING', 'nat'), list('OUTPUT', 'nat'), list('POSTROUTING', 'nat'),
+      list('INPUT', 'filter'), list('FORWARD', 'filter'), list('OUTPUT', 'filter'),
+      listOurs(servicesChain(prefix), 'nat'), listOurs(rejectChain(prefix), 'filter')
     ])
-    if (verify && countRules(top) !== this.state!.buckets.size) {
-      // someone flushed or edited our chains: rewrite everything
-      this.opts.log.warn({ chain: `${prefix}-SERVICES`, found: countRules(top), expected: this.state!.buckets.size }, 'proxy rules were changed outside the agent; rewriting them')
-      return await this.sync(true)
+    if (verify) {
+      const found = { services: countRules(top), reject: countRules(reject) }
+      const expected = { services: this.state!.nat.buckets.size, reject: this.state!.reject.rules }
+      if (found.services !== expected.services || found.reject !== expected.reject) {
+        // someone flushed or edited our chains: rewrite everything
+        this.opts.log.warn({ found, expected }, 'proxy rules were changed outside the agent; rewriting them')
+        return await this.sync(true)
+      }
     }
-    const extraRules = [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix), ...hookFixRules('POSTROUTING', post, prefix)]
-    const rules = buildRules(ports, {
-      chainPrefix: prefix, extraRules,
-      ...(full ? { existingChains: this.existingChains } : { previous: this.state! })
+    const rules = buildSyncRules(ports, {
+      chainPrefix: prefix,
+      natExtraRules: [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix), ...hookFixRules('POSTROUTING', post, prefix)],
+      filterExtraRules: [...filterHookFixRules('INPUT', fin, prefix), ...filterHookFixRules('FORWARD', ffwd, prefix), ...filterHookFixRules('OUTPUT', fout, prefix)],
+      ...(full ? { existing: { nat: this.existingChains, filter: this.existingFilterChains } } : { previous: this.state! })
     })
     const t1 = performance.now()
     if (rules.text !== '') await this.ipt.restore(rules.text)
     const restoreMs = performance.now() - t1
     this.state = rules.state
-    this.existingChains = rules.chains
+    this.existingChains = rules.nat.chains
+    this.existingFilterChains = rules.reject.chains
     if (full) this.lastFullAt = performance.now()
     this.plans = plans
     // the first sync after start clears nothing: it would fork one process per service port
@@ -270,7 +286,7 @@ export class ServiceProxy {
     this.metrics.servicePorts.set({ mode: 'agent' }, agent)
     this.metrics.servicePorts.set({ mode: 'none' }, none)
     this.metrics.listeners.set(this.listeners.size)
-    return { kind: full ? 'full' : 'incremental', ms: +(performance.now() - t0).toFixed(1), restoreMs: +restoreMs.toFixed(1), servicePorts: plans.length, listeners: this.listeners.size, written: rules.written.length, bytes: rules.text.length }
+    return { kind: full ? 'full' : 'incremental', ms: +(performance.now() - t0).toFixed(1), restoreMs: +restoreMs.toFixed(1), servicePorts: plans.length, listeners: this.listeners.size, rejected: rules.reject.rejected.length, written: rules.nat.written.length + rules.reject.written.length, bytes: rules.text.length }
   }
 
   /** Flows to service ports that had no rules were tracked without NAT: delete them (see conntrack.ts). */
@@ -298,7 +314,8 @@ export class ServiceProxy {
     while (this.syncing != null) await this.syncing.catch(() => {})
     if (opts.removeRules ?? this.opts.config.cleanupOnExit) {
       try {
-        const text = cleanupRules(await this.ipt.save(), this.opts.config.chainPrefix)
+        const saved = await Promise.all([this.ipt.save('nat'), this.ipt.save('filter')])
+        const text = cleanupRules(saved.join(''), this.opts.config.chainPrefix)
         if (text !== '') await this.ipt.restore(text)
         this.opts.log.info('proxy rules removed')
       } catch (err) {

@@ -6,9 +6,13 @@
 // Layout: one chain, hooked (hooks.ts) from INPUT, FORWARD and OUTPUT for new connections:
 //   P-REJECT   one rule per service port without endpoints, sorted by (key, port, protocol):
 //                -d <clusterIP>/32 -p tcp -m comment --comment "<ns>/<name> has no endpoints"
-//                -m tcp --dport <port> -j REJECT --reject-with icmp-port-unreachable
-// ICMP port unreachable for TCP too, like kube-proxy: a TCP client in SYN_SENT takes it as
-// ECONNREFUSED, a connected UDP socket too. One chain, not buckets: the set is usually small
+//                -m tcp --dport <port> -j REJECT --reject-with tcp-reset
+//              UDP: ... -p udp ... -m udp --dport <port> -j REJECT --reject-with icmp-port-unreachable
+// A TCP client takes either a RST or ICMP port unreachable (kube-proxy sends ICMP for both) as
+// ECONNREFUSED, but the kernel rate-limits ICMP errors per destination host (icmp_ratelimit: a
+// burst of 6, then 1 per second): a client retrying at once got its refusal only with its SYN
+// retransmission, a second later (measured in the e2e: 1,005 ms). A RST is not rate-limited. UDP
+// has only ICMP (a connected socket gets ECONNREFUSED). One chain, not buckets: the set is usually small
 // (a Service between creation and its first ready pod), and one chain more or less is what
 // iptables-nft-restore pays for, not rules. The chain is part of the layout whatever the
 // services (declared in every full sync, possibly empty), so its hooks always have a target.
@@ -80,8 +84,8 @@ export function buildRejectRules (ports: readonly ProxyServicePort[], opts: Reje
     if (seen.has(id)) continue
     seen.add(id)
     kept.push(s)
-    const proto = s.protocol === 'TCP' ? 'tcp' : 'udp'
-    lines.push(`-A ${chain} -d ${s.clusterIP}/32 -p ${proto} -m comment --comment "${s.key} has no endpoints" -m ${proto} --dport ${s.port} -j REJECT --reject-with icmp-port-unreachable\n`)
+    const [proto, reply] = s.protocol === 'TCP' ? ['tcp', 'tcp-reset'] : ['udp', 'icmp-port-unreachable']
+    lines.push(`-A ${chain} -d ${s.clusterIP}/32 -p ${proto} -m comment --comment "${s.key} has no endpoints" -m ${proto} --dport ${s.port} -j REJECT --reject-with ${reply}\n`)
   }
   const text = lines.join('')
 

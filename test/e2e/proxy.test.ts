@@ -1,18 +1,20 @@
 // The ClusterIP proxy in the NAT lab against the real apiserver: pods (namespaces behind the
 // edge hosts) call Services whose endpoints are on the same node (kernel DNAT, no agent hop),
 // behind another NAT (the tunnel, direct or relayed), over TCP and UDP; every load-balancing
-// policy's distribution over 10,000 requests; an endpoint removed under traffic; a forged
-// tunnel request refused; hooks kept first in PREROUTING/OUTPUT and removed on clean shutdown.
+// policy's distribution over 10,000 requests; an endpoint removed under traffic; a Service with
+// no ready endpoint refused at once (TCP and UDP); a forged tunnel request refused; hooks kept
+// first in nat PREROUTING/OUTPUT and filter FORWARD, and removed on clean shutdown.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createLab, type Lab, type LabPod } from '../lab/lab.ts'
+import { createLab, type Lab, type LabHost, type LabPod } from '../lab/lab.ts'
 import { startK8sMesh, type K8sMesh } from '../lab/k8s-mesh.ts'
 import { metricValue } from '../lab/mesh.ts'
 import { eventually, sleep } from '../lab/wait.ts'
 
 const ROOT = join(import.meta.dirname, '../..')
 const WORKLOAD = join(ROOT, 'test/lab/workload.mjs')
+const PROBE = join(ROOT, 'test/lab/refusal-probe.mjs')
 const NODE = process.execPath
 const NS = 'shop'
 
@@ -40,6 +42,20 @@ async function createService (name: string, endpoints: Array<{ pod: string }>, s
   return s.spec.clusterIP
 }
 
+/** One curl, its exit code (7: connection refused, 28: timeout) and its own time_total in ms. */
+async function curlTry (from: LabHost | string, url: string, maxTimeS: number, extra: string[] = []): Promise<{ code: number, body: string, ms: number, stderr: string }> {
+  const r = await lab.exec(from, ['curl', '-sS', '--max-time', String(maxTimeS), ...extra, '-w', '\n%{time_total}', url], { timeoutMs: (maxTimeS + 10) * 1000 })
+  const lines = r.stdout.split('\n')
+  return { code: r.code, body: lines.slice(0, -1).join('\n').trim(), ms: Number(lines.at(-1)) * 1000, stderr: r.stderr.trim() }
+}
+
+/** One connection attempt (refusal-probe.mjs): 'connected' / 'answered', 'refused' or 'timeout'. */
+async function probe (from: LabHost | string, proto: 'tcp' | 'udp', ip: string, port: number, timeoutMs = 2000): Promise<{ result: string, ms: number }> {
+  const r = await lab.exec(from, [NODE, PROBE, proto, ip, String(port), String(timeoutMs)], { timeoutMs: timeoutMs + 10_000 })
+  if (r.code !== 0) throw new Error(`probe ${proto} ${ip}:${port}: exit ${r.code} ${r.stderr}`)
+  return JSON.parse(r.stdout.trim()) as { result: string, ms: number }
+}
+
 async function curl (from: string, url: string): Promise<string> {
   const r = await lab.exec(pods[from]!, ['curl', '-sS', '--max-time', '5', url], { timeoutMs: 10_000 })
   if (r.code !== 0) throw new Error(`curl ${url} from ${from}: exit ${r.code} ${r.stderr}`)
@@ -60,6 +76,11 @@ const metrics = async (host: string): Promise<string> => await k.mesh.agentMetri
 const agentConns = async (host: string): Promise<number> => metricValue(await metrics(host), 'edgemesh_proxy_connections_total')
 async function natRules (host: string): Promise<string[]> {
   const r = await lab.exec(host, ['iptables-save', '-c', '-t', 'nat'])
+  return r.stdout.split('\n')
+}
+/** The filter table's rules as `iptables -S` prints them (no counters). */
+async function filterRules (host: string): Promise<string[]> {
+  const r = await lab.exec(host, ['iptables', '-t', 'filter', '-S'])
   return r.stdout.split('\n')
 }
 
@@ -243,6 +264,61 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     expect(metricValue(await metrics('b1'), 'edgemesh_proxy_remote_requests_total', 'result="dial-failed"')).toBeGreaterThan(0)
   })
 
+  it('a Service with no ready endpoint is refused at once (curl exit 7 in under 1 s, UDP port unreachable), works once one is ready, and is refused again when all become unready', async () => {
+    const s = await k.admin('POST', `/api/v1/namespaces/${NS}/services`, svc('unready', {
+      ports: [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'dns', port: 53, protocol: 'UDP', targetPort: 5353 }]
+    }))
+    const ip: string = s.spec.clusterIP
+    ips.unready = ip
+    const sliceOf = (ready: boolean): unknown => ({
+      apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+      metadata: { name: 'unready-1', namespace: NS, labels: { 'kubernetes.io/service-name': 'unready' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }, { name: 'dns', port: 5353, protocol: 'UDP' }],
+      endpoints: [{ addresses: [pods['b-web']!.ip], conditions: { ready }, nodeName: 'edge-b1' }]
+    })
+    // an endpoint that is not ready (a pod starting on b1)
+    await k.admin('POST', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices`, sliceOf(false))
+    const url = `http://${ip}/`
+    // once the agent has seen the Service: refused, not a timeout (exit 28)
+    await eventually(async () => { expect((await curlTry(pods.client!, url, 1)).code).toBe(7) }, 20_000, 200)
+
+    /** curl from a pod (FORWARD) and from the node (OUTPUT), and a UDP datagram, all refused at once */
+    const refusedAtOnce = async (when: string): Promise<void> => {
+      const tries = []
+      for (const from of [pods.client!, pods.client!, pods.client!, 'a1', 'a1']) tries.push(await curlTry(from, url, 5))
+      // curl says only "Couldn't connect" (exit 7, also for an unreachable network): the probe
+      // tells ECONNREFUSED (port unreachable) apart
+      const tcp = await probe(pods.client!, 'tcp', ip, 80)
+      const udp = await probe(pods.client!, 'udp', ip, 53)
+      console.log(`[proxy] no ready endpoint (${when}): curl exit ${tries.map((t) => t.code).join('/')} in ${tries.map((t) => t.ms.toFixed(1)).join(', ')} ms (pod x3, node x2); ` +
+        `TCP connect ${tcp.result} in ${tcp.ms} ms, UDP ${udp.result} in ${udp.ms} ms`)
+      for (const t of tries) {
+        expect(t.code, t.stderr).toBe(7)
+        expect(t.ms).toBeLessThan(1000)
+      }
+      for (const p of [tcp, udp]) {
+        expect(p.result).toBe('refused')
+        expect(p.ms).toBeLessThan(1000)
+      }
+    }
+    await refusedAtOnce('not ready yet')
+    const rejectRule = (await lab.exec('a1', ['iptables', '-t', 'filter', '-S', 'EDGEMESH-REJECT'])).stdout
+    expect(rejectRule).toContain(`-d ${ip}/32 -p tcp -m comment --comment "${NS}/unready has no endpoints" -m tcp --dport 80 -j REJECT --reject-with tcp-reset`)
+    expect(rejectRule).toContain(`-d ${ip}/32 -p udp -m comment --comment "${NS}/unready has no endpoints" -m udp --dport 53 -j REJECT --reject-with icmp-port-unreachable`)
+
+    // the endpoint becomes ready: the same ClusterIP works, TCP and UDP (through the tunnel to b1)
+    await k.admin('PUT', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices/unready-1`, sliceOf(true))
+    await eventually(async () => { expect(await curl('client', url)).toBe('b-web') }, 20_000, 200)
+    await eventually(async () => { expect((await probe(pods.client!, 'udp', ip, 53)).result).toBe('answered') }, 10_000, 200)
+    expect((await lab.exec('a1', ['iptables', '-t', 'filter', '-S', 'EDGEMESH-REJECT'])).stdout).not.toContain(ip)
+
+    // every endpoint unready again: refused again
+    await k.admin('PUT', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices/unready-1`, sliceOf(false))
+    await eventually(async () => { expect((await curlTry(pods.client!, url, 1)).code).toBe(7) }, 20_000, 200)
+    await refusedAtOnce('all became unready')
+  })
+
   it('a client port that tried the ClusterIP before it had rules works once it has them (stale un-NATed flow deleted)', async () => {
     // the Service exists; its endpoints come later (the usual order: a Deployment scaling up)
     const s = await k.admin('POST', `/api/v1/namespaces/${NS}/services`, svc('late', {}))
@@ -250,7 +326,17 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     // below the ephemeral range (32768-60999): the earlier tests' 10,000-request runs leave
     // TIME_WAIT sockets on ephemeral ports, and curl could not bind one of those
     const port = 23_456
-    const early = await lab.exec(pods.client!, ['curl', '-sS', '--max-time', '1', '--local-port', String(port), `http://${ips.late}/`], { timeoutMs: 10_000 })
+    // a Service without endpoints is refused (REJECT in filter) as soon as the agent has synced it;
+    // a SYN sent before that sync found no rule at all. That moment is recreated by removing our
+    // FORWARD hook for one attempt (the agent puts it back at its next sync; should that come
+    // first, the attempt is refused, exit 7, and made again)
+    await eventually(async () => { expect((await curlTry(pods.client!, `http://${ips.late}/`, 1)).code).toBe(7) }, 20_000, 200)
+    const unhook = ['iptables', '-t', 'filter', '-D', 'FORWARD', '-m', 'conntrack', '--ctstate', 'NEW', '-m', 'comment', '--comment', 'edgemesh service ports without endpoints', '-j', 'EDGEMESH-REJECT']
+    let early = { code: -1, stderr: '' }
+    for (let attempt = 0; attempt < 5 && early.code !== 28; attempt++) {
+      await lab.exec('a1', unhook)
+      early = await lab.exec(pods.client!, ['curl', '-sS', '--max-time', '1', '--local-port', String(port), `http://${ips.late}/`], { timeoutMs: 10_000 })
+    }
     // nothing answers (curl exit 28, timeout): the SYN went out without NAT, and conntrack keeps that
     expect({ code: early.code, stderr: early.stderr.trim() }).toMatchObject({ code: 28 })
     const tracked = async (): Promise<string> => (await lab.exec('a1', ['conntrack', '-L', '-p', 'tcp', '--orig-dst', ips.late!, '--orig-port-src', String(port)])).stdout
@@ -305,11 +391,14 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     await lab.exec('a1', ['iptables', '-t', 'nat', '-N', 'KUBE-SERVICES'])
     await lab.exec('a1', ['iptables', '-t', 'nat', '-I', 'PREROUTING', '1', '-j', 'KUBE-SERVICES'])
     await lab.exec('a1', ['iptables', '-t', 'nat', '-I', 'OUTPUT', '1', '-j', 'KUBE-SERVICES'])
+    await lab.exec('a1', ['iptables', '-t', 'filter', '-N', 'KUBE-FORWARD'])
+    await lab.exec('a1', ['iptables', '-t', 'filter', '-I', 'FORWARD', '1', '-j', 'KUBE-FORWARD'])
     await createService('trigger', [{ pod: 'a-web2' }]) // any change syncs
     const first = async (chain: string): Promise<string | undefined> => (await natRules('a1')).map((l) => l.replace(/^\[\d+:\d+\] /, '')).find((l) => l.startsWith(`-A ${chain} `))
     await eventually(async () => {
       expect(await first('PREROUTING')).toMatch(/-j EDGEMESH-SERVICES$/)
       expect(await first('OUTPUT')).toMatch(/-j EDGEMESH-SERVICES$/)
+      expect((await filterRules('a1')).find((l) => l.startsWith('-A FORWARD '))).toMatch(/-j EDGEMESH-REJECT$/)
     }, 10_000, 100)
     // our chains flushed behind the agent's back: the periodic check rewrites them
     await eventually(async () => { expect(await curl('client', `http://${ips.trigger}/`)).toBe('a-web2') }, 10_000, 100)
@@ -317,16 +406,25 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     expect((await lab.exec('a1', ['iptables', '-t', 'nat', '-F', 'EDGEMESH-SERVICES'])).code).toBe(0)
     await expect(curl('client', `http://${ips.local}/`)).rejects.toThrow()
     await eventually(async () => { expect(await curl('client', `http://${ips.local}/`)).toBe('a-web1') }, 12_000, 250)
+    // the REJECT chain flushed: the Service without ready endpoints hangs until the check rewrites it
+    expect((await lab.exec('a1', ['iptables', '-t', 'filter', '-F', 'EDGEMESH-REJECT'])).code).toBe(0)
+    expect((await curlTry(pods.client!, `http://${ips.unready}/`, 1)).code).toBe(28)
+    await eventually(async () => { expect((await curlTry(pods.client!, `http://${ips.unready}/`, 1)).code).toBe(7) }, 12_000, 250)
 
     const agent = k.mesh.agent('a1')
     await agent.proc.kill('SIGTERM')
     const after = (await natRules('a1')).join('\n')
     expect(after).not.toContain('EDGEMESH')
     expect(after).toContain('KUBE-SERVICES') // not ours: left alone
+    const filterAfter = (await filterRules('a1')).join('\n')
+    expect(filterAfter).not.toContain('EDGEMESH')
+    expect(filterAfter).toContain('-A FORWARD -j KUBE-FORWARD')
     await k.mesh.startAgent(agent)
     await eventually(async () => { expect(await curl('client', `http://${ips['remote-b']}/`)).toBe('b-web') }, 20_000, 200)
     const rules = (await natRules('a1')).map((l) => l.replace(/^\[\d+:\d+\] /, ''))
     expect(rules.filter((l) => /^-A (PREROUTING|OUTPUT) .*-j EDGEMESH-SERVICES$/.test(l))).toHaveLength(2)
+    expect((await filterRules('a1')).filter((l) => /^-A (INPUT|FORWARD|OUTPUT) .*-j EDGEMESH-REJECT$/.test(l))).toHaveLength(3)
     expect(await curl('client', `http://${ips.local}/`)).toBe('a-web1')
+    expect((await curlTry(pods.client!, `http://${ips.unready}/`, 5)).code).toBe(7)
   })
 })

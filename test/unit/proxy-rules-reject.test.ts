@@ -20,12 +20,12 @@ const SET = [WEB, EMPTY, EMPTY_UDP, REMOTE]
 
 const rejectLine = (s: ProxyServicePort): string => {
   const p = s.protocol.toLowerCase()
-  return `-A ${REJECT} -d ${s.clusterIP}/32 -p ${p} -m comment --comment "${s.key} has no endpoints" -m ${p} --dport ${s.port} -j REJECT --reject-with icmp-port-unreachable`
+  return `-A ${REJECT} -d ${s.clusterIP}/32 -p ${p} -m comment --comment "${s.key} has no endpoints" -m ${p} --dport ${s.port} -j REJECT --reject-with ${p === 'tcp' ? 'tcp-reset' : 'icmp-port-unreachable'}`
 }
 
 const GOLDEN_FILTER = `*filter
 :EDGEMESH-REJECT - [0:0]
--A EDGEMESH-REJECT -d 10.96.0.30/32 -p tcp -m comment --comment "default/empty has no endpoints" -m tcp --dport 443 -j REJECT --reject-with icmp-port-unreachable
+-A EDGEMESH-REJECT -d 10.96.0.30/32 -p tcp -m comment --comment "default/empty has no endpoints" -m tcp --dport 443 -j REJECT --reject-with tcp-reset
 -A EDGEMESH-REJECT -d 10.96.0.53/32 -p udp -m comment --comment "kube-system/dns has no endpoints" -m udp --dport 53 -j REJECT --reject-with icmp-port-unreachable
 COMMIT
 `
