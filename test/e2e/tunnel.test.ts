@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab } from '../lab/lab.ts'
 import { Mesh, metricValue } from '../lab/mesh.ts'
 import { eventually, sleep } from '../lab/wait.ts'
+import { VERSION } from '../../shared/wire/rendezvous.ts'
 
 const MiB = 1024 * 1024
 let lab: Lab
@@ -216,7 +217,7 @@ describe('hostile input', () => {
       const targets = [[${JSON.stringify(relayIp)}, 4002], [${JSON.stringify(a2)}, 4003]]
       function pkt (k) {
         const b = randomBytes(randomInt(0, 300))
-        if (k % 3 === 1 && b.length >= 4) { b[0] = 0x45; b[1] = 0x4d; b[2] = 1 }
+        if (k % 3 === 1 && b.length >= 4) { b[0] = 0x45; b[1] = 0x4d; b[2] = ${VERSION} }
         if (k % 3 === 2 && b.length >= 4) { b[0] = 0xff; b[1] = 1 }
         return b
       }
