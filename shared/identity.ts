@@ -30,10 +30,14 @@ export async function loadOrCreateIdentity (keyFile: string): Promise<Identity> 
     return { privateKey, peerId: peerIdFromPrivateKey(privateKey), created: false }
   }
   const privateKey = await generateKeyPair('Ed25519')
-  await mkdir(dirname(keyFile), { recursive: true, mode: 0o700 })
-  // write-then-rename so a crash never leaves a truncated key behind
-  const tmp = `${keyFile}.${process.pid}.tmp`
-  await writeFile(tmp, privateKeyToProtobuf(privateKey), { mode: 0o600 })
-  await rename(tmp, keyFile)
+  try {
+    await mkdir(dirname(keyFile), { recursive: true, mode: 0o700 })
+    // write-then-rename so a crash never leaves a truncated key behind
+    const tmp = `${keyFile}.${process.pid}.tmp`
+    await writeFile(tmp, privateKeyToProtobuf(privateKey), { mode: 0o600 })
+    await rename(tmp, keyFile)
+  } catch (err: any) {
+    throw new Error(`cannot create identity key ${keyFile}: ${err.message}`, { cause: err })
+  }
   return { privateKey, peerId: peerIdFromPrivateKey(privateKey), created: true }
 }
