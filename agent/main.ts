@@ -174,8 +174,17 @@ export async function main (argv: string[]): Promise<void> {
   }
   const config = await loadConfig(AgentConfig, source)
   reportStacksAt(config.logLevel)
+  // a signal during start-up must not kill the agent halfway (the bridge would stay behind): it
+  // stops the agent as soon as the start-up has finished (or unwound)
+  let signalled = false
+  const duringStart = (): void => { signalled = true }
+  process.once('SIGTERM', duringStart)
+  process.once('SIGINT', duringStart)
   const agent = await startAgent(config)
+  process.off('SIGTERM', duringStart)
+  process.off('SIGINT', duringStart)
   const shutdown = (): void => { agent.stop().then(() => process.exit(0), () => process.exit(1)) }
+  if (signalled) { shutdown(); return }
   process.once('SIGTERM', shutdown)
   process.once('SIGINT', shutdown)
 }

@@ -3,8 +3,9 @@
 // starts (exit 2, one line); a capability that fails to start (DNS's port taken, the proxy's
 // iptables missing from PATH, the metrics port taken after the proxy wrote its rules) makes the
 // agent stop what it had started and remove what it created (the bridge device, the proxy's
-// chains, the control socket), then exit 1 with one line. A normal stop (SIGTERM) removes the
-// same things: the positive control that the checks below see what they look for.
+// chains, the control socket), then exit 1 with one line. A SIGTERM during start-up stops the
+// agent cleanly once started; a normal stop (SIGTERM) removes the same things: the positive
+// control that the checks below see what they look for.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -189,6 +190,19 @@ describe('agent start-up', () => {
       holder.proc.kill('SIGKILL')
       await holder.exited
     }
+  })
+
+  it('SIGTERM in the middle of start-up (DNS up, the tunnel still loading): the agent finishes starting, then stops cleanly', async () => {
+    const config = { ...baseConfig('early-term'), dns: dnsSection }
+    const file = join(dir, 'early-term.yaml')
+    await writeFile(file, stringify(config))
+    const agent = startInNs([process.execPath, AGENT_BIN, '--config', file], { PATH: `${shimDir}:${process.env.PATH ?? ''}` })
+    await waitFor('DNS ready', () => agent.stdout().includes('DNS ready') || agent.proc.exitCode != null)
+    agent.proc.kill('SIGTERM')
+    const r = await agent.exited
+    expect({ code: r.code, signal: r.signal, stderr: r.stderr }).toEqual({ code: 0, signal: null, stderr: '' })
+    expect(deviceExists()).toBe(false)
+    expect(await exists(config.controlSocket)).toBe(false)
   })
 
   it('a normal stop (SIGTERM) removes the same things; while running they exist', async () => {
