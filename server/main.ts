@@ -8,6 +8,7 @@ import { createLogger } from '../shared/logging.ts'
 import { Metrics } from '../shared/metrics.ts'
 import { createUdx } from '../shared/udx.ts'
 import { parseHostPort, startHttp, stopHttp } from '../shared/http.ts'
+import { StopStack } from '../shared/stop-stack.ts'
 import { BlindRelay } from './blind-relay.ts'
 import { RendezvousServer } from './rendezvous.ts'
 import { startRelayHost } from './relay-host.ts'
@@ -17,50 +18,61 @@ export interface RunningServer { stop: () => Promise<void>, peerId: string }
 export async function startServer (config: ServerConfig): Promise<RunningServer> {
   const log = createLogger({ name: 'edgemesh-server', level: config.logLevel })
   const metrics = new Metrics()
+  // the key file is checked before anything is created or bound
+  const psk = await loadPsk(config.pskFile)
   const identity = await loadOrCreateIdentity(config.identityFile)
   if (identity.created) log.info({ keyFile: config.identityFile }, 'generated a new relay identity')
-  const psk = await loadPsk(config.pskFile)
   if (psk == null) log.warn('NO PRE-SHARED KEY: this relay is open to any key. Anyone who reaches it can register, learn the addresses of registered agents, take blind-relay pairs and use the circuit relay. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Cluster membership (PSK)")')
 
-  const udx = createUdx()
-  const socket = udx.createSocket()
-  socket.bind(config.listen.udpPort, config.listen.host)
-  const relay = new BlindRelay({ udx, socket, log: log.child({ component: 'blind-relay' }), metrics, maxPairs: config.limits.maxRelayPairs, maxPairsPerAgent: config.limits.relayPairsPerAgent })
-  const rendezvous = new RendezvousServer({
-    socket, relay, metrics, log: log.child({ component: 'rendezvous' }), sign: ed25519Signer(identity.privateKey),
-    keepaliveMs: config.keepaliveMs, maxAgents: config.maxAgents, limits: config.limits, ...(psk != null ? { psk } : {})
-  })
-  socket.on('message', (buf, from) => { rendezvous.onDatagram(buf, from) })
+  // a part that fails to start stops the ones already started; errors name the config field
+  const parts = new StopStack((part, err) => { log.warn({ part, err: (err as Error)?.message ?? String(err) }, 'stop failed; stopping the rest') })
+  try {
+    const udx = createUdx()
+    const socket = udx.createSocket()
+    parts.push('listen.udpPort', async () => { await socket.close() })
+    await parts.step('listen.udpPort', () => { socket.bind(config.listen.udpPort, config.listen.host) })
+    const relay = new BlindRelay({ udx, socket, log: log.child({ component: 'blind-relay' }), metrics, maxPairs: config.limits.maxRelayPairs, maxPairsPerAgent: config.limits.relayPairsPerAgent })
+    parts.push('blind relay', () => { relay.stop() })
+    const rendezvous = new RendezvousServer({
+      socket, relay, metrics, log: log.child({ component: 'rendezvous' }), sign: ed25519Signer(identity.privateKey),
+      keepaliveMs: config.keepaliveMs, maxAgents: config.maxAgents, limits: config.limits, ...(psk != null ? { psk } : {})
+    })
+    parts.push('rendezvous', () => { rendezvous.stop() })
+    socket.on('message', (buf, from) => { rendezvous.onDatagram(buf, from) })
 
-  const host = await startRelayHost({ privateKey: identity.privateKey, host: config.listen.host, tcpPort: config.listen.tcpPort, announce: config.announce, limits: config.limits, log: log.child({ component: 'circuit-relay' }), metrics, ...(psk != null ? { psk } : {}) })
-  host.addEventListener('connection:open', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
-  host.addEventListener('connection:close', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
+    const host = await parts.start('listen.tcpPort',
+      async () => await startRelayHost({ privateKey: identity.privateKey, host: config.listen.host, tcpPort: config.listen.tcpPort, announce: config.announce, limits: config.limits, log: log.child({ component: 'circuit-relay' }), metrics, ...(psk != null ? { psk } : {}) })
+        .catch((err: Error) => { throw new Error(listenFailure(err.message), { cause: err }) }),
+      async (h) => { await h.stop() })
+    host.addEventListener('connection:open', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
+    host.addEventListener('connection:close', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
 
-  const http = await startHttp(parseHostPort(config.listen.http), {
-    'GET /healthz': async () => ({
-      body: { status: 'ok', peerId: identity.peerId.toString(), bootId: rendezvous.bootId, registeredAgents: rendezvous.registeredCount, blindRelaySessions: relay.size, tcpConnections: host.getConnections().length }
-    }),
-    'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() })
-  }, (err) => { log.error({ err }, 'http handler failed') }, { metrics })
+    await parts.start('listen.http', async () => await startHttp(parseHostPort(config.listen.http), {
+      'GET /healthz': async () => ({
+        body: { status: 'ok', peerId: identity.peerId.toString(), bootId: rendezvous.bootId, registeredAgents: rendezvous.registeredCount, blindRelaySessions: relay.size, tcpConnections: host.getConnections().length }
+      }),
+      'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() })
+    }, (err) => { log.error({ err }, 'http handler failed') }, { metrics }), async (http) => { await stopHttp(http) })
 
-  log.info({
-    peerId: identity.peerId.toString(),
-    udp: `${config.listen.host}:${config.listen.udpPort}`,
-    tcp: host.getMultiaddrs().map(String),
-    http: config.listen.http,
-    psk: psk != null
-  }, 'edgemesh-server ready')
-
-  return {
-    peerId: identity.peerId.toString(),
-    stop: async () => {
-      rendezvous.stop()
-      relay.stop()
-      await stopHttp(http)
-      await host.stop()
-      await socket.close()
-    }
+    log.info({
+      peerId: identity.peerId.toString(),
+      udp: `${config.listen.host}:${config.listen.udpPort}`,
+      tcp: host.getMultiaddrs().map(String),
+      http: config.listen.http,
+      psk: psk != null
+    }, 'edgemesh-server ready')
+  } catch (err) {
+    await parts.unwind()
+    throw err
   }
+
+  return { peerId: identity.peerId.toString(), stop: async () => { await parts.unwind() } }
+}
+
+/** libp2p's listen failure carries a whole stack in its message: keep the cause (`address already in use 0.0.0.0:4001`). */
+function listenFailure (message: string): string {
+  const m = /listen E[A-Z]+: (.+?) (\S+:\d+)/.exec(message)
+  return m != null ? `${m[1]!} ${m[2]!}` : message.split(' at ')[0]!
 }
 
 const USAGE = `usage: edgemesh-server [--config FILE] [--set key.path=value ...] [--print-peer-id]

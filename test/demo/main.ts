@@ -32,8 +32,8 @@ async function main (): Promise<number> {
     upstream = lab.spawn('relay0', ['dnsmasq', '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--listen-address=198.51.100.10', '--port=53', '--address=/example.org/203.0.113.7', '--log-facility=-'])
     await upstream.waitForLine(/started, version/, 10_000)
     const t0 = Date.now()
-    k = await startK8sMesh(lab, { agents: hosts, agentConfig: () => ({ dns: { upstreams: ['198.51.100.10:53'] }, proxy: {} }) })
-    say(`control plane, chart RBAC + admission policy (${k.rbac.objects.length} objects), edgemesh-server and 4 agents (pod-bound ServiceAccount tokens, no peers file, DNS on 169.254.96.16, ClusterIP proxy) up in ${Date.now() - t0} ms`)
+    k = await startK8sMesh(lab, { agents: hosts, psk: true, agentConfig: () => ({ dns: { upstreams: ['198.51.100.10:53'] }, proxy: {} }) })
+    say(`control plane, chart RBAC + admission policy (${k.rbac.objects.length} objects), edgemesh-server and 4 agents (pod-bound ServiceAccount tokens, the mesh's pre-shared key, no peers file, DNS on 169.254.96.16, ClusterIP proxy) up in ${Date.now() - t0} ms`)
     // pods: namespaces behind the edge hosts; the client resolves through the node-local DNS like a kubelet-configured pod
     const resolvConf = 'search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 169.254.96.16\noptions ndots:5\n'
     const client = await lab.addPod('a1', { resolvConf })
@@ -179,6 +179,34 @@ async function main (): Promise<number> {
         const r = await lab!.exec(client, [process.execPath, WORKLOAD, 'udp-blast', ip, '7', '2000', '32'], { timeoutMs: 90_000 })
         const out = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}')
         return { detail: `${String(out.intact)} of 2000 intact, ${String(out.lost)} lost, ${String(out.corrupted)} corrupted`, ok: out.intact >= 1990 && out.corrupted === 0 }
+      }
+    })
+    journeys.push({
+      name: 'a Service with no ready endpoint is refused at once (no hanging client)',
+      run: async () => {
+        await admin('POST', '/api/v1/namespaces/shop/services', { metadata: { name: 'soon' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }] } })
+        // refused means: the name resolves (the agent knows the Service) and the connect fails with ECONNREFUSED (curl exit 7);
+        // wait until the agent has synced the new Service (a SYN sent before its rules leaves the node untranslated: issue 11), then time a fresh call
+        const curlSoon = async (): Promise<{ code: number, ms: number, err: string }> => {
+          const c = await lab!.exec(client, ['curl', '-sS', '--max-time', '5', '-o', '/dev/null', '-w', '%{time_total}', 'http://soon/'], { timeoutMs: 10_000 })
+          return { code: c.code ?? -1, ms: +(Number(c.stdout.trim()) * 1000).toFixed(1), err: c.stderr.trim().split('\n').at(-1) ?? '' }
+        }
+        await retry(async () => { const c = await curlSoon(); if (c.code !== 7) throw new Error(`curl exit ${c.code}: ${c.err}`) })
+        const r = await curlSoon()
+        return { detail: `curl http://soon/ -> exit ${r.code} (${r.err}) in ${r.ms} ms`, ok: r.code === 7 && r.ms < 1_000 }
+      }
+    })
+    journeys.push({
+      name: 'a malformed HTTP request to the relay\'s public port gets a 400; the relay lives on',
+      run: async () => {
+        // the one line that used to kill edgemesh-server (an uncaught ERR_INVALID_URL)
+        const script = `const s=require('net').connect(9090,'198.51.100.10',()=>s.end('GET //[ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'));let b='';s.on('data',d=>b+=d);s.on('close',()=>{console.log(b.split('\\r\\n')[0]);process.exit(0)});setTimeout(()=>process.exit(1),5000)`
+        const r = await lab!.exec('a1', [process.execPath, '-e', script], { timeoutMs: 10_000 })
+        const status = r.stdout.trim()
+        const relayAlive = m.relays[0]!.proc.child.exitCode === null
+        const metrics = await m.relayMetrics()
+        const counted = metrics.split('\n').find((l) => l.startsWith('edgemesh_http_rejected_requests_total{') && l.includes('bad-url')) ?? 'not counted'
+        return { detail: `"${status}"; relay still running: ${relayAlive}; ${counted}`, ok: status.startsWith('HTTP/1.1 400') && relayAlive && counted !== 'not counted' }
       }
     })
     journeys.push({

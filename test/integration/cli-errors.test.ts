@@ -95,7 +95,10 @@ describe('edgemesh-server', { timeout: 120_000 }, () => {
     try {
       const port = (taken.address() as { port: number }).port
       const r = await run(SERVER_BIN, [...key(), '--set', 'listen.host=127.0.0.1', '--set', 'listen.udpPort=0', '--set', 'listen.tcpPort=0', '--set', `listen.http=127.0.0.1:${port}`])
-      expectFailure(r, 1, [new RegExp(`^error: .*EADDRINUSE.*127\\.0\\.0\\.1:${port}$`)])
+      expectFailure(r, 1, [new RegExp(`^error: listen\\.http: .*EADDRINUSE.*127\\.0\\.0\\.1:${port}$`)])
+      // the relay's TCP port: libp2p's listen error (a stack in its message) is cut to its cause
+      const t = await run(SERVER_BIN, [...key(), '--set', 'listen.host=127.0.0.1', '--set', 'listen.udpPort=0', '--set', `listen.tcpPort=${port}`, '--set', 'listen.http=127.0.0.1:0'])
+      expectFailure(t, 1, [`listen.tcpPort: address already in use 127.0.0.1:${port}`])
     } finally {
       taken.close()
     }
