@@ -13,7 +13,7 @@ import { createLogger } from '../../dist/shared/logging.js'
 import { Metrics } from '../../dist/shared/metrics.js'
 import { ServiceProxy } from '../../dist/agent/proxy/proxy.js'
 import { planAll } from '../../dist/agent/proxy/plan.js'
-import { buildRules } from '../../dist/agent/proxy/rules.js'
+import { buildSyncRules } from '../../dist/agent/proxy/rules.js'
 
 const [services, endpoints, rounds] = process.argv.slice(2).map(Number)
 if (!(services > 0 && endpoints > 0 && rounds > 0)) throw new Error('usage: proxy-iptables.mjs <services> <endpointsPerService> <rounds>')
@@ -97,7 +97,7 @@ try {
     planMs.push(performance.now() - t)
     const input = ports.map((pl) => ({ key: pl.key, clusterIP: pl.clusterIP, port: pl.port, protocol: pl.protocol, direct: pl.direct, agentSlots: 0, balance: 'round-robin', affinitySeconds: pl.affinitySeconds }))
     t = performance.now()
-    const built = buildRules(input, { chainPrefix: config.chainPrefix, existingChains: p.existingChains })
+    const built = buildSyncRules(input, { chainPrefix: config.chainPrefix, existing: { nat: p.existingChains, filter: p.existingFilterChains } })
     buildMs.push(performance.now() - t)
     if (built.text !== text) log('note: the standalone build differs from the text the proxy applied')
     t = performance.now()
