@@ -26,8 +26,10 @@ export function summarize (testModules: ReadonlyArray<TestModule>, unhandledErro
     if (m.state() === 'failed' && failedTests === 0 && erroredContainers === 0) failed++
   }
   failed += unhandledErrors.length
-  // Last resort: vitest says the run failed (e.g. no test files matched) and nothing above counted.
-  if (reason === 'failed' && failed === 0) failed = 1
+  // Last resort: vitest says the run did not pass and nothing above counted: it failed (no test
+  // files matched, and passWithNoTests is off) or was interrupted (bail, a cancelled run), where
+  // the tests that never ran are reported skipped and none may have failed yet.
+  if (reason !== 'passed' && failed === 0) failed = 1
   return { passed, failed, skipped }
 }
 

@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { summarize } from '../summary-reporter.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const CONFIG = 'test/fixtures/reporter/vitest.config.ts'
@@ -46,5 +47,19 @@ describe('summary reporter', () => {
     const r = await runFixtures('passing')
     expect(r.line, r.output).toBe('vitest: 1 passed, 0 failed, 1 skipped')
     expect(r.code).toBe(0)
+  })
+
+  it('never says 0 failed when vitest ends the run as interrupted or failed with nothing counted', () => {
+    // an interrupted run (bail, a cancelled run) can end before any test failed; a run with no
+    // test files fails with no module at all
+    expect(summarize([], [], 'interrupted')).toEqual({ passed: 0, failed: 1, skipped: 0 })
+    expect(summarize([], [], 'failed')).toEqual({ passed: 0, failed: 1, skipped: 0 })
+    expect(summarize([], [], 'passed')).toEqual({ passed: 0, failed: 0, skipped: 0 })
+  })
+
+  it('a run with no test files says 1 failed and exits non-zero', async () => {
+    const r = await runFixtures('no-such-fixture')
+    expect(r.line, r.output).toBe('vitest: 0 passed, 1 failed, 0 skipped')
+    expect(r.code).not.toBe(0)
   })
 })
