@@ -2,6 +2,8 @@
 // for request rates, a member -> group index for "at most N per source IP" with a total, and a
 // per-key counter for held resources. server/rendezvous.ts, server/blind-relay.ts and
 // server/relay-host.ts wrap them and count every refusal in edgemesh_relay_refusals_total.
+import { LogThrottle } from '../shared/log-throttle.ts'
+export { LogThrottle }
 
 /** A token bucket: `burst` requests at once, refilled at `ratePerSecond`. */
 export class TokenBucket {
@@ -143,29 +145,6 @@ export class KeyedCounter {
 
   count (key: string): number { return this.counts.get(key) ?? 0 }
   get keys (): number { return this.counts.size }
-}
-
-/** Lets one log line per key through every `intervalMs` (refusals can arrive thousands a second). */
-export class LogThrottle {
-  private readonly last = new Map<string, number>()
-  private readonly intervalMs: number
-  private readonly maxKeys: number
-
-  constructor (intervalMs: number, maxKeys = 1024) {
-    this.intervalMs = intervalMs
-    this.maxKeys = maxKeys
-  }
-
-  shouldLog (key: string, now: number): boolean {
-    const at = this.last.get(key)
-    if (at != null && now - at < this.intervalMs) return false
-    if (at == null && this.last.size >= this.maxKeys) {
-      for (const [k, t] of this.last) if (now - t >= this.intervalMs) this.last.delete(k)
-      if (this.last.size >= this.maxKeys) return false
-    }
-    this.last.set(key, now)
-    return true
-  }
 }
 
 /** Counts a refusal by reason and logs it, at most once a minute per reason. */
