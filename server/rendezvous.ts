@@ -2,7 +2,7 @@
 // ip:port it observes (plus the LAN candidates the agent reports) and, when an agent asks to
 // reach a peer, tells both sides each other's candidates, the punch session and the stream
 // ids, and allocates a blind relay pair so the caller can race the relay against the punch.
-import { randomBytes } from 'node:crypto'
+import { randomBytes, timingSafeEqual } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'
 import type { Logger } from '../shared/logging.ts'
 import type { Metrics } from '../shared/metrics.ts'
@@ -10,15 +10,25 @@ import type { UdxSocket } from '../shared/udx.ts'
 import { endpointKey, type Endpoint } from '../shared/wire/addr.ts'
 import { macMatches } from '../shared/wire/auth.ts'
 import { peerIdFromBytes } from '../shared/peer-id.ts'
+import { LogThrottle } from '../shared/log-throttle.ts'
 import {
-  ConnectErrorCode, decodeMessage, encodeRelayMessage, looksLikeRendezvous,
+  COOKIE_BYTES, ConnectErrorCode, VERSION, decodeMessage, encodeRelayMessage, looksLikeRendezvous, versionOf,
   type Candidate, type ConnectMessage, type PeerInfoMessage, type RegisterMessage, type UnsignedRelayMessage
 } from '../shared/wire/rendezvous.ts'
 import type { BlindRelay } from './blind-relay.ts'
-import { GroupLimiter, KeyedRateLimiter, createRefuse, type Refuse } from './limits.ts'
+import { GroupLimiter, KeyedRateLimiter, TokenBucket, createRefuse, type Refuse } from './limits.ts'
 
 /** How far an agent's clock may be off before its registrations are refused. */
 const MAX_CLOCK_SKEW_MS = 10 * 60_000
+/**
+ * Signed answers to requests that prove nothing (a "register first" to an unknown source, an
+ * "overloaded" beyond an agent's connect budget), per second for the whole relay, and burst.
+ * Each costs an Ed25519 signature; beyond this they are dropped unanswered (counted).
+ */
+export const UNPROVEN_REPLIES_PER_SECOND = 200
+/** A registration with no accepted register for this many keepalives counts as gone quiet. */
+const QUIET_KEEPALIVES = 3
+const MIN_QUIET_MS = 5_000
 
 interface Registration {
   peerId: PeerId
@@ -27,9 +37,12 @@ interface Registration {
   observed: Endpoint
   candidates: Candidate[]
   lastTimestampMs: number
-  /** the timestamp of its latest accepted register: echoed in every message to it */
+  /** the timestamp of its latest accepted register: echoed in every message to it; never moves back within a registration */
   echoMs: number
+  /** when its latest register was accepted (only registers refresh it) */
   lastSeen: number
+  /** random, per registration: sent in `registered` (to the registered address only) and required in every connect */
+  cookie: Uint8Array
 }
 
 export interface RendezvousOptions {
@@ -57,7 +70,9 @@ export class RendezvousServer {
   /** registered agents by source IP */
   private readonly registrations: GroupLimiter
   private readonly connectRate: KeyedRateLimiter
+  private readonly unprovenReplies = new TokenBucket(UNPROVEN_REPLIES_PER_SECOND, UNPROVEN_REPLIES_PER_SECOND, performance.now())
   private readonly refuse: Refuse
+  private readonly versionLog = new LogThrottle(10 * 60_000, 16)
 
   constructor (opts: RendezvousOptions) {
     this.opts = opts
@@ -79,6 +94,7 @@ export class RendezvousServer {
   onDatagram (buf: Uint8Array, from: Endpoint): void {
     const { metrics } = this.opts
     if (!looksLikeRendezvous(buf)) { metrics.droppedDatagrams.inc({ reason: 'not-rendezvous' }); return }
+    if (versionOf(buf) !== VERSION) { this.onOtherVersion(versionOf(buf), from); return }
     let decoded
     try {
       decoded = decodeMessage(buf)
@@ -113,11 +129,23 @@ export class RendezvousServer {
     try { peerId = peerIdFromBytes(m.peerId) } catch { metrics.droppedDatagrams.inc({ reason: 'bad-peer-id' }); return }
     if (peerId.publicKey == null) { metrics.droppedDatagrams.inc({ reason: 'bad-peer-id' }); return }
     const key = peerId.toString()
+    // A register no newer than the registration's latest is a replay (anyone who once saw one can
+    // resend it, from the agent's spoofed address too), and must neither redirect the peer nor
+    // move the echo back (an old echo makes the agent refuse everything the relay says). The one
+    // exception: from the registered address itself, once the registration has gone quiet (no
+    // register accepted for QUIET_KEEPALIVES keepalives) an older timestamp starts it afresh: that
+    // is the same agent restarted, or its clock stepped back (agent/tunnel/relay-auth.ts follows
+    // the wall clock down). Safe because a live agent keeps its registration from going quiet, so a
+    // replay wins only while the agent is silent anyway, and the agent's next newer register takes
+    // it back. From another address an older register waits for the registration to expire.
+    // Checked before the signature (a replay costs no verification) and again after it (the await
+    // let other registers of this peer in).
+    if (this.orderOf(key, m.timestampMs, from, now) === 'replay') { metrics.droppedDatagrams.inc({ reason: 'replay' }); return }
+    if (!(await peerId.publicKey.verify(signed, m.signature))) { metrics.droppedDatagrams.inc({ reason: 'bad-signature' }); return }
+    const order = this.orderOf(key, m.timestampMs, from, now)
+    if (order === 'replay') { metrics.droppedDatagrams.inc({ reason: 'replay' }); return }
     const existing = this.byPeer.get(key)
     const sameSource = existing != null && endpointKey(existing.observed) === endpointKey(from)
-    // a replayed (older) registration from elsewhere must not redirect a live peer
-    if (existing != null && !sameSource && m.timestampMs <= existing.lastTimestampMs) { metrics.droppedDatagrams.inc({ reason: 'replay' }); return }
-    if (!(await peerId.publicKey.verify(signed, m.signature))) { metrics.droppedDatagrams.inc({ reason: 'bad-signature' }); return }
     const verdict = this.registrations.check(key, from.host)
     if (verdict !== 'ok') { this.refuse(verdict === 'total' ? 'registrations-total' : 'registrations-per-ip', { peer: key, from: endpointKey(from) }); return }
 
@@ -128,16 +156,19 @@ export class RendezvousServer {
       nodeName: m.nodeName,
       observed: { host: from.host, port: from.port },
       candidates: m.candidates,
-      lastTimestampMs: Math.max(m.timestampMs, existing?.lastTimestampMs ?? 0),
+      lastTimestampMs: m.timestampMs,
       echoMs: m.timestampMs,
-      lastSeen: now
+      lastSeen: now,
+      // a new address gets a new cookie: whoever saw the old one on the old path cannot use it here
+      cookie: existing != null && sameSource ? existing.cookie : randomBytes(COOKIE_BYTES)
     }
     this.byPeer.set(key, reg)
     this.byEndpoint.set(endpointKey(from), reg)
     this.registrations.set(key, from.host)
     metrics.registeredAgents.set(this.byPeer.size)
     if (existing == null || !sameSource) this.opts.log.info({ node: m.nodeName, peer: key, observed: endpointKey(from) }, 'agent registered')
-    this.sendSigned({ type: 'registered', observed: reg.observed, bootId: this.bootId, keepaliveMs: this.opts.keepaliveMs, echo: reg.echoMs }, m.peerId, from)
+    else if (order === 'restart') this.opts.log.info({ node: m.nodeName, peer: key, observed: endpointKey(from) }, 'agent registered again with an older timestamp (restarted, or its clock stepped back)')
+    this.sendSigned({ type: 'registered', observed: reg.observed, bootId: this.bootId, keepaliveMs: this.opts.keepaliveMs, cookie: reg.cookie, echo: reg.echoMs }, m.peerId, from)
   }
 
   private onConnect (m: ConnectMessage, from: Endpoint): void {
@@ -146,10 +177,13 @@ export class RendezvousServer {
     const a = this.byEndpoint.get(fromKey)
     if (a == null) {
       this.refuse('connect-not-registered', { from: fromKey })
-      this.sendSigned({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.notRegistered, reason: 'register first', echo: 0 }, m.requester, from)
+      // anyone can ask this from any (spoofed) source: the signature it costs is bounded
+      if (this.mayAnswerUnproven()) this.sendSigned({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.notRegistered, reason: 'register first', echo: 0 }, m.requester, from)
       return
     }
-    a.lastSeen = Date.now()
+    // Only a host on the agent's path has its cookie: a host that spoofs the agent's address
+    // spends nothing of the agent's (no tokens, no relay pairs, no signatures, no introductions).
+    if (!timingSafeEqual(m.cookie, a.cookie)) { this.refuse('connect-bad-cookie', { node: a.nodeName, from: fromKey }); return }
     const cacheKey = `${fromKey}/${m.requestId}`
     const cached = this.recentConnects.get(cacheKey)
     if (cached != null) {
@@ -158,7 +192,7 @@ export class RendezvousServer {
     }
     if (!this.connectRate.allow(a.peerId.toString(), Date.now())) {
       this.refuse('connect-rate', { node: a.nodeName, from: fromKey })
-      this.sendSigned({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.overloaded, reason: 'connect rate limit of this relay reached: retry later', echo: a.echoMs }, a.peerIdBytes, from)
+      if (this.mayAnswerUnproven()) this.sendSigned({ type: 'connect-error', requestId: m.requestId, code: ConnectErrorCode.overloaded, reason: 'connect rate limit of this relay reached: retry later', echo: a.echoMs }, a.peerIdBytes, from)
       return
     }
     let targetKey: string
@@ -193,6 +227,32 @@ export class RendezvousServer {
     this.recentConnects.set(cacheKey, { at: Date.now(), replies })
     for (const [buf, to] of replies) this.send(buf, to)
     this.opts.log.debug({ from: a.nodeName, to: b.nodeName, relay: relayA !== 0 }, 'connect coordinated')
+  }
+
+  /** Where a register with this timestamp from `from` stands against the peer's current registration (see onRegister). */
+  private orderOf (key: string, timestampMs: number, from: Endpoint, now: number): 'new' | 'newer' | 'restart' | 'replay' {
+    const existing = this.byPeer.get(key)
+    if (existing == null) return 'new'
+    if (timestampMs > existing.lastTimestampMs) return 'newer'
+    const sameSource = endpointKey(existing.observed) === endpointKey(from)
+    return sameSource && now - existing.lastSeen > this.quietMs ? 'restart' : 'replay'
+  }
+
+  private get quietMs (): number { return Math.max(MIN_QUIET_MS, QUIET_KEEPALIVES * this.opts.keepaliveMs) }
+
+  /** Takes one from the relay-wide budget of signed answers to requests that prove nothing; counts the ones over it. */
+  private mayAnswerUnproven (): boolean {
+    if (this.unprovenReplies.take(performance.now())) return true
+    this.opts.metrics.droppedDatagrams.inc({ reason: 'unanswered-over-reply-budget' })
+    return false
+  }
+
+  /** An agent of another protocol version (an older or newer release): counted, and said once in a while. */
+  private onOtherVersion (version: number, from: Endpoint): void {
+    this.opts.metrics.droppedDatagrams.inc({ reason: 'unsupported-version' })
+    if (this.versionLog.shouldLog(String(version), performance.now())) {
+      this.opts.log.warn({ from: endpointKey(from), version }, `an agent speaks rendezvous protocol v${version}, this relay v${VERSION}: upgrade the relay and the agents together (relay-tcp keeps working meanwhile)`)
+    }
   }
 
   /** The observed public endpoint first: it is the one that works across NATs. */

@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 
 import { ConfigError } from './errors.ts'
+import { MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS } from './wire/rendezvous.ts'
 export { ConfigError }
 
 const hostPort = z.string().refine((s) => /^(\[[0-9a-fA-F:]+\]|[0-9.]+|[a-zA-Z0-9.-]+):\d{1,5}$/.test(s) && Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'expected host:port')
@@ -32,7 +33,7 @@ export const ServerConfig = z.object({
   /** public IPv4 addresses agents reach this relay at (announced in circuit reservations as /ip4/<a>/tcp/<tcpPort>) */
   announce: z.array(z.ipv4('expected the relay\'s public IPv4 address')).default([]),
   /** keepalive interval the relay asks agents to use (well under the 30 s UDP conntrack timeout) */
-  keepaliveMs: z.number().int().min(200).max(25_000).default(2_000),
+  keepaliveMs: z.number().int().min(MIN_KEEPALIVE_MS).max(MAX_KEEPALIVE_MS).default(2_000),
   maxAgents: z.number().int().positive().default(10_000),
   /** what one member may take from the relay; each refusal counts in edgemesh_relay_refusals_total{reason} */
   limits: z.object({

@@ -10,8 +10,9 @@ import type { RelayRef } from '../../shared/config.ts'
 import type { UdxSocket } from '../../shared/udx.ts'
 import type { Endpoint } from '../../shared/wire/addr.ts'
 import { pskMac } from '../../shared/wire/auth.ts'
+import { LogThrottle } from '../../shared/log-throttle.ts'
 import {
-  MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS, encodeMessage, encodeRegister, encodeRegisterBody,
+  COOKIE_BYTES, MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS, VERSION, encodeMessage, encodeRegister, encodeRegisterBody,
   type Candidate, type ConnectErrorMessage, type PeerInfoMessage, type RelayMessage
 } from '../../shared/wire/rendezvous.ts'
 import { RelayAuth } from './relay-auth.ts'
@@ -56,7 +57,7 @@ export interface RendezvousClientOptions {
 }
 
 /** What became of a datagram from the relay's address. */
-export type RelayMessageOutcome = 'handled' | 'unexpected' | 'forged'
+export type RelayMessageOutcome = 'handled' | 'unexpected' | 'reordered' | 'forged'
 
 export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   readonly endpoint: Endpoint
@@ -75,7 +76,9 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   private readonly upWaiters = new Set<() => void>()
   private stopped = false
   private readonly auth: RelayAuth
-  private forgeryLoggedAt = -Infinity
+  /** the cookie of our registration (from the latest accepted `registered`): every connect carries it */
+  private cookie: Uint8Array = new Uint8Array(COOKIE_BYTES)
+  private readonly logThrottle = new LogThrottle(FORGERY_LOG_INTERVAL_MS, 8)
   private forgeriesSinceLog = 0
 
   constructor (opts: RendezvousClientOptions) {
@@ -149,6 +152,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   onMessage (m: RelayMessage, signed: Uint8Array): RelayMessageOutcome {
     const check = this.auth.check(m, signed, (id) => this.pending.has(id))
     if (check.verdict === 'unexpected') return 'unexpected'
+    if (check.verdict === 'reordered') return 'reordered'
     if (check.verdict === 'forged') { this.logForgery(check.reason); return 'forged' }
     switch (m.type) {
       case 'registered': {
@@ -157,6 +161,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
         const restarted = this.bootId !== null && this.bootId !== m.bootId
         this.bootId = m.bootId
         this.observed = m.observed
+        this.cookie = m.cookie
         // follow the relay's hint, but never slower than our own configured interval (the
         // decoder bounds it already; clamped again so no value can make a tight loop)
         this.keepaliveMs = Math.min(this.opts.keepaliveMs, Math.max(MIN_KEEPALIVE_MS, Math.min(MAX_KEEPALIVE_MS, m.keepaliveMs)))
@@ -187,21 +192,31 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.logForgery(`undecodable: ${err.message}`)
   }
 
+  /**
+   * A datagram from this relay's endpoint in another protocol version: most likely the relay
+   * and this agent are different releases, not an attack. Said once (per version, then at most
+   * every 10 minutes); the caller counts it.
+   */
+  onOtherVersion (version: number): void {
+    if (!this.logThrottle.shouldLog(`version ${version}`, performance.now())) return
+    this.opts.log.warn({ relay: `${this.endpoint.host}:${this.endpoint.port}`, version },
+      `relay speaks rendezvous protocol v${version}, this agent v${VERSION}: upgrade both (relay-tcp keeps working meanwhile)`)
+  }
+
   /** Logs the first forgery at once, then at most one summary per FORGERY_LOG_INTERVAL_MS. */
   private logForgery (reason: string): void {
     this.forgeriesSinceLog++
-    const now = performance.now()
-    if (now - this.forgeryLoggedAt < FORGERY_LOG_INTERVAL_MS) return
+    if (!this.logThrottle.shouldLog('forged', performance.now())) return
     this.opts.log.warn({ relay: `${this.endpoint.host}:${this.endpoint.port}`, reason, count: this.forgeriesSinceLog },
       'dropped a forged message claiming to come from the relay (spoofed source address?); further ones are counted in edgemesh_dropped_datagrams_total{reason="forged-relay-message"} and logged at most every 10 minutes')
-    this.forgeryLoggedAt = now
     this.forgeriesSinceLog = 0
   }
 
   /** Asks the relay to introduce us to `target`; retransmits until answered. */
   async connect (target: Uint8Array, wantRelay: boolean, timeoutMs: number, signal?: AbortSignal): Promise<PeerInfoMessage> {
     const requestId = randomInt(1, 0xffffffff)
-    const msg = encodeMessage({ type: 'connect', requestId, target, wantRelay, requester: this.opts.peerIdBytes })
+    // encoded for each send: a re-registration (new cookie) while we retry must not strand the request
+    const msg = (): Uint8Array => encodeMessage({ type: 'connect', requestId, target, wantRelay, requester: this.opts.peerIdBytes, cookie: this.cookie })
     return await new Promise((resolve, reject) => {
       const cleanup = (): void => {
         clearInterval(retry); clearTimeout(timeout)
@@ -213,10 +228,10 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
         resolve: (m) => { cleanup(); resolve(m) },
         reject: (e) => { cleanup(); reject(e) }
       })
-      const retry = setInterval(() => { this.send(msg) }, 200)
+      const retry = setInterval(() => { this.send(msg()) }, 200)
       const timeout = setTimeout(() => { cleanup(); reject(new Error(`relay ${this.endpoint.host}:${this.endpoint.port} did not answer`)) }, timeoutMs)
       signal?.addEventListener('abort', onAbort)
-      this.send(msg)
+      this.send(msg())
     })
   }
 

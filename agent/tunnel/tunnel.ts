@@ -16,7 +16,7 @@ import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { createUdx, type UdxSocket } from '../../shared/udx.ts'
 import { endpointKey, type Endpoint } from '../../shared/wire/addr.ts'
-import { decodeMessage, isRelayMessage, looksLikeRendezvous, type Candidate, type PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
+import { VERSION, decodeMessage, isRelayMessage, looksLikeRendezvous, versionOf, type Candidate, type PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
 import { parsePeerId, peerIdFromBytes } from '../../shared/peer-id.ts'
 import { ed25519Verifier } from '../../shared/ed25519.ts'
 import { ConfigError } from '../../shared/errors.ts'
@@ -194,6 +194,12 @@ export class Tunnel implements TunnelApi {
     if (!looksLikeRendezvous(buf)) { metrics.droppedDatagrams.inc({ reason: 'not-rendezvous' }); return }
     // a relay's address can be spoofed: what claims to come from one is checked by its client
     const client = this.clientsByEndpoint.get(endpointKey(from))
+    // another release (not an attack): counted under its own reason, and the client says so once
+    if (versionOf(buf) !== VERSION) {
+      client?.onOtherVersion(versionOf(buf))
+      metrics.droppedDatagrams.inc({ reason: 'unsupported-version' })
+      return
+    }
     let decoded
     try {
       decoded = decodeMessage(buf)
@@ -209,7 +215,7 @@ export class Tunnel implements TunnelApi {
     }
     if (client == null || !isRelayMessage(m) || decoded.signed == null) { metrics.droppedDatagrams.inc({ reason: 'unexpected' }); return }
     const outcome = client.onMessage(m, decoded.signed)
-    if (outcome !== 'handled') metrics.droppedDatagrams.inc({ reason: outcome === 'forged' ? 'forged-relay-message' : 'unexpected' })
+    if (outcome !== 'handled') metrics.droppedDatagrams.inc({ reason: outcome === 'forged' ? 'forged-relay-message' : outcome === 'reordered' ? 'reordered-relay-message' : 'unexpected' })
   }
 
   /** LAN addresses (same UDP/TCP ports) offered to peers for same-site direct paths. */

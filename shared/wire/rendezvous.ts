@@ -10,13 +10,21 @@
 // 64-byte Ed25519 signature by the relay's identity key over the message bytes before the
 // signature followed by the recipient agent's peer id (relaySignedBytes). The agent knows the
 // relay's peer id from its config, so a spoofed relay address gets it nothing (agent/tunnel/relay-auth.ts).
+//
+// `registered` also carries a random cookie the relay draws for each registration; every
+// `connect` must carry it back. Only a host on the agent's path sees it, so a host that merely
+// spoofs an agent's public ip:port cannot spend that agent's connect budget or relay pairs.
 import { ByteReader, ByteWriter, WireError } from './bytes.ts'
 import { readEndpoint, writeEndpoint, type Endpoint } from './addr.ts'
 
 export const MAGIC0 = 0x45 // 'E'
 export const MAGIC1 = 0x4d // 'M'
-/** 2: relay-to-agent messages carry echo + signature; connect carries the requester's peer id */
+/** 2: relay-to-agent messages carry echo + signature; registered carries a cookie that connect returns */
 export const VERSION = 2
+/** The byte that holds the version (after the magic). */
+export const VERSION_OFFSET = 2
+/** Length of the per-registration connect cookie. */
+export const COOKIE_BYTES = 8
 export const MAX_CANDIDATES = 16
 /** Ed25519 signature length */
 export const SIGNATURE_BYTES = 64
@@ -64,6 +72,8 @@ export interface RegisteredMessage {
   bootId: number
   /** MIN_KEEPALIVE_MS..MAX_KEEPALIVE_MS */
   keepaliveMs: number
+  /** COOKIE_BYTES random bytes per registration: every connect must carry them */
+  cookie: Uint8Array
   /** the timestampMs of the register this answers */
   echo: number
   signature: Uint8Array
@@ -78,6 +88,8 @@ export interface ConnectMessage {
   wantRelay: boolean
   /** the asking agent's peer id: the relay signs even its "register first" answer for it */
   requester: Uint8Array
+  /** the cookie of the requester's registration (from its latest `registered`); zeros before it has one */
+  cookie: Uint8Array
 }
 
 export interface PeerInfoMessage {
@@ -136,6 +148,11 @@ function truncateUtf8 (s: string, max: number): Uint8Array {
   return b.subarray(0, end)
 }
 
+/** The protocol version a rendezvous datagram claims (looksLikeRendezvous must hold). */
+export function versionOf (buf: Uint8Array): number {
+  return buf[VERSION_OFFSET]!
+}
+
 /** Cheap test used on the hot receive path before a full decode. */
 export function looksLikeRendezvous (buf: Uint8Array): boolean {
   return buf.byteLength >= 4 && buf[0] === MAGIC0 && buf[1] === MAGIC1
@@ -182,6 +199,10 @@ function checkRange (v: number, min: number, max: number, what: string): void {
   if (!Number.isInteger(v) || v < min || v > max) throw new WireError(`${what} out of range: ${v}`)
 }
 
+function checkCookie (b: Uint8Array): void {
+  if (b.byteLength !== COOKIE_BYTES) throw new WireError(`cookie must be ${COOKIE_BYTES} bytes`)
+}
+
 function checkPeerId (b: Uint8Array, what: string): void {
   if (b.byteLength === 0 || b.byteLength > 64) throw new WireError(`${what} must be 1-64 bytes`)
 }
@@ -198,12 +219,14 @@ function checkBounds (m: RendezvousMessage): void {
     case 'registered':
       checkRange(m.bootId, 0, 0xffffffff, 'boot id')
       checkRange(m.keepaliveMs, MIN_KEEPALIVE_MS, MAX_KEEPALIVE_MS, 'keepalive')
+      checkCookie(m.cookie)
       checkRange(m.echo, 1, MAX_TIMESTAMP_MS, 'echo')
       return
     case 'connect':
       checkRange(m.requestId, 1, 0xffffffff, 'request id')
       checkPeerId(m.target, 'target')
       checkPeerId(m.requester, 'requester')
+      checkCookie(m.cookie)
       return
     case 'peer-info':
       checkRange(m.requestId, 0, 0xffffffff, 'request id')
@@ -234,6 +257,8 @@ function encodeRelayBody (m: UnsignedRelayMessage): Uint8Array {
     case 'registered':
       writeEndpoint(w, m.observed)
       w.u32(m.bootId).u32(m.keepaliveMs)
+      if (m.cookie.byteLength !== COOKIE_BYTES) throw new WireError(`cookie must be ${COOKIE_BYTES} bytes`)
+      w.bytes(m.cookie)
       break
     case 'peer-info':
       w.u32(m.requestId).u64(m.session).u8(m.initiator ? 1 : 0).shortBytes(m.peer, 'peer id').utf8(m.peerName, 'peer name')
@@ -275,7 +300,7 @@ export function encodeMessage (m: Exclude<RendezvousMessage, RegisterMessage>): 
     case 'connect-error':
       return appendSignature(encodeRelayBody(m), m.signature)
     case 'connect': {
-      const w = header(MessageType.connect).u32(m.requestId).shortBytes(m.target, 'target').u8(m.wantRelay ? 1 : 0).shortBytes(m.requester, 'requester')
+      const w = header(MessageType.connect).u32(m.requestId).shortBytes(m.target, 'target').u8(m.wantRelay ? 1 : 0).shortBytes(m.requester, 'requester').bytes(m.cookie)
       checkBounds(m)
       return w.finish()
     }
@@ -326,11 +351,12 @@ function decodeUnchecked (buf: Uint8Array): Decoded {
       const observed = readEndpoint(r)
       const bootId = r.u32('boot id')
       const keepaliveMs = r.u32('keepalive')
+      const cookie = r.bytes(COOKIE_BYTES, 'cookie').slice()
       const echo = readTimestamp(r, 'echo')
       const signed = buf.subarray(0, r.position)
       const signature = r.bytes(SIGNATURE_BYTES, 'signature')
       r.end()
-      return { message: { type: 'registered', observed, bootId, keepaliveMs, echo, signature }, signed }
+      return { message: { type: 'registered', observed, bootId, keepaliveMs, cookie, echo, signature }, signed }
     }
     case MessageType.connect: {
       const requestId = r.u32('request id')
@@ -339,8 +365,9 @@ function decodeUnchecked (buf: Uint8Array): Decoded {
       const flags = r.u8('flags')
       const requester = r.shortBytes('requester', 64)
       if (requester.byteLength === 0) throw new WireError('empty requester')
+      const cookie = r.bytes(COOKIE_BYTES, 'cookie').slice()
       r.end()
-      return { message: { type: 'connect', requestId, target, wantRelay: (flags & 1) === 1, requester } }
+      return { message: { type: 'connect', requestId, target, wantRelay: (flags & 1) === 1, requester, cookie } }
     }
     case MessageType.peerInfo: {
       const requestId = r.u32('request id')

@@ -22,7 +22,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { noiseCrypto } from '../../shared/noise-crypto.ts'
 import { peerIdFromBytes } from '../../shared/peer-id.ts'
 import { pskMac } from '../../shared/wire/auth.ts'
-import { decodeMessage, encodeMessage, encodeRegister, encodeRegisterBody } from '../../shared/wire/rendezvous.ts'
+import { COOKIE_BYTES, decodeMessage, encodeMessage, encodeRegister, encodeRegisterBody } from '../../shared/wire/rendezvous.ts'
 import { readStream, send } from '../../agent/tunnel/stream-io.ts'
 
 interface RendezvousPlan {
@@ -31,8 +31,8 @@ interface RendezvousPlan {
   /** swarm.key to MAC registrations with; null: no MAC */
   pskFile: string | null
   keys: number
-  /** connect requests sent by key `from` (all at once), in order */
-  connects?: Array<{ from: number, target: string, wantRelay: boolean, count: number }>
+  /** connect requests sent by key `from` (all at once), in order; `wrongCookie`: not the one its `registered` carried */
+  connects?: Array<{ from: number, target: string, wantRelay: boolean, count: number, wrongCookie?: boolean }>
 }
 
 interface ReservePlan {
@@ -47,19 +47,19 @@ const sleep = async (ms: number): Promise<void> => { await new Promise((resolve)
 
 async function rendezvous (plan: RendezvousPlan): Promise<unknown> {
   const psk = plan.pskFile != null ? new Uint8Array(await readFile(plan.pskFile)) : undefined
-  const keys: Array<{ peerId: string, peerIdBytes: Uint8Array, registered: boolean, replies: Map<number, unknown>, socket: ReturnType<typeof createSocket> }> = []
+  const keys: Array<{ peerId: string, peerIdBytes: Uint8Array, registered: boolean, cookie: Uint8Array<ArrayBufferLike>, replies: Map<number, unknown>, socket: ReturnType<typeof createSocket> }> = []
   try {
     for (let i = 0; i < plan.keys; i++) {
       const privateKey = await generateKeyPair('Ed25519')
       const peerId = peerIdFromPrivateKey(privateKey)
       const socket = createSocket('udp4')
       await new Promise<void>((resolve) => socket.bind(0, resolve))
-      const key = { peerId: peerId.toString(), peerIdBytes: peerId.toMultihash().bytes, registered: false, replies: new Map<number, unknown>(), socket }
+      const key = { peerId: peerId.toString(), peerIdBytes: peerId.toMultihash().bytes, registered: false, cookie: new Uint8Array(COOKIE_BYTES) as Uint8Array<ArrayBufferLike>, replies: new Map<number, unknown>(), socket }
       keys.push(key)
       socket.on('message', (buf) => {
         let m
         try { m = decodeMessage(buf).message } catch { return }
-        if (m.type === 'registered') key.registered = true
+        if (m.type === 'registered') { key.registered = true; key.cookie = m.cookie }
         if (m.type === 'peer-info' && m.requestId !== 0) {
           key.replies.set(m.requestId, { type: 'peer-info', peer: peerIdFromBytes(m.peer).toString(), candidates: m.candidates.length, relayLocalId: m.relayLocalId, relayRemoteId: m.relayRemoteId })
         }
@@ -80,7 +80,8 @@ async function rendezvous (plan: RendezvousPlan): Promise<unknown> {
       for (let n = 0; n < c.count; n++) {
         const requestId = 1000 + connects.length + ids.length
         ids.push(requestId)
-        key.socket.send(encodeMessage({ type: 'connect', requestId, target: peerIdFromString(c.target).toMultihash().bytes, wantRelay: c.wantRelay, requester: key.peerIdBytes }), plan.relay.port, plan.relay.host)
+        const cookie = c.wrongCookie === true ? key.cookie.map((b) => b ^ 0xff) : key.cookie
+        key.socket.send(encodeMessage({ type: 'connect', requestId, target: peerIdFromString(c.target).toMultihash().bytes, wantRelay: c.wantRelay, requester: key.peerIdBytes, cookie }), plan.relay.port, plan.relay.host)
       }
       for (let t = 0; t < 50 && ids.some((id) => !key.replies.has(id)); t++) await sleep(40)
       for (const requestId of ids) connects.push({ from: c.from, requestId, reply: key.replies.get(requestId) ?? null })

@@ -6,7 +6,7 @@ import fc from 'fast-check'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { ECHO_WINDOW_MS, RelayAuth } from '../../agent/tunnel/relay-auth.ts'
+import { CLOCK_STEP_MS, ECHO_WINDOW_MS, RelayAuth, STAMP_CLASSES } from '../../agent/tunnel/relay-auth.ts'
 import { RendezvousClient } from '../../agent/tunnel/rendezvous-client.ts'
 import { ed25519Signer, ed25519Verifier } from '../../shared/ed25519.ts'
 import { createLogger } from '../../shared/logging.ts'
@@ -32,8 +32,9 @@ function wire (m: UnsignedRelayMessage, opts: { key?: PrivateKey, recipient?: Ui
   return { m: d.message, signed: d.signed }
 }
 
-const registered = (echo: number, bootId = 1, keepaliveMs = 2000): UnsignedRelayMessage =>
-  ({ type: 'registered', observed: { host: '198.51.100.20', port: 4003 }, bootId, keepaliveMs, echo })
+const COOKIE = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8])
+const registered = (echo: number, bootId = 1, keepaliveMs = 2000, cookie = COOKIE): UnsignedRelayMessage =>
+  ({ type: 'registered', observed: { host: '198.51.100.20', port: 4003 }, bootId, keepaliveMs, cookie, echo })
 const peerInfo = (requestId: number, echo: number): UnsignedRelayMessage => ({
   type: 'peer-info', requestId, session: 9n, initiator: requestId !== 0, peer: OTHER_AGENT, peerName: 'edge-b',
   candidates: [{ proto: 'udp', host: '198.51.100.21', port: 4003 }], directLocalId: 1, directRemoteId: 2, relayLocalId: 3, relayRemoteId: 4, echo
@@ -84,7 +85,7 @@ describe('RelayAuth: registered', () => {
     expect(check(auth, wire(registered(ts)))).toBe('forged: registered echoes no recent register of ours')
   })
 
-  it('refuses a replay of an older answer (an old boot id) once a newer one was accepted', () => {
+  it('refuses a replay of an older answer (an old boot id) once a newer one was accepted: dropped quietly, like a reordered one', () => {
     const { auth, clock } = setup()
     const t1 = auth.nextRegisterTimestamp()
     const oldBoot = wire(registered(t1, 0xaaaa)) // captured by an attacker
@@ -92,7 +93,22 @@ describe('RelayAuth: registered', () => {
     clock.wall += 2_000; clock.mono += 2_000
     const t2 = auth.nextRegisterTimestamp()
     expect(check(auth, wire(registered(t2, 0xbbbb)))).toBe('ok') // the relay restarted
-    expect(check(auth, oldBoot)).toBe('forged: registered is older than one already accepted (replayed)')
+    expect(check(auth, oldBoot)).toBe('reordered')
+  })
+
+  it('an answer to an earlier register arriving after a later one\'s is reordered, not forged', () => {
+    const { auth, clock } = setup()
+    const t1 = auth.nextRegisterTimestamp()
+    clock.wall += 200; clock.mono += 200
+    const t2 = auth.nextRegisterTimestamp()
+    expect(check(auth, wire(registered(t2)))).toBe('ok')
+    expect(check(auth, wire(registered(t1)))).toBe('reordered')
+    // still by send order after the wall clock stepped back: t3 < t2 in value, but sent later
+    clock.wall -= 3_600_000; clock.mono += 200
+    const t3 = auth.nextRegisterTimestamp()
+    expect(t3).toBeLessThan(t2)
+    expect(check(auth, wire(registered(t3)))).toBe('ok')
+    expect(check(auth, wire(registered(t2)))).toBe('reordered')
   })
 
   it('checks the echo before the signature: a flood of forgeries costs no verification', () => {
@@ -154,15 +170,72 @@ describe('RelayAuth: peer-info and connect-error', () => {
 })
 
 describe('RelayAuth: register timestamps', () => {
-  it('strictly increase even when the wall clock steps back', () => {
+  const within = (ts: number, wall: number): boolean => ts >= wall && ts < wall + STAMP_CLASSES
+
+  it('follow the wall clock (to the relay, within its 10 minute skew), strictly increasing while it does not step back', () => {
     const { auth, clock } = setup()
     const a = auth.nextRegisterTimestamp()
-    clock.wall -= 60_000
-    const b = auth.nextRegisterTimestamp()
-    const c = auth.nextRegisterTimestamp()
-    expect([b - a, c - b]).toEqual([1, 1])
+    expect(within(a, clock.wall)).toBe(true)
+    const b = auth.nextRegisterTimestamp() // same millisecond
+    expect(b).toBeGreaterThan(a)
+    clock.wall -= CLOCK_STEP_MS / 2 // jitter, not a step: still increasing
+    expect(auth.nextRegisterTimestamp()).toBeGreaterThan(b)
     clock.wall += 120_000
-    expect(auth.nextRegisterTimestamp()).toBe(clock.wall)
+    expect(within(auth.nextRegisterTimestamp(), clock.wall)).toBe(true)
+  })
+
+  it('follow the wall clock down when it steps back (a box booted an hour fast, then NTP), and the answers to them are accepted', () => {
+    const { auth, clock } = setup()
+    const t1 = auth.nextRegisterTimestamp()
+    expect(check(auth, wire(registered(t1)))).toBe('ok')
+    clock.wall -= 3_600_000; clock.mono += 2_000
+    const t2 = auth.nextRegisterTimestamp()
+    expect(within(t2, clock.wall)).toBe(true) // the relay's skew check passes at once
+    expect(check(auth, wire(registered(t2)))).toBe('ok')
+    clock.wall += 2_000; clock.mono += 2_000
+    const t3 = auth.nextRegisterTimestamp()
+    expect(t3).toBeGreaterThan(t2)
+    expect(check(auth, wire(registered(t3, 2)))).toBe('ok')
+  })
+
+  it('after a step back never reuse a timestamp sent before it: a captured answer (old boot id) cannot be replayed when the clock comes round again', () => {
+    const { auth, clock } = setup()
+    const t1 = auth.nextRegisterTimestamp()
+    const oldBoot = wire(registered(t1, 0xaaaa)) // captured
+    expect(check(auth, oldBoot)).toBe('ok')
+    clock.wall -= 3_600_000; clock.mono += 2_000 // stepped back an hour; the relay restarts meanwhile
+    const afterStep = auth.nextRegisterTimestamp()
+    expect(check(auth, wire(registered(afterStep, 0xbbbb)))).toBe('ok')
+    // the wall clock reaches t1 again (within the echo window of the monotonic clock, the worst case)
+    clock.wall = t1; clock.mono += 1_000
+    const again = auth.nextRegisterTimestamp()
+    expect(again).not.toBe(t1)
+    expect(within(again, clock.wall)).toBe(true)
+    expect(check(auth, oldBoot)).not.toBe('ok')
+    for (let i = 1; i < STAMP_CLASSES; i++) { // every millisecond around it
+      clock.wall = t1 + i; clock.mono += 1
+      expect(auth.nextRegisterTimestamp()).not.toBe(t1)
+      expect(check(auth, oldBoot)).not.toBe('ok')
+    }
+  })
+
+  it('property: whatever the wall clock does, no timestamp repeats until it stepped back STAMP_CLASSES times', () => {
+    fc.assert(fc.property(fc.array(fc.integer({ min: -4_000, max: 4_000 }), { maxLength: 200 }), (moves) => {
+      const { auth, clock } = setup()
+      const seen = new Set<number>()
+      let steps = 0
+      let last = 0
+      for (const d of moves) {
+        clock.wall += d; clock.mono += 1
+        const ts = auth.nextRegisterTimestamp()
+        if (ts < last - CLOCK_STEP_MS) steps++
+        last = ts
+        if (steps >= STAMP_CLASSES) return
+        expect(seen.has(ts)).toBe(false)
+        seen.add(ts)
+        expect(ts).toBeGreaterThanOrEqual(clock.wall)
+      }
+    }))
   })
 })
 
@@ -228,6 +301,37 @@ describe('RendezvousClient', () => {
     const last = sock.registers().at(-1)!.timestampMs
     expect(deliver(client, wire(registered(last, 0x3333)))).toBe('handled')
     expect([client.bootId, restarts()]).toEqual([0x3333, 1])
+    client.stop()
+  })
+
+  it('connect carries the cookie of the latest accepted registered (zeros before one), re-read on every retransmission', async () => {
+    const { client, sock } = await started()
+    const connects = (): Array<{ requestId: number, cookie: number[] }> => sock.sent.map((b) => decodeMessage(b).message)
+      .flatMap((m) => m.type === 'connect' ? [{ requestId: m.requestId, cookie: Array.from(m.cookie) }] : [])
+    const pending = client.connect(OTHER_AGENT, false, 5_000)
+    pending.catch(() => {})
+    expect(connects().at(-1)!.cookie).toEqual([0, 0, 0, 0, 0, 0, 0, 0])
+    const ts = sock.registers().at(-1)!.timestampMs
+    expect(deliver(client, wire(registered(ts, 1, 2000, COOKIE)))).toBe('handled')
+    await vi.advanceTimersByTimeAsync(200)
+    expect(connects().at(-1)!.cookie).toEqual(Array.from(COOKIE))
+    // a forged registered cannot plant another cookie
+    expect(deliver(client, wire(registered(ts, 1, 2000, new Uint8Array(8).fill(9)), { key: otherKey }))).toBe('forged')
+    await vi.advanceTimersByTimeAsync(200)
+    expect(connects().at(-1)!.cookie).toEqual(Array.from(COOKIE))
+    client.stop()
+  })
+
+  it('after the wall clock steps back an hour, the next registers carry the new time (the relay accepts them), not the old one plus 1', async () => {
+    const { client, sock } = await started()
+    const ts = sock.registers().at(-1)!.timestampMs
+    expect(deliver(client, wire(registered(ts, 1)))).toBe('handled')
+    vi.setSystemTime(Date.now() - 3_600_000)
+    await vi.advanceTimersByTimeAsync(2_000)
+    const next = sock.registers().at(-1)!.timestampMs
+    expect(Math.abs(next - Date.now())).toBeLessThan(STAMP_CLASSES + 2_000)
+    expect(deliver(client, wire(registered(next, 1)))).toBe('handled')
+    expect([client.up, client.bootId]).toEqual([true, 1])
     client.stop()
   })
 

@@ -8,7 +8,7 @@ import fc from 'fast-check'
 import { ByteReader, ByteWriter, WireError } from '../../shared/wire/bytes.ts'
 import { endpointKey, readEndpoint, writeEndpoint, type Endpoint } from '../../shared/wire/addr.ts'
 import {
-  ConnectErrorCode, MAGIC0, MAGIC1, MAX_CANDIDATES, MAX_KEEPALIVE_MS, MAX_TIMESTAMP_MS, MIN_KEEPALIVE_MS, MessageType, SIGNATURE_BYTES, VERSION,
+  COOKIE_BYTES, ConnectErrorCode, MAGIC0, MAGIC1, MAX_CANDIDATES, MAX_KEEPALIVE_MS, MAX_TIMESTAMP_MS, MIN_KEEPALIVE_MS, MessageType, SIGNATURE_BYTES, VERSION,
   decodeMessage, encodeMessage, encodeRegister, encodeRegisterBody, encodeRelayMessage, isRelayMessage, looksLikeRendezvous, relaySignedBytes,
   type Candidate, type ConnectErrorMessage, type ConnectMessage, type PeerInfoMessage,
   type PunchMessage, type RegisterMessage, type RegisteredMessage, type RendezvousMessage
@@ -57,6 +57,7 @@ const PEER_A = Uint8Array.from({ length: 38 }, (_, i) => (i * 7 + 3) & 0xff)
 const PEER_B = Uint8Array.from({ length: 38 }, (_, i) => (i * 13 + 1) & 0xff)
 const SIG = Uint8Array.from({ length: SIGNATURE_BYTES }, (_, i) => (i * 5 + 11) & 0xff)
 const ECHO = 1_700_000_000_456
+const COOKIE = Uint8Array.from({ length: COOKIE_BYTES }, (_, i) => 0xc0 + i)
 
 const sampleCandidates: Candidate[] = [
   { proto: 'udp', host: '192.168.1.10', port: 4003 },
@@ -70,8 +71,8 @@ const samples: Record<RendezvousMessage['type'], RendezvousMessage> = {
     type: 'register', timestampMs: 1_700_000_000_123, peerId: PEER_A, nodeName: 'edge-1',
     candidates: sampleCandidates, signature: new Uint8Array(64).fill(0xab), mac: new Uint8Array(16).fill(0x5c)
   },
-  registered: { type: 'registered', observed: { host: '203.0.113.7', port: 40123 }, bootId: 0xdeadbeef, keepaliveMs: 2000, echo: ECHO, signature: SIG },
-  connect: { type: 'connect', requestId: 42, target: PEER_B, wantRelay: true, requester: PEER_A },
+  registered: { type: 'registered', observed: { host: '203.0.113.7', port: 40123 }, bootId: 0xdeadbeef, keepaliveMs: 2000, cookie: COOKIE, echo: ECHO, signature: SIG },
+  connect: { type: 'connect', requestId: 42, target: PEER_B, wantRelay: true, requester: PEER_A, cookie: COOKIE },
   'peer-info': {
     type: 'peer-info', requestId: 7, session: 0x0123456789abcdefn, initiator: true, peer: PEER_B, peerName: 'edge-2',
     candidates: sampleCandidates, directLocalId: 1, directRemoteId: 2, relayLocalId: 3, relayRemoteId: 0xffffffff, echo: ECHO, signature: SIG
@@ -115,7 +116,7 @@ describe('round trip of every message type', () => {
   it('registered', () => {
     const m = samples.registered
     const wire = encodeMessage(m as RegisteredMessage)
-    expect(Array.from(wire)).toEqual([...header(2), 4, 203, 0, 113, 7, ...u16(40123), ...u32(0xdeadbeef), ...u32(2000), ...u64(BigInt(ECHO)), ...SIG])
+    expect(Array.from(wire)).toEqual([...header(2), 4, 203, 0, 113, 7, ...u16(40123), ...u32(0xdeadbeef), ...u32(2000), ...COOKIE, ...u64(BigInt(ECHO)), ...SIG])
     const d = decodeMessage(wire)
     expect(d.message).toEqual(m)
     // the signature covers everything before it
@@ -123,22 +124,23 @@ describe('round trip of every message type', () => {
   })
 
   it('registered with an IPv6 observed address', () => {
-    const m: RegisteredMessage = { type: 'registered', observed: { host: '2001:db8:0:0:0:0:0:2', port: 9 }, bootId: 0, keepaliveMs: 25_000, echo: 1, signature: SIG }
+    const m: RegisteredMessage = { type: 'registered', observed: { host: '2001:db8:0:0:0:0:0:2', port: 9 }, bootId: 0, keepaliveMs: 25_000, cookie: COOKIE, echo: 1, signature: SIG }
     expect(decodeMessage(encodeMessage(m)).message).toEqual(m)
   })
 
   it('connect with wantRelay true and false', () => {
     for (const wantRelay of [true, false]) {
-      const m: ConnectMessage = { type: 'connect', requestId: 0xfffffffe, target: PEER_B, wantRelay, requester: bytes(0x42) }
+      const m: ConnectMessage = { type: 'connect', requestId: 0xfffffffe, target: PEER_B, wantRelay, requester: bytes(0x42), cookie: COOKIE }
       const wire = encodeMessage(m)
-      expect(wire[wire.byteLength - 3]).toBe(wantRelay ? 1 : 0)
+      expect(wire[wire.byteLength - 3 - COOKIE_BYTES]).toBe(wantRelay ? 1 : 0)
+      expect(Array.from(wire.subarray(wire.byteLength - COOKIE_BYTES))).toEqual(Array.from(COOKIE))
       expect(decodeMessage(wire).message).toEqual(m)
     }
   })
 
   it('connect: only bit 0 of the flags byte means wantRelay', () => {
     const base = [...header(3), ...u32(1), 1, 0x77]
-    const requester = [1, 0x42]
+    const requester = [1, 0x42, ...COOKIE]
     expect((decodeMessage(bytes(...base, 0xfe, ...requester)).message as ConnectMessage).wantRelay).toBe(false)
     expect((decodeMessage(bytes(...base, 0xff, ...requester)).message as ConnectMessage).wantRelay).toBe(true)
     expect((decodeMessage(bytes(...base, 0x03, ...requester)).message as ConnectMessage).wantRelay).toBe(true)
@@ -217,14 +219,14 @@ describe('round trip of every message type', () => {
   })
 
   it('encoders refuse hostnames and IPv4-in-IPv6 literals as endpoints', () => {
-    const reg = { type: 'registered' as const, bootId: 1, keepaliveMs: 2000, echo: 1, signature: SIG }
+    const reg = { type: 'registered' as const, bootId: 1, keepaliveMs: 2000, cookie: COOKIE, echo: 1, signature: SIG }
     expectWireError(() => encodeMessage({ ...reg, observed: { host: 'relay.example.com', port: 1 } }), 'not an IP address: relay.example.com')
     expectWireError(() => encodeMessage({ ...reg, observed: { host: '::ffff:1.2.3.4', port: 1 } }), 'not an IP address: ::ffff:1.2.3.4')
     expectWireError(() => encodeMessage({ ...reg, observed: { host: '1.2.3', port: 1 } }), 'not an IP address: 1.2.3')
   })
 
   it('encoders refuse byte fields over 255 bytes', () => {
-    expectWireError(() => encodeMessage({ type: 'connect', requestId: 1, target: new Uint8Array(256), wantRelay: false, requester: PEER_A }), 'target too long to encode')
+    expectWireError(() => encodeMessage({ type: 'connect', requestId: 1, target: new Uint8Array(256), wantRelay: false, requester: PEER_A, cookie: COOKIE }), 'target too long to encode')
     expectWireError(() => encodeRegisterBody({ timestampMs: 1, peerId: PEER_A, nodeName: 'n'.repeat(256), candidates: [] }), 'node name too long to encode')
     expectWireError(() => encodeRegister(bytes(1), new Uint8Array(256), new Uint8Array(0)), 'signature too long to encode')
   })
@@ -397,12 +399,14 @@ const registeredArb: fc.Arbitrary<RegisteredMessage> = fc.record({
   observed: fc.record({ host: fc.oneof(ipv4Arb, ipv6Arb), port: portArb }),
   bootId: u32Arb,
   keepaliveMs: fc.integer({ min: MIN_KEEPALIVE_MS, max: MAX_KEEPALIVE_MS }),
+  cookie: fc.uint8Array({ minLength: COOKIE_BYTES, maxLength: COOKIE_BYTES }),
   echo: echoArb,
   signature: sigArb
 })
 const nonzeroU32Arb = fc.integer({ min: 1, max: 0xffffffff })
 const connectArb: fc.Arbitrary<ConnectMessage> = fc.record({
-  type: fc.constant('connect' as const), requestId: nonzeroU32Arb, target: peerIdArb, wantRelay: fc.boolean(), requester: peerIdArb
+  type: fc.constant('connect' as const), requestId: nonzeroU32Arb, target: peerIdArb, wantRelay: fc.boolean(), requester: peerIdArb,
+  cookie: fc.uint8Array({ minLength: COOKIE_BYTES, maxLength: COOKIE_BYTES })
 })
 const peerInfoArb: fc.Arbitrary<PeerInfoMessage> = fc.record({
   type: fc.constant('peer-info' as const),
@@ -503,10 +507,10 @@ function layoutOf (m: RendezvousMessage): Layout {
         [1, 'signature length'], [m.signature.byteLength, 'signature'], [1, 'mac length'], [m.mac.byteLength, 'mac']]
     case 'registered':
       return [...headerLayout, [1, 'address family'], [m.observed.host.includes(':') ? 16 : 4, m.observed.host.includes(':') ? 'IPv6 address' : 'IPv4 address'],
-        [2, 'port'], [4, 'boot id'], [4, 'keepalive'], [8, 'echo'], [SIGNATURE_BYTES, 'signature']]
+        [2, 'port'], [4, 'boot id'], [4, 'keepalive'], [COOKIE_BYTES, 'cookie'], [8, 'echo'], [SIGNATURE_BYTES, 'signature']]
     case 'connect':
       return [...headerLayout, [4, 'request id'], [1, 'target length'], [m.target.byteLength, 'target'], [1, 'flags'],
-        [1, 'requester length'], [m.requester.byteLength, 'requester']]
+        [1, 'requester length'], [m.requester.byteLength, 'requester'], [COOKIE_BYTES, 'cookie']]
     case 'peer-info':
       return [...headerLayout, [4, 'request id'], [8, 'session'], [1, 'role'], [1, 'peer id length'], [m.peer.byteLength, 'peer id'],
         [1, 'peer name length'], [te.encode(m.peerName).byteLength, 'peer name'], ...candidatesLayout(m.candidates),
@@ -590,7 +594,7 @@ describe('malformed input', () => {
   })
 
   it('a candidate with port 0', () => {
-    const wire = encodeMessage({ type: 'registered', observed: { host: '1.2.3.4', port: 80 }, bootId: 1, keepaliveMs: 2000, echo: 1, signature: SIG })
+    const wire = encodeMessage({ type: 'registered', observed: { host: '1.2.3.4', port: 80 }, bootId: 1, keepaliveMs: 2000, cookie: COOKIE, echo: 1, signature: SIG })
     const bad = wire.slice(); bad[9] = 0; bad[10] = 0
     expectWireError(() => decodeMessage(bad), 'port 0')
     const body = encodeRegisterBody({ timestampMs: 1, peerId: PEER_A, nodeName: 'a', candidates: [{ proto: 'udp', host: '10.0.0.1', port: 9 }] })
@@ -719,6 +723,17 @@ describe('every number is bounded', () => {
     expectWireError(() => encodeMessage({ ...(samples.connect as ConnectMessage), requester: new Uint8Array(0) }), 'requester must be 1-64 bytes')
   })
 
+  it('cookie: exactly COOKIE_BYTES in registered and connect', () => {
+    const conn = samples.connect as ConnectMessage
+    for (const n of [0, COOKIE_BYTES - 1, COOKIE_BYTES + 1]) {
+      expectWireError(() => encodeMessage({ ...conn, cookie: new Uint8Array(n) }), `cookie must be ${COOKIE_BYTES} bytes`)
+      expectWireError(() => encodeMessage({ ...(samples.registered as RegisteredMessage), cookie: new Uint8Array(n) }), `cookie must be ${COOKIE_BYTES} bytes`)
+    }
+    const wire = encodeMessage(conn)
+    expectWireError(() => decodeMessage(wire.subarray(0, wire.byteLength - 1)), 'truncated cookie')
+    expectWireError(() => decodeMessage(concat(wire, bytes(0))), '1 trailing bytes')
+  })
+
   it('relay messages carry exactly a 64-byte signature', () => {
     for (const m of [reg, pi, ce]) {
       const wire = encodeMessage(m)
@@ -739,7 +754,7 @@ describe('relay messages are signed for their recipient', () => {
     return edVerify(null, relaySignedBytes(d.signed!, recipient), publicKey, d.message.signature)
   }
   const unsigned = [
-    { type: 'registered' as const, observed: { host: '198.51.100.20', port: 4003 }, bootId: 7, keepaliveMs: 2000, echo: ECHO },
+    { type: 'registered' as const, observed: { host: '198.51.100.20', port: 4003 }, bootId: 7, keepaliveMs: 2000, cookie: COOKIE, echo: ECHO },
     { type: 'peer-info' as const, requestId: 0, session: 5n, initiator: false, peer: PEER_B, peerName: 'edge-2', candidates: sampleCandidates, directLocalId: 1, directRemoteId: 2, relayLocalId: 0, relayRemoteId: 0, echo: ECHO },
     { type: 'connect-error' as const, requestId: 9, code: ConnectErrorCode.notRegistered, reason: 'register first', echo: 0 }
   ]
@@ -778,8 +793,8 @@ function expectBounded (m: RendezvousMessage): void {
   let ok: boolean
   switch (m.type) {
     case 'register': ok = tsOk(m.timestampMs, 0) && idOk(m.peerId) && m.candidates.length <= MAX_CANDIDATES && portsOk(m.candidates); break
-    case 'registered': ok = u32ok(m.bootId) && m.keepaliveMs >= 200 && m.keepaliveMs <= 25_000 && tsOk(m.echo, 1) && portsOk([m.observed]) && m.signature.byteLength === 64; break
-    case 'connect': ok = u32ok(m.requestId, 1) && idOk(m.target) && idOk(m.requester); break
+    case 'registered': ok = u32ok(m.bootId) && m.keepaliveMs >= 200 && m.keepaliveMs <= 25_000 && m.cookie.byteLength === 8 && tsOk(m.echo, 1) && portsOk([m.observed]) && m.signature.byteLength === 64; break
+    case 'connect': ok = u32ok(m.requestId, 1) && idOk(m.target) && idOk(m.requester) && m.cookie.byteLength === 8; break
     case 'peer-info':
       ok = u32ok(m.requestId) && m.initiator === (m.requestId !== 0) && idOk(m.peer) && m.candidates.length <= MAX_CANDIDATES && portsOk(m.candidates) &&
         u32ok(m.directLocalId, 1) && u32ok(m.directRemoteId, 1) && u32ok(m.relayLocalId) && u32ok(m.relayRemoteId) &&

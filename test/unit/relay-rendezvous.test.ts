@@ -1,0 +1,212 @@
+// The relay's rendezvous server (server/rendezvous.ts) on a fake socket, with real Ed25519 keys
+// and fake clocks: what a host that spoofs an agent's public address, or replays what it once
+// captured, can make the relay do (nothing), and what each refused request costs (no signature).
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { PrivateKey } from '@libp2p/interface'
+import { RendezvousServer, UNPROVEN_REPLIES_PER_SECOND } from '../../server/rendezvous.ts'
+import type { BlindRelay } from '../../server/blind-relay.ts'
+import { ed25519Signer } from '../../shared/ed25519.ts'
+import { createLogger } from '../../shared/logging.ts'
+import { Metrics } from '../../shared/metrics.ts'
+import type { UdxSocket } from '../../shared/udx.ts'
+import type { Endpoint } from '../../shared/wire/addr.ts'
+import {
+  COOKIE_BYTES, ConnectErrorCode, VERSION, decodeMessage, encodeMessage, encodeRegister, encodeRegisterBody,
+  type RendezvousMessage
+} from '../../shared/wire/rendezvous.ts'
+
+const relayKey = await generateKeyPair('Ed25519')
+const keyA = await generateKeyPair('Ed25519')
+const keyB = await generateKeyPair('Ed25519')
+const idBytes = (k: PrivateKey): Uint8Array => peerIdFromPrivateKey(k).toMultihash().bytes
+const A_AT: Endpoint = { host: '198.51.100.21', port: 40001 }
+const B_AT: Endpoint = { host: '198.51.100.22', port: 40002 }
+const KEEPALIVE_MS = 2_000
+
+interface Sent { m: RendezvousMessage, to: Endpoint }
+
+let server: RendezvousServer
+let metrics: Metrics
+let sent: Sent[]
+let signatures: number
+let warnings: string[]
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ['Date', 'performance', 'setInterval', 'clearInterval'] })
+  metrics = new Metrics({ processMetrics: false })
+  sent = []
+  signatures = 0
+  warnings = []
+  const relaySign = ed25519Signer(relayKey)
+  let ids = 1
+  const log = createLogger({ name: 'test', level: 'silent' })
+  log.warn = ((obj: unknown, msg?: string) => { warnings.push(`${msg ?? ''} ${JSON.stringify(obj)}`) }) as typeof log.warn
+  server = new RendezvousServer({
+    socket: { trySend: (buf: Uint8Array, port: number, host: string) => { sent.push({ m: decodeMessage(buf).message, to: { host, port } }) } } as unknown as UdxSocket,
+    relay: { allocateId: () => ids++, open: () => true } as unknown as BlindRelay,
+    log,
+    metrics,
+    keepaliveMs: KEEPALIVE_MS,
+    maxAgents: 100,
+    sign: (d) => { signatures++; return relaySign(d) },
+    limits: { maxAgentsPerIp: 10, connectsPerSecond: 1, connectBurst: 2 }
+  })
+})
+
+afterEach(() => {
+  server.stop()
+  vi.useRealTimers()
+})
+
+/** Lets the server's async signature check finish. */
+const settle = async (): Promise<void> => {
+  for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => { queueMicrotask(resolve) })
+  await vi.advanceTimersByTimeAsync(0)
+}
+
+async function registerDatagram (key: PrivateKey, timestampMs: number, name: string): Promise<Uint8Array> {
+  const body = encodeRegisterBody({ timestampMs, peerId: idBytes(key), nodeName: name, candidates: [] })
+  return encodeRegister(body, await key.sign(body), new Uint8Array(0))
+}
+
+async function deliver (buf: Uint8Array, from: Endpoint): Promise<Sent[]> {
+  const before = sent.length
+  server.onDatagram(buf, from)
+  await settle()
+  // the signature check is async (libp2p's verify); give it real time too
+  for (let i = 0; i < 20 && sent.length === before; i++) await new Promise<void>((resolve) => { setImmediate(resolve) })
+  return sent.slice(before)
+}
+
+async function register (key: PrivateKey, timestampMs: number, from: Endpoint): Promise<Sent[]> {
+  return await deliver(await registerDatagram(key, timestampMs, key === keyA ? 'edge-a' : 'edge-b'), from)
+}
+
+const connect = (requestId: number, cookie: Uint8Array, wantRelay = false): Uint8Array =>
+  encodeMessage({ type: 'connect', requestId, target: idBytes(keyB), wantRelay, requester: idBytes(keyA), cookie })
+
+async function counter (c: Metrics['droppedDatagrams'], reason: string): Promise<number> {
+  return (await c.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0
+}
+
+/** A and B registered; returns A's cookie and the echo of its registration. */
+async function both (): Promise<{ cookie: Uint8Array, echo: number }> {
+  const t = Date.now()
+  const [r] = await register(keyA, t, A_AT)
+  await register(keyB, t, B_AT)
+  if (r?.m.type !== 'registered') throw new Error(`A not registered: ${JSON.stringify(r)}`)
+  return { cookie: r.m.cookie, echo: r.m.echo }
+}
+
+describe('connect needs the cookie of the sender\'s registration', () => {
+  it('a connect from a spoofed agent address with a wrong or no cookie is dropped and counted: no reply, no signature, none of the agent\'s tokens', async () => {
+    const { cookie } = await both()
+    expect(cookie.byteLength).toBe(COOKIE_BYTES)
+    const signedBefore = signatures
+    const wrong = cookie.map((b) => b ^ 0x5a)
+    for (let i = 0; i < 50; i++) {
+      expect(await deliver(connect(100 + i, wrong, true), A_AT)).toEqual([])
+      expect(await deliver(connect(200 + i, new Uint8Array(COOKIE_BYTES)), A_AT)).toEqual([])
+    }
+    expect(signatures).toBe(signedBefore)
+    expect(await counter(metrics.relayRefusals, 'connect-bad-cookie')).toBe(100)
+    // the agent's own connects still get through: its bucket (burst 2) is untouched
+    for (const id of [1, 2]) {
+      const replies = await deliver(connect(id, cookie, true), A_AT)
+      expect(replies.map((r) => [r.m.type, r.to])).toEqual([['peer-info', B_AT], ['peer-info', A_AT]])
+    }
+    expect(await counter(metrics.relayRefusals, 'connect-rate')).toBe(0)
+    expect(warnings.filter((w) => w.includes('connect-bad-cookie'))).toHaveLength(1)
+  })
+
+  it('a registration from a new address gets a new cookie; the old one no longer works', async () => {
+    const { cookie } = await both()
+    vi.advanceTimersByTime(KEEPALIVE_MS)
+    const moved = { host: A_AT.host, port: A_AT.port + 1 }
+    const [r] = await register(keyA, Date.now(), moved)
+    expect(r?.m.type).toBe('registered')
+    const fresh = (r!.m as { cookie: Uint8Array }).cookie
+    expect(Buffer.from(fresh).equals(Buffer.from(cookie))).toBe(false)
+    expect(await deliver(connect(5, cookie), moved)).toEqual([])
+    expect((await deliver(connect(6, fresh), moved)).map((x) => x.m.type)).toEqual(['peer-info', 'peer-info'])
+  })
+})
+
+describe('a replayed register', () => {
+  it('from the agent\'s own (spoofed) address is dropped before its signature is checked, and the echo never moves back', async () => {
+    const t1 = Date.now()
+    const old = await registerDatagram(keyA, t1, 'edge-a') // captured
+    expect((await deliver(old, A_AT)).map((x) => x.m.type)).toEqual(['registered'])
+    await register(keyB, t1, B_AT)
+    vi.advanceTimersByTime(KEEPALIVE_MS)
+    const t2 = Date.now()
+    const [r2] = await register(keyA, t2, A_AT)
+    expect(r2?.m).toMatchObject({ type: 'registered', echo: t2 })
+    const cookie = (r2!.m as { cookie: Uint8Array }).cookie
+    for (let i = 0; i < 3; i++) expect(await deliver(old, A_AT)).toEqual([])
+    expect(await counter(metrics.droppedDatagrams, 'replay')).toBe(3)
+    // what the relay tells A still echoes t2
+    const replies = await deliver(connect(9, cookie), A_AT)
+    expect(replies.find((x) => x.to.port === A_AT.port)?.m).toMatchObject({ type: 'peer-info', echo: t2 })
+  })
+
+  it('an older register from the registered address starts afresh only once the registration went quiet (restarted agent, clock stepped back); from elsewhere it waits for expiry', async () => {
+    await both()
+    const t = Date.now()
+    vi.advanceTimersByTime(KEEPALIVE_MS)
+    const [r] = await register(keyA, Date.now(), A_AT)
+    expect(r?.m.type).toBe('registered')
+    // the clock stepped back an hour minus a few minutes (within the relay's 10 minute skew)
+    const older = t - 5 * 60_000
+    expect(await register(keyA, older, A_AT)).toEqual([]) // live: a replay as far as anyone can tell
+    expect(await register(keyA, older + 1, { host: '203.0.113.9', port: 1 })).toEqual([])
+    vi.advanceTimersByTime(3 * KEEPALIVE_MS - 1_000)
+    expect(await register(keyA, older + 2, A_AT)).toEqual([])
+    vi.advanceTimersByTime(3_000) // no register accepted for over 3 keepalives (and 5 s)
+    expect(await register(keyA, older + 3, { host: '203.0.113.9', port: 1 })).toEqual([])
+    const [again] = await register(keyA, older + 4, A_AT)
+    expect(again?.m).toMatchObject({ type: 'registered', echo: older + 4 })
+    // and from there on only newer ones
+    expect(await register(keyA, older + 4, A_AT)).toEqual([])
+    expect((await register(keyA, older + 2_000, A_AT)).map((x) => x.m.type)).toEqual(['registered'])
+  })
+})
+
+describe('signed answers to requests that prove nothing are bounded', () => {
+  it('"register first" to unknown (possibly spoofed) sources: at most the relay-wide budget, the rest dropped and counted', async () => {
+    const n = UNPROVEN_REPLIES_PER_SECOND * 3
+    let answered = 0
+    for (let i = 0; i < n; i++) {
+      const replies = await deliver(connect(i + 1, new Uint8Array(COOKIE_BYTES)), { host: '203.0.113.50', port: 1000 + i })
+      if (replies.some((x) => x.m.type === 'connect-error' && x.m.code === ConnectErrorCode.notRegistered)) answered++
+    }
+    expect(answered).toBe(UNPROVEN_REPLIES_PER_SECOND)
+    expect(signatures).toBe(UNPROVEN_REPLIES_PER_SECOND)
+    expect(await counter(metrics.droppedDatagrams, 'unanswered-over-reply-budget')).toBe(n - UNPROVEN_REPLIES_PER_SECOND)
+    expect(await counter(metrics.relayRefusals, 'connect-not-registered')).toBe(n)
+    vi.advanceTimersByTime(1_000) // refilled
+    expect((await deliver(connect(1, new Uint8Array(COOKIE_BYTES)), { host: '203.0.113.50', port: 1 })).map((x) => x.m.type)).toEqual(['connect-error'])
+  })
+
+  it('"overloaded" beyond an agent\'s connect budget draws from the same budget', async () => {
+    const { cookie } = await both()
+    const before = signatures
+    for (let i = 0; i < UNPROVEN_REPLIES_PER_SECOND + 50; i++) await deliver(connect(1000 + i, cookie), A_AT)
+    // 2 connects within the burst (2 peer-infos each), then overloaded answers up to the budget
+    expect(signatures - before).toBe(2 * 2 + UNPROVEN_REPLIES_PER_SECOND)
+    expect(await counter(metrics.relayRefusals, 'connect-rate')).toBe(UNPROVEN_REPLIES_PER_SECOND + 48)
+  })
+})
+
+describe('another protocol version', () => {
+  it('is counted as unsupported-version (not malformed) and logged once', async () => {
+    const v1 = await registerDatagram(keyA, Date.now(), 'edge-a')
+    v1[2] = VERSION - 1
+    for (let i = 0; i < 5; i++) expect(await deliver(v1, A_AT)).toEqual([])
+    expect(await counter(metrics.droppedDatagrams, 'unsupported-version')).toBe(5)
+    expect(await counter(metrics.droppedDatagrams, 'malformed')).toBe(0)
+    expect(warnings.filter((w) => w.includes(`rendezvous protocol v${VERSION - 1}, this relay v${VERSION}`))).toHaveLength(1)
+  })
+})
