@@ -400,16 +400,26 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
       expect(await first('OUTPUT')).toMatch(/-j EDGEMESH-SERVICES$/)
       expect((await filterRules('a1')).find((l) => l.startsWith('-A FORWARD '))).toMatch(/-j EDGEMESH-REJECT$/)
     }, 10_000, 100)
-    // our chains flushed behind the agent's back: the periodic check rewrites them
+    // our chains flushed behind the agent's back: the periodic check rewrites them. The check
+    // (every 5 s here) or a sync still running for the trigger Service may rewrite a chain
+    // between the flush and the request; then the request works, and the flush is made again.
     await eventually(async () => { expect(await curl('client', `http://${ips.trigger}/`)).toBe('a-web2') }, 10_000, 100)
-    await sleep(500) // the syncs for the trigger Service are done
-    expect((await lab.exec('a1', ['iptables', '-t', 'nat', '-F', 'EDGEMESH-SERVICES'])).code).toBe(0)
-    await expect(curl('client', `http://${ips.local}/`)).rejects.toThrow()
+    const flushThenTry = async (table: string, chain: string, attempt: () => Promise<boolean>): Promise<void> => {
+      let seen = false
+      for (let i = 0; i < 5 && !seen; i++) {
+        expect((await lab.exec('a1', ['iptables', '-t', table, '-F', chain])).code).toBe(0)
+        seen = await attempt()
+      }
+      expect(seen, `${table} ${chain} flushed: the request never saw the flushed chain in 5 attempts`).toBe(true)
+    }
+    // without the NAT chain the ClusterIP leads nowhere
+    await flushThenTry('nat', 'EDGEMESH-SERVICES', async () => (await curlTry(pods.client!, `http://${ips.local}/`, 1)).code !== 0)
     await eventually(async () => { expect(await curl('client', `http://${ips.local}/`)).toBe('a-web1') }, 12_000, 250)
-    // the REJECT chain flushed: the Service without ready endpoints hangs until the check rewrites it
-    expect((await lab.exec('a1', ['iptables', '-t', 'filter', '-F', 'EDGEMESH-REJECT'])).code).toBe(0)
-    expect((await curlTry(pods.client!, `http://${ips.unready}/`, 1)).code).toBe(28)
+    expect((await natRules('a1')).some((l) => l.replace(/^\[\d+:\d+\] /, '').startsWith('-A EDGEMESH-SERVICES '))).toBe(true)
+    // the REJECT chain flushed: the Service without ready endpoints hangs (curl exit 28) until the check rewrites it
+    await flushThenTry('filter', 'EDGEMESH-REJECT', async () => (await curlTry(pods.client!, `http://${ips.unready}/`, 1)).code === 28)
     await eventually(async () => { expect((await curlTry(pods.client!, `http://${ips.unready}/`, 1)).code).toBe(7) }, 12_000, 250)
+    expect((await filterRules('a1')).some((l) => l.startsWith('-A EDGEMESH-REJECT '))).toBe(true)
 
     const agent = k.mesh.agent('a1')
     await agent.proc.kill('SIGTERM')
