@@ -119,6 +119,11 @@ export class GroupLimiter {
     for (const m of [...(this.members.get(group) ?? [])]) if (!alive(m)) this.delete(m)
   }
 
+  /** Removes every member, in every group, that `alive` no longer vouches for. */
+  pruneAll (alive: (member: string) => boolean): void {
+    for (const m of [...this.groupOf.keys()]) if (!alive(m)) this.delete(m)
+  }
+
   countOf (group: string): number { return this.members.get(group)?.size ?? 0 }
   get size (): number { return this.groupOf.size }
 }

@@ -81,9 +81,46 @@ function countFailedUpgrades (node: Libp2p, refuse: Refuse): void {
   }
 }
 
+/** What the reservation gate needs of libp2p's reservation store (peer ids as strings). */
+export interface Reservations { has: (peer: string) => boolean, size: number }
+
+/**
+ * Decides each new reservation (true: deny): the total, then at most maxReservationsPerIp per
+ * source IP. Refreshes always pass. The per-IP index forgets peers whose reservation expired:
+ * those of the IP being checked at once, and all of them whenever it holds more than twice the
+ * total a relay can grant, so peers cycling ids from many IPs cannot grow it without bound.
+ */
+export function reservationGate (limits: Pick<CircuitLimits, 'maxReservations' | 'maxReservationsPerIp'>, refuse: Refuse): {
+  deny: (peer: string, ip: string, reserved: Reservations) => boolean
+  /** peers in the per-IP index (for tests) */
+  readonly tracked: number
+} {
+  const perIp = new GroupLimiter(limits.maxReservationsPerIp)
+  const bound = 2 * limits.maxReservations
+  return {
+    deny (peer, ip, reserved) {
+      if (reserved.has(peer)) return false
+      if (reserved.size >= limits.maxReservations) {
+        refuse('circuit-reservations-total', { peer, ip, reservations: reserved.size })
+        return true
+      }
+      // members whose reservation expired (or was never granted) no longer count
+      perIp.prune(ip, (p) => reserved.has(p))
+      if (perIp.size >= bound) perIp.pruneAll((p) => reserved.has(p))
+      if (perIp.check(peer, ip) !== 'ok') {
+        refuse('circuit-reservations-per-ip', { peer, ip, reservations: perIp.countOf(ip) })
+        return true
+      }
+      perIp.set(peer, ip)
+      return false
+    },
+    get tracked () { return perIp.size }
+  }
+}
+
 export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ relay: CircuitRelayService }>> {
   const refuse = createRefuse((reason) => { opts.metrics.relayRefusals.inc({ reason }) }, (d, msg) => { opts.log.warn(d, msg) })
-  const perIp = new GroupLimiter(opts.limits.maxReservationsPerIp)
+  const gate = reservationGate(opts.limits, refuse)
   let node: Libp2p<{ relay: CircuitRelayService }> | undefined
 
   /** Reservations beyond the limits are refused (PERMISSION_DENIED); refreshes always pass. */
@@ -91,21 +128,9 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
     const relay = node?.services.relay
     if (node == null || relay == null) return true
     const reserved = relay.reservations
-    if (reserved.has(peer)) return false
     const conn: Connection | undefined = node.getConnections(peer).find((c) => !c.remoteAddr.toString().includes('/p2p-circuit'))
     const ip = conn != null ? ipOf(conn.remoteAddr) : 'unknown'
-    if (reserved.size >= opts.limits.maxReservations) {
-      refuse('circuit-reservations-total', { peer: peer.toString(), ip, reservations: reserved.size })
-      return true
-    }
-    // members whose reservation expired (or was never granted) no longer count
-    perIp.prune(ip, (p) => reserved.has(peerIdFromString(p)))
-    if (perIp.check(peer.toString(), ip) !== 'ok') {
-      refuse('circuit-reservations-per-ip', { peer: peer.toString(), ip, reservations: perIp.countOf(ip) })
-      return true
-    }
-    perIp.set(peer.toString(), ip)
-    return false
+    return gate.deny(peer.toString(), ip, { has: (p) => reserved.has(peerIdFromString(p)), size: reserved.size })
   }
 
   node = await createLibp2p({

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import { multiaddr } from '@multiformats/multiaddr'
 import { GroupLimiter, KeyedCounter, KeyedRateLimiter, LogThrottle, TokenBucket, createRefuse } from '../../server/limits.ts'
-import { ipOf, reservationOptions } from '../../server/relay-host.ts'
+import { ipOf, reservationGate, reservationOptions } from '../../server/relay-host.ts'
 import { ServerConfig, loadConfig } from '../../shared/config.ts'
 import { ConfigError } from '../../shared/errors.ts'
 
@@ -102,6 +102,53 @@ describe('GroupLimiter (agents per source IP, and in total)', () => {
         for (let i = 0; i < 5; i++) expect(g.countOf(`g${i}`)).toBeLessThanOrEqual(perGroup)
       }
     }))
+  })
+})
+
+describe('GroupLimiter.pruneAll', () => {
+  it('drops the members no longer alive in every group, keeps the others', () => {
+    const g = new GroupLimiter(5)
+    for (let i = 0; i < 20; i++) g.set(`m${i}`, `ip${i % 4}`)
+    g.pruneAll((m) => Number(m.slice(1)) % 2 === 0)
+    expect(g.size).toBe(10)
+    expect([0, 1, 2, 3].map((i) => g.countOf(`ip${i}`))).toEqual([5, 0, 5, 0])
+  })
+})
+
+describe('circuit reservation gate (per source IP, and in total)', () => {
+  const refusals = (): { reasons: string[], refuse: (r: string) => void } => {
+    const reasons: string[] = []
+    return { reasons, refuse: (r) => { reasons.push(r) } }
+  }
+
+  it('refuses the N+1th reservation from one IP and beyond the total; refreshes pass; an expired one frees its slot', () => {
+    const { reasons, refuse } = refusals()
+    const gate = reservationGate({ maxReservations: 3, maxReservationsPerIp: 2 }, refuse)
+    const live = new Set<string>()
+    const reserved = { has: (p: string) => live.has(p), get size () { return live.size } }
+    const ask = (peer: string, ip: string): boolean => { const denied = gate.deny(peer, ip, reserved); if (!denied) live.add(peer); return denied }
+    expect([ask('a', '10.0.0.1'), ask('b', '10.0.0.1'), ask('c', '10.0.0.1')]).toEqual([false, false, true])
+    expect(ask('a', '10.0.0.1')).toBe(false) // refresh
+    expect([ask('d', '10.0.0.2'), ask('e', '10.0.0.3')]).toEqual([false, true])
+    expect(reasons).toEqual(['circuit-reservations-per-ip', 'circuit-reservations-total'])
+    live.delete('b') // expired
+    expect(ask('c', '10.0.0.1')).toBe(false)
+  })
+
+  it('peers cycling ids from many IPs cannot grow its index beyond twice the total', () => {
+    const { refuse } = refusals()
+    const max = 50
+    const gate = reservationGate({ maxReservations: max, maxReservationsPerIp: 4 }, refuse)
+    const live: string[] = []
+    const reserved = { has: (p: string) => live.includes(p), get size () { return live.length } }
+    let highest = 0
+    for (let i = 0; i < 5_000; i++) {
+      const peer = `peer-${i}`
+      if (!gate.deny(peer, `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, reserved)) live.push(peer)
+      if (live.length > 10) live.shift() // reservations expire as new ones come
+      highest = Math.max(highest, gate.tracked)
+    }
+    expect(highest).toBeLessThanOrEqual(2 * max)
   })
 })
 
