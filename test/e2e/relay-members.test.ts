@@ -110,14 +110,20 @@ describe('strangers: a key without the PSK or with another one', () => {
 })
 
 describe('limits for members', () => {
-  it('registrations: the N+1th from one IP is refused; connects: a burst, then connect-error overloaded; blind-relay pairs: one per agent', async () => {
+  it('registrations: the N+1th from one IP is refused; connects: a burst, then connect-error overloaded; blind-relay pairs: one per agent; connects without the registration\'s cookie get nothing and spend nothing', async () => {
     const before = await mesh.relayMetrics()
     const r = await probe('c1', {
       kind: 'rendezvous', relay: { host: relayIp(), port: 4002 }, pskFile: pskFile(), keys: LIMITS.maxAgentsPerIp + 1,
-      connects: [{ from: 0, target: mesh.agent('b1').peerId, wantRelay: true, count: 5 }]
+      connects: [
+        // what a host spoofing this member's address could send: it does not know the cookie
+        { from: 0, target: mesh.agent('b1').peerId, wantRelay: true, count: 5, wrongCookie: true },
+        { from: 0, target: mesh.agent('b1').peerId, wantRelay: true, count: 5 }
+      ]
     })
     expect(r.keys.map((k: any) => k.registered)).toEqual([true, true, true, false])
-    const replies = r.connects.map((c: any) => c.reply)
+    expect(r.connects.slice(0, 5).map((c: any) => c.reply)).toEqual([null, null, null, null, null])
+    // the member's own connects find its bucket and its relay pair untouched
+    const replies = r.connects.slice(5).map((c: any) => c.reply)
     // the burst: peer-info with b1's candidates; only the first carries a relay leg (one pair per agent)
     expect(replies.slice(0, 3).map((p: any) => p?.type)).toEqual(['peer-info', 'peer-info', 'peer-info'])
     for (const p of replies.slice(0, 3)) {
@@ -135,11 +141,12 @@ describe('limits for members', () => {
     const after = await mesh.relayMetrics()
     expect(refusals(after, 'registrations-per-ip') - refusals(before, 'registrations-per-ip')).toBeGreaterThanOrEqual(1)
     expect(refusals(after, 'connect-rate') - refusals(before, 'connect-rate')).toBe(2)
+    expect(refusals(after, 'connect-bad-cookie') - refusals(before, 'connect-bad-cookie')).toBe(5)
     expect(refusals(after, 'relay-pairs-per-agent') - refusals(before, 'relay-pairs-per-agent')).toBe(2)
     expect(metricValue(after, 'edgemesh_registered_agents')).toBe(2 + LIMITS.maxAgentsPerIp)
     // logged, once per reason
     const log = mesh.relays[0]!.proc.stdout()
-    for (const reason of ['registrations-per-ip', 'connect-rate', 'relay-pairs-per-agent']) {
+    for (const reason of ['registrations-per-ip', 'connect-rate', 'relay-pairs-per-agent', 'connect-bad-cookie']) {
       expect(log.split('\n').filter((l) => l.includes(`relay refused a request (${reason})`)), reason).toHaveLength(1)
     }
     // the members' own mesh is unaffected
@@ -161,7 +168,7 @@ describe('limits for members', () => {
 describe('/metrics', () => {
   it('shows every kind of refusal seen here', async () => {
     const m = await mesh.relayMetrics()
-    const seen = ['registrations-per-ip', 'connect-not-registered', 'connect-rate', 'relay-pairs-per-agent', 'circuit-handshake', 'circuit-reservations-per-ip']
+    const seen = ['registrations-per-ip', 'connect-not-registered', 'connect-bad-cookie', 'connect-rate', 'relay-pairs-per-agent', 'circuit-handshake', 'circuit-reservations-per-ip']
     expect(Object.fromEntries(seen.map((r) => [r, refusals(m, r) > 0]))).toEqual(Object.fromEntries(seen.map((r) => [r, true])))
     expect(m).toContain('# HELP edgemesh_relay_refusals_total')
   })

@@ -335,6 +335,14 @@ describe('RendezvousClient', () => {
     client.stop()
   })
 
+  it('a relay of another protocol version is said once, plainly (not as a forgery)', async () => {
+    const { client, warnings } = await started()
+    for (let i = 0; i < 5; i++) client.onOtherVersion(1)
+    expect(warnings.filter((w) => w.includes('relay speaks rendezvous protocol v1, this agent v2: upgrade both'))).toHaveLength(1)
+    expect(warnings.filter((w) => w.includes('forged'))).toHaveLength(0)
+    client.stop()
+  })
+
   it('a keepalive hint below the minimum cannot be signed into a tight loop: the client clamps it', async () => {
     const { client, sock } = await started()
     const ts = sock.registers().at(-1)!.timestampMs
