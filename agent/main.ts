@@ -8,7 +8,8 @@ import { deviceExists, removeDevice } from '../shared/net-device.ts'
 import { StopStack } from '../shared/stop-stack.ts'
 import { createLogger } from '../shared/logging.ts'
 import { Metrics } from '../shared/metrics.ts'
-import { parseHostPort, startHttp, stopHttp } from '../shared/http.ts'
+import type { Server } from 'node:http'
+import { boundAddress, parseHostPort, startHttp, stopHttp } from '../shared/http.ts'
 import { Catalog } from './catalog/catalog.ts'
 import { KubeClient, loadKubeCredentials } from './catalog/kube-client.ts'
 import type { Tunnel } from './tunnel/tunnel.ts'
@@ -128,15 +129,16 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     await parts.start('controlSocket', async () => await m.startControlApi({ socketPath: config.controlSocket, tunnel, ...(catalog != null ? { catalog } : {}), ...(controlProxy != null ? { proxy: controlProxy } : {}), metrics, diagnostics: config.diagnostics, log }),
       async (server) => { await stopHttp(server); await rm(config.controlSocket, { force: true }) })
     const metricsAddress = config.metrics
+    let metricsServer: Server | undefined
     if (metricsAddress != null) {
-      await parts.start('metrics', async () => await startHttp(parseHostPort(metricsAddress), {
+      metricsServer = await parts.start('metrics', async () => await startHttp(parseHostPort(metricsAddress), {
         'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
         'GET /healthz': async () => ({ body: { status: 'ok' } })
       }, (err) => { log.warn({ err }, 'metrics request failed') }, { metrics }), stopHttp)
     }
 
     compactHeap() // start-up garbage (module loading, the first sync) is all dead now
-    log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: dns != null ? config.dns?.listen : 'off', proxy: proxy != null ? proxy.status().backend : 'off' }, 'edgemesh-agent ready')
+    log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, metrics: metricsServer != null ? boundAddress(metricsServer) : 'off', peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: dns != null ? config.dns?.listen : 'off', proxy: proxy != null ? proxy.status().backend : 'off' }, 'edgemesh-agent ready')
     return {
       tunnel,
       ...(catalog != null ? { catalog } : {}),

@@ -7,7 +7,7 @@ import { parseDaemonArgs, reportStacksAt } from '../shared/cli-main.ts'
 import { createLogger } from '../shared/logging.ts'
 import { Metrics } from '../shared/metrics.ts'
 import { createUdx } from '../shared/udx.ts'
-import { parseHostPort, startHttp, stopHttp } from '../shared/http.ts'
+import { boundAddress, parseHostPort, startHttp, stopHttp } from '../shared/http.ts'
 import { StopStack } from '../shared/stop-stack.ts'
 import { BlindRelay } from './blind-relay.ts'
 import { RendezvousServer } from './rendezvous.ts'
@@ -47,7 +47,7 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
     host.addEventListener('connection:open', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
     host.addEventListener('connection:close', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
 
-    await parts.start('listen.http', async () => await startHttp(parseHostPort(config.listen.http), {
+    const http = await parts.start('listen.http', async () => await startHttp(parseHostPort(config.listen.http), {
       'GET /healthz': async () => ({
         body: { status: 'ok', peerId: identity.peerId.toString(), bootId: rendezvous.bootId, registeredAgents: rendezvous.registeredCount, blindRelaySessions: relay.size, tcpConnections: host.getConnections().length }
       }),
@@ -56,9 +56,10 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
 
     log.info({
       peerId: identity.peerId.toString(),
-      udp: `${config.listen.host}:${config.listen.udpPort}`,
+      // bound addresses: the real ports when the config asked for 0 (any free port)
+      udp: `${config.listen.host}:${socket.address().port}`,
       tcp: host.getMultiaddrs().map(String),
-      http: config.listen.http,
+      http: boundAddress(http),
       psk: psk != null
     }, 'edgemesh-server ready')
   } catch (err) {

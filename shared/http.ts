@@ -43,6 +43,13 @@ export const HTTP_DEFAULTS: Required<Omit<HttpLimits, 'metrics'>> = {
 
 export type HttpRejectReason = 'malformed' | 'headers-too-large' | 'timeout' | 'bad-url' | 'missing-host' | 'not-found' | 'method-not-allowed' | 'bad-parameter' | 'handler-error' | 'connection-limit'
 
+/** The address a listening server is bound to (`127.0.0.1:43127`, `[::1]:9090`): the real port when the config said 0. */
+export function boundAddress (server: Server): string {
+  const a = server.address()
+  if (a == null || typeof a === 'string') return String(a)
+  return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`
+}
+
 export function parseHostPort (s: string): { host: string, port: number } {
   const i = s.lastIndexOf(':')
   return { host: s.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(s.slice(i + 1)) }
