@@ -12,7 +12,6 @@
 // EDGEMESH_BENCH_DNS_ROUNDS (3), EDGEMESH_BENCH_AGENT_NODE_OPTIONS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p").
 import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -22,6 +21,7 @@ import { apiRequest } from '../controlplane/cluster.ts'
 import { startProcess, type LabProcess } from '../lab/proc.ts'
 import { renderTable } from '../../shared/table.ts'
 import { sleep } from '../lab/wait.ts'
+import { freePort } from '../lab/ports.ts'
 
 const execFileP = promisify(execFile)
 const num = (name: string, dflt: number): number => { const v = Number(process.env[name] ?? dflt); if (!Number.isInteger(v) || v <= 0) throw new Error(`${name}: positive integer`); return v }
@@ -30,13 +30,6 @@ const SECONDS = num('EDGEMESH_BENCH_DNS_SECONDS', 5)
 const ROUNDS = num('EDGEMESH_BENCH_DNS_ROUNDS', 3)
 const NS = 'bench'
 const log = (s: string): void => { process.stderr.write(`[bench] ${s}\n`) }
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve) => {
-    const s = createServer()
-    s.listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => { resolve(p) }) })
-  })
-}
 
 interface PerfResult { qps: number, lost: number, avgMs: number }
 

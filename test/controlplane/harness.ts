@@ -7,7 +7,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises'
 import { request as httpsRequest } from 'node:https'
-import { createServer } from 'node:net'
+import { freePort } from '../lab/ports.ts'
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -61,17 +61,6 @@ async function httpsGet (url: string, ca: string, token: string): Promise<number
     req.on('error', () => { resolve(0) })
     req.on('timeout', () => { req.destroy() })
     req.end()
-  })
-}
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      srv.close(() => { resolve(typeof addr === 'object' && addr !== null ? addr.port : 0) })
-    })
   })
 }
 

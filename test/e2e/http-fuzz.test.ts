@@ -8,8 +8,7 @@
 // on, answer /healthz with 200, and count the 400s they sent. The seed is printed
 // (EDGEMESH_FUZZ_SEED=<n> replays a run).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { connect, createServer, type Socket } from 'node:net'
-import { createSocket } from 'node:dgram'
+import { connect, type Socket } from 'node:net'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -18,6 +17,7 @@ import { promisify } from 'node:util'
 import { stringify } from 'yaml'
 import { startProcess, type LabProcess } from '../lab/proc.ts'
 import { AGENT_BIN, AGENT_NODE_FLAGS, metricValue, NODE_FLAGS, SERVER_BIN } from '../lab/mesh.ts'
+import { freePort } from '../lab/ports.ts'
 
 const execFileP = promisify(execFile)
 const NODE = process.execPath
@@ -29,21 +29,11 @@ const WORKERS = { relay: 40, agentMetrics: 40, control: 12 }
 type TargetName = keyof typeof WORKERS
 type Target = { port: number } | { path: string }
 
-/** A free port on loopback at this moment (the kernel's choice, never a fixed one). */
-async function freePort (kind: 'tcp' | 'udp'): Promise<number> {
-  if (kind === 'udp') {
-    const s = createSocket('udp4')
-    await new Promise<void>((resolve) => { s.bind(0, '127.0.0.1', resolve) })
-    const { port } = s.address()
-    await new Promise<void>((resolve) => { s.close(() => { resolve() }) })
-    return port
-  }
-  const server = createServer()
-  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
-  return port
+/** The JSON fields of a process's ready log line (pino: one JSON object per line). */
+async function readyLine (p: LabProcess, re: RegExp): Promise<Record<string, any>> {
+  return JSON.parse(await p.waitForLine(re, 20_000)) as Record<string, any>
 }
+const portOf = (hostPort: string): number => Number(hostPort.slice(hostPort.lastIndexOf(':') + 1))
 
 // ---- seeded generator ---------------------------------------------------------------------
 
@@ -264,31 +254,47 @@ const targets = {} as Record<TargetName, Target>
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'edgemesh-http-fuzz-'))
-  const relayPorts = { tcpPort: await freePort('tcp'), udpPort: await freePort('udp'), http: await freePort('tcp') }
-  await writeFile(join(dir, 'relay.yaml'), stringify({
-    identityFile: join(dir, 'relay.key'),
-    listen: { host: '127.0.0.1', tcpPort: relayPorts.tcpPort, udpPort: relayPorts.udpPort, http: `127.0.0.1:${relayPorts.http}` },
-    announce: ['127.0.0.1'],
-    logLevel: 'info'
-  }))
-  const { stdout: relayId } = await execFileP(NODE, [SERVER_BIN, '--config', join(dir, 'relay.yaml'), '--print-peer-id'])
-  relay = startProcess([NODE, ...NODE_FLAGS, SERVER_BIN, '--config', join(dir, 'relay.yaml')], { logFile: join(dir, 'relay.log') })
-  await relay.waitForLine(/edgemesh-server ready/, 20_000)
+  // Port 0 wherever a process can report what it bound (the relay's UDP and HTTP, the agent's
+  // metrics and ports), so no port is picked here and handed over for another process on the
+  // host to take meanwhile. The relay's TCP port is announced in circuit reservations, so it
+  // must be a real number: should another process take it first, the relay refuses to start
+  // ("listen.tcpPort: address already in use") and is started again on another.
+  let relayPorts = { tcpPort: 0, udpPort: 0, http: 0 }
+  let relayId = ''
+  for (let attempt = 1; ; attempt++) {
+    const tcpPort = await freePort('tcp')
+    await writeFile(join(dir, 'relay.yaml'), stringify({
+      identityFile: join(dir, 'relay.key'),
+      listen: { host: '127.0.0.1', tcpPort, udpPort: 0, http: '127.0.0.1:0' },
+      announce: ['127.0.0.1'],
+      logLevel: 'info'
+    }))
+    relayId = (await execFileP(NODE, [SERVER_BIN, '--config', join(dir, 'relay.yaml'), '--print-peer-id'])).stdout.trim()
+    relay = startProcess([NODE, ...NODE_FLAGS, SERVER_BIN, '--config', join(dir, 'relay.yaml')], { logFile: join(dir, 'relay.log') })
+    try {
+      const ready = await readyLine(relay, /edgemesh-server ready/)
+      relayPorts = { tcpPort, udpPort: portOf(ready.udp), http: portOf(ready.http) }
+      break
+    } catch (err) {
+      if (attempt === 3 || !/address already in use/.test(relay.stderr() + relay.stdout())) throw err
+    }
+  }
+  for (const p of Object.values(relayPorts)) expect(p).toBeGreaterThan(0)
 
-  const metricsPort = await freePort('tcp')
   const controlSocket = join(dir, 'agent.sock')
   await writeFile(join(dir, 'agent.yaml'), stringify({
     nodeName: 'fuzz-a1',
     identityFile: join(dir, 'agent.key'),
-    listen: { host: '127.0.0.1', udpPort: await freePort('udp'), tcpPort: await freePort('tcp') },
+    listen: { host: '127.0.0.1', udpPort: 0, tcpPort: 0 },
     controlSocket,
-    metrics: `127.0.0.1:${metricsPort}`,
-    relays: [{ host: '127.0.0.1', peerId: relayId.trim(), tcpPort: relayPorts.tcpPort, udpPort: relayPorts.udpPort }],
+    metrics: '127.0.0.1:0',
+    relays: [{ host: '127.0.0.1', peerId: relayId, tcpPort: relayPorts.tcpPort, udpPort: relayPorts.udpPort }],
     diagnostics: false,
     logLevel: 'info'
   }))
   agent = startProcess([NODE, ...AGENT_NODE_FLAGS, AGENT_BIN, '--config', join(dir, 'agent.yaml')], { logFile: join(dir, 'agent.log') })
-  await agent.waitForLine(/edgemesh-agent ready/, 20_000)
+  const metricsPort = portOf((await readyLine(agent, /edgemesh-agent ready/)).metrics)
+  expect(metricsPort).toBeGreaterThan(0)
 
   targets.relay = { port: relayPorts.http }
   targets.agentMetrics = { port: metricsPort }
