@@ -26,6 +26,13 @@ const MAX_CLOCK_SKEW_MS = 10 * 60_000
  * Each costs an Ed25519 signature; beyond this they are dropped unanswered (counted).
  */
 export const UNPROVEN_REPLIES_PER_SECOND = 200
+/**
+ * Registers one agent may have answered (each answer is signed), per second and burst: far above
+ * an honest agent's (one per keepalive, at least 200 ms, plus one after a "register first"), so
+ * that a key, a member's or without a PSK anyone's, cannot make the relay sign at line rate.
+ */
+export const REGISTERS_PER_SECOND = 10
+const REGISTER_BURST = 20
 /** A registration with no accepted register for this many keepalives counts as gone quiet. */
 const QUIET_KEEPALIVES = 3
 const MIN_QUIET_MS = 5_000
@@ -70,6 +77,7 @@ export class RendezvousServer {
   /** registered agents by source IP */
   private readonly registrations: GroupLimiter
   private readonly connectRate: KeyedRateLimiter
+  private readonly registerRate = new KeyedRateLimiter(REGISTERS_PER_SECOND, REGISTER_BURST)
   private readonly unprovenReplies = new TokenBucket(UNPROVEN_REPLIES_PER_SECOND, UNPROVEN_REPLIES_PER_SECOND, performance.now())
   private readonly refuse: Refuse
   private readonly versionLog = new LogThrottle(10 * 60_000, 16)
@@ -144,6 +152,7 @@ export class RendezvousServer {
     if (!(await peerId.publicKey.verify(signed, m.signature))) { metrics.droppedDatagrams.inc({ reason: 'bad-signature' }); return }
     const order = this.orderOf(key, m.timestampMs, from, now)
     if (order === 'replay') { metrics.droppedDatagrams.inc({ reason: 'replay' }); return }
+    if (!this.registerRate.allow(key, performance.now())) { this.refuse('register-rate', { peer: key, from: endpointKey(from) }); return }
     const existing = this.byPeer.get(key)
     const sameSource = existing != null && endpointKey(existing.observed) === endpointKey(from)
     const verdict = this.registrations.check(key, from.host)
@@ -292,6 +301,7 @@ export class RendezvousServer {
     }
     for (const [k, c] of this.recentConnects) if (now - c.at > 10_000) this.recentConnects.delete(k)
     this.connectRate.prune(now)
+    this.registerRate.prune(performance.now())
     this.opts.metrics.registeredAgents.set(this.byPeer.size)
   }
 

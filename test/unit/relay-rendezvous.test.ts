@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { RendezvousServer, UNPROVEN_REPLIES_PER_SECOND } from '../../server/rendezvous.ts'
+import { REGISTERS_PER_SECOND, RendezvousServer, UNPROVEN_REPLIES_PER_SECOND } from '../../server/rendezvous.ts'
 import type { BlindRelay } from '../../server/blind-relay.ts'
 import { ed25519Signer } from '../../shared/ed25519.ts'
 import { createLogger } from '../../shared/logging.ts'
@@ -197,6 +197,20 @@ describe('signed answers to requests that prove nothing are bounded', () => {
     // 2 connects within the burst (2 peer-infos each), then overloaded answers up to the budget
     expect(signatures - before).toBe(2 * 2 + UNPROVEN_REPLIES_PER_SECOND)
     expect(await counter(metrics.relayRefusals, 'connect-rate')).toBe(UNPROVEN_REPLIES_PER_SECOND + 48)
+  })
+})
+
+describe('registers are answered at a bounded rate per agent', () => {
+  it('a key flooding valid registers (newer timestamps each) gets at most the burst signed, then one per 1/rate s', async () => {
+    const t = Date.now()
+    const datagrams = await Promise.all(Array.from({ length: 60 }, async (_, i) => await registerDatagram(keyA, t + i, 'edge-a')))
+    let answered = 0
+    for (const d of datagrams) answered += (await deliver(d, A_AT)).length
+    expect(answered).toBe(2 * REGISTERS_PER_SECOND)
+    expect(signatures).toBe(answered)
+    expect(await counter(metrics.relayRefusals, 'register-rate')).toBe(60 - answered)
+    vi.advanceTimersByTime(1_000 / REGISTERS_PER_SECOND)
+    expect((await register(keyA, t + 100, A_AT)).map((x) => x.m.type)).toEqual(['registered'])
   })
 })
 
