@@ -12,7 +12,7 @@ import { macMatches } from '../shared/wire/auth.ts'
 import { peerIdFromBytes } from '../shared/peer-id.ts'
 import { LogThrottle } from '../shared/log-throttle.ts'
 import {
-  COOKIE_BYTES, ConnectErrorCode, VERSION, decodeMessage, encodeRelayMessage, looksLikeRendezvous, versionOf,
+  COOKIE_BYTES, ConnectErrorCode, RegisterRefusal, VERSION, decodeMessage, encodeRelayMessage, looksLikeRendezvous, versionOf,
   type Candidate, type ConnectMessage, type PeerInfoMessage, type RegisterMessage, type UnsignedRelayMessage
 } from '../shared/wire/rendezvous.ts'
 import type { BlindRelay } from './blind-relay.ts'
@@ -156,7 +156,12 @@ export class RendezvousServer {
     const existing = this.byPeer.get(key)
     const sameSource = existing != null && endpointKey(existing.observed) === endpointKey(from)
     const verdict = this.registrations.check(key, from.host)
-    if (verdict !== 'ok') { this.refuse(verdict === 'total' ? 'registrations-total' : 'registrations-per-ip', { peer: key, from: endpointKey(from) }); return }
+    if (verdict !== 'ok') {
+      this.refuse(verdict === 'total' ? 'registrations-total' : 'registrations-per-ip', { peer: key, from: endpointKey(from) })
+      // tell the agent why (signed, for its verified register), within the relay-wide budget
+      if (this.mayAnswerUnproven()) this.sendSigned({ type: 'register-refused', reason: verdict === 'total' ? RegisterRefusal.total : RegisterRefusal.perIp, echo: m.timestampMs }, m.peerId, from)
+      return
+    }
 
     if (existing != null && !sameSource) this.byEndpoint.delete(endpointKey(existing.observed))
     const reg: Registration = {

@@ -11,6 +11,7 @@
 //                  dropped quietly)
 //   answers:       signed, and the random request id we are waiting on (plus the echo window)
 //   introductions: signed, echo within the window
+//   register-refused: signed, echo one of our recent register timestamps
 // Pure: no sockets, clocks injected.
 import { randomInt } from 'node:crypto'
 import { ConnectErrorCode, MAX_TIMESTAMP_MS, relaySignedBytes, type RelayMessage } from '../../shared/wire/rendezvous.ts'
@@ -108,6 +109,9 @@ export class RelayAuth {
       case 'peer-info':
         if (m.requestId !== 0 && !isPending(m.requestId)) return { verdict: 'unexpected' }
         if (!this.sent.has(m.echo)) return forged('peer-info echoes no recent register of ours')
+        break
+      case 'register-refused':
+        if (!this.sent.has(m.echo)) return forged('register-refused echoes no recent register of ours')
         break
       case 'connect-error':
         if (!isPending(m.requestId)) return { verdict: 'unexpected' }

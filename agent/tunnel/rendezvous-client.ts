@@ -12,7 +12,7 @@ import type { Endpoint } from '../../shared/wire/addr.ts'
 import { pskMac } from '../../shared/wire/auth.ts'
 import { LogThrottle } from '../../shared/log-throttle.ts'
 import {
-  COOKIE_BYTES, MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS, VERSION, encodeMessage, encodeRegister, encodeRegisterBody,
+  COOKIE_BYTES, MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS, RegisterRefusal, VERSION, encodeMessage, encodeRegister, encodeRegisterBody,
   type Candidate, type ConnectErrorMessage, type PeerInfoMessage, type RelayMessage
 } from '../../shared/wire/rendezvous.ts'
 import { RelayAuth } from './relay-auth.ts'
@@ -176,6 +176,15 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
         if (m.requestId === 0) { this.emit('incoming', m); return 'handled' }
         this.pending.get(m.requestId)?.resolve(m)
         return 'handled'
+      case 'register-refused': {
+        // said once (then every 10 minutes): otherwise the relay just looks down
+        if (this.logThrottle.shouldLog('refused', performance.now())) {
+          this.opts.log.warn({ relay: `${this.endpoint.host}:${this.endpoint.port}` }, m.reason === RegisterRefusal.perIp
+            ? 'relay refused our registration: it has as many agents from our public IP as it allows (its limits.maxAgentsPerIp); relay-tcp may still work'
+            : 'relay refused our registration: it has as many agents as it allows (its maxAgents); relay-tcp may still work')
+        }
+        return 'handled'
+      }
       case 'connect-error': {
         const p = this.pending.get(m.requestId)
         if (p == null) return 'unexpected'

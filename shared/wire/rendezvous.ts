@@ -5,7 +5,7 @@
 // Layout: 'E' 'M' version type | fields (big endian). Decoding never trusts a length and bounds
 // every number: any malformed or out-of-range input throws WireError, and callers drop and count it.
 //
-// What the relay tells an agent (registered, peer-info, connect-error) ends with `echo` (the
+// What the relay tells an agent (registered, peer-info, connect-error, register-refused) ends with `echo` (the
 // timestamp of the agent's latest register the relay accepted, on the agent's own clock) and a
 // 64-byte Ed25519 signature by the relay's identity key over the message bytes before the
 // signature followed by the recipient agent's peer id (relaySignedBytes). The agent knows the
@@ -43,8 +43,18 @@ export const MessageType = {
   connect: 3,
   peerInfo: 4,
   connectError: 5,
-  punch: 6
+  punch: 6,
+  registerRefused: 7
 } as const
+
+/** Why a relay refused a registration (the limits, server/limits.ts). */
+export const RegisterRefusal = {
+  /** limits.maxAgentsPerIp agents already registered from the agent's public IP */
+  perIp: 1,
+  /** maxAgents agents already registered */
+  total: 2
+} as const
+export type RegisterRefusal = typeof RegisterRefusal[keyof typeof RegisterRefusal]
 
 export const ConnectErrorCode = {
   unknownPeer: 1,
@@ -129,14 +139,23 @@ export interface PunchMessage {
   ack: boolean
 }
 
-export type RendezvousMessage = RegisterMessage | RegisteredMessage | ConnectMessage | PeerInfoMessage | ConnectErrorMessage | PunchMessage
+/** The relay's answer to a register it refused by a limit, so the agent can say why it is not registered. */
+export interface RegisterRefusedMessage {
+  type: 'register-refused'
+  reason: RegisterRefusal
+  /** the timestamp of the refused register (nonzero) */
+  echo: number
+  signature: Uint8Array
+}
+
+export type RendezvousMessage = RegisterMessage | RegisteredMessage | ConnectMessage | PeerInfoMessage | ConnectErrorMessage | PunchMessage | RegisterRefusedMessage
 /** What a relay sends an agent: signed by the relay. */
-export type RelayMessage = RegisteredMessage | PeerInfoMessage | ConnectErrorMessage
+export type RelayMessage = RegisteredMessage | PeerInfoMessage | ConnectErrorMessage | RegisterRefusedMessage
 /** A relay message before signing. */
-export type UnsignedRelayMessage = Omit<RegisteredMessage, 'signature'> | Omit<PeerInfoMessage, 'signature'> | Omit<ConnectErrorMessage, 'signature'>
+export type UnsignedRelayMessage = Omit<RegisteredMessage, 'signature'> | Omit<PeerInfoMessage, 'signature'> | Omit<ConnectErrorMessage, 'signature'> | Omit<RegisterRefusedMessage, 'signature'>
 
 export function isRelayMessage (m: RendezvousMessage): m is RelayMessage {
-  return m.type === 'registered' || m.type === 'peer-info' || m.type === 'connect-error'
+  return m.type === 'registered' || m.type === 'peer-info' || m.type === 'connect-error' || m.type === 'register-refused'
 }
 
 /** UTF-8 bytes of s, cut to at most max bytes on a character boundary. */
@@ -247,12 +266,17 @@ function checkBounds (m: RendezvousMessage): void {
       return
     case 'punch':
       if (m.session < 0n || m.session > 0xffffffffffffffffn) throw new WireError('session out of range')
+      return
+    case 'register-refused':
+      checkRange(m.reason, 1, 2, 'refusal reason')
+      checkRange(m.echo, 1, MAX_TIMESTAMP_MS, 'echo')
   }
 }
 
 /** The bytes of a relay message its signature covers (everything before the signature). */
 function encodeRelayBody (m: UnsignedRelayMessage): Uint8Array {
-  const w = header(MessageType[m.type === 'registered' ? 'registered' : m.type === 'peer-info' ? 'peerInfo' : 'connectError'])
+  const types = { registered: MessageType.registered, 'peer-info': MessageType.peerInfo, 'connect-error': MessageType.connectError, 'register-refused': MessageType.registerRefused }
+  const w = header(types[m.type])
   switch (m.type) {
     case 'registered':
       writeEndpoint(w, m.observed)
@@ -267,6 +291,9 @@ function encodeRelayBody (m: UnsignedRelayMessage): Uint8Array {
       break
     case 'connect-error':
       w.u32(m.requestId).u8(m.code).shortBytes(truncateUtf8(m.reason, 200), 'reason')
+      break
+    case 'register-refused':
+      w.u8(m.reason)
       break
   }
   // bounds last, so layout errors (a hostname, an oversized field) keep their precise message
@@ -298,6 +325,7 @@ export function encodeMessage (m: Exclude<RendezvousMessage, RegisterMessage>): 
     case 'registered':
     case 'peer-info':
     case 'connect-error':
+    case 'register-refused':
       return appendSignature(encodeRelayBody(m), m.signature)
     case 'connect': {
       const w = header(MessageType.connect).u32(m.requestId).shortBytes(m.target, 'target').u8(m.wantRelay ? 1 : 0).shortBytes(m.requester, 'requester').bytes(m.cookie)
@@ -400,6 +428,15 @@ function decodeUnchecked (buf: Uint8Array): Decoded {
       const signature = r.bytes(SIGNATURE_BYTES, 'signature')
       r.end()
       return { message: { type: 'connect-error', requestId, code: code as ConnectErrorCode, reason, echo, signature }, signed }
+    }
+    case MessageType.registerRefused: {
+      const reason = r.u8('refusal reason')
+      if (reason < 1 || reason > 2) throw new WireError(`unknown refusal reason ${reason}`)
+      const echo = readTimestamp(r, 'echo')
+      const signed = buf.subarray(0, r.position)
+      const signature = r.bytes(SIGNATURE_BYTES, 'signature')
+      r.end()
+      return { message: { type: 'register-refused', reason: reason as RegisterRefusal, echo, signature }, signed }
     }
     case MessageType.punch: {
       const session = r.u64('session')

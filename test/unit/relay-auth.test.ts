@@ -12,7 +12,7 @@ import { ed25519Signer, ed25519Verifier } from '../../shared/ed25519.ts'
 import { createLogger } from '../../shared/logging.ts'
 import type { UdxSocket } from '../../shared/udx.ts'
 import {
-  ConnectErrorCode, decodeMessage, encodeRelayMessage, isRelayMessage,
+  ConnectErrorCode, RegisterRefusal, decodeMessage, encodeRelayMessage, isRelayMessage,
   type RegisterMessage, type RelayMessage, type UnsignedRelayMessage
 } from '../../shared/wire/rendezvous.ts'
 
@@ -340,6 +340,19 @@ describe('RendezvousClient', () => {
     for (let i = 0; i < 5; i++) client.onOtherVersion(1)
     expect(warnings.filter((w) => w.includes('relay speaks rendezvous protocol v1, this agent v2: upgrade both'))).toHaveLength(1)
     expect(warnings.filter((w) => w.includes('forged'))).toHaveLength(0)
+    client.stop()
+  })
+
+  it('a refused registration is said once, naming the limit; a forged refusal is not believed', async () => {
+    const { client, sock, warnings } = await started()
+    const ts = sock.registers().at(-1)!.timestampMs
+    const refused = (echo: number): UnsignedRelayMessage => ({ type: 'register-refused', reason: RegisterRefusal.perIp, echo })
+    expect(deliver(client, wire(refused(ts), { key: otherKey }))).toBe('forged')
+    expect(deliver(client, wire(refused(ts + 1)))).toBe('forged') // no register of ours
+    expect(warnings.filter((w) => w.includes('refused our registration'))).toHaveLength(0)
+    for (let i = 0; i < 3; i++) expect(deliver(client, wire(refused(ts)))).toBe('handled')
+    expect(warnings.filter((w) => w.includes('relay refused our registration: it has as many agents from our public IP as it allows'))).toHaveLength(1)
+    expect(client.up).toBe(false)
     client.stop()
   })
 

@@ -13,7 +13,7 @@ import { Metrics } from '../../shared/metrics.ts'
 import type { UdxSocket } from '../../shared/udx.ts'
 import type { Endpoint } from '../../shared/wire/addr.ts'
 import {
-  COOKIE_BYTES, ConnectErrorCode, VERSION, decodeMessage, encodeMessage, encodeRegister, encodeRegisterBody,
+  COOKIE_BYTES, ConnectErrorCode, RegisterRefusal, VERSION, decodeMessage, encodeMessage, encodeRegister, encodeRegisterBody,
   type RendezvousMessage
 } from '../../shared/wire/rendezvous.ts'
 
@@ -211,6 +211,23 @@ describe('registers are answered at a bounded rate per agent', () => {
     expect(await counter(metrics.relayRefusals, 'register-rate')).toBe(60 - answered)
     vi.advanceTimersByTime(1_000 / REGISTERS_PER_SECOND)
     expect((await register(keyA, t + 100, A_AT)).map((x) => x.m.type)).toEqual(['registered'])
+  })
+})
+
+describe('a refused registration', () => {
+  it('gets a signed register-refused naming the limit (not silence), within the reply budget', async () => {
+    const site = '203.0.113.77'
+    const keys = await Promise.all(Array.from({ length: 11 }, async () => await generateKeyPair('Ed25519')))
+    const t = Date.now()
+    for (const [i, k] of keys.slice(0, 10).entries()) {
+      const body = encodeRegisterBody({ timestampMs: t, peerId: idBytes(k), nodeName: `n${i}`, candidates: [] })
+      expect((await deliver(encodeRegister(body, await k.sign(body), new Uint8Array(0)), { host: site, port: 1000 + i })).map((x) => x.m.type)).toEqual(['registered'])
+    }
+    const last = keys[10]!
+    const body = encodeRegisterBody({ timestampMs: t + 1, peerId: idBytes(last), nodeName: 'n10', candidates: [] })
+    const replies = await deliver(encodeRegister(body, await last.sign(body), new Uint8Array(0)), { host: site, port: 2000 })
+    expect(replies.map((x) => x.m)).toMatchObject([{ type: 'register-refused', reason: RegisterRefusal.perIp, echo: t + 1 }])
+    expect(await counter(metrics.relayRefusals, 'registrations-per-ip')).toBe(1)
   })
 })
 

@@ -8,10 +8,10 @@ import fc from 'fast-check'
 import { ByteReader, ByteWriter, WireError } from '../../shared/wire/bytes.ts'
 import { endpointKey, readEndpoint, writeEndpoint, type Endpoint } from '../../shared/wire/addr.ts'
 import {
-  COOKIE_BYTES, ConnectErrorCode, MAGIC0, MAGIC1, MAX_CANDIDATES, MAX_KEEPALIVE_MS, MAX_TIMESTAMP_MS, MIN_KEEPALIVE_MS, MessageType, SIGNATURE_BYTES, VERSION,
+  COOKIE_BYTES, ConnectErrorCode, MAGIC0, RegisterRefusal, MAGIC1, MAX_CANDIDATES, MAX_KEEPALIVE_MS, MAX_TIMESTAMP_MS, MIN_KEEPALIVE_MS, MessageType, SIGNATURE_BYTES, VERSION,
   decodeMessage, encodeMessage, encodeRegister, encodeRegisterBody, encodeRelayMessage, isRelayMessage, looksLikeRendezvous, relaySignedBytes,
   type Candidate, type ConnectErrorMessage, type ConnectMessage, type PeerInfoMessage,
-  type PunchMessage, type RegisterMessage, type RegisteredMessage, type RendezvousMessage
+  type PunchMessage, type RegisterMessage, type RegisterRefusedMessage, type RegisteredMessage, type RendezvousMessage
 } from '../../shared/wire/rendezvous.ts'
 
 // --- helpers --------------------------------------------------------------------------------
@@ -78,7 +78,8 @@ const samples: Record<RendezvousMessage['type'], RendezvousMessage> = {
     candidates: sampleCandidates, directLocalId: 1, directRemoteId: 2, relayLocalId: 3, relayRemoteId: 0xffffffff, echo: ECHO, signature: SIG
   },
   'connect-error': { type: 'connect-error', requestId: 9, code: ConnectErrorCode.peerNotOnUdp, reason: 'peer is not registered over UDP', echo: ECHO, signature: SIG },
-  punch: { type: 'punch', session: 0xffffffffffffffffn, ack: false }
+  punch: { type: 'punch', session: 0xffffffffffffffffn, ack: false },
+  'register-refused': { type: 'register-refused', reason: RegisterRefusal.perIp, echo: ECHO, signature: SIG }
 }
 
 // --- round trips: one per message type -------------------------------------------------------
@@ -434,7 +435,11 @@ const connectErrorArb: fc.Arbitrary<ConnectErrorMessage> = fc.record({
 })
 const punchArb: fc.Arbitrary<PunchMessage> = fc.record({ type: fc.constant('punch' as const), session: u64Arb, ack: fc.boolean() })
 
-const messageArb: fc.Arbitrary<RendezvousMessage> = fc.oneof(registerArb, registeredArb, connectArb, peerInfoArb, connectErrorArb, punchArb)
+const registerRefusedArb: fc.Arbitrary<RegisterRefusedMessage> = fc.record({
+  type: fc.constant('register-refused' as const), reason: fc.constantFrom(...Object.values(RegisterRefusal)), echo: echoArb, signature: sigArb
+})
+
+const messageArb: fc.Arbitrary<RendezvousMessage> = fc.oneof(registerArb, registeredArb, connectArb, peerInfoArb, connectErrorArb, punchArb, registerRefusedArb)
 
 /** Compresses the longest run (>= 2) of zero groups with `::` and optionally uppercases. */
 function compressIpv6 (groups: number[], upper: boolean, pad: boolean): string {
@@ -520,6 +525,8 @@ function layoutOf (m: RendezvousMessage): Layout {
         [8, 'echo'], [SIGNATURE_BYTES, 'signature']]
     case 'punch':
       return [...headerLayout, [8, 'session'], [1, 'ack']]
+    case 'register-refused':
+      return [...headerLayout, [1, 'refusal reason'], [8, 'echo'], [SIGNATURE_BYTES, 'signature']]
   }
 }
 
@@ -577,7 +584,7 @@ describe('malformed input', () => {
   })
 
   it('unknown message type', () => {
-    for (const t of [0, 7, 200, 255]) {
+    for (const t of [0, 8, 200, 255]) {
       expectWireError(() => decodeMessage(bytes(...header(t), 0, 0, 0, 0)), `unknown message type ${t}`)
     }
   })
@@ -723,6 +730,13 @@ describe('every number is bounded', () => {
     expectWireError(() => encodeMessage({ ...(samples.connect as ConnectMessage), requester: new Uint8Array(0) }), 'requester must be 1-64 bytes')
   })
 
+  it('register-refused: reason 1 or 2, echo nonzero', () => {
+    const rr = samples['register-refused'] as RegisterRefusedMessage
+    for (const v of [0, 3, 255]) expectWireError(() => decodeMessage(patched(rr, 'refusal reason', 0, BigInt(v))), `unknown refusal reason ${v}`)
+    expectWireError(() => decodeMessage(patched(rr, 'echo', 0, 0n)), 'echo out of range: 0')
+    expect((decodeMessage(patched(rr, 'refusal reason', 0, 2n)).message as RegisterRefusedMessage).reason).toBe(RegisterRefusal.total)
+  })
+
   it('cookie: exactly COOKIE_BYTES in registered and connect', () => {
     const conn = samples.connect as ConnectMessage
     for (const n of [0, COOKIE_BYTES - 1, COOKIE_BYTES + 1]) {
@@ -802,6 +816,7 @@ function expectBounded (m: RendezvousMessage): void {
       break
     case 'connect-error': ok = u32ok(m.requestId, 1) && m.code >= 1 && m.code <= 4 && tsOk(m.echo, 0) && m.signature.byteLength === 64; break
     case 'punch': ok = m.session >= 0n && m.session < 2n ** 64n; break
+    case 'register-refused': ok = (m.reason === 1 || m.reason === 2) && tsOk(m.echo, 1) && m.signature.byteLength === 64; break
   }
   if (!ok) throw new Error(`decoded a message out of bounds: ${JSON.stringify(m, (_, v) => typeof v === 'bigint' ? String(v) : v)}`)
 }
@@ -844,7 +859,7 @@ describe('fuzz: decodeMessage only ever throws WireError', () => {
         if (i % 2 === 1 && len >= 4) {
           // valid magic/version and a known type, so the decoder gets past the header
           scratch.set(buf)
-          scratch[0] = MAGIC0; scratch[1] = MAGIC1; scratch[2] = VERSION; scratch[3] = 1 + (i >> 1) % 6
+          scratch[0] = MAGIC0; scratch[1] = MAGIC1; scratch[2] = VERSION; scratch[3] = 1 + (i >> 1) % 7
           // short tails reach the end of the message more often
           buf = scratch.subarray(0, i % 4 === 1 ? Math.min(len, 4 + (len % 64)) : len)
         }
