@@ -121,6 +121,8 @@ describe('limits for members', () => {
       ]
     })
     expect(r.keys.map((k: any) => k.registered)).toEqual([true, true, true, false])
+    // the refused one is told why (1: per IP), not left to think the relay is down
+    expect(r.keys.map((k: any) => k.refused)).toEqual([null, null, null, 1])
     expect(r.connects.slice(0, 5).map((c: any) => c.reply)).toEqual([null, null, null, null, null])
     // the member's own connects find its bucket and its relay pair untouched
     const replies = r.connects.slice(5).map((c: any) => c.reply)

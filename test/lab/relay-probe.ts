@@ -2,8 +2,8 @@
 //   node test/lab/relay-probe.ts '<json>'
 // `rendezvous`: fresh Ed25519 keys, each on its own UDP socket, register in turn (with the PSK
 // file's MAC, another key's, or none) and then send connect requests; prints which keys got a
-// `registered` answer and what each connect got back (peer-info with its candidates and relay
-// ids, a connect-error code, or nothing).
+// `registered` answer (or a `register-refused` with its reason) and what each connect got back
+// (peer-info with its candidates and relay ids, a connect-error code, or nothing).
 // `reserve`: fresh libp2p nodes (TCP + noise + yamux, pnet with the given file or none) dial the
 // relay one after another and ask for a circuit relay v2 reservation by hand (HOP RESERVE);
 // prints how each dial went and the status (and limit) the relay answered.
@@ -47,19 +47,20 @@ const sleep = async (ms: number): Promise<void> => { await new Promise((resolve)
 
 async function rendezvous (plan: RendezvousPlan): Promise<unknown> {
   const psk = plan.pskFile != null ? new Uint8Array(await readFile(plan.pskFile)) : undefined
-  const keys: Array<{ peerId: string, peerIdBytes: Uint8Array, registered: boolean, cookie: Uint8Array<ArrayBufferLike>, replies: Map<number, unknown>, socket: ReturnType<typeof createSocket> }> = []
+  const keys: Array<{ peerId: string, peerIdBytes: Uint8Array, registered: boolean, refused: number | null, cookie: Uint8Array<ArrayBufferLike>, replies: Map<number, unknown>, socket: ReturnType<typeof createSocket> }> = []
   try {
     for (let i = 0; i < plan.keys; i++) {
       const privateKey = await generateKeyPair('Ed25519')
       const peerId = peerIdFromPrivateKey(privateKey)
       const socket = createSocket('udp4')
       await new Promise<void>((resolve) => socket.bind(0, resolve))
-      const key = { peerId: peerId.toString(), peerIdBytes: peerId.toMultihash().bytes, registered: false, cookie: new Uint8Array(COOKIE_BYTES) as Uint8Array<ArrayBufferLike>, replies: new Map<number, unknown>(), socket }
+      const key = { peerId: peerId.toString(), peerIdBytes: peerId.toMultihash().bytes, registered: false, refused: null as number | null, cookie: new Uint8Array(COOKIE_BYTES) as Uint8Array<ArrayBufferLike>, replies: new Map<number, unknown>(), socket }
       keys.push(key)
       socket.on('message', (buf) => {
         let m
         try { m = decodeMessage(buf).message } catch { return }
         if (m.type === 'registered') { key.registered = true; key.cookie = m.cookie }
+        if (m.type === 'register-refused') key.refused = m.reason
         if (m.type === 'peer-info' && m.requestId !== 0) {
           key.replies.set(m.requestId, { type: 'peer-info', peer: peerIdFromBytes(m.peer).toString(), candidates: m.candidates.length, relayLocalId: m.relayLocalId, relayRemoteId: m.relayRemoteId })
         }
@@ -86,7 +87,7 @@ async function rendezvous (plan: RendezvousPlan): Promise<unknown> {
       for (let t = 0; t < 50 && ids.some((id) => !key.replies.has(id)); t++) await sleep(40)
       for (const requestId of ids) connects.push({ from: c.from, requestId, reply: key.replies.get(requestId) ?? null })
     }
-    return { keys: keys.map((k) => ({ peerId: k.peerId, registered: k.registered })), connects }
+    return { keys: keys.map((k) => ({ peerId: k.peerId, registered: k.registered, refused: k.refused })), connects }
   } finally {
     for (const k of keys) k.socket.close()
   }
