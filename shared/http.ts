@@ -3,6 +3,7 @@
 // forever or exhaust file descriptors. Refusals are answered (400, 404, 405, 408, 431) and
 // counted in edgemesh_http_rejected_requests_total when a Metrics object is given.
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { rm } from 'node:fs/promises'
 import type { Metrics } from './metrics.ts'
@@ -29,6 +30,11 @@ export interface HttpLimits {
   timeoutCheckIntervalMs?: number
   /** connections beyond this are closed at once */
   maxConnections?: number
+  /**
+   * connections from one remote address beyond this are closed at once, so one host cannot take
+   * every slot (a relay whose /healthz no longer answers its liveness probe gets restarted)
+   */
+  maxConnectionsPerAddress?: number
 }
 
 export const HTTP_DEFAULTS: Required<Omit<HttpLimits, 'metrics'>> = {
@@ -38,7 +44,8 @@ export const HTTP_DEFAULTS: Required<Omit<HttpLimits, 'metrics'>> = {
   keepAliveTimeoutMs: 5_000,
   idleTimeoutMs: 30_000,
   timeoutCheckIntervalMs: 1_000,
-  maxConnections: 1024
+  maxConnections: 1024,
+  maxConnectionsPerAddress: 256
 }
 
 export type HttpRejectReason = 'malformed' | 'headers-too-large' | 'timeout' | 'bad-url' | 'missing-host' | 'not-found' | 'method-not-allowed' | 'bad-parameter' | 'handler-error' | 'connection-limit'
@@ -138,6 +145,19 @@ export async function startHttp (listen: HttpListen, routes: Record<string, Rout
   server.timeout = opts.idleTimeoutMs
   server.maxConnections = opts.maxConnections
   server.on('drop', () => { refusal('connection-limit') })
+  const perAddress = new Map<string, number>()
+  server.on('connection', (socket: Socket) => {
+    const address = socket.remoteAddress
+    if (address == null) return // a unix socket: local callers only
+    const n = perAddress.get(address) ?? 0
+    if (n >= opts.maxConnectionsPerAddress) { refusal('connection-limit'); socket.destroy(); return }
+    perAddress.set(address, n + 1)
+    socket.once('close', () => {
+      const left = (perAddress.get(address) ?? 1) - 1
+      if (left <= 0) perAddress.delete(address)
+      else perAddress.set(address, left)
+    })
+  })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE') { socket.destroy(); return }
     // the parser stays failed: more bytes on a refused socket raise this again (discarded)

@@ -180,6 +180,41 @@ describe('HTTP listener', () => {
     await eventually(async () => { expect(await healthz(l)).toEqual([200]) }, 10_000)
   })
 
+  it('one remote address gets at most maxConnectionsPerAddress; another address is still served', async () => {
+    const l = await listen({ maxConnectionsPerAddress: 2 })
+    if ('path' in l.target) throw new Error('tcp listener expected')
+    const { port } = l.target
+    // the listener is on 127.0.0.1; the held connections come from 127.0.0.2 (all of 127/8 is loopback)
+    const fromOther = (): Socket => connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' })
+    const held = [fromOther(), fromOther()]
+    await Promise.all(held.map(async (s) => { await new Promise((resolve) => s.once('connect', resolve)) }))
+    // a third from the same address is closed at once, unanswered
+    const third = await new Promise<string>((resolve) => {
+      const s = fromOther()
+      let text = ''
+      s.on('data', (d) => { text += d.toString() })
+      s.on('error', () => {})
+      s.on('connect', () => { s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n') })
+      s.on('close', () => { resolve(text) })
+    })
+    expect(third).toBe('')
+    expect(await rejected(l.metrics, 'connection-limit')).toBe(1)
+    // 127.0.0.1 is another address: served while 127.0.0.2 holds its two
+    expect(await healthz(l)).toEqual([200])
+    for (const s of held) s.destroy()
+    await eventually(async () => {
+      const s = fromOther()
+      const text = await new Promise<string>((resolve) => {
+        let t = ''
+        s.on('data', (d) => { t += d.toString(); if (t.includes('\r\n\r\n')) s.end() })
+        s.on('error', () => {})
+        s.on('connect', () => { s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n') })
+        s.on('close', () => { resolve(t) })
+      })
+      expect(text).toMatch(/^HTTP\/1\.1 200 /)
+    }, 10_000)
+  })
+
   it('serves the same way on a unix socket (the control API)', async () => {
     const l = await listen({}, true)
     expect((await exchange(l, ['GET //[ HTTP/1.1\r\nHost: x\r\n\r\n'], { endAfter: 1 })).statuses).toEqual([400])
