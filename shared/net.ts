@@ -23,26 +23,22 @@ export interface LocalAddress { address: string, netmask: string }
 const isLinkLocal = (ip: string): boolean => ip.startsWith('169.254.')
 
 /**
- * This host's IPv4 addresses worth offering to peers: not loopback, and not link-local (those
- * mean something only on this node; every agent puts the same 169.254.96.16 on its DNS bridge).
+ * Container and pod bridges, overlay and tunnel devices (and the agent's own edgemesh0): their
+ * addresses mean something only on this node (every Docker host has 172.17.0.1), so offering
+ * them to peers only draws SYNs that cannot arrive.
+ */
+export const VIRTUAL_INTERFACE = /^(edgemesh|docker|br-[0-9a-f]{12}$|cni|cbr|flannel|cali|cilium|lxc|kube-|virbr|lxcbr|lxdbr|podman|veth|vxlan|tunl|weave|nerdctl)/
+
+/**
+ * This host's IPv4 addresses worth offering to peers: not loopback, not link-local (those mean
+ * something only on this node; every agent puts the same 169.254.96.16 on its DNS bridge), and
+ * not on container bridges or overlay devices (see VIRTUAL_INTERFACE).
  */
 export function localIPv4 (): LocalAddress[] {
   const out: LocalAddress[] = []
-  for (const addrs of Object.values(networkInterfaces())) {
+  for (const [name, addrs] of Object.entries(networkInterfaces())) {
+    if (VIRTUAL_INTERFACE.test(name)) continue
     for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal && !isLinkLocal(a.address)) out.push({ address: a.address, netmask: a.netmask })
   }
   return out
-}
-
-/**
- * A peer's TCP candidate is worth a direct dial when it is on one of our subnets (same LAN)
- * or is a public address; a private address on another site would only time out.
- */
-export function isUsefulDirectCandidate (host: string, local: LocalAddress[]): boolean {
-  if (host.includes(':')) return false
-  for (const a of local) {
-    if (a.address === host) return false
-    if (sameSubnet(a.address, host, a.netmask)) return true
-  }
-  return !isPrivateIPv4(host)
 }

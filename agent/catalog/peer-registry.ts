@@ -134,7 +134,7 @@ export class CatalogPeerDirectory implements PeerDirectory {
         if (!this.warned.has(tag)) { this.warned.add(tag); this.log.warn({ node: p.nodeName, err: (err as Error).message }, 'ignoring peer record with an invalid peer id') }
         continue
       }
-      records.push({ nodeName: p.nodeName, peerId: p.peerId, addresses: p.addresses })
+      records.push({ nodeName: p.nodeName, peerId: p.peerId, addresses: [], advertised: p.addresses }) // self-published: filtered before dialling
     }
     // later entries (the registry) win over the static fallback
     this.byNameMap = new Map(records.map((r) => [r.nodeName, r]))

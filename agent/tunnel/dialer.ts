@@ -2,16 +2,18 @@
 // in parallel: the blind UDP relay leg, the punched leg, and direct TCP to candidates on our
 // LAN (or public ones). The first connection wins so a failed punch never delays the first
 // byte; the others keep going and become additional, possibly better, paths. Sites with UDP
-// blocked (or no answering relay) are reached through libp2p circuit relay v2 over TCP.
+// blocked (or no answering relay) are reached through libp2p circuit relay v2 over TCP. Which
+// private TCP candidates get a SYN at all is candidates.ts's call.
 import { setTimeout as sleep } from 'node:timers/promises'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { AgentConfig, RelayRef } from '../../shared/config.ts'
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
-import { isUsefulDirectCandidate, localIPv4 } from '../../shared/net.ts'
+import { localIPv4 } from '../../shared/net.ts'
 import { endpointKey } from '../../shared/wire/addr.ts'
 import type { PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
+import { isDialableTcpCandidate, isSameSite, tcpHostOf } from './candidates.ts'
 import type { AgentNode } from './node.ts'
 import { isDirect, type PathKind } from './paths.ts'
 import type { PunchRegistry } from './punch.ts'
@@ -46,10 +48,16 @@ export class Dialer {
 
   constructor (opts: DialerOptions) { this.opts = opts }
 
-  /** Dials a peer over every path at once; resolves with the first connection. */
-  async dial (target: { nodeName: string, peerId: PeerId, addresses: string[] }, clients: RendezvousClient[], signal: AbortSignal): Promise<Connection> {
+  /**
+   * Dials a peer over every path at once; resolves with the first connection. `addresses` (the
+   * operator's) are always dialled; `advertised` (the peer's own) only where they are on our
+   * LAN: whether the peer shares our public IP is not known before the relay's introduction.
+   */
+  async dial (target: { nodeName: string, peerId: PeerId, addresses: string[], advertised: string[] }, clients: RendezvousClient[], signal: AbortSignal): Promise<Connection> {
     const attempts: Array<Promise<Connection>> = []
-    for (const a of target.addresses) attempts.push(this.dialTcp(multiaddr(a), target.peerId, signal))
+    const ctx = { local: localIPv4(), sameSite: false }
+    const advertised = target.advertised.filter((a) => { const host = tcpHostOf(a); return host != null && isDialableTcpCandidate(host, ctx) })
+    for (const a of new Set([...target.addresses, ...advertised])) attempts.push(this.dialTcp(multiaddr(a), target.peerId, signal))
     attempts.push(clients.length > 0 ? this.rendezvousDial(clients, target.peerId, signal) : this.circuitDial(target.peerId, signal))
     try {
       return await Promise.any(attempts)
@@ -117,9 +125,9 @@ export class Dialer {
       relayAbort.abort(new Error('direct path found'))
     }))
     if (info.initiator) {
-      const local = localIPv4()
+      const ctx = { local: localIPv4(), sameSite: isSameSite(info.candidates, client.observed) }
       for (const c of info.candidates) {
-        if (c.proto === 'tcp' && isUsefulDirectCandidate(c.host, local)) {
+        if (c.proto === 'tcp' && isDialableTcpCandidate(c.host, ctx)) {
           direct.push(this.dialTcp(multiaddr(`/ip4/${c.host}/tcp/${c.port}/p2p/${peerId.toString()}`), peerId, signal))
         }
       }

@@ -10,8 +10,13 @@ import { parsePeerId } from '../../shared/peer-id.ts'
 export interface PeerRecord {
   nodeName: string
   peerId: string
-  /** multiaddrs where the peer accepts direct TCP (optional; LAN candidates also come from the relay) */
+  /** multiaddrs where the peer accepts direct TCP, set by the operator (peers file): always dialled */
   addresses: string[]
+  /**
+   * multiaddrs the peer published about itself (its Lease): its LAN addresses, dialled only
+   * when the candidate filter (candidates.ts) finds them on our LAN
+   */
+  advertised?: string[]
 }
 
 export interface PeerDirectory {

@@ -369,7 +369,7 @@ export class Tunnel implements TunnelApi {
 
   private async dial (state: PeerState): Promise<Connection> {
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
-    return await this.dialer.dial({ nodeName: state.record.nodeName, peerId: state.peerId, addresses: state.record.addresses }, this.clients.filter((c) => c.up), signal)
+    return await this.dialer.dial({ nodeName: state.record.nodeName, peerId: state.peerId, addresses: state.record.addresses, advertised: state.record.advertised ?? [] }, this.clients.filter((c) => c.up), signal)
   }
 
   /** The relay introduced a peer that wants to reach us: run our side of every leg. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ipv4ToInt, isPrivateIPv4, isUsefulDirectCandidate, sameSubnet } from '../../shared/net.ts'
+import { ipv4ToInt, isPrivateIPv4, sameSubnet, VIRTUAL_INTERFACE } from '../../shared/net.ts'
 
 describe('IPv4 helpers', () => {
   it('ipv4ToInt is big-endian and unsigned', () => {
@@ -23,12 +23,12 @@ describe('IPv4 helpers', () => {
     }
   })
 
-  it('a direct TCP candidate is worth dialing on our LAN or when public, never our own address', () => {
-    const local = [{ address: '10.1.0.10', netmask: '255.255.255.0' }]
-    expect(isUsefulDirectCandidate('10.1.0.11', local)).toBe(true)
-    expect(isUsefulDirectCandidate('10.2.0.11', local)).toBe(false)
-    expect(isUsefulDirectCandidate('10.1.0.10', local)).toBe(false)
-    expect(isUsefulDirectCandidate('198.51.100.21', local)).toBe(true)
-    expect(isUsefulDirectCandidate('fe80::1', local)).toBe(false)
+  it('container bridges and overlay devices are not offered to peers; LAN interfaces are', () => {
+    for (const name of ['edgemesh0', 'docker0', 'br-0123456789ab', 'cni0', 'cbr0', 'flannel.1', 'cali1a2b3c', 'cilium_host', 'lxcbr0', 'kube-ipvs0', 'kube-bridge', 'virbr0', 'veth12ab', 'vxlan.calico', 'tunl0', 'weave', 'podman0']) {
+      expect(VIRTUAL_INTERFACE.test(name), name).toBe(true)
+    }
+    for (const name of ['eth0', 'ens3', 'enp0s31f6', 'wlan0', 'bond0', 'br0', 'br-lan', 'wg0', 'tailscale0']) {
+      expect(VIRTUAL_INTERFACE.test(name), name).toBe(false)
+    }
   })
 })
