@@ -8,7 +8,7 @@
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
+import { meshYamux } from '../shared/yamux.ts'
 import { noiseCrypto } from '../shared/noise-crypto.ts'
 import { identify } from '@libp2p/identify'
 import { preSharedKey } from '@libp2p/pnet'
@@ -142,7 +142,7 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
     },
     transports: [tcp()],
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
-    streamMuxers: [yamux()],
+    streamMuxers: [meshYamux()], // window <= read buffer: see shared/yamux.ts
     ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
     connectionManager: { maxConnections: 20_000 },
     connectionGater: { denyDialMultiaddr: () => false, denyInboundRelayReservation: denyReservation },

@@ -190,7 +190,13 @@ export class ServicePortListener {
       this.balancer.begin(ep)
       try {
         if (upstream.socket != null) await spliceSockets(socket, upstream.socket, head)
-        else await spliceSocketStream(socket, upstream.stream!, head, upstream.rest)
+        else {
+          const { up, down, failure } = await spliceSocketStream(socket, upstream.stream!, head, upstream.rest)
+          if (failure != null) {
+            metrics.streamFailures.inc({ side: 'local', cause: failure.cause })
+            this.deps.log.info({ service: this.plan.id, endpoint: ep, node, cause: failure.cause, err: failure.error.message, up, down }, 'proxy: connection over the tunnel failed')
+          }
+        }
       } finally { this.balancer.end(ep) }
       return
     }

@@ -7,6 +7,8 @@ export class ProxyMetrics {
   readonly connections: Counter<'protocol' | 'path' | 'result'>
   /** requests other agents sent to this one */
   readonly remote: Counter<'result'>
+  /** tunnel streams spliced to a socket that ended early, by side (local: the Service's listener, remote: serving a peer) and cause */
+  readonly streamFailures: Counter<'side' | 'cause'>
   readonly datagrams: Counter<'direction' | 'result'>
   readonly syncs: Counter<'kind' | 'result'>
   readonly syncMs: Histogram<'kind'>
@@ -17,6 +19,7 @@ export class ProxyMetrics {
     const registers = [metrics.registry]
     this.connections = new Counter({ name: 'edgemesh_proxy_connections_total', help: 'Service connections (TCP) and flows (UDP) the agent proxied, by path (local endpoint dialled by the agent, or tunnel) and result', labelNames: ['protocol', 'path', 'result'], registers })
     this.remote = new Counter({ name: 'edgemesh_proxy_remote_requests_total', help: 'Proxy requests from other agents: ok, refused (endpoint not on this node), dial-failed, bad-request', labelNames: ['result'], registers })
+    this.streamFailures = new Counter({ name: 'edgemesh_proxy_stream_failures_total', help: 'Proxied TCP connections whose tunnel stream or socket failed mid-transfer, by side (local listener or remote serving side) and cause (stream-buffer, stream-reset, stream-aborted, socket-error, socket-closed)', labelNames: ['side', 'cause'], registers })
     this.datagrams = new Counter({ name: 'edgemesh_proxy_udp_datagrams_total', help: 'UDP datagrams carried for Services (request = towards the endpoint), dropped when a tunnel stream is congested or a flow not yet open overflows', labelNames: ['direction', 'result'], registers })
     this.syncs = new Counter({ name: 'edgemesh_proxy_syncs_total', help: 'iptables syncs by kind (full, incremental, none) and result', labelNames: ['kind', 'result'], registers })
     this.syncMs = new Histogram({ name: 'edgemesh_proxy_sync_duration_ms', help: 'Whole proxy sync: plan, listeners, rule generation, hook check, iptables-restore', labelNames: ['kind'], buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000], registers })

@@ -4,9 +4,17 @@
 // proxy's data path. (libp2p 3.x onDrain() is broken, see stream-io.ts: we wait for 'drain'.)
 import type { Socket } from 'node:net'
 import type { Stream } from '@libp2p/interface'
-import { onStreamFinished, toBytes, waitDrain } from '../tunnel/stream-io.ts'
+import { onStreamFinished, pauseReading, resumeReading, toBytes, waitDrain } from '../tunnel/stream-io.ts'
 
-export interface PipeStats { up: number, down: number }
+/** Why a splice ended early: the tunnel stream failed (buffer overflow, reset by the peer, aborted), or the socket did. */
+export type PipeFailureCause = 'stream-buffer' | 'stream-reset' | 'stream-aborted' | 'socket-error' | 'socket-closed'
+export interface PipeStats { up: number, down: number, failure?: { cause: PipeFailureCause, error: Error } }
+
+function streamFailureCause (err: Error): PipeFailureCause {
+  if (err.name === 'StreamBufferError') return 'stream-buffer'
+  if (err.name === 'StreamResetError' || /stream reset/.test(err.message)) return 'stream-reset'
+  return 'stream-aborted'
+}
 
 /**
  * Splices `socket` and `stream` until both directions ended or either side failed; `head` is
@@ -20,9 +28,10 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
     let streamEnded = false // everything the remote sent is written to the socket (and we half-closed it)
     let streamPaused = false
     let detach = (): void => {}
-    const finish = (err?: Error): void => {
+    const finish = (err?: Error, cause?: PipeFailureCause): void => {
       if (done) return
       done = true
+      if (err != null) stats.failure = { cause: cause ?? streamFailureCause(err), error: err }
       socket.off('data', onData)
       stream.removeEventListener('message', onMessage)
       detach()
@@ -37,8 +46,8 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
     const maybeDone = (): void => { if (socketEnded && streamEnded) finish() }
     const resumeStream = (): void => {
       streamPaused = false
-      if (done || stream.readStatus !== 'paused') return
-      stream.resume() // delivers what waited in the stream's buffer, then 'end' if the remote is done
+      if (done) return
+      resumeReading(stream) // delivers what waited in the stream's buffer, then 'end' if the remote is done
     }
 
     const onDrain = (): void => { if (!done) socket.resume() }
@@ -54,7 +63,7 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
       stats.down += b.byteLength
       if (!socket.write(b) && !streamPaused) {
         streamPaused = true
-        if (stream.readStatus === 'readable') stream.pause()
+        pauseReading(stream)
         socket.once('drain', resumeStream)
       }
     }
@@ -63,8 +72,8 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
       socketEnded = true
       stream.close().then(maybeDone, (e: Error) => { finish(e) })
     })
-    socket.once('error', (e) => { finish(e) })
-    socket.once('close', () => { if (!socketEnded || !streamEnded) finish(new Error('socket closed')) })
+    socket.once('error', (e) => { finish(e, 'socket-error') })
+    socket.once('close', () => { if (!socketEnded || !streamEnded) finish(new Error('socket closed'), 'socket-closed') })
     stream.addEventListener('message', onMessage)
     if (head != null && head.length > 0) {
       stats.up += head.length
@@ -86,7 +95,7 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
       }
     })
     if (!done) socket.resume()
-    if (!done && !streamPaused && stream.readStatus === 'paused') stream.resume()
+    if (!done && !streamPaused) resumeReading(stream)
   })
 }
 
@@ -117,12 +126,12 @@ export async function readPrefix<T> (stream: Stream, parse: (buf: Uint8Array) =>
       if (r === 'short') return
       settle()
       if (typeof r === 'string') { reject(new Error(r)); return }
-      if (stream.readStatus === 'readable') stream.pause()
+      pauseReading(stream)
       resolve({ value: r.value, rest: buf.slice(r.length) })
     }
     const timer = setTimeout(() => { settle(); reject(new Error(`no header within ${timeoutMs} ms`)) }, timeoutMs)
     stream.addEventListener('message', onMessage)
-    if (stream.readStatus === 'paused') stream.resume()
+    resumeReading(stream)
     if (settled) return
     detach = onStreamFinished(stream, {
       end: () => { if (!settled) { settle(); reject(new Error('stream ended before its header')) } },

@@ -114,7 +114,13 @@ export class RemoteServer {
     await reply(stream, ProxyStatus.OK)
     const flow = { close: () => { socket.destroy() } }
     this.open.add(flow)
-    try { await spliceSocketStream(socket, stream, undefined, rest) } finally { this.open.delete(flow) }
+    try {
+      const { up, down, failure } = await spliceSocketStream(socket, stream, undefined, rest)
+      if (failure != null) {
+        metrics.streamFailures.inc({ side: 'remote', cause: failure.cause })
+        this.opts.log.info({ peer: peer.node, target: `${req.ip}:${req.port}`, cause: failure.cause, err: failure.error.message, up, down }, 'proxy: connection for a peer failed')
+      }
+    } finally { this.open.delete(flow) }
   }
 
   private async serveUdp (stream: Stream, req: ProxyRequest, rest: Uint8Array, peer: { node: string }): Promise<void> {

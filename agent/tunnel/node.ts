@@ -5,7 +5,7 @@
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
+import { meshYamux } from '../../shared/yamux.ts'
 import { noiseCrypto } from '../../shared/noise-crypto.ts'
 import { identify } from '@libp2p/identify'
 import { preSharedKey } from '@libp2p/pnet'
@@ -72,7 +72,7 @@ export async function createAgentNode (opts: AgentNodeOptions): Promise<AgentNod
     addresses: { listen: [`/ip4/${opts.listenHost}/tcp/${opts.tcpPort}`] },
     transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 3_000 })],
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
-    streamMuxers: [yamux()],
+    streamMuxers: [meshYamux()], // window <= read buffer: see shared/yamux.ts
     ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
     connectionGater: {
       // agents dial LAN and documentation-range addresses on purpose

@@ -23,6 +23,31 @@ export async function waitDrain (stream: Stream): Promise<void> {
   })
 }
 
+// libp2p's resume() (@libp2p/utils 7.4.1 AbstractMessageStream) first dispatches what waited in
+// the read buffer and only then tells the muxer to resume (sendResume). A consumer that pauses
+// again in that dispatch (its sink is still full) is overridden: readStatus says 'paused' but
+// yamux is back to granting window on every frame it receives, the read buffer grows without
+// bound and the stream is aborted with StreamBufferError (a slow reader's download cut). So a
+// pause requested during our own resume() is applied once resume() has returned.
+const resuming = new WeakSet<Stream>()
+const pauseAfterResume = new WeakSet<Stream>()
+
+/** Pauses reading (yamux stops granting window), also from a 'message' handler. */
+export function pauseReading (stream: Stream): void {
+  if (stream.readStatus !== 'readable') return
+  if (resuming.has(stream)) { pauseAfterResume.add(stream); return }
+  stream.pause()
+}
+
+/** Resumes reading: delivers what waited, then grants window again unless that made the consumer pause. */
+export function resumeReading (stream: Stream): void {
+  if (stream.readStatus !== 'paused') return
+  resuming.add(stream)
+  try { stream.resume() } finally { resuming.delete(stream) }
+  // (a string compare: TypeScript narrowed readStatus to 'paused' above, but resume() changed it)
+  if (pauseAfterResume.delete(stream) && (stream.readStatus as string) === 'readable') stream.pause()
+}
+
 /** Sends one chunk, waiting for drain when the stream's buffer is full. */
 export async function send (stream: Stream, data: Uint8Array): Promise<void> {
   if (!stream.send(data)) await waitDrain(stream)
@@ -42,7 +67,7 @@ export async function * readStream (stream: Stream, highWaterMark = 1 << 20): As
   const onMessage = (evt: any): void => {
     const b = toBytes(evt.data)
     queue.push(b); queued += b.byteLength
-    if (queued > highWaterMark && stream.readStatus === 'readable') stream.pause()
+    if (queued > highWaterMark) pauseReading(stream)
     notify()
   }
   stream.addEventListener('message', onMessage)
@@ -55,7 +80,7 @@ export async function * readStream (stream: Stream, highWaterMark = 1 << 20): As
       const b = queue.shift()
       if (b !== undefined) {
         queued -= b.byteLength
-        if (queued <= highWaterMark / 2 && stream.readStatus === 'paused') stream.resume()
+        if (queued <= highWaterMark / 2) resumeReading(stream)
         yield b
         continue
       }

@@ -3,6 +3,7 @@
 // turn into one chunk, as the UDX connection does: a header, data and the FIN behind it then
 // reach yamux together and are delivered in one tick — the case where a late listener used to
 // miss the FIN and the client hung until its timeout (a CI flake of the endpoint-removal e2e).
+import { createHash } from 'node:crypto'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -19,6 +20,7 @@ import { decodeRequest, ProxyStatus } from '../../agent/proxy/wire.ts'
 import type { TunnelApi } from '../../agent/tunnel/tunnel.ts'
 import { Metrics } from '../../shared/metrics.ts'
 import { createLogger } from '../../shared/logging.ts'
+import { MAX_STREAM_WINDOW_BYTES, meshYamuxOptions } from '../../shared/yamux.ts'
 
 class CoalescingConnection extends AbstractMultiaddrConnection {
   peer!: CoalescingConnection
@@ -60,12 +62,13 @@ afterEach(() => {
   for (const s of servers.splice(0)) s.close()
 })
 
-async function yamuxStreamPair (): Promise<[Stream, Stream]> {
+/** A yamux stream pair with the mesh's configuration (or `options`, e.g. the library's defaults). */
+async function yamuxStreamPair (options: object = meshYamuxOptions): Promise<[Stream, Stream]> {
   const addr = multiaddr('/ip4/127.0.0.1/tcp/1')
   const a = new CoalescingConnection({ remoteAddr: addr, direction: 'outbound', log, inactivityTimeout: 0 })
   const b = new CoalescingConnection({ remoteAddr: addr, direction: 'inbound', log, inactivityTimeout: 0 })
   a.peer = b; b.peer = a
-  const factory = (yamux() as any)({ logger: defaultLogger() })
+  const factory = (yamux(options) as any)({ logger: defaultLogger() })
   const ma = factory.createStreamMuxer(a)
   const mb = factory.createStreamMuxer(b)
   muxers.push(ma, mb)
@@ -98,6 +101,52 @@ async function readAll (socket: Socket, ms: number, slowly = false): Promise<Buf
       if (slowly) { socket.pause(); setTimeout(() => socket.resume(), 1) }
     })
     socket.once('end', () => { clearTimeout(timer); resolve(Buffer.concat(parts)) })
+  })
+}
+
+function patterned (size: number, seed: number): Buffer {
+  const b = Buffer.alloc(size)
+  for (let i = 0; i < size; i++) b[i] = (i * seed + (i >> 13)) & 0xff
+  return b
+}
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+/** The most bytes `stream` held unread (libp2p checks its read buffer after every frame it buffers). */
+function watchReadBuffer (stream: Stream): { bytes: number } {
+  const peak = { bytes: 0 }
+  const s = stream as any
+  const check = s.checkReadBufferLength.bind(s)
+  s.checkReadBufferLength = () => { peak.bytes = Math.max(peak.bytes, s.readBufferLength); check() }
+  return peak
+}
+
+/** Writes `data` in 64 KiB chunks, waiting for 'drain' whenever the socket's buffer is full. */
+async function writeAll (socket: Socket, data: Buffer): Promise<void> {
+  for (let off = 0; off < data.length; off += 64 * 1024) {
+    if (!socket.write(data.subarray(off, off + 64 * 1024))) await new Promise((resolve) => socket.once('drain', resolve))
+  }
+}
+
+/**
+ * Everything `socket` receives until its FIN, read like a slow client: nothing for the first
+ * second, again nothing for a second at the half, otherwise 256 KiB per 5 ms timer (at most
+ * ~50 MB/s, less on a loaded machine).
+ */
+async function readSlowly (socket: Socket, ms: number): Promise<Buffer> {
+  return await new Promise((resolve, reject) => {
+    const parts: Buffer[] = []
+    let got = 0
+    let sinceNap = 0
+    let stalledAtHalf = false
+    const timer = setTimeout(() => { reject(new Error(`no FIN within ${ms} ms (${got} bytes)`)) }, ms)
+    const nap = (napMs: number): void => { socket.pause(); setTimeout(() => socket.resume(), napMs) }
+    socket.on('data', (b) => {
+      parts.push(b); got += b.length; sinceNap += b.length
+      if (!stalledAtHalf && got >= 25_000_000) { stalledAtHalf = true; sinceNap = 0; nap(1_000) } else if (sinceNap >= 256 * 1024) { sinceNap = 0; nap(5) }
+    })
+    nap(1_000)
+    socket.once('end', () => { clearTimeout(timer); resolve(Buffer.concat(parts)) })
+    socket.once('error', reject)
   })
 }
 
@@ -146,6 +195,43 @@ describe('proxy stream plumbing over yamux', () => {
     app.end()
     await spliced
   })
+
+  it('50 MB each way between a listener and a serving side whose readers stall, then read at a limited rate: every byte arrives (SHA-256), no stream fails', async () => {
+    // Both ends spliced as in production: app <-> listener side <-> yamux <-> serving side <-> endpoint.
+    // A stalled reader makes its splice pause the stream; the peer may still send what yamux
+    // granted before that, which must fit the stream's read buffer (the default configuration's
+    // 16 MiB window did not: StreamBufferError, the transfer cut).
+    const [clientStream, serverStream] = await yamuxStreamPair()
+    const peaks = [clientStream, serverStream].map(watchReadBuffer)
+    const [listenerSide, app] = await socketPair()
+    const [servingSide, endpoint] = await socketPair()
+    const local = spliceSocketStream(listenerSide, clientStream)
+    const remote = spliceSocketStream(servingSide, serverStream)
+    const size = 50 * 1000 * 1000
+    const download = patterned(size, 7)
+    const upload = patterned(size, 11)
+    const gotDown = readSlowly(app, 120_000)
+    const gotUp = readSlowly(endpoint, 120_000)
+    void writeAll(endpoint, download).then(() => { endpoint.end() })
+    void writeAll(app, upload).then(() => { app.end() })
+    const [down, up] = await Promise.all([gotDown, gotUp]).catch(async (e: Error) => {
+      const [l, r] = await Promise.all([local, remote]) // name the splice's failure, not just the socket's reset
+      throw new Error(`${e.message}; listener side: ${l.failure?.error.message}; serving side: ${r.failure?.error.message}`)
+    })
+    expect(down.length).toBe(size)
+    expect(sha256(down)).toBe(sha256(download))
+    expect(up.length).toBe(size)
+    expect(sha256(up)).toBe(sha256(upload))
+    const [l, r] = await Promise.all([local, remote])
+    expect(l.failure?.error.message).toBeUndefined()
+    expect(r.failure?.error.message).toBeUndefined()
+    expect([l.up, l.down, r.up, r.down]).toEqual([size, size, size, size])
+    // both streams were paused and buffered (the stalls), never more than one yamux window
+    for (const peak of peaks) {
+      expect(peak.bytes).toBeGreaterThan(0)
+      expect(peak.bytes).toBeLessThanOrEqual(MAX_STREAM_WINDOW_BYTES)
+    }
+  }, 180_000)
 
   it('a stream reset before the splice starts: the socket is closed, not left open', async () => {
     const [client, server] = await yamuxStreamPair()
