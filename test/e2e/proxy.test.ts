@@ -1,10 +1,13 @@
 // The ClusterIP proxy in the NAT lab against the real apiserver: pods (namespaces behind the
 // edge hosts) call Services whose endpoints are on the same node (kernel DNAT, no agent hop),
 // behind another NAT (the tunnel, direct or relayed), over TCP and UDP; every load-balancing
-// policy's distribution over 10,000 requests; an endpoint removed under traffic; a Service with
+// policy's distribution over 10,000 requests; slow readers (rate-limited and stalling downloads,
+// uploads to a slow endpoint) over a direct and a relayed path; an endpoint removed under traffic; a Service with
 // no ready endpoint refused at once (TCP and UDP); a forged tunnel request refused; hooks kept
 // first in nat PREROUTING/OUTPUT and filter FORWARD, and removed on clean shutdown.
-import { readFileSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab, type LabHost, type LabPod } from '../lab/lab.ts'
@@ -144,6 +147,40 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     expect(metricValue(await metrics('a1'), 'edgemesh_proxy_connections_total', 'path="tunnel",result="ok"')).toBeGreaterThanOrEqual(2)
     expect(metricValue(await metrics('b1'), 'edgemesh_proxy_remote_requests_total', 'result="ok"')).toBeGreaterThanOrEqual(1)
   })
+
+  it('slow readers over a direct and a relayed path: 4 rate-limited downloads (curl --limit-rate 5M/10M, two of them stalling for 2 s midway) and 4 uploads to a slow endpoint, 30 MB each, in parallel: every SHA-256 equal, no stream failed', async () => {
+    // (the issue asks 8 x 50 MB; 4 x 30 MB each way per path keeps CI time down; the stalls
+    // pause a stream whose window grew, where a default yamux window overflowed the read buffer)
+    const file = join(tmpdir(), `edgemesh-proxy-blob-${process.pid}.bin`)
+    const blob = randomBytes(30_000_000)
+    writeFileSync(file, blob)
+    const want = createHash('sha256').update(blob).digest('hex')
+    try {
+      await Promise.all([pods['b-web']!, pods['c-web']!].map(async (pod) => { await lab.spawn(pod, [NODE, WORKLOAD, 'file', '8081', file]).waitForLine(/listening/, 10_000) }))
+      const blobPort = { ports: [{ name: 'http', port: 80, targetPort: 8081 }] }
+      for (const [service, pod] of [['blob-b', 'b-web'], ['blob-c', 'c-web']] as const) await createService(service, [{ pod }], blobPort, { port: 8081, protocol: 'TCP' })
+      const failures = async (): Promise<number> => (await Promise.all(['a1', 'b1', 'c1'].map(async (h) => metricValue(await metrics(h), 'edgemesh_proxy_stream_failures_total')))).reduce((a, b) => a + b, 0)
+      const failedBefore = await failures()
+      for (const [service, path] of [['blob-b', 'direct-udp'], ['blob-c', 'relay-udp']] as const) {
+        const url = `http://${ips[service]}/`
+        await eventually(async () => { expect((await curlTry(pods.client!, url, 5, ['-I'])).code).toBe(0) }, 30_000, 250)
+        const t0 = performance.now()
+        const rates = ['5M', '10M', '5M', '10M']
+        // a stalling reader: its pipe (and then curl, and the socket) stops taking bytes for 2 s after 12 MiB
+        const stall = '{ dd bs=1M count=12 iflag=fullblock status=none; sleep 2; cat; }'
+        const downloads = rates.map(async (rate, i) => await lab.exec(pods.client!, ['bash', '-o', 'pipefail', '-c', `curl -sS --max-time 150 --limit-rate ${rate} ${url} | ${i < 2 ? stall : 'cat'} | sha256sum`], { timeoutMs: 160_000 }))
+        const uploads = rates.map(async (rate) => await lab.exec(pods.client!, ['curl', '-sS', '--max-time', '150', '-T', file, `${url}?rate=${rate === '5M' ? 5_242_880 : 10_485_760}`], { timeoutMs: 160_000 }))
+        const down = await Promise.all(downloads)
+        const up = await Promise.all(uploads)
+        console.log(`[proxy] slow readers over ${path}: 4 downloads + 4 uploads of 30 MB in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+        for (const r of down) expect(`${r.code} ${r.stdout.split(' ')[0]} ${r.stderr}`.trim(), `download over ${path}`).toBe(`0 ${want}`)
+        for (const r of up) expect(`${r.code} ${r.stdout.trim()} ${r.stderr}`.trim(), `upload over ${path}`).toBe(`0 ${want} ${blob.length}`)
+        const st = await k.mesh.status('a1')
+        expect(st.peers.find((p: any) => p.node === (service === 'blob-b' ? 'edge-b1' : 'edge-c1'))?.path).toBe(path)
+      }
+      expect(await failures()).toBe(failedBefore)
+    } finally { rmSync(file, { force: true }) }
+  }, 300_000)
 
   it('a process in the node\'s own network namespace (OUTPUT chain) reaches local and remote endpoints too', async () => {
     for (const [service, want] of [['local', 'a-web1'], ['remote-b', 'b-web'], ['remote-c', 'c-web']] as const) {

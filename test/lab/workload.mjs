@@ -12,9 +12,13 @@
 //                                           prints {"ok":..,"failed":..,"errors":{..},"connectP50Ms":..,"allMs":..}
 //   latency <url> <n>                       n sequential GETs, each on a new connection; prints
 //                                           {"n":..,"errors":..,"p50":..,"p90":..,"p99":..} (ms, request start -> response end)
+//   file <port> <path>                      HTTP: GET streams the file; PUT /?rate=<bytes/s> is read like a slow
+//                                           client (nothing for 1 s, then at most <rate>) and answered "<sha256> <bytes>"
 import http from 'node:http'
 import dgram from 'node:dgram'
 import net from 'node:net'
+import { createHash } from 'node:crypto'
+import { createReadStream, statSync } from 'node:fs'
 
 const [mode, ...args] = process.argv.slice(2)
 
@@ -153,6 +157,24 @@ if (mode === 'http') {
   lat.sort((a, b) => a - b)
   const at = (p) => lat.length === 0 ? null : +lat[Math.min(lat.length - 1, Math.floor(lat.length * p / 100))].toFixed(3)
   console.log(JSON.stringify({ n: lat.length, errors, p50: at(50), p90: at(90), p99: at(99) }))
+} else if (mode === 'file') {
+  const [port, path] = [Number(args[0]), args[1]]
+  http.createServer((req, res) => {
+    res.setHeader('connection', 'close')
+    if (req.method === 'PUT') {
+      const rate = Number(new URL(req.url, 'http://x').searchParams.get('rate') ?? 5e6)
+      const hash = createHash('sha256')
+      let n = 0
+      req.pause()
+      setTimeout(() => req.resume(), 1_000)
+      req.on('data', (c) => { hash.update(c); n += c.length; req.pause(); setTimeout(() => req.resume(), c.length / rate * 1000) })
+      req.on('end', () => res.end(`${hash.digest('hex')} ${n}\n`))
+      return
+    }
+    res.setHeader('content-length', statSync(path).size)
+    if (req.method === 'HEAD') { res.end(); return }
+    createReadStream(path).pipe(res)
+  }).listen(port, '0.0.0.0', () => console.log('listening'))
 } else {
   console.error(`unknown mode ${mode}`)
   process.exit(2)
