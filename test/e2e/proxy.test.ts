@@ -155,10 +155,12 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     const blob = randomBytes(30_000_000)
     writeFileSync(file, blob)
     const want = createHash('sha256').update(blob).digest('hex')
+    // port 8090: nothing may listen on 8081 in the pods (the failover test's dead endpoints)
+    const servers = [pods['b-web']!, pods['c-web']!].map((pod) => lab.spawn(pod, [NODE, WORKLOAD, 'file', '8090', file]))
     try {
-      await Promise.all([pods['b-web']!, pods['c-web']!].map(async (pod) => { await lab.spawn(pod, [NODE, WORKLOAD, 'file', '8081', file]).waitForLine(/listening/, 10_000) }))
-      const blobPort = { ports: [{ name: 'http', port: 80, targetPort: 8081 }] }
-      for (const [service, pod] of [['blob-b', 'b-web'], ['blob-c', 'c-web']] as const) await createService(service, [{ pod }], blobPort, { port: 8081, protocol: 'TCP' })
+      await Promise.all(servers.map(async (p) => await p.waitForLine(/listening/, 10_000)))
+      const blobPort = { ports: [{ name: 'http', port: 80, targetPort: 8090 }] }
+      for (const [service, pod] of [['blob-b', 'b-web'], ['blob-c', 'c-web']] as const) await createService(service, [{ pod }], blobPort, { port: 8090, protocol: 'TCP' })
       const failures = async (): Promise<number> => (await Promise.all(['a1', 'b1', 'c1'].map(async (h) => metricValue(await metrics(h), 'edgemesh_proxy_stream_failures_total')))).reduce((a, b) => a + b, 0)
       const failedBefore = await failures()
       for (const [service, path] of [['blob-b', 'direct-udp'], ['blob-c', 'relay-udp']] as const) {
@@ -179,7 +181,10 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
         expect(st.peers.find((p: any) => p.node === (service === 'blob-b' ? 'edge-b1' : 'edge-c1'))?.path).toBe(path)
       }
       expect(await failures()).toBe(failedBefore)
-    } finally { rmSync(file, { force: true }) }
+    } finally {
+      await Promise.all(servers.map(async (p) => { await p.kill() }))
+      rmSync(file, { force: true })
+    }
   }, 300_000)
 
   it('a process in the node\'s own network namespace (OUTPUT chain) reaches local and remote endpoints too', async () => {
