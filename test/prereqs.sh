@@ -24,6 +24,12 @@ lab sysctl procps
 lab killall psmisc
 lab openssl openssl
 lab update-ca-certificates ca-certificates
+lab sshd openssh-server
+lab ssh openssh-client
+lab scp openssh-client
+lab ssh-keygen openssh-client
+lab nc.openbsd netcat-openbsd
+lab ncat ncat
 dnsperf dnsperf dnsperf
 '
 GO_MIN_MINOR=26                 # test/controlplane/build.sh: k8s v1.36 needs Go >= 1.26
