@@ -42,6 +42,14 @@ export class Metrics {
     registers: [this.registry]
   })
 
+  /** UDX tunnel paths closed because the peer stopped answering (agent/tunnel/liveness.ts) or never answered a handshake. */
+  readonly deadPaths = new Counter({
+    name: 'edgemesh_tunnel_dead_paths_total',
+    help: 'UDX tunnel connections closed because the peer stopped answering (reason="silent") or never answered the handshake (reason="no-answer")',
+    labelNames: ['path', 'reason'] as const,
+    registers: [this.registry]
+  })
+
   readonly registeredAgents = new Gauge({
     name: 'edgemesh_registered_agents',
     help: 'Agents currently registered with this relay over UDP',
