@@ -5,7 +5,11 @@ import { parseCommandLine, UsageError } from '../../shared/cli-main.ts'
 import { renderTable } from '../../shared/table.ts'
 import { ConfigError } from '../../shared/errors.ts'
 import type { PeerStatus, PingResult, RelayStatus } from '../tunnel/tunnel.ts'
-import { diagnosticsOffMessage, formatPong, formatTransfer, parsePingCount, parseTransferArgs, transferQuery, type TransferReport } from './ping-transfer.ts'
+// ping/transfer load multiaddr and the tunnel's diagnostics (~0.9 s): imported when used, so
+// `edgemesh nc` (run by ssh for every connection) and the other commands start fast
+import type { TransferReport } from './ping-transfer.ts'
+import { parseNcArgs, runNc } from './nc.ts'
+import { parseSshConfigArgs, sshConfigStanza } from './ssh-config.ts'
 
 const USAGE = `usage: edgemesh [--socket PATH] <command> [--json]
   --socket PATH       the agent's control socket (its config's controlSocket; default
@@ -22,6 +26,13 @@ commands:
                       \`diagnostics: true\` in their config.
   catalog             the Kubernetes catalog: source (api or disk), counts, peer records and their liveness
   proxy               the ClusterIP proxy: iptables backend, last sync, the service ports the agent carries
+  nc <node|service> <port> [--proxy HOST:PORT] [--user NAME --password-file FILE] [--connect-timeout S]
+                      a stdio pipe to <node> (or a Service, svc.ns) through the agent's SOCKS5 proxy,
+                      for ssh: -o ProxyCommand="edgemesh nc %h %p". Default proxy 169.254.96.16:10800
+                      ($EDGEMESH_SOCKS_PROXY; credentials also from $EDGEMESH_SOCKS_USER/_PASSWORD).
+                      A refusal is one line with its reason; exit 1 (2 for a bad command line)
+  ssh-config [--suffix edge] [--proxy HOST:PORT] [--command CMD]
+                      prints a ~/.ssh/config stanza: Host *.<suffix> through \`edgemesh nc\`
   --json              any command: machine-readable output
 `
 
@@ -72,7 +83,7 @@ export function formatProxy (p: { backend: string, servicePorts: number, syncs: 
 }
 
 /** how many arguments each command takes after its name */
-const COMMAND_ARGS: Record<string, number> = { status: 0, catalog: 0, proxy: 0, ping: 1, transfer: 1 }
+const COMMAND_ARGS: Record<string, number> = { status: 0, catalog: 0, proxy: 0, ping: 1, transfer: 1, nc: 2, 'ssh-config': 0 }
 
 export async function main (argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandLine({
@@ -86,6 +97,12 @@ export async function main (argv: string[]): Promise<void> {
       size: { type: 'string' },
       direction: { type: 'string' },
       via: { type: 'string' },
+      proxy: { type: 'string' },
+      user: { type: 'string' },
+      'password-file': { type: 'string' },
+      'connect-timeout': { type: 'string' },
+      suffix: { type: 'string' },
+      command: { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     }
   })
@@ -95,6 +112,14 @@ export async function main (argv: string[]): Promise<void> {
   const takes = COMMAND_ARGS[cmd]
   if (takes == null) throw new UsageError(`unknown command "${cmd}" (see edgemesh --help)`)
   if (positionals.length > 1 + takes) throw new UsageError(`${cmd}: unexpected argument "${positionals[1 + takes]}" (see edgemesh --help)`)
+  if (cmd === 'nc') {
+    await runNc(parseNcArgs(positionals.slice(1), values))
+    return
+  }
+  if (cmd === 'ssh-config') {
+    process.stdout.write(sshConfigStanza(parseSshConfigArgs(values)))
+    return
+  }
   if (cmd === 'status') {
     const s = await callAgent<any>(socket, 'GET', '/status')
     process.stdout.write(values.json === true ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s))
@@ -112,12 +137,14 @@ export async function main (argv: string[]): Promise<void> {
   }
   if (cmd === 'ping') {
     if (arg == null) throw new ConfigError('ping: missing <node> (usage: edgemesh ping <node> [-c N])')
+    const { formatPong, parsePingCount } = await import('./ping-transfer.ts')
     const count = parsePingCount(values.count!)
     const r = await callAgent<PingResult>(socket, 'POST', `/ping?node=${encodeURIComponent(arg)}&count=${count}`)
     process.stdout.write(values.json === true ? JSON.stringify(r) + '\n' : formatPong(r) + '\n')
     return
   }
   if (cmd === 'transfer') {
+    const { diagnosticsOffMessage, formatTransfer, parseTransferArgs, transferQuery } = await import('./ping-transfer.ts')
     const t = parseTransferArgs(arg, values)
     let r: TransferReport
     try {

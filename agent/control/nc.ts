@@ -1,0 +1,174 @@
+// `edgemesh nc <node|service> <port>`: a stdio pipe through the local agent's SOCKS5 proxy, for
+// ssh's ProxyCommand (so the differences between OpenBSD nc and ncat flags do not matter). It
+// asks for the target by name, prints one line saying why when the agent refuses, and carries a
+// half-close both ways: end of stdin sends FIN to the target, the target's FIN ends stdout.
+import { connect, Socket } from 'node:net'
+import { fstatSync, readFileSync } from 'node:fs'
+import type { Readable, Writable } from 'node:stream'
+import { ConfigError } from '../../shared/errors.ts'
+import {
+  connectRequest, greeting, METHOD_NONE, METHOD_REFUSED, METHOD_USERPASS, parseAuthStatus, parseMethodChoice,
+  parseReply, replyText, userPassRequest, type Credentials, type Parsed, type Reply
+} from './socks-client.ts'
+
+/** Where the agent's SOCKS5 listener is by default (socks5.listen; from a laptop through `kubectl port-forward`: --proxy 127.0.0.1:10800). */
+export const DEFAULT_SOCKS_PROXY = '169.254.96.16:10800'
+export const DEFAULT_CONNECT_TIMEOUT_S = 30
+export const NC_USAGE = 'edgemesh nc [--proxy HOST:PORT] [--user NAME --password-file FILE] [--connect-timeout S] <node|service> <port>'
+
+export interface NcArgs { target: string, port: number, proxy: { host: string, port: number }, creds?: Credentials, timeoutMs: number }
+
+export interface NcOptions { proxy?: string, user?: string, 'password-file'?: string, 'connect-timeout'?: string }
+
+/** host:port, [v6]:port */
+export function parseHostPort (raw: string, option: string): { host: string, port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(raw)
+  const port = m == null ? NaN : Number(m[3])
+  if (m == null || port < 1 || port > 65535) throw new ConfigError(`${option} ${raw}: expected HOST:PORT, e.g. 127.0.0.1:10800`)
+  return { host: m[1] ?? m[2]!, port }
+}
+
+/**
+ * The arguments of `edgemesh nc`; env: EDGEMESH_SOCKS_PROXY, EDGEMESH_SOCKS_USER,
+ * EDGEMESH_SOCKS_PASSWORD (the options win). A mistake is a ConfigError (one line, exit 2).
+ */
+export function parseNcArgs (positionals: string[], o: NcOptions, env: NodeJS.ProcessEnv = process.env, readFile = (f: string): string => readFileSync(f, 'utf8')): NcArgs {
+  const [target, rawPort, extra] = positionals
+  if (target == null || target === '') throw new ConfigError(`nc: missing <node|service> (usage: ${NC_USAGE})`)
+  if (rawPort == null) throw new ConfigError(`nc: missing <port> (usage: ${NC_USAGE})`)
+  if (extra != null) throw new ConfigError(`nc: unexpected argument "${extra}" (usage: ${NC_USAGE})`)
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$/.test(target)) throw new ConfigError(`nc: ${target}: expected a node or Service name (letters, digits, '-' and '.')`)
+  const port = /^\d{1,5}$/.test(rawPort) ? Number(rawPort) : NaN
+  if (!(port >= 1 && port <= 65535)) throw new ConfigError(`nc: port ${rawPort}: expected an integer from 1 to 65535`)
+  const proxy = parseHostPort(o.proxy ?? env.EDGEMESH_SOCKS_PROXY ?? DEFAULT_SOCKS_PROXY, o.proxy != null ? '--proxy' : env.EDGEMESH_SOCKS_PROXY != null ? 'EDGEMESH_SOCKS_PROXY' : '--proxy')
+  const rawTimeout = o['connect-timeout'] ?? String(DEFAULT_CONNECT_TIMEOUT_S)
+  const seconds = /^\d+(\.\d+)?$/.test(rawTimeout) ? Number(rawTimeout) : NaN
+  if (!(seconds > 0 && seconds <= 3600)) throw new ConfigError(`--connect-timeout ${rawTimeout}: expected seconds from 0.1 to 3600`)
+  const user = o.user ?? env.EDGEMESH_SOCKS_USER
+  let password: string | undefined
+  if (o['password-file'] != null) {
+    try { password = readFile(o['password-file']).replace(/\r?\n$/, '') } catch (err: any) { throw new ConfigError(`--password-file ${o['password-file']}: cannot read it (${err?.code ?? err?.message})`) }
+  } else password = env.EDGEMESH_SOCKS_PASSWORD
+  if ((user == null) !== (password == null)) throw new ConfigError(user == null ? '--password-file: give --user (or EDGEMESH_SOCKS_USER) too' : '--user: give --password-file (or EDGEMESH_SOCKS_PASSWORD) too')
+  let creds: Credentials | undefined
+  if (user != null && password != null) {
+    if (Buffer.byteLength(user) < 1 || Buffer.byteLength(user) > 255) throw new ConfigError('--user: the user name must be 1 to 255 bytes')
+    if (Buffer.byteLength(password) < 1 || Buffer.byteLength(password) > 255) throw new ConfigError('the SOCKS5 password must be 1 to 255 bytes')
+    creds = { user, password }
+  }
+  return { target, port, proxy, ...(creds != null ? { creds } : {}), timeoutMs: Math.round(seconds * 1000) }
+}
+
+/** A failure an operator reads as one line (exit 1). */
+export class NcError extends Error {
+  readonly reply: number | undefined
+  constructor (message: string, reply?: number) { super(message); this.name = 'NcError'; this.reply = reply }
+}
+
+/**
+ * Runs the SOCKS5 handshake on a connected socket; resolves when the proxy said success, with
+ * any bytes of the target that came in the same read, or rejects with an NcError.
+ */
+export async function socksHandshake (socket: Socket, a: NcArgs): Promise<{ reply: Reply, head: Buffer }> {
+  const where = `the SOCKS5 proxy at ${a.proxy.host}:${a.proxy.port}`
+  return await new Promise((resolve, reject) => {
+    let buf: Buffer = Buffer.alloc(0)
+    let stage: 'method' | 'auth' | 'reply' = 'method'
+    const done = (err?: Error, value?: { reply: Reply, head: Buffer }): void => {
+      socket.off('data', onData); socket.off('end', onEnd); socket.off('error', onError); clearTimeout(timer)
+      socket.pause() // until the caller pipes it: no byte of the target is lost in between
+      if (err != null) reject(err)
+      else resolve(value!)
+    }
+    const step = <T>(p: Parsed<T>): T | undefined => {
+      if ('need' in p) return undefined
+      if ('error' in p) { done(new NcError(`${where}: ${p.error}`)); return undefined }
+      buf = buf.subarray(p.used)
+      return p.value
+    }
+    const onData = (chunk: Buffer): void => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
+      for (;;) {
+        if (stage === 'method') {
+          const m = step(parseMethodChoice(buf))
+          if (m === undefined) return
+          if (m === METHOD_REFUSED) { done(new NcError(a.creds == null ? `${where} wants a user name and password (use --user and --password-file)` : `${where} does not take a user name and password (try without --user)`)); return }
+          if (m === METHOD_USERPASS && a.creds != null) { stage = 'auth'; socket.write(userPassRequest(a.creds)); continue }
+          if (m === METHOD_NONE && a.creds == null) { stage = 'reply'; socket.write(connectRequest(a.target, a.port)); continue }
+          done(new NcError(`${where} chose method ${m}, which was not offered`)); return
+        }
+        if (stage === 'auth') {
+          const s = step(parseAuthStatus(buf))
+          if (s === undefined) return
+          if (s !== 0) { done(new NcError(`${where} refused the user name or password`)); return }
+          stage = 'reply'; socket.write(connectRequest(a.target, a.port)); continue
+        }
+        const r = step(parseReply(buf))
+        if (r === undefined) return
+        if (r.code !== 0) { done(new NcError(`${a.target}:${a.port}: ${replyText(r.code)}`, r.code)); return }
+        done(undefined, { reply: r, head: buf })
+        return
+      }
+    }
+    const onEnd = (): void => { done(new NcError(`${where} closed the connection during the handshake`)) }
+    const onError = (err: NodeJS.ErrnoException): void => {
+      done(new NcError(err.code === 'ECONNREFUSED'
+        ? `no SOCKS5 proxy at ${a.proxy.host}:${a.proxy.port} (is the agent's socks5 listener on? use --proxy)`
+        : `${where}: ${err.code ?? err.message}`))
+    }
+    const timer = setTimeout(() => { done(new NcError(`${where} did not answer within ${a.timeoutMs / 1000} s`)) }, a.timeoutMs)
+    socket.on('data', onData); socket.on('end', onEnd); socket.on('error', onError)
+    if (socket.connecting) socket.once('connect', () => { socket.write(greeting(a.creds)) })
+    else socket.write(greeting(a.creds))
+  })
+}
+
+/** stdin/stdout as streams we can half-close: a pipe or socket gets its own handle (so ending it closes the fd). */
+function stdioStreams (): { input: Readable, output: Writable, closeOutput: () => void } {
+  const isStream = (fd: number): boolean => { try { const s = fstatSync(fd); return s.isFIFO() || s.isSocket() } catch { return false } }
+  const input: Readable = isStream(0) ? new Socket({ fd: 0, readable: true, writable: false }) : process.stdin
+  const own = isStream(1)
+  const output: Writable = own ? new Socket({ fd: 1, readable: false, writable: true }) : process.stdout
+  // a pipe cannot be shut down for writing, only closed: close it once everything is written
+  const closeOutput = (): void => { if (own) (output as Socket).destroy() }
+  return { input, output, closeOutput }
+}
+
+/** Connects, shakes hands, then splices stdio and the connection until both directions ended. */
+export async function runNc (a: NcArgs): Promise<void> {
+  const socket = connect({ host: a.proxy.host, port: a.proxy.port, allowHalfOpen: true, noDelay: true })
+  let head: Buffer
+  try {
+    ({ head } = await socksHandshake(socket, a))
+  } catch (err) {
+    socket.destroy()
+    throw err
+  }
+  const { input, output, closeOutput } = stdioStreams()
+  await new Promise<void>((resolve, reject) => {
+    let outputDone = false
+    let socketClosed = false
+    let failure: Error | undefined
+    const maybeDone = (): void => {
+      if (!outputDone || !socketClosed) return
+      if (failure != null) reject(failure)
+      else resolve()
+    }
+    if (head.length > 0) output.write(head)
+    socket.pipe(output) // the target's FIN ends stdout
+    output.on('finish', () => { outputDone = true; closeOutput(); maybeDone() })
+    output.on('error', () => { // the reader went away: nothing more to deliver
+      outputDone = true; socket.destroy(); maybeDone()
+    })
+    input.pipe(socket) // end of stdin sends FIN
+    input.on('error', () => { socket.end() })
+    socket.on('error', (err: NodeJS.ErrnoException) => { failure = new NcError(`${a.target}:${a.port}: connection ${err.code === 'ECONNRESET' ? 'reset' : `failed (${err.code ?? err.message})`}`) })
+    socket.on('close', () => {
+      socketClosed = true
+      if (!outputDone) { output.end(); if (failure != null) { outputDone = true; closeOutput() } }
+      input.unpipe(socket)
+      input.destroy() // stop reading stdin: nothing can be sent any more
+      maybeDone()
+    })
+  })
+}
