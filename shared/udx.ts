@@ -22,6 +22,8 @@ export interface UdxStream extends EventEmitter {
   readonly remoteHost: string | null
   readonly remotePort: number
   readonly rtt: number
+  /** every packet received on this stream, acks and keepalives included */
+  readonly packetsReceived: number
   readonly mtu: number
   readonly destroyed: boolean
   readonly connected: boolean

@@ -9,6 +9,17 @@ import { createSinkStream, type Udx, type UdxSocket, type UdxStream } from '../.
 import type { Endpoint } from '../../shared/wire/addr.ts'
 import { UdxConnection } from './udx-connection.ts'
 import type { PathKind } from './paths.ts'
+import { LivenessMonitor } from './liveness.ts'
+
+/**
+ * A leg whose peer sent nothing at all within this long is abandoned: a peer that is not there
+ * (its agent restarting, a stale registration at the relay) would otherwise hold the handshake
+ * until the UDX timeout (~13 s). A live peer's first packet comes within one UDX retransmit (1 s).
+ */
+export const HANDSHAKE_ANSWER_MS = 2_500
+
+/** Why a UDX path was given up (edgemesh_tunnel_dead_paths_total{reason}). */
+export type DeadPathReason = 'silent' | 'no-answer'
 
 export interface DgramTransportComponents {
   upgrader: Upgrader
@@ -45,6 +56,8 @@ export class DgramTransport {
   private keepaliveMs = 5_000
   /** path labels of UDX connections, by libp2p connection id */
   private readonly paths = new Map<string, { path: PathKind, remote: Endpoint, stream: UdxStream }>()
+  private readonly liveness = new LivenessMonitor()
+  private onDeadPath: (conn: Connection | null, path: PathKind, reason: DeadPathReason, silentMs: number) => void = () => {}
 
   constructor (components: DgramTransportComponents) {
     this.components = components
@@ -53,12 +66,18 @@ export class DgramTransport {
   /** The socket is created by the tunnel (it also carries rendezvous traffic). */
   private onConnection: (conn: Connection, path: PathKind) => void = () => {}
 
-  attach (udx: Udx, socket: UdxSocket, keepaliveMs: number, onConnection: (conn: Connection, path: PathKind) => void): void {
+  attach (udx: Udx, socket: UdxSocket, keepaliveMs: number, onConnection: (conn: Connection, path: PathKind) => void,
+    onDeadPath?: (conn: Connection | null, path: PathKind, reason: DeadPathReason, silentMs: number) => void): void {
     this.udx = udx
     this.socket = socket
     this.keepaliveMs = keepaliveMs
     this.onConnection = onConnection
+    if (onDeadPath != null) this.onDeadPath = onDeadPath
   }
+
+  // libp2p starts and stops services that have both
+  start (): void {}
+  stop (): void { this.liveness.stop() }
 
   pathOf (conn: Connection): { path: PathKind, remote: Endpoint } | undefined {
     return this.paths.get(conn.id)
@@ -87,17 +106,39 @@ export class DgramTransport {
       direction: d.initiator ? 'outbound' : 'inbound',
       log: this.components.logger.forComponent(`edgemesh:udx:${d.path}`)
     })
+    const noAnswer = new AbortController()
+    const answerTimer = setTimeout(() => {
+      if (stream.packetsReceived > 0) return
+      this.onDeadPath(null, d.path, 'no-answer', HANDSHAKE_ANSWER_MS)
+      noAnswer.abort(new Error(`${d.path}: the peer sent nothing within ${HANDSHAKE_ANSWER_MS} ms`))
+    }, HANDSHAKE_ANSWER_MS)
     try {
       // upgradeOutbound returns the Connection for both roles; initiator:false makes us the
       // noise responder and multistream listener
-      const conn = await this.components.upgrader.upgradeOutbound(maConn, { signal: d.signal, initiator: d.initiator })
+      const conn = await this.components.upgrader.upgradeOutbound(maConn, { signal: AbortSignal.any([d.signal, noAnswer.signal]), initiator: d.initiator })
       this.paths.set(conn.id, { path: d.path, remote: d.remote, stream })
-      conn.addEventListener('close', () => { this.paths.delete(conn.id) }, { once: true })
+      const unwatch = this.watch(conn, d.path, stream)
+      conn.addEventListener('close', () => { this.paths.delete(conn.id); unwatch() }, { once: true })
       this.onConnection(conn, d.path)
       return conn
     } catch (err) {
       stream.destroy()
-      throw err
+      throw noAnswer.signal.aborted && !d.signal.aborted ? noAnswer.signal.reason : err
+    } finally {
+      clearTimeout(answerTimer)
     }
+  }
+
+  /** Liveness (liveness.ts): udx packets (acks included) are the evidence, a yamux ping the probe. */
+  private watch (conn: Connection, path: PathKind, stream: UdxStream): () => void {
+    const muxer = (conn as unknown as { muxer?: { ping?: () => Promise<number> } }).muxer
+    return this.liveness.watch({
+      received: () => stream.packetsReceived,
+      probe: () => { muxer?.ping?.().catch(() => {}) },
+      dead: (silentMs) => {
+        this.onDeadPath(conn, path, 'silent', silentMs)
+        conn.abort(new Error(`${path}: the peer stopped answering (silent for ${Math.round(silentMs)} ms)`))
+      }
+    })
   }
 }

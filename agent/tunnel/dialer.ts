@@ -18,6 +18,17 @@ import type { AgentNode } from './node.ts'
 import { isDirect, type PathKind } from './paths.ts'
 import type { PunchRegistry } from './punch.ts'
 import type { RendezvousClient } from './rendezvous-client.ts'
+import { dialWithAttempts } from './dial-attempts.ts'
+
+/**
+ * A dial that found the peer absent right now: no relay holds a circuit reservation for it (its
+ * agent is not connected to the relay: restarting, or gone). Worth asking again shortly.
+ */
+export class PeerAbsentError extends Error {
+  constructor (message: string) { super(message); this.name = 'PeerAbsentError' }
+}
+
+export interface DialTarget { nodeName: string, peerId: PeerId, addresses: string[], advertised: string[] }
 
 export interface DialerOptions {
   node: AgentNode
@@ -53,7 +64,19 @@ export class Dialer {
    * operator's) are always dialled; `advertised` (the peer's own) only where they are on our
    * LAN: whether the peer shares our public IP is not known before the relay's introduction.
    */
-  async dial (target: { nodeName: string, peerId: PeerId, addresses: string[], advertised: string[] }, clients: RendezvousClient[], signal: AbortSignal): Promise<Connection> {
+  /**
+   * Dials until connected (dial-attempts.ts): fresh attempts beside one that hangs, another
+   * shortly after one that found the peer absent; `clients()` (the relays answering now) is
+   * asked for each attempt. Ends with the first connection, a refusal, or `signal`.
+   */
+  async dialUntilConnected (target: DialTarget, clients: () => RendezvousClient[], signal: AbortSignal): Promise<Connection> {
+    return await dialWithAttempts(async (s, n) => {
+      if (n > 1) this.opts.log.debug({ peer: target.nodeName, attempt: n }, 'dial: another attempt')
+      return await this.dial(target, clients(), s)
+    }, { signal, retryable: (err) => err instanceof PeerAbsentError })
+  }
+
+  async dial (target: DialTarget, clients: RendezvousClient[], signal: AbortSignal): Promise<Connection> {
     const attempts: Array<Promise<Connection>> = []
     const ctx = { local: localIPv4(), sameSite: false }
     const advertised = target.advertised.filter((a) => { const host = tcpHostOf(a); return host != null && isDialableTcpCandidate(host, ctx) })
@@ -63,7 +86,8 @@ export class Dialer {
       return await Promise.any(attempts)
     } catch (err: any) {
       const reasons = err instanceof AggregateError ? err.errors.map((e: any) => e?.message ?? String(e)).join('; ') : String(err?.message ?? err)
-      throw new Error(`cannot reach ${target.nodeName}: ${reasons}`)
+      const message = `cannot reach ${target.nodeName}: ${reasons}`
+      throw /NO_RESERVATION/.test(reasons) && !signal.aborted ? new PeerAbsentError(message) : new Error(message)
     }
   }
 

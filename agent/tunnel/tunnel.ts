@@ -22,7 +22,7 @@ import { ed25519Verifier } from '../../shared/ed25519.ts'
 import { ConfigError } from '../../shared/errors.ts'
 import type { PeerDirectory, PeerRecord } from './directory.ts'
 import { createAgentNode, type AgentNode } from './node.ts'
-import type { UdxPathStats } from './dgram-transport.ts'
+import type { DeadPathReason, UdxPathStats } from './dgram-transport.ts'
 import { classifyLibp2pConnection, isDirect, pathRank, type PathKind } from './paths.ts'
 import { PunchRegistry } from './punch.ts'
 import { Dialer, rejectAfter } from './dialer.ts'
@@ -134,7 +134,7 @@ export class Tunnel implements TunnelApi {
       metrics: opts.metrics
     })
     const tunnel = new Tunnel(opts, node, socket)
-    node.services.dgram.attach(udx, socket, config.tunnel.keepaliveMs, (conn, path) => { tunnel.adopt(conn, path) })
+    node.services.dgram.attach(udx, socket, config.tunnel.keepaliveMs, (conn, path) => { tunnel.adopt(conn, path) }, (conn, path, reason, silentMs) => { tunnel.onDeadPath(conn, path, reason, silentMs) })
     await tunnel.init()
     return tunnel
   }
@@ -274,6 +274,14 @@ export class Tunnel implements TunnelApi {
     if (record != null) this.log.info({ peer: record.nodeName, path, remote: conn.remoteAddr.toString() }, 'tunnel path open')
   }
 
+  /** A UDX path whose peer stopped answering (closed by the dgram transport) or never answered a handshake. */
+  onDeadPath (conn: Connection | null, path: PathKind, reason: DeadPathReason, silentMs: number): void {
+    this.opts.metrics.deadPaths.inc({ path, reason })
+    if (conn == null) return // a leg of a dial: the dial says what became of it
+    const record = this.opts.directory.byPeerId(conn.remotePeer.toString())
+    this.log.info({ peer: record?.nodeName ?? conn.remotePeer.toString(), path, silentMs: Math.round(silentMs) }, 'tunnel path dead: the peer stopped answering; closing it so new streams dial afresh')
+  }
+
   private onConnectionClose (conn: Connection): void {
     const path = this.connPaths.get(conn.id)
     this.connPaths.delete(conn.id)
@@ -369,7 +377,8 @@ export class Tunnel implements TunnelApi {
 
   private async dial (state: PeerState): Promise<Connection> {
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
-    return await this.dialer.dial({ nodeName: state.record.nodeName, peerId: state.peerId, addresses: state.record.addresses, advertised: state.record.advertised ?? [] }, this.clients.filter((c) => c.up), signal)
+    const target = { nodeName: state.record.nodeName, peerId: state.peerId, addresses: state.record.addresses, advertised: state.record.advertised ?? [] }
+    return await this.dialer.dialUntilConnected(target, () => this.clients.filter((c) => c.up), signal)
   }
 
   /** The relay introduced a peer that wants to reach us: run our side of every leg. */
