@@ -10,6 +10,7 @@ import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { ensureListenAddress } from '../../shared/net-device.ts'
 import type { Catalog } from '../catalog/catalog.ts'
+import type { CatalogSnapshot } from '../catalog/store.ts'
 import type { KubeClient } from '../catalog/kube-client.ts'
 import type { TunnelApi } from '../tunnel/tunnel.ts'
 import { DestinationRuleWatcher } from './destination-rules.ts'
@@ -19,6 +20,7 @@ import { ServicePortListener } from './listener.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { planAll, samePlan, type ServicePortPlan } from './plan.ts'
 import { RemoteServer } from './remote.ts'
+import { SyncScheduler } from './sync-scheduler.ts'
 import { buildSyncRules, cleanupRules, filterHookFixRules, hookFixRules, parseChains, rejectChain, servicesChain, type ProxyServicePort, type SyncRuleState } from './rules.ts'
 import { PROXY_PROTOCOL } from './wire.ts'
 
@@ -27,6 +29,11 @@ const FULL_RESYNC_MS = 3_600_000
 const RETIRE_GRACE_MS = 5_000
 /** A burst of new Services (a namespace applied at once) clears at most this many per sync. */
 const MAX_FLOW_CLEARS_PER_SYNC = 64
+/**
+ * Syncs that may run back to back after a quiet period: a new Service and its EndpointSlice
+ * (two catalog commits a few ms apart) are both programmed at once, with room for one more.
+ */
+const SYNC_BURST = 3
 const countRules = (listing: string): number => listing.split('\n').filter((l) => l.startsWith('-A ')).length
 
 export interface ProxyConfig {
@@ -46,6 +53,11 @@ export interface ProxyConfig {
 
 export interface ProxyOptions {
   config: ProxyConfig
+  /**
+   * Called after every successful sync with the catalog snapshot whose Services the kernel now
+   * holds rules for (the node-local DNS answers ClusterIP names from it: programmed-view.ts).
+   */
+  onProgrammed?: (snapshot: CatalogSnapshot) => void
   nodeName: string
   clusterDomain: string
   catalog: Catalog
@@ -85,16 +97,11 @@ export class ServiceProxy {
   private plans: ServicePortPlan[] = []
   private unsubscribe: (() => void) | undefined
   private resyncTimer: NodeJS.Timeout | undefined
-  private syncTimer: NodeJS.Timeout | undefined
-  private syncing: Promise<void> | undefined
-  private dirty = false
+  private readonly scheduler: SyncScheduler
   private fullPending = true
   /** the next sync also checks that our top chain still holds what we wrote */
   private verifyNext = false
   private lastFullAt = 0
-  private lastSyncStart = 0
-  private failures = 0
-  private stopped = false
   lastSync: SyncReport | undefined
   syncCount = 0
 
@@ -106,6 +113,10 @@ export class ServiceProxy {
     this.remote = new RemoteServer({
       nodeName: opts.nodeName, snapshot: () => opts.catalog.snapshot(), log: opts.log, metrics: this.metrics,
       connectTimeoutMs: c.connectTimeoutMs, udpIdleMs: c.udpStreamIdleSeconds * 1000
+    })
+    this.scheduler = new SyncScheduler({
+      minIntervalMs: c.minSyncIntervalMs, burst: SYNC_BURST, run: async () => { await this.syncOnce() },
+      retryDelayMs: (failures) => Math.min(30_000, 500 * 2 ** Math.min(failures, 6))
     })
     if (c.destinationRules && opts.kube != null) this.rulesWatcher = new DestinationRuleWatcher(() => { this.requestSync() })
   }
@@ -148,55 +159,48 @@ export class ServiceProxy {
     }
   }
 
-  /** Coalesces changes: at most one sync runs, and syncs start at least minSyncIntervalMs apart. */
+  /**
+   * Coalesces changes: at most one sync runs; after a quiet period the first change syncs at
+   * once (and a burst of SYNC_BURST back to back), sustained churn once per minSyncIntervalMs.
+   */
   requestSync (): void {
-    if (this.stopped) return
-    this.dirty = true
-    if (this.syncing != null || this.syncTimer != null) return
-    const wait = Math.max(0, this.lastSyncStart + this.opts.config.minSyncIntervalMs - performance.now())
-    this.syncTimer = setTimeout(() => { this.syncTimer = undefined; void this.runSync() }, wait)
+    this.scheduler.request()
   }
 
   /** Runs one sync now (waiting for a running one first). Errors are logged and retried. */
   async runSync (): Promise<void> {
-    while (this.syncing != null) await this.syncing
-    this.syncing = this.syncOnce().finally(() => { this.syncing = undefined })
-    await this.syncing
-    if (this.dirty && !this.stopped) this.requestSync()
+    await this.scheduler.runNow()
   }
 
+  /** One sync; a failure is logged, marks the kernel's state unknown and rejects (the scheduler retries). */
   private async syncOnce (): Promise<void> {
-    this.dirty = false
-    this.lastSyncStart = performance.now()
     const full = this.fullPending || this.state == null
     const kind = full ? 'full' : 'incremental'
     try {
-      const report = await this.sync(full)
+      const { report, snapshot } = await this.sync(full)
       this.fullPending = false
-      this.failures = 0
       this.lastSync = report
       this.syncCount++
       this.metrics.syncs.inc({ kind: report.bytes === 0 ? 'none' : kind, result: 'ok' })
       this.metrics.syncMs.observe({ kind }, report.ms)
       if (full || report.ms > 1_000) this.opts.log.info(report, 'proxy rules synced')
       else this.opts.log.debug(report, 'proxy rules synced')
+      try { this.opts.onProgrammed?.(snapshot) } catch (err) { this.opts.log.error({ err: (err as Error).message }, 'proxy: programmed-snapshot listener failed') }
     } catch (err) {
-      this.failures++
       this.fullPending = true // what the kernel holds is unknown now
       this.metrics.syncs.inc({ kind, result: 'failed' })
-      this.opts.log.warn({ err: (err as Error).message, failures: this.failures }, 'proxy sync failed; retrying')
-      if (!this.stopped) {
-        clearTimeout(this.syncTimer)
-        this.syncTimer = setTimeout(() => { this.syncTimer = undefined; this.dirty = true; void this.runSync() }, Math.min(30_000, 500 * 2 ** Math.min(this.failures, 6)))
-      }
+      this.opts.log.warn({ err: (err as Error).message, failures: this.scheduler.failures + 1 }, 'proxy sync failed; retrying')
+      throw err
     }
   }
 
-  private async sync (full: boolean): Promise<SyncReport> {
+  /** Plans from the catalog's current snapshot and applies it; returns the report and that snapshot. */
+  private async sync (full: boolean): Promise<{ report: SyncReport, snapshot: CatalogSnapshot }> {
     const t0 = performance.now()
     const c = this.opts.config
     const prefix = c.chainPrefix
-    const { ports: plans } = planAll(this.opts.catalog.snapshot(), {
+    const snapshot = this.opts.catalog.snapshot()
+    const { ports: plans } = planAll(snapshot, {
       nodeName: this.opts.nodeName, directCidrs: c.directCidrs, clusterDomain: this.opts.clusterDomain,
       destinationRules: this.rulesWatcher?.list() ?? []
     })
@@ -286,7 +290,8 @@ export class ServiceProxy {
     this.metrics.servicePorts.set({ mode: 'agent' }, agent)
     this.metrics.servicePorts.set({ mode: 'none' }, none)
     this.metrics.listeners.set(this.listeners.size)
-    return { kind: full ? 'full' : 'incremental', ms: +(performance.now() - t0).toFixed(1), restoreMs: +restoreMs.toFixed(1), servicePorts: plans.length, listeners: this.listeners.size, rejected: rules.reject.rejected.length, written: rules.nat.written.length + rules.reject.written.length, bytes: rules.text.length }
+    const report: SyncReport = { kind: full ? 'full' : 'incremental', ms: +(performance.now() - t0).toFixed(1), restoreMs: +restoreMs.toFixed(1), servicePorts: plans.length, listeners: this.listeners.size, rejected: rules.reject.rejected.length, written: rules.nat.written.length + rules.reject.written.length, bytes: rules.text.length }
+    return { report, snapshot }
   }
 
   /** Flows to service ports that had no rules were tracked without NAT: delete them (see conntrack.ts). */
@@ -306,12 +311,11 @@ export class ServiceProxy {
 
   /** removeRules: overrides config.cleanupOnExit (a start-up that failed removes them whatever the config says) */
   async stop (opts: { removeRules?: boolean } = {}): Promise<void> {
-    this.stopped = true
+    const syncsDone = this.scheduler.stop() // no sync starts from here on
     this.unsubscribe?.()
     clearInterval(this.resyncTimer)
-    clearTimeout(this.syncTimer)
     await this.rulesWatcher?.stop()
-    while (this.syncing != null) await this.syncing.catch(() => {})
+    await syncsDone
     if (opts.removeRules ?? this.opts.config.cleanupOnExit) {
       try {
         const saved = await Promise.all([this.ipt.save('nat'), this.ipt.save('filter')])
