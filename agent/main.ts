@@ -1,6 +1,6 @@
 // edgemesh-agent: the node agent's composition root. Today: catalog + peer registry (or a
 // static peers file), node-local DNS, identity, tunnel, the ClusterIP proxy, local control API
-// and metrics. SOCKS5 plugs in here when it arrives.
+// SOCKS5 and metrics.
 import { rm } from 'node:fs/promises'
 import { AgentConfig, AgentConfigFields, ConfigError, loadConfig, loadPsk } from '../shared/config.ts'
 import { parseDaemonArgs, reportStacksAt } from '../shared/cli-main.ts'
@@ -75,12 +75,22 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
       parts.push('catalog', async () => { await c.stop() }) // stop copes with a half-done start
       await parts.step('catalog', async () => { await c.start() })
     }
+    // With the proxy on, DNS answers a ClusterIP Service's name only once the proxy has
+    // programmed it (a client must never reach the ClusterIP before its rules): DNS follows a
+    // view of the catalog the proxy's applied snapshots move (catalog/programmed-view.ts)
+    let programmedView: import('./catalog/programmed-view.ts').ProgrammedView | undefined
+    if (config.dns != null && config.proxy != null && catalog != null) {
+      const [{ ProgrammedView }, { programsService }] = await Promise.all([import('./catalog/programmed-view.ts'), import('./proxy/plan.ts')])
+      const view = programmedView = new ProgrammedView(catalog, programsService)
+      parts.push('programmed view', () => { view.stop() })
+    }
     // DNS needs only the catalog: it answers before the tunnel side is even loaded
     let dns: Awaited<ReturnType<typeof import('./dns/dns.ts').startDns>> | undefined
     if (config.dns != null) {
       const dnsConfig = config.dns
+      const dnsCatalog = programmedView ?? catalog
       await parts.step('dns', async () => { await removeDeviceIfCreated(parts, dnsConfig.device) })
-      dns = await parts.start('dns', async () => await (await import('./dns/dns.ts')).startDns({ config: dnsConfig, catalog, metrics, log: log.child({ component: 'dns' }) }), async (d) => { await d.stop() })
+      dns = await parts.start('dns', async () => await (await import('./dns/dns.ts')).startDns({ config: dnsConfig, catalog: dnsCatalog, metrics, log: log.child({ component: 'dns' }) }), async (d) => { await d.stop() })
     }
 
     const m = await loadTunnelSide()
@@ -116,14 +126,26 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
       // AgentConfig refuses proxy without kubernetes; this is for callers that built a config by hand
       if (catalog == null) throw new ConfigError('proxy: needs kubernetes (the proxy learns Services and endpoints from the Kubernetes API)')
       const proxyCatalog = catalog
+      const view = programmedView
       await parts.step('proxy', async () => { await removeDeviceIfCreated(parts, proxyConfig.device) })
       proxy = await parts.start('proxy', async () => {
         const { ServiceProxy } = await import('./proxy/proxy.ts')
+        view?.gate() // from here, new ClusterIP names wait for the proxy's rules
         return await ServiceProxy.start({
           config: proxyConfig, nodeName: config.nodeName, clusterDomain: config.dns?.clusterDomain ?? 'cluster.local',
-          catalog: proxyCatalog, ...(kube != null ? { kube } : {}), tunnel, log: log.child({ component: 'proxy' }), metrics
+          catalog: proxyCatalog, ...(kube != null ? { kube } : {}), tunnel, log: log.child({ component: 'proxy' }), metrics,
+          ...(view != null ? { onProgrammed: (snapshot: import('./catalog/store.ts').CatalogSnapshot) => { view.programmed(snapshot) } } : {})
         })
       }, async (p) => { await p.stop(failed ? { removeRules: true } : {}) }) // a failed start-up leaves no rules whatever cleanupOnExit says
+    }
+    let socks5: Awaited<ReturnType<typeof import('./socks5/socks5.ts').startSocks5>> | undefined
+    if (config.socks5 != null) {
+      const socksConfig = config.socks5
+      if (socksConfig.enabled) await parts.step('socks5', async () => { await removeDeviceIfCreated(parts, socksConfig.device) })
+      socks5 = await parts.start('socks5', async () => await (await import('./socks5/socks5.ts')).startSocks5({
+        config: socksConfig, nodeName: config.nodeName, clusterDomain: config.dns?.clusterDomain ?? 'cluster.local', directCidrs: config.proxy?.directCidrs ?? [],
+        tunnel, directory, ...(catalog != null ? { catalog } : {}), log: log.child({ component: 'socks5' }), metrics
+      }), async (s) => { await s.stop() })
     }
     const controlProxy = proxy
     await parts.start('controlSocket', async () => await m.startControlApi({ socketPath: config.controlSocket, tunnel, ...(catalog != null ? { catalog } : {}), ...(controlProxy != null ? { proxy: controlProxy } : {}), metrics, diagnostics: config.diagnostics, log }),
@@ -138,7 +160,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     }
 
     compactHeap() // start-up garbage (module loading, the first sync) is all dead now
-    log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, metrics: metricsServer != null ? boundAddress(metricsServer) : 'off', peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: dns != null ? config.dns?.listen : 'off', proxy: proxy != null ? proxy.status().backend : 'off' }, 'edgemesh-agent ready')
+    log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, metrics: metricsServer != null ? boundAddress(metricsServer) : 'off', peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: dns != null ? config.dns?.listen : 'off', proxy: proxy != null ? proxy.status().backend : 'off', socks5: socks5?.server?.addresses ?? 'off' }, 'edgemesh-agent ready')
     return {
       tunnel,
       ...(catalog != null ? { catalog } : {}),

@@ -6,7 +6,7 @@ import { Counter, Gauge } from 'prom-client'
 import type { AgentConfig } from '../../shared/config.ts'
 import { parseHostPort } from '../../shared/http.ts'
 import type { Metrics } from '../../shared/metrics.ts'
-import type { Catalog } from '../catalog/catalog.ts'
+import type { CatalogFeed } from '../catalog/programmed-view.ts'
 import { EMPTY_SNAPSHOT } from '../catalog/store.ts'
 import { ensureListenAddress } from '../../shared/net-device.ts'
 import { ResponseCache } from './response-cache.ts'
@@ -29,7 +29,8 @@ function exportCounts (metrics: Metrics, name: string, help: string, label: stri
   })
 }
 
-export async function startDns (opts: { config: DnsConfig, catalog: Catalog | undefined, metrics: Metrics, log: Logger }): Promise<RunningDns> {
+/** catalog: the live catalog, or (with the proxy on) the view that shows ClusterIP Services once their rules are in */
+export async function startDns (opts: { config: DnsConfig, catalog: CatalogFeed | undefined, metrics: Metrics, log: Logger }): Promise<RunningDns> {
   const { config, catalog, metrics, log } = opts
   const listen = parseHostPort(config.listen)
   if (config.device !== '') await ensureListenAddress(config.device, listen.host)

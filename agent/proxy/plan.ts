@@ -72,8 +72,16 @@ function slicePort (slice: EndpointSliceInfo, sp: ServicePort): number | undefin
   return undefined
 }
 
+/**
+ * Does the proxy write rules for this Service (an IPv4 ClusterIP with a TCP or UDP port)? The
+ * node-local DNS holds back the names of exactly these until their rules are in (programmed-view.ts).
+ */
+export function programsService (svc: ServiceInfo | undefined): boolean {
+  return svc != null && !svc.headless && svc.externalName == null && svc.clusterIPs.some((ip) => isIPv4(ip)) && svc.ports.some((p) => PROTOCOLS.has(p.protocol))
+}
+
 export function planService (svc: ServiceInfo, slices: Iterable<EndpointSliceInfo>, opts: PlanOptions, cidrs: readonly Cidr[], out: ServicePortPlan[]): number {
-  if (svc.headless || svc.externalName != null) return 0
+  if (!programsService(svc)) return 0
   const clusterIP = svc.clusterIPs.find((ip) => isIPv4(ip))
   if (clusterIP == null) return 0
   const key = `${svc.namespace}/${svc.name}`
