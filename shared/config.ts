@@ -146,6 +146,36 @@ export const AgentConfigFields = z.object({
     /** extra local addresses to offer peers (LAN candidates are discovered automatically) */
     advertise: z.array(z.ipv4('expected an IPv4 address')).default([])
   }).strict().default({ punchTimeoutMs: 3_000, punchRetryMs: 30_000, keepaliveMs: 5_000, advertise: [] }),
+  /**
+   * SOCKS5 to nodes and Services by name (`ssh -o ProxyCommand=...` to an edge node behind NAT).
+   * The section's presence turns the node side on (other agents' SOCKS servers reach this node's
+   * allowed ports); `enabled` is this agent's own SOCKS listener. See README, "SOCKS5".
+   */
+  socks5: z.object({
+    /** this agent's SOCKS5 listener (reachable by every pod on the node at 169.254.96.16) */
+    enabled: z.boolean().default(true),
+    listen: z.array(hostPort).min(1, 'at least one listen address (or set enabled: false)').default(['169.254.96.16:10800']),
+    /** bridge device the agent puts link-local (169.254.x.x) listen addresses on; '' when the address exists already */
+    device: z.string().max(15).regex(/^[a-zA-Z0-9_.-]*$/, 'expected a network device name').default('edgemesh0'),
+    /** `<node>.<nodeSuffix>` names a node too (ssh_config `Host *.edge`); '' turns suffixed names off */
+    nodeSuffix: z.string().regex(/^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$/, 'expected a DNS suffix like edge, or \'\'').default('edge'),
+    /** node ports reachable through SOCKS5; enforced by the target node's agent, checked locally first */
+    allowedPorts: z.array(port.min(1)).min(1, 'at least one port (or remove the socks5 section)').default([22]),
+    /** serve other agents' SOCKS connections to this node's allowedPorts */
+    acceptFromPeers: z.boolean().default(true),
+    /** this node's own addresses the agent dials for it, in order: loopback or an address of one of its interfaces */
+    dialAddresses: z.array(z.union([z.ipv4(), z.ipv6()], { error: 'expected an IP address' })).min(1).default(['127.0.0.1']),
+    /** Service targets (svc.ns, svc.ns.svc.<clusterDomain>) on the Service's own ports; needs kubernetes */
+    services: z.boolean().default(true),
+    handshakeTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+    connectTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
+    maxConnections: z.number().int().min(1).max(1_000_000).default(1_024),
+    /** RFC 1929 username/password, from files (a Secret volume, never the ConfigMap); absent: no authentication */
+    auth: z.object({
+      usernameFile: z.string().min(1),
+      passwordFile: z.string().min(1)
+    }).strict().optional()
+  }).strict().optional(),
   /** serve the diagnostic transfer protocols (`edgemesh transfer`, tests, benchmarks) */
   diagnostics: z.boolean().default(false),
   logLevel: logLevel.default('info')
