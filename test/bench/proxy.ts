@@ -36,6 +36,7 @@ import { metricValue } from '../lab/mesh.ts'
 import { eventually, sleep } from '../lab/wait.ts'
 import { renderTable } from '../../shared/table.ts'
 import { ForeignLoad, machineCpu, procCpu } from './machine-load.ts'
+import { measureRestartGap, RESTART_GAP_TARGET_MS } from './proxy-restart.ts'
 
 const num = (name: string, dflt: number): number => { const v = Number(process.env[name] ?? dflt); if (!Number.isInteger(v) || v <= 0) throw new Error(`${name}: positive integer`); return v }
 const ROUNDS = num('EDGEMESH_BENCH_PROXY_ROUNDS', 3)
@@ -269,6 +270,7 @@ async function main (): Promise<void> {
 
     await endPhase('concurrency')
     foreign.stop()
+    const restart = await measureRestartGap(L, K, { host: 'b1', client: pods.client, url: url(ips.remote, 80), log })
 
     // ---- results ----
     const m = {
@@ -309,7 +311,8 @@ async function main (): Promise<void> {
       ['connect_p50_ms_remote (tunnel)', m.latRemote.toFixed(3), samples(lat.remote.map((x) => x.p50), 3), 'direct', `${ratios.connectRemote.toFixed(2)}x`, '-'],
       ['concurrent_conns_ok (remote ClusterIP)', `${conns.ok} / ${CONNS}`, `all echoed in ${conns.allMs.toFixed(0)} ms`, '-', '-', `all: ${mark(met.conns)}`],
       ['iptables_restore_10k_ms (restore alone)', ipt.restore_ms.toFixed(0), samples(ipt.samples.restore), '-', '-', '-'],
-      ['iptables_sync_10k_ms (agent full sync)', ipt.sync_ms.toFixed(0), samples(ipt.samples.sync), 'restore alone', `${ratios.sync.toFixed(2)}x`, `<= 1.5x: ${mark(met.sync)}`]
+      ['iptables_sync_10k_ms (agent full sync)', ipt.sync_ms.toFixed(0), samples(ipt.samples.sync), 'restore alone', `${ratios.sync.toFixed(2)}x`, `<= 1.5x: ${mark(met.sync)}`],
+      ['restart_gap_ms (b1 SIGTERM -> first new success, minus start-up)', String(restart.restart_gap_ms), `SIGTERM -> ok ${restart.restart_signal_to_ok_ms} ms, start-up ${restart.restart_startup_ms} ms`, '-', '-', `<= ${RESTART_GAP_TARGET_MS}: ${mark(restart.restart_gap_ms <= RESTART_GAP_TARGET_MS)}`]
     ]) + '\n\n')
     process.stdout.write(`CPU per GiB moved (sums over the rounds): machine ${perGib('remote').toFixed(2)} s through the proxy vs ${perGib('raw').toFixed(2)} s raw tunnel (${(perGib('remote') / perGib('raw')).toFixed(2)}x); ` +
       `the two agents ${agentPerGib('remote').toFixed(2)} s vs ${agentPerGib('raw').toFixed(2)} s (${(agentPerGib('remote') / agentPerGib('raw')).toFixed(2)}x); machine busy ${median(cpu.remote.map((c) => c.machinePct)).toFixed(0)}% (proxy) / ${median(cpu.raw.map((c) => c.machinePct)).toFixed(0)}% (raw) of all cores\n`)
@@ -345,7 +348,8 @@ async function main (): Promise<void> {
       cpu_s_per_gib_remote: r2(perGib('remote')),
       cpu_s_per_gib_raw: r2(perGib('raw')),
       agent_rss_mib_a1: agentRss.a1,
-      agent_rss_mib_b1: agentRss.b1
+      agent_rss_mib_b1: agentRss.b1,
+      ...restart
     }
     process.stdout.write(JSON.stringify(result) + '\n')
   } finally {

@@ -12,6 +12,9 @@
 //                                           prints {"ok":..,"failed":..,"errors":{..},"connectP50Ms":..,"allMs":..}
 //   latency <url> <n>                       n sequential GETs, each on a new connection; prints
 //                                           {"n":..,"errors":..,"p50":..,"p90":..,"p99":..} (ms, request start -> response end)
+//   ticker <url> <intervalMs>               starts a GET every <intervalMs> (not waiting for the last one; 5 s timeout
+//                                           each) until killed; prints one JSON line per request when it ends:
+//                                           {"s":<start epoch ms>,"e":<end epoch ms>,"ok":true|false,"r":"<body or error>"}
 //   file <port> <path>                      HTTP: GET streams the file; PUT /?rate=<bytes/s> is read like a slow
 //                                           client (nothing for 1 s, then at most <rate>) and answered "<sha256> <bytes>"
 import http from 'node:http'
@@ -157,6 +160,17 @@ if (mode === 'http') {
   lat.sort((a, b) => a - b)
   const at = (p) => lat.length === 0 ? null : +lat[Math.min(lat.length - 1, Math.floor(lat.length * p / 100))].toFixed(3)
   console.log(JSON.stringify({ n: lat.length, errors, p50: at(50), p90: at(90), p99: at(99) }))
+} else if (mode === 'ticker') {
+  const [url, intervalMs] = [args[0], Number(args[1])]
+  const one = async () => {
+    const s = Date.now()
+    let line
+    try { line = { s, e: 0, ok: true, r: await get(url) } } catch (e) { line = { s, e: 0, ok: false, r: e.message } }
+    line.e = Date.now()
+    process.stdout.write(JSON.stringify(line) + '\n')
+  }
+  setInterval(() => { void one() }, intervalMs)
+  void one()
 } else if (mode === 'file') {
   const [port, path] = [Number(args[0]), args[1]]
   http.createServer((req, res) => {
