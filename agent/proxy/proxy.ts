@@ -20,6 +20,7 @@ import { ServicePortListener } from './listener.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { planAll, samePlan, type ServicePortPlan } from './plan.ts'
 import { RemoteServer } from './remote.ts'
+import { restoreSection } from './restore-text.ts'
 import { SyncScheduler } from './sync-scheduler.ts'
 import { buildSyncRules, cleanupRules, filterHookFixRules, hookFixRules, parseChains, rejectChain, servicesChain, type ProxyServicePort, type SyncRuleState } from './rules.ts'
 import { PROXY_PROTOCOL } from './wire.ts'
@@ -177,7 +178,7 @@ export class ServiceProxy {
     const full = this.fullPending || this.state == null
     const kind = full ? 'full' : 'incremental'
     try {
-      const { report, snapshot } = await this.sync(full)
+      const report = await this.sync(full)
       this.fullPending = false
       this.lastSync = report
       this.syncCount++
@@ -185,7 +186,6 @@ export class ServiceProxy {
       this.metrics.syncMs.observe({ kind }, report.ms)
       if (full || report.ms > 1_000) this.opts.log.info(report, 'proxy rules synced')
       else this.opts.log.debug(report, 'proxy rules synced')
-      try { this.opts.onProgrammed?.(snapshot) } catch (err) { this.opts.log.error({ err: (err as Error).message }, 'proxy: programmed-snapshot listener failed') }
     } catch (err) {
       this.fullPending = true // what the kernel holds is unknown now
       this.metrics.syncs.inc({ kind, result: 'failed' })
@@ -194,8 +194,8 @@ export class ServiceProxy {
     }
   }
 
-  /** Plans from the catalog's current snapshot and applies it; returns the report and that snapshot. */
-  private async sync (full: boolean): Promise<{ report: SyncReport, snapshot: CatalogSnapshot }> {
+  /** Plans from the catalog's current snapshot and applies it (and reports that snapshot as programmed). */
+  private async sync (full: boolean): Promise<SyncReport> {
     const t0 = performance.now()
     const c = this.opts.config
     const prefix = c.chainPrefix
@@ -244,9 +244,22 @@ export class ServiceProxy {
     const list = async (chain: string, table: 'nat' | 'filter'): Promise<string> => await this.ipt.listChain(chain, table)
     // a missing top chain lists as an error: counted as empty, so the check rewrites it
     const listOurs = async (chain: string, table: 'nat' | 'filter'): Promise<string> => verify ? await list(chain, table).catch(() => '') : ''
-    const [pre, out, post, fin, ffwd, fout, top, reject] = await Promise.all([
-      list('PREROUTING', 'nat'), list('OUTPUT', 'nat'), list('POSTROUTING', 'nat'),
-      list('INPUT', 'filter'), list('FORWARD', 'filter'), list('OUTPUT', 'filter'),
+    const hookFixes = async (): Promise<{ nat: string[], filter: string[] }> => {
+      const [pre, out, post, fin, ffwd, fout] = await Promise.all([
+        list('PREROUTING', 'nat'), list('OUTPUT', 'nat'), list('POSTROUTING', 'nat'),
+        list('INPUT', 'filter'), list('FORWARD', 'filter'), list('OUTPUT', 'filter')
+      ])
+      return {
+        nat: [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix), ...hookFixRules('POSTROUTING', post, prefix)],
+        filter: [...filterHookFixRules('INPUT', fin, prefix), ...filterHookFixRules('FORWARD', ffwd, prefix), ...filterHookFixRules('OUTPUT', fout, prefix)]
+      }
+    }
+    // Full and verifying syncs repair the hooks in the same payload. An incremental one writes its
+    // rules first and repairs the hooks right after: the six listings took 100-250 ms on a busy
+    // node, and a new Service's rules (and so its name) must not wait for them.
+    const hooksAfter = !full && !verify
+    const [fixes, top, reject] = await Promise.all([
+      hooksAfter ? { nat: [], filter: [] } : hookFixes(),
       listOurs(servicesChain(prefix), 'nat'), listOurs(rejectChain(prefix), 'filter')
     ])
     if (verify) {
@@ -260,8 +273,8 @@ export class ServiceProxy {
     }
     const rules = buildSyncRules(ports, {
       chainPrefix: prefix,
-      natExtraRules: [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix), ...hookFixRules('POSTROUTING', post, prefix)],
-      filterExtraRules: [...filterHookFixRules('INPUT', fin, prefix), ...filterHookFixRules('FORWARD', ffwd, prefix), ...filterHookFixRules('OUTPUT', fout, prefix)],
+      natExtraRules: fixes.nat,
+      filterExtraRules: fixes.filter,
       ...(full ? { existing: { nat: this.existingChains, filter: this.existingFilterChains } } : { previous: this.state! })
     })
     const t1 = performance.now()
@@ -277,6 +290,13 @@ export class ServiceProxy {
     const newlyProgrammed = before == null ? [] : plans.filter((p) => programmed.has(p.id) && !before.has(p.id))
     this.programmed = programmed
     if (newlyProgrammed.length > 0) void this.clearStaleFlows(newlyProgrammed)
+    // the kernel holds this snapshot's rules now: its names may resolve
+    try { this.opts.onProgrammed?.(snapshot) } catch (err) { this.opts.log.error({ err: (err as Error).message }, 'proxy: programmed-snapshot listener failed') }
+    if (hooksAfter) {
+      const late = await hookFixes()
+      const text = restoreSection({ table: 'nat', written: [], deleted: [], rules: [], extra: late.nat }) + restoreSection({ table: 'filter', written: [], deleted: [], rules: [], extra: late.filter })
+      if (text !== '') await this.ipt.restore(text)
+    }
 
     // listeners no rule points at any more
     for (const [id, l] of this.listeners) {
@@ -290,8 +310,7 @@ export class ServiceProxy {
     this.metrics.servicePorts.set({ mode: 'agent' }, agent)
     this.metrics.servicePorts.set({ mode: 'none' }, none)
     this.metrics.listeners.set(this.listeners.size)
-    const report: SyncReport = { kind: full ? 'full' : 'incremental', ms: +(performance.now() - t0).toFixed(1), restoreMs: +restoreMs.toFixed(1), servicePorts: plans.length, listeners: this.listeners.size, rejected: rules.reject.rejected.length, written: rules.nat.written.length + rules.reject.written.length, bytes: rules.text.length }
-    return { report, snapshot }
+    return { kind: full ? 'full' : 'incremental', ms: +(performance.now() - t0).toFixed(1), restoreMs: +restoreMs.toFixed(1), servicePorts: plans.length, listeners: this.listeners.size, rejected: rules.reject.rejected.length, written: rules.nat.written.length + rules.reject.written.length, bytes: rules.text.length }
   }
 
   /** Flows to service ports that had no rules were tracked without NAT: delete them (see conntrack.ts). */
