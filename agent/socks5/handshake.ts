@@ -11,7 +11,7 @@ export type HandshakeRefusal = 'malformed' | 'no-acceptable-method' | 'auth-fail
 export type HandshakeStep =
   | { state: 'more', write: Uint8Array[] }
   | { state: 'request', write: Uint8Array[], request: Request, rest: Uint8Array, username?: string }
-  | { state: 'refused', write: Uint8Array[], reason: HandshakeRefusal, detail: string }
+  | { state: 'refused', write: Uint8Array[], reason: HandshakeRefusal, detail: string, target?: string, reply?: number }
 
 export interface HandshakeOptions {
   /** username/password required (RFC 1929) when set; the check must take the same time whatever the input */
@@ -66,19 +66,20 @@ export class ServerHandshake {
         if (typeof r === 'string') {
           // RFC 1928 §4: an unknown address type is answered 0x08; other garbage gets a general failure
           const atypBad = this.buf.length >= 4 && this.buf[2] === 0 && /address type/.test(r)
-          write.push(encodeReply(atypBad ? Reply.ADDRESS_TYPE_NOT_SUPPORTED : Reply.GENERAL_FAILURE))
-          return this.refuse(write, atypBad ? 'address-type-not-supported' : 'malformed', r)
+          const reply = atypBad ? Reply.ADDRESS_TYPE_NOT_SUPPORTED : Reply.GENERAL_FAILURE
+          write.push(encodeReply(reply))
+          return this.refuse(write, atypBad ? 'address-type-not-supported' : 'malformed', r, { reply })
         }
         const req = r.value
         this.consume(r.length)
         if (req.command !== Command.CONNECT) {
           write.push(encodeReply(Reply.COMMAND_NOT_SUPPORTED))
           const name = req.command === Command.BIND ? 'BIND' : req.command === Command.UDP_ASSOCIATE ? 'UDP ASSOCIATE' : `command ${req.command}`
-          return this.refuse(write, 'command-not-supported', `${name} is not supported (CONNECT only)`)
+          return this.refuse(write, 'command-not-supported', `${name} is not supported (CONNECT only)`, { reply: Reply.COMMAND_NOT_SUPPORTED, target: `${req.host}:${req.port}` })
         }
         if (req.addressType !== AddressType.DOMAIN) {
           write.push(encodeReply(Reply.ADDRESS_TYPE_NOT_SUPPORTED))
-          return this.refuse(write, 'address-type-not-supported', `target ${req.host} is an IP address; only node and Service names are accepted`)
+          return this.refuse(write, 'address-type-not-supported', `target ${req.host} is an IP address; only node and Service names are accepted`, { reply: Reply.ADDRESS_TYPE_NOT_SUPPORTED, target: `${req.host}:${req.port}` })
         }
         this.stage = 'done'
         const rest = this.buf
@@ -90,10 +91,10 @@ export class ServerHandshake {
 
   private more (write: Uint8Array[]): HandshakeStep { return { state: 'more', write } }
 
-  private refuse (write: Uint8Array[], reason: HandshakeRefusal, detail: string): HandshakeStep {
+  private refuse (write: Uint8Array[], reason: HandshakeRefusal, detail: string, extra: { reply?: number, target?: string } = {}): HandshakeStep {
     this.stage = 'done'
     this.buf = EMPTY
-    return { state: 'refused', write, reason, detail }
+    return { state: 'refused', write, reason, detail, ...extra }
   }
 
   private consume (n: number): void { this.buf = this.buf.length === n ? EMPTY : this.buf.subarray(n) }

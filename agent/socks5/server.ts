@@ -126,7 +126,8 @@ export class Socks5Server {
       if (step.state === 'more') return
       finish()
       if (step.state === 'refused') {
-        this.refuse(socket, client, 'none', new Refusal(step.reason, -1, step.detail), undefined)
+        // the machine already wrote its reply (if any): `reply` is for the log line only
+        this.refuse(socket, client, 'none', new Refusal(step.reason, step.reply ?? -1, step.detail), step.target, false)
         return
       }
       void this.connect(socket, client, step.request, step.rest, step.username).catch((err: Error) => {
@@ -180,10 +181,15 @@ export class Socks5Server {
     metrics.connections.inc({ target: kind, result: 'ok' })
     this.opts.log.debug({ client, target, via, user: username }, 'socks5: connected')
     if ('socket' in upstream) {
-      await spliceSockets(socket, upstream.socket, head)
+      await spliceSockets(socket, upstream.socket, head) // pipe() carries an 'end' emitted before it too
       return
     }
-    const { up, down, failure } = await spliceSocketStream(socket, upstream.stream, head, upstream.rest)
+    // a paused socket still emits 'end' once its buffer is empty: a client that sent its FIN
+    // right behind the request (`nc < /dev/null`) has ended before the splice listens for it
+    const endedEarly = socket.readableEnded
+    const spliced = spliceSocketStream(socket, upstream.stream, head, upstream.rest)
+    if (endedEarly) socket.emit('end')
+    const { up, down, failure } = await spliced
     if (failure != null) {
       metrics.streamFailures.inc({ side: 'local', cause: failure.cause })
       this.opts.log.info({ client, target, via, cause: failure.cause, err: failure.error.message, up, down }, 'socks5: connection over the tunnel failed')
@@ -282,16 +288,16 @@ export class Socks5Server {
   // ---- refusals
 
   /** Counts, logs (once per reason, client and target every 10 s), replies when the handshake got that far, and closes. */
-  private refuse (socket: Socket, client: string, kind: TargetKind, r: Refusal, target: string | undefined): void {
+  private refuse (socket: Socket, client: string, kind: TargetKind, r: Refusal, target: string | undefined, sendReply = true): void {
     const { metrics, log } = this.opts
     metrics.refusals.inc({ reason: r.reason })
-    if (target != null) metrics.connections.inc({ target: kind, result: r.reason })
+    metrics.connections.inc({ target: kind, result: r.reason })
     const clientIp = client.slice(0, client.lastIndexOf(':'))
-    if (this.throttle.shouldLog(`${r.reason}|${clientIp}|${target ?? ''}`, Date.now())) {
+    if (this.throttle.shouldLog(`${r.reason}|${clientIp}|${target ?? ''}|${r.message}`, Date.now())) {
       log.warn({ client, target, reason: r.reason, reply: r.reply >= 0 ? `0x${r.reply.toString(16).padStart(2, '0')}` : undefined, detail: r.message }, 'socks5: refused')
     }
     if (socket.destroyed) return
-    if (r.reply >= 0) socket.write(encodeReply(r.reply))
+    if (sendReply && r.reply >= 0) socket.write(encodeReply(r.reply))
     socket.end()
     setTimeout(() => { socket.destroy() }, LINGER_MS).unref()
   }

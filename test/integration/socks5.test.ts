@@ -1,0 +1,400 @@
+// The SOCKS5 server end to end in one process, with real sockets: a SOCKS client on loopback,
+// agent A's server, real yamux streams standing in for the tunnel, agent B's node side and
+// proxy side, and real TCP targets. CONNECT by node name (and name.suffix) and by Service name
+// with bytes equal, half-close carried both ways, each refusal with its RFC 1928 code, its log
+// line and its counter, auth on and off, 200 connections at once.
+import { createHash, randomBytes } from 'node:crypto'
+import { createConnection, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
+import { Writable } from 'node:stream'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { pino } from 'pino'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { defaultLogger } from '@libp2p/logger'
+import { AbstractMultiaddrConnection } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Stream, StreamMuxer } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
+import type { EndpointSliceInfo, ServiceInfo } from '../../agent/catalog/model.ts'
+import { CatalogStore, type CatalogSnapshot } from '../../agent/catalog/store.ts'
+import { readPrefix } from '../../agent/proxy/pipe.ts'
+import { ProxyMetrics } from '../../agent/proxy/metrics.ts'
+import { RemoteServer } from '../../agent/proxy/remote.ts'
+import { PROXY_PROTOCOL } from '../../agent/proxy/wire.ts'
+import type { TunnelApi } from '../../agent/tunnel/tunnel.ts'
+import { AUTH_FAILED, socks5Connect, Socks5ReplyError, type ConnectOptions } from '../../agent/socks5/client.ts'
+import { credentialVerifier } from '../../agent/socks5/auth.ts'
+import { Socks5Metrics } from '../../agent/socks5/metrics.ts'
+import { NodeServer } from '../../agent/socks5/node-server.ts'
+import { encodeNodeRequest, NodeStatus, SOCKS5_NODE_PROTOCOL } from '../../agent/socks5/node-wire.ts'
+import { Socks5Server, type NodeKind } from '../../agent/socks5/server.ts'
+import { AddressType, AuthMethod, Command, Reply } from '../../agent/socks5/wire.ts'
+import { Metrics } from '../../shared/metrics.ts'
+import { meshYamuxOptions } from '../../shared/yamux.ts'
+
+// ---------------------------------------------------------------- an in-process tunnel
+
+/** Delivers what one side sends on the next turn (as the UDX connection coalesces). */
+class LoopConnection extends AbstractMultiaddrConnection {
+  peer!: LoopConnection
+  private pending: Uint8Array[] = []
+  private scheduled = false
+  private closeAfterFlush = false
+  private deliver (): void {
+    this.scheduled = false
+    const p = this.pending
+    this.pending = []
+    if (p.length > 0 && this.readStatus !== 'closed' && this.readStatus !== 'closing') this.onData(new Uint8ArrayList(...p))
+    if (this.closeAfterFlush) { this.closeAfterFlush = false; this.onRemoteCloseWrite() }
+  }
+
+  receive (bufs: Uint8Array[], close = false): void {
+    this.pending.push(...bufs)
+    this.closeAfterFlush ||= close
+    if (!this.scheduled) { this.scheduled = true; setImmediate(() => { this.deliver() }) }
+  }
+
+  sendData (data: Uint8ArrayList): { sentBytes: number, canSendMore: boolean } {
+    this.peer.receive([...data].map((b) => b.slice()))
+    return { sentBytes: data.byteLength, canSendMore: true }
+  }
+
+  async sendClose (): Promise<void> { this.peer.receive([], true) }
+  sendReset (): void { setImmediate(() => { this.peer.onRemoteReset() }) }
+  sendPause (): void {}
+  sendResume (): void {}
+}
+
+const muxers: StreamMuxer[] = []
+async function yamuxStreamPair (): Promise<[Stream, Stream]> {
+  const log = defaultLogger().forComponent('test:socks5')
+  const addr = multiaddr('/ip4/127.0.0.1/tcp/1')
+  const a = new LoopConnection({ remoteAddr: addr, direction: 'outbound', log, inactivityTimeout: 0 })
+  const b = new LoopConnection({ remoteAddr: addr, direction: 'inbound', log, inactivityTimeout: 0 })
+  a.peer = b; b.peer = a
+  const factory = (yamux(meshYamuxOptions) as any)({ logger: defaultLogger() })
+  const ma = factory.createStreamMuxer(a)
+  const mb = factory.createStreamMuxer(b)
+  muxers.push(ma, mb)
+  const inbound = new Promise<Stream>((resolve) => { mb.addEventListener('stream', (e: any) => { resolve(e.detail) }, { once: true }) })
+  const outbound = await ma.createStream()
+  outbound.send(Uint8Array.of(0)) // yamux announces a stream with its first frame
+  const remote = await inbound
+  await readPrefix(remote, (buf) => ({ value: buf[0], length: 1 }), 1_000)
+  return [outbound, remote]
+}
+
+type Handler = (stream: Stream, peer: { node: string, peerId: string }) => void
+/** Agents by node name: their handlers, and which nodes are offline or never answer. */
+class Mesh {
+  readonly handlers = new Map<string, Map<string, Handler>>()
+  readonly offline = new Set<string>()
+  readonly silent = new Set<string>()
+  tunnel (self: string): TunnelApi {
+    return {
+      openStream: async (node: string, protocol: string, opts?: { signal?: AbortSignal }) => {
+        if (this.offline.has(node)) throw new Error(`cannot reach ${node}: hole punching failed (symmetric NAT or UDP filtered); relay-tcp failed (no reservation)`)
+        if (this.silent.has(node)) {
+          return await new Promise<Stream>((_resolve, reject) => { opts?.signal?.addEventListener('abort', () => { reject(opts.signal!.reason) }) })
+        }
+        const h = this.handlers.get(node)?.get(protocol)
+        if (h == null) { const e = new Error(`Protocol selection failed - could not negotiate ${protocol}`); e.name = 'UnsupportedProtocolError'; throw e }
+        const [out, inbound] = await yamuxStreamPair()
+        h(inbound, { node: self, peerId: `peer-${self}` })
+        return out
+      },
+      handle: async (protocol: string, handler: Handler) => {
+        const m = this.handlers.get(self) ?? new Map<string, Handler>()
+        m.set(protocol, handler)
+        this.handlers.set(self, m)
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- targets
+
+const servers: Server[] = []
+async function listen (onConnection: (s: Socket) => void): Promise<number> {
+  const server = createServer({ allowHalfOpen: true }, onConnection)
+  servers.push(server)
+  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
+  return (server.address() as AddressInfo).port
+}
+/** Echoes, and ends its side once the client's FIN arrived (allowHalfOpen: the pipe carries the end). */
+const echo = (s: Socket): void => { s.on('error', () => {}); s.pipe(s) }
+/** Reads everything until the client's FIN, then answers the SHA-256 and byte count, then ends. */
+const digestAfterEnd = (s: Socket): void => {
+  s.on('error', () => {})
+  const h = createHash('sha256')
+  let n = 0
+  s.on('data', (c: Buffer) => { h.update(c); n += c.length })
+  s.once('end', () => { s.end(`${h.digest('hex')} ${n}\n`) })
+}
+async function unusedPort (): Promise<number> {
+  const s = createServer()
+  await new Promise<void>((resolve) => { s.listen(0, '127.0.0.1', resolve) })
+  const port = (s.address() as AddressInfo).port
+  await new Promise<void>((resolve) => { s.close(() => { resolve() }) })
+  return port
+}
+
+function snapshotOf (services: ServiceInfo[], slices: EndpointSliceInfo[]): CatalogSnapshot {
+  const store = new CatalogStore()
+  store.setSource('api')
+  for (const s of services) store.upsert('services', s)
+  for (const s of slices) store.upsert('endpointSlices', s)
+  return store.commit()!.snapshot
+}
+const service = (name: string, ports: number[]): ServiceInfo => ({
+  namespace: 'shop', name, resourceVersion: '1', type: 'ClusterIP', clusterIPs: ['10.96.0.10'], headless: false,
+  ports: ports.map((p) => ({ name: `p${p}`, port: p, protocol: 'TCP', targetPort: p })), sessionAffinity: 'None', affinityTimeoutSeconds: 10_800, publishNotReadyAddresses: false
+})
+
+// ---------------------------------------------------------------- the agents
+
+interface LogLine { msg: string, reason?: string, reply?: string, target?: string, result?: string, port?: number }
+function capture (): { log: pino.Logger, lines: LogLine[] } {
+  const lines: LogLine[] = []
+  const sink = new Writable({ write (chunk: Buffer, _enc, cb) { for (const l of chunk.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l)); cb() } })
+  return { log: pino({ level: 'info' }, sink), lines }
+}
+
+const mesh = new Mesh()
+const metricsA = new Metrics({ processMetrics: false })
+const metricsB = new Metrics({ processMetrics: false })
+const logA = capture()
+const logB = capture()
+let serverA: Socks5Server
+let authServer: Socks5Server
+let nodeB: NodeServer
+let socksAddr: { host: string, port: number }
+let authAddr: { host: string, port: number }
+let ECHO: number, DIGEST: number, CLOSED: number, ONLY_A: number, NOT_ALLOWED: number
+
+const NODES: Record<string, NodeKind> = { 'edge-a': 'self', 'edge-b': 'peer', 'edge-off': 'peer', 'edge-old': 'peer', 'edge-silent': 'peer', 'edge-bare': 'no-agent' }
+
+beforeAll(async () => {
+  ECHO = await listen(echo)
+  DIGEST = await listen(digestAfterEnd)
+  CLOSED = await unusedPort()
+  ONLY_A = await unusedPort()
+  NOT_ALLOWED = await listen(echo)
+  mesh.silent.add('edge-silent')
+  mesh.offline.add('edge-off')
+  mesh.handlers.set('edge-old', new Map()) // an agent without the SOCKS5 node side
+
+  // agent B: the node side (allows ECHO, DIGEST, CLOSED; not ONLY_A) and the proxy's serving side
+  const tunnelB = mesh.tunnel('edge-b')
+  const smB = new Socks5Metrics(metricsB)
+  nodeB = new NodeServer({ node: { nodeName: 'edge-b', allowedPorts: [ECHO, DIGEST, CLOSED], dialAddresses: ['127.0.0.1'], connectTimeoutMs: 5_000 }, log: logB.log, metrics: smB })
+  await tunnelB.handle(SOCKS5_NODE_PROTOCOL, (s, p) => { nodeB.serve(s, p) })
+  const snap = snapshotOf([service('web', [80]), service('empty', [80])], [{
+    namespace: 'shop', name: 'web-1', resourceVersion: '1', serviceName: 'web', addressType: 'IPv4',
+    ports: [{ name: 'p80', port: ECHO, protocol: 'TCP' }],
+    endpoints: [{ addresses: ['127.0.0.1'], ready: true, serving: true, terminating: false, nodeName: 'edge-b' }]
+  }])
+  const remoteB = new RemoteServer({ nodeName: 'edge-b', snapshot: () => snap, log: logB.log, metrics: new ProxyMetrics(metricsB), connectTimeoutMs: 5_000, udpIdleMs: 10_000 })
+  await tunnelB.handle(PROXY_PROTOCOL, (s, p) => { remoteB.serve(s, p) })
+
+  // agent A: the SOCKS server (allows ONLY_A too, which B refuses), no auth; and one with auth
+  const common = {
+    own: { nodeName: 'edge-a', allowedPorts: [ECHO, DIGEST, CLOSED, ONLY_A], dialAddresses: ['127.0.0.1'], connectTimeoutMs: 1_500 },
+    clusterDomain: 'cluster.local', nodeSuffix: 'edge', services: true, handshakeTimeoutMs: 1_000, connectTimeoutMs: 1_500, maxConnections: 1024,
+    tunnel: mesh.tunnel('edge-a'), nodeKind: (n: string) => NODES[n], snapshot: () => snap, directCidrs: [], log: logA.log, metrics: new Socks5Metrics(metricsA)
+  }
+  serverA = await Socks5Server.start({ ...common, listen: [{ host: '127.0.0.1', port: 0 }] })
+  authServer = await Socks5Server.start({ ...common, listen: [{ host: '127.0.0.1', port: 0 }], verify: credentialVerifier({ username: Buffer.from('ops'), password: Buffer.from('s3cret') }) })
+  const at = (s: Socks5Server): { host: string, port: number } => { const [host, port] = s.addresses[0]!.split(':'); return { host: host!, port: Number(port) } }
+  socksAddr = at(serverA)
+  authAddr = at(authServer)
+})
+
+afterAll(async () => {
+  await serverA?.stop()
+  await authServer?.stop()
+  nodeB?.stop()
+  for (const m of muxers.splice(0)) m.abort(new Error('test over'))
+  for (const s of servers.splice(0)) s.close()
+})
+
+// ---------------------------------------------------------------- client helpers
+
+async function open (opts: ConnectOptions, addr = socksAddr): Promise<{ socket: Socket, rest: Buffer }> {
+  const socket = createConnection({ ...addr, allowHalfOpen: true })
+  socket.on('error', () => {})
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
+  try {
+    const { rest } = await socks5Connect(socket, { timeoutMs: 10_000, ...opts })
+    return { socket, rest }
+  } catch (err) {
+    socket.destroy()
+    throw err
+  }
+}
+/** The reply code of a refused CONNECT. */
+async function refusal (opts: ConnectOptions, addr = socksAddr): Promise<number> {
+  try {
+    const { socket } = await open(opts, addr)
+    socket.destroy()
+  } catch (err) {
+    if (err instanceof Socks5ReplyError) return err.reply
+    throw err
+  }
+  throw new Error(`${opts.host}:${opts.port} was not refused`)
+}
+/** Everything the socket sends until its FIN, resuming it. */
+async function readAll (socket: Socket, rest: Buffer = Buffer.alloc(0)): Promise<Buffer> {
+  const parts: Buffer[] = [rest]
+  return await new Promise((resolve, reject) => {
+    socket.on('data', (c: Buffer) => parts.push(c))
+    socket.once('end', () => { resolve(Buffer.concat(parts)) })
+    socket.once('error', reject)
+    socket.resume()
+  })
+}
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+async function metric (m: Metrics, name: string, labels: Record<string, string>): Promise<number> {
+  const v = (await m.registry.getSingleMetric(name)!.get()).values.find((x) => Object.entries(labels).every(([k, val]) => x.labels[k] === val))
+  return v?.value ?? 0
+}
+
+// ---------------------------------------------------------------- tests
+
+describe('SOCKS5 CONNECT', () => {
+  it('a node by name and by name.suffix over the tunnel: 4 MiB echoed byte for byte, then both FINs', async () => {
+    for (const host of ['edge-b', 'edge-b.edge', 'EDGE-B.edge.']) {
+      const { socket, rest } = await open({ host, port: ECHO })
+      const data = randomBytes(4 << 20)
+      const got = readAll(socket, rest)
+      socket.end(data)
+      const echoed = await got
+      expect(echoed.length).toBe(data.length)
+      expect(sha(echoed)).toBe(sha(data))
+      await new Promise<void>((resolve) => { socket.once('close', () => { resolve() }); if (socket.closed) resolve() })
+    }
+    expect(await metric(metricsA, 'edgemesh_socks5_connections_total', { target: 'node', result: 'ok' })).toBeGreaterThanOrEqual(3)
+    expect(await metric(metricsB, 'edgemesh_socks5_remote_requests_total', { result: 'ok' })).toBeGreaterThanOrEqual(3)
+  })
+
+  it('half-close is carried end to end: the target answers after the client\'s FIN, the client still gets it', async () => {
+    for (const host of ['edge-b', 'edge-a']) { // over the tunnel, and this node itself
+      const { socket, rest } = await open({ host, port: DIGEST })
+      const data = randomBytes(1 << 20)
+      const got = readAll(socket, rest)
+      socket.end(data) // our FIN: the target sees 'end' only if it travelled through A, the tunnel and B
+      expect((await got).toString()).toBe(`${sha(data)} ${data.length}\n`)
+    }
+  })
+
+  it('a Service by name (svc.ns and svc.ns.svc.<domain>) reaches its endpoint on another node through the proxy protocol', async () => {
+    for (const host of ['web.shop', 'web.shop.svc.cluster.local']) {
+      const { socket, rest } = await open({ host, port: 80 })
+      const got = readAll(socket, rest)
+      socket.end('GET / HTTP/1.0\r\n\r\n')
+      expect((await got).toString()).toBe('GET / HTTP/1.0\r\n\r\n')
+    }
+    expect(await metric(metricsA, 'edgemesh_socks5_connections_total', { target: 'service', result: 'ok' })).toBe(2)
+  })
+
+  it('bytes and the FIN the client sends right behind its request (before the reply) reach the target', async () => {
+    const { encodeGreeting, encodeRequest } = await import('../../agent/socks5/wire.ts')
+    for (const host of ['edge-b', 'edge-a']) {
+      for (const early of ['early bytes', '']) { // '': the FIN alone, as `nc -X 5 ... < /dev/null` sends it
+        const socket = createConnection({ ...socksAddr, allowHalfOpen: true })
+        await new Promise<void>((resolve) => { socket.once('connect', resolve) })
+        const got = readAll(socket)
+        socket.end(Buffer.concat([encodeGreeting([0]), encodeRequest({ host, port: ECHO }), Buffer.from(early)]))
+        const all = await got
+        expect(all.subarray(0, 2).toString('hex')).toBe('0500')
+        expect(all.subarray(2, 12).toString('hex')).toBe('05000001000000000000')
+        expect(all.subarray(12).toString()).toBe(early)
+      }
+    }
+  })
+
+  it('200 connections at once through one server: all succeed, data intact', async () => {
+    const results = await Promise.all(Array.from({ length: 200 }, async (_, i) => {
+      const { socket, rest } = await open({ host: i % 2 === 0 ? 'edge-b' : 'edge-b.edge', port: ECHO })
+      const data = randomBytes(64 * 1024 + i)
+      const got = readAll(socket, rest)
+      socket.end(data)
+      return sha(await got) === sha(data)
+    }))
+    expect(results.filter(Boolean).length).toBe(200)
+  })
+})
+
+describe('SOCKS5 refusals: the RFC 1928 code, one log line with the reason, one count', () => {
+  const cases: Array<{ name: string, opts: () => ConnectOptions, reply: number, reason: string }> = [
+    { name: 'an IPv4 target', opts: () => ({ host: '127.0.0.1', port: ECHO }), reply: Reply.ADDRESS_TYPE_NOT_SUPPORTED, reason: 'address-type-not-supported' },
+    { name: 'an IP literal sent as a name', opts: () => ({ host: '10.0.0.1', port: 22, addressType: AddressType.DOMAIN }), reply: Reply.ADDRESS_TYPE_NOT_SUPPORTED, reason: 'address-type-not-supported' },
+    { name: 'an unknown node', opts: () => ({ host: 'edge-nowhere', port: ECHO }), reply: Reply.HOST_UNREACHABLE, reason: 'unknown-target' },
+    { name: 'a port outside the local allow-list', opts: () => ({ host: 'edge-b', port: NOT_ALLOWED }), reply: Reply.NOT_ALLOWED, reason: 'port-not-allowed' },
+    { name: 'a port the target agent does not allow (local check passed)', opts: () => ({ host: 'edge-b', port: ONLY_A }), reply: Reply.NOT_ALLOWED, reason: 'remote-port-not-allowed' },
+    { name: 'an offline node', opts: () => ({ host: 'edge-off', port: ECHO }), reply: Reply.NETWORK_UNREACHABLE, reason: 'node-unreachable' },
+    { name: 'a node with no agent', opts: () => ({ host: 'edge-bare', port: ECHO }), reply: Reply.NETWORK_UNREACHABLE, reason: 'node-unreachable' },
+    { name: 'a node whose agent does not serve SOCKS5', opts: () => ({ host: 'edge-old', port: ECHO }), reply: Reply.NOT_ALLOWED, reason: 'node-not-serving' },
+    { name: 'nothing listening on the node\'s port (over the tunnel)', opts: () => ({ host: 'edge-b', port: CLOSED }), reply: Reply.CONNECTION_REFUSED, reason: 'connection-refused' },
+    { name: 'nothing listening on this node\'s port', opts: () => ({ host: 'edge-a.edge', port: CLOSED }), reply: Reply.CONNECTION_REFUSED, reason: 'connection-refused' },
+    { name: 'a node that never answers (connect timeout)', opts: () => ({ host: 'edge-silent', port: ECHO }), reply: Reply.TTL_EXPIRED, reason: 'connect-timeout' },
+    { name: 'BIND', opts: () => ({ host: 'edge-b', port: ECHO, command: Command.BIND }), reply: Reply.COMMAND_NOT_SUPPORTED, reason: 'command-not-supported' },
+    { name: 'UDP ASSOCIATE', opts: () => ({ host: 'edge-b', port: ECHO, command: Command.UDP_ASSOCIATE }), reply: Reply.COMMAND_NOT_SUPPORTED, reason: 'command-not-supported' },
+    { name: 'a port that is not one of the Service\'s', opts: () => ({ host: 'web.shop', port: 81 }), reply: Reply.NOT_ALLOWED, reason: 'service-port-not-allowed' },
+    { name: 'a Service without a ready endpoint', opts: () => ({ host: 'empty.shop.svc', port: 80 }), reply: Reply.HOST_UNREACHABLE, reason: 'no-endpoint' }
+  ]
+  for (const c of cases) {
+    it(`${c.name}: 0x0${c.reply} ${c.reason}`, async () => {
+      const before = await metric(metricsA, 'edgemesh_socks5_refusals_total', { reason: c.reason })
+      const linesBefore = logA.lines.filter((l) => l.msg === 'socks5: refused' && l.reason === c.reason).length
+      const opts = c.opts()
+      expect(await refusal(opts)).toBe(c.reply)
+      expect(await metric(metricsA, 'edgemesh_socks5_refusals_total', { reason: c.reason })).toBe(before + 1)
+      const lines = logA.lines.filter((l) => l.msg === 'socks5: refused' && l.reason === c.reason)
+      expect(lines.length).toBe(linesBefore + 1)
+      expect(lines.at(-1)).toMatchObject({ target: `${opts.host}:${opts.port}`, reply: `0x0${c.reply}` })
+    })
+  }
+
+  it('the target agent enforces its allow-list for a client that skips the local check (raw node protocol)', async () => {
+    const before = await metric(metricsB, 'edgemesh_socks5_remote_requests_total', { result: 'port-not-allowed' })
+    for (const port of [ONLY_A, NOT_ALLOWED, 25]) {
+      const stream = await mesh.tunnel('edge-rogue').openStream('edge-b', SOCKS5_NODE_PROTOCOL)
+      stream.send(encodeNodeRequest({ node: 'edge-b', port }))
+      const { value } = await readPrefix(stream, (b) => ({ value: b[0], length: 1 }), 5_000)
+      expect(value).toBe(NodeStatus.PORT_NOT_ALLOWED)
+    }
+    // and a request meant for another node is not served either
+    const stream = await mesh.tunnel('edge-rogue').openStream('edge-b', SOCKS5_NODE_PROTOCOL)
+    stream.send(encodeNodeRequest({ node: 'edge-c', port: ECHO }))
+    expect((await readPrefix(stream, (b) => ({ value: b[0], length: 1 }), 5_000)).value).toBe(NodeStatus.NOT_THIS_NODE)
+    expect(await metric(metricsB, 'edgemesh_socks5_remote_requests_total', { result: 'port-not-allowed' })).toBe(before + 3)
+    expect(logB.lines.filter((l) => l.msg === 'socks5: refused a node request from a peer' && l.result === 'port-not-allowed' && l.port === 25)).toHaveLength(1)
+  })
+
+  it('a client that never finishes its handshake is closed at the deadline and counted', async () => {
+    const before = await metric(metricsA, 'edgemesh_socks5_refusals_total', { reason: 'handshake-timeout' })
+    const socket = createConnection(socksAddr)
+    socket.on('error', () => {})
+    socket.write(Uint8Array.of(5, 1)) // half a greeting
+    await new Promise<void>((resolve) => { socket.once('close', () => { resolve() }); socket.resume() })
+    expect(await metric(metricsA, 'edgemesh_socks5_refusals_total', { reason: 'handshake-timeout' })).toBe(before + 1)
+  })
+})
+
+describe('SOCKS5 authentication', () => {
+  it('auth on: the right credentials connect; wrong ones get 01 01; a no-auth client gets 05 FF', async () => {
+    const { socket, rest } = await open({ host: 'edge-b', port: ECHO, auth: { username: 'ops', password: 's3cret' } }, authAddr)
+    const got = readAll(socket, rest)
+    socket.end('authenticated')
+    expect((await got).toString()).toBe('authenticated')
+    expect(await refusal({ host: 'edge-b', port: ECHO, auth: { username: 'ops', password: 's3cret!' } }, authAddr)).toBe(AUTH_FAILED)
+    expect(await refusal({ host: 'edge-b', port: ECHO, auth: { username: 'op', password: 's3cret' } }, authAddr)).toBe(AUTH_FAILED)
+    expect(await refusal({ host: 'edge-b', port: ECHO }, authAddr)).toBe(AuthMethod.NO_ACCEPTABLE)
+    expect(await metric(metricsA, 'edgemesh_socks5_refusals_total', { reason: 'auth-failed' })).toBe(2)
+    expect(await metric(metricsA, 'edgemesh_socks5_refusals_total', { reason: 'no-acceptable-method' })).toBe(1)
+  })
+
+  it('auth off: a client offering only username/password gets 05 FF', async () => {
+    expect(await refusal({ host: 'edge-b', port: ECHO, auth: { username: 'ops', password: 's3cret' } })).toBe(AuthMethod.NO_ACCEPTABLE)
+  })
+})
