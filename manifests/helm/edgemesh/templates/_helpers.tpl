@@ -144,6 +144,22 @@ standalone mode. Explicitly on in standalone mode fails: the proxy needs the cat
 {{- end }}
 
 {{/*
+SOCKS5: "true" when the agents run it (agent.socks5.enabled, off by default), else empty. dig:
+values reused from a release older than agent.socks5 get the default (off).
+*/}}
+{{- define "edgemesh.agent.socks5.enabled" -}}
+{{- if and .Values.agent.enabled (dig "socks5" "enabled" false .Values.agent) }}true{{ end }}
+{{- end }}
+
+{{/*
+Where the agent container sees the SOCKS5 credentials (agent.socks5.auth.existingSecret), or empty.
+Its own directory: not nested in /etc/edgemesh (a projected volume).
+*/}}
+{{- define "edgemesh.agent.socks5.authDir" -}}
+{{- if and (include "edgemesh.agent.socks5.enabled" .) (dig "socks5" "auth" "existingSecret" "" .Values.agent) }}/etc/edgemesh-socks5{{ end }}
+{{- end }}
+
+{{/*
 Where the agent container sees the NODE's /etc/resolv.conf (the DNS upstreams' default). Not
 under /etc/edgemesh: the kubelet pre-creates mount points nested in that projected volume as
 directories, and a file cannot be mounted on a directory.
@@ -157,13 +173,14 @@ The agent container's securityContext: agent.securityContext plus the capabiliti
 features need, unless already there. Proxy: NET_ADMIN (write the nat rules, put its address on
 the edgemesh0 bridge) and NET_RAW (iptables-legacy talks to the kernel over a raw socket). DNS:
 NET_ADMIN (create the edgemesh0 bridge and put the listen address on it) and NET_BIND_SERVICE
-(bind port 53).
+(bind port 53). SOCKS5: NET_ADMIN (its listen address on the bridge).
 */}}
 {{- define "edgemesh.agent.securityContext" -}}
 {{- $sc := deepCopy (.Values.agent.securityContext | default dict) }}
 {{- $need := list }}
 {{- if include "edgemesh.agent.proxy.enabled" . }}{{ $need = concat $need (list "NET_ADMIN" "NET_RAW") }}{{ end }}
 {{- if include "edgemesh.agent.dns.enabled" . }}{{ $need = concat $need (list "NET_ADMIN" "NET_BIND_SERVICE") }}{{ end }}
+{{- if include "edgemesh.agent.socks5.enabled" . }}{{ $need = concat $need (list "NET_ADMIN") }}{{ end }}
 {{- if $need }}
 {{- $caps := get $sc "capabilities" | default dict }}
 {{- $add := get $caps "add" | default list }}
@@ -345,6 +362,24 @@ agent.yaml (AgentConfig in shared/config.ts). nodeName is per node: the DaemonSe
   "cleanupOnExit" (dig "proxy" "cleanupOnExit" true $v.agent)
 }}
 {{- $_ := set $c "proxy" $p }}
+{{- end }}
+{{- if include "edgemesh.agent.socks5.enabled" . }}
+{{- $sv := $v.agent.socks5 }}
+{{- $ports := list }}
+{{- range (dig "allowedPorts" (list 22) $sv) }}{{ $ports = append $ports (int .) }}{{ end }}
+{{- $s := dict
+  "listen" (dig "listen" (list "169.254.96.16:10800") $sv)
+  "nodeSuffix" (dig "nodeSuffix" "edge" $sv)
+  "allowedPorts" $ports
+  "services" (dig "services" true $sv)
+  "handshakeTimeoutMs" (int (dig "handshakeTimeoutMs" 10000 $sv))
+  "connectTimeoutMs" (int (dig "connectTimeoutMs" 15000 $sv))
+  "maxConnections" (int (dig "maxConnections" 1024 $sv))
+}}
+{{- with (include "edgemesh.agent.socks5.authDir" .) }}
+{{- $_ := set $s "auth" (dict "usernameFile" (printf "%s/username" .) "passwordFile" (printf "%s/password" .)) }}
+{{- end }}
+{{- $_ := set $c "socks5" $s }}
 {{- end }}
 {{- if $v.agent.metrics.enabled }}
 {{- $_ := set $c "metrics" (printf "%s:%d" $v.agent.metrics.host (int $v.agent.metrics.port)) }}
