@@ -14,7 +14,15 @@ export const MAX_STREAM_WINDOW_BYTES = 4 * 1024 * 1024
 /** What a stream may hold unread before libp2p aborts it: two full windows. */
 export const MAX_READ_BUFFER_BYTES = 2 * MAX_STREAM_WINDOW_BYTES
 
+/**
+ * Streams the peer may open before our side of a new connection has finished its upgrade. The
+ * library's 10 aborts the muxer (but not the connection: a zombie whose new streams all fail)
+ * when a dial that many requests waited on opens, and each sends its stream at once.
+ */
+export const MAX_EARLY_STREAMS = 1_024
+
 export const meshYamuxOptions = {
+  maxEarlyStreams: MAX_EARLY_STREAMS,
   streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES, maxReadBufferLength: MAX_READ_BUFFER_BYTES }
 }
 

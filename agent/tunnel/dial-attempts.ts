@@ -12,7 +12,8 @@
 
 export const FRESH_AFTER_MS = 1_500
 export const RETRY_AFTER_MS = 250
-export const MAX_CONCURRENT_ATTEMPTS = 3
+/** an attempt at an absent peer lasts up to ~6.5 s (punch, then circuit); this many never block a fresh one */
+export const MAX_CONCURRENT_ATTEMPTS = 5
 
 export interface AttemptSettings {
   freshAfterMs: number

@@ -7,7 +7,8 @@
 //
 // One timer serves every connection. Silence only accumulates on ticks that ran on time: after
 // our own event loop stalled, packets that arrived meanwhile may still be unread, so a late tick
-// is no evidence against the peer.
+// is no evidence against the peer (nor for it: the silence so far is kept, so a loaded agent
+// still notices a dead peer, only later).
 
 export const TICK_MS = 500
 export const PROBE_AFTER_MS = 1_000
@@ -31,11 +32,11 @@ export type LivenessAction = 'none' | 'probe' | 'dead'
 
 /**
  * The pure core: one tick's verdict. `elapsedMs` is the time since the previous tick; a tick
- * later than twice the period resets silence (our own stall, not the peer's).
+ * later than twice the period adds no silence (our own stall, not the peer's).
  */
 export function livenessStep (state: LivenessState, received: number, elapsedMs: number, s: LivenessSettings): { state: LivenessState, action: LivenessAction } {
   if (received !== state.received) return { state: { received, silentMs: 0 }, action: 'none' }
-  if (elapsedMs > 2 * s.tickMs) return { state: { received, silentMs: 0 }, action: 'none' }
+  if (elapsedMs > 2 * s.tickMs) return { state, action: 'none' }
   const silentMs = state.silentMs + elapsedMs
   if (silentMs >= s.deadAfterMs) return { state: { received, silentMs }, action: 'dead' }
   return { state: { received, silentMs }, action: silentMs >= s.probeAfterMs ? 'probe' : 'none' }

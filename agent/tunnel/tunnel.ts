@@ -305,6 +305,12 @@ export class Tunnel implements TunnelApi {
     const out: Array<{ conn: Connection, path: PathKind }> = []
     for (const conn of this.node.getConnections(peerId)) {
       if (conn.status !== 'open') continue
+      if (muxerClosed(conn)) {
+        // the peer's muxer sent GoAway (or ours failed) while the transport stayed up: no stream
+        // can open on it any more, so it goes and the next stream dials afresh
+        conn.abort(new Error('muxer closed'))
+        continue
+      }
       const path = this.pathOf(conn)
       if (path != null) out.push({ conn, path })
     }
@@ -606,6 +612,11 @@ export class Tunnel implements TunnelApi {
     await this.node.stop()
     await this.socket.close()
   }
+}
+
+function muxerClosed (conn: Connection): boolean {
+  const status = (conn as unknown as { muxer?: { status?: string } }).muxer?.status
+  return status != null && status !== 'open'
 }
 
 function remoteOf (conn: Connection, udx: Endpoint | undefined): string {
