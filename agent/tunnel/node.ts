@@ -44,8 +44,10 @@ function reportUpgradeFailures (node: Libp2p, opts: AgentNodeOptions): void {
     // an upgrade we abandoned ourselves (the dialer drops the relay leg once a hole opens) is no refusal
     if (signal?.aborted === true) return
     const name = String(err?.name ?? '')
-    // StreamResetError: the dialer gave up mid-handshake (another of its attempts connected first)
-    if (name === 'ConnectionInterceptedError' || name === 'AbortError' || name === 'TimeoutError' || name === 'ConnectionDeniedError' || name === 'StreamResetError') return
+    // StreamResetError / StreamStateError: the dialer closed the transport mid-handshake (another
+    // of its attempts connected first), which is no refusal
+    if (name === 'ConnectionInterceptedError' || name === 'AbortError' || name === 'TimeoutError' || name === 'ConnectionDeniedError' ||
+        name === 'StreamResetError' || name === 'StreamStateError') return
     if (direction === 'outbound' && name !== 'EncryptionFailedError') return
     const reason = hasPsk ? 'handshake failed (wrong pre-shared key, or not an edgemesh peer)' : 'handshake failed (not an edgemesh peer, or garbage on the wire)'
     opts.metrics.rejectedConnections.inc({ reason: 'handshake' })
