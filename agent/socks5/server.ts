@@ -225,6 +225,9 @@ export class Socks5Server {
     try {
       stream = await this.opts.tunnel.openStream(t.node, SOCKS5_NODE_PROTOCOL, { signal })
     } catch (err) {
+      // no tunnel within the deadline: the node is offline (its record not yet expired, so the
+      // dial could not fail fast), not a slow target
+      if (signal.aborted && (signal.reason as Error | undefined)?.name === 'TimeoutError') throw new Refusal('node-unreachable', Reply.NETWORK_UNREACHABLE, `no tunnel to node ${t.node} within socks5.connectTimeoutMs (${this.opts.connectTimeoutMs} ms): it is offline or unreachable`)
       if (signal.aborted) throw err
       const e = err as Error
       if (e.name === 'UnsupportedProtocolError') throw new Refusal('node-not-serving', Reply.NOT_ALLOWED, `node ${t.node} does not serve SOCKS5 connections (its socks5 section is off, or acceptFromPeers is false)`)

@@ -171,7 +171,7 @@ let socksAddr: { host: string, port: number }
 let authAddr: { host: string, port: number }
 let ECHO: number, DIGEST: number, CLOSED: number, ONLY_A: number, NOT_ALLOWED: number
 
-const NODES: Record<string, NodeKind> = { 'edge-a': 'self', 'edge-b': 'peer', 'edge-off': 'peer', 'edge-old': 'peer', 'edge-silent': 'peer', 'edge-bare': 'no-agent' }
+const NODES: Record<string, NodeKind> = { 'edge-a': 'self', 'edge-b': 'peer', 'edge-off': 'peer', 'edge-old': 'peer', 'edge-silent': 'peer', 'edge-mute': 'peer', 'edge-bare': 'no-agent' }
 
 beforeAll(async () => {
   ECHO = await listen(echo)
@@ -182,6 +182,7 @@ beforeAll(async () => {
   mesh.silent.add('edge-silent')
   mesh.offline.add('edge-off')
   mesh.handlers.set('edge-old', new Map()) // an agent without the SOCKS5 node side
+  mesh.handlers.set('edge-mute', new Map([[SOCKS5_NODE_PROTOCOL, () => {}]])) // takes the stream, never answers
 
   // agent B: the node side (allows ECHO, DIGEST, CLOSED; not ONLY_A) and the proxy's serving side
   const tunnelB = mesh.tunnel('edge-b')
@@ -336,7 +337,8 @@ describe('SOCKS5 refusals: the RFC 1928 code, one log line with the reason, one 
     { name: 'a node whose agent does not serve SOCKS5', opts: () => ({ host: 'edge-old', port: ECHO }), reply: Reply.NOT_ALLOWED, reason: 'node-not-serving' },
     { name: 'nothing listening on the node\'s port (over the tunnel)', opts: () => ({ host: 'edge-b', port: CLOSED }), reply: Reply.CONNECTION_REFUSED, reason: 'connection-refused' },
     { name: 'nothing listening on this node\'s port', opts: () => ({ host: 'edge-a.edge', port: CLOSED }), reply: Reply.CONNECTION_REFUSED, reason: 'connection-refused' },
-    { name: 'a node that never answers (connect timeout)', opts: () => ({ host: 'edge-silent', port: ECHO }), reply: Reply.TTL_EXPIRED, reason: 'connect-timeout' },
+    { name: 'a node the tunnel cannot reach within the deadline (offline, record not expired yet)', opts: () => ({ host: 'edge-silent', port: ECHO }), reply: Reply.NETWORK_UNREACHABLE, reason: 'node-unreachable' },
+    { name: 'a node reached whose agent does not answer in time (connect timeout)', opts: () => ({ host: 'edge-mute', port: ECHO }), reply: Reply.TTL_EXPIRED, reason: 'connect-timeout' },
     { name: 'BIND', opts: () => ({ host: 'edge-b', port: ECHO, command: Command.BIND }), reply: Reply.COMMAND_NOT_SUPPORTED, reason: 'command-not-supported' },
     { name: 'UDP ASSOCIATE', opts: () => ({ host: 'edge-b', port: ECHO, command: Command.UDP_ASSOCIATE }), reply: Reply.COMMAND_NOT_SUPPORTED, reason: 'command-not-supported' },
     { name: 'a port that is not one of the Service\'s', opts: () => ({ host: 'web.shop', port: 81 }), reply: Reply.NOT_ALLOWED, reason: 'service-port-not-allowed' },
