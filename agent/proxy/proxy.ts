@@ -5,7 +5,10 @@
 // same payload the filter rules that refuse service ports with no endpoint at all. Syncs are
 // incremental (only changed chains), with a full one at start and every hour; every sync
 // re-asserts our hooks at the top of nat PREROUTING, OUTPUT, POSTROUTING and filter INPUT,
-// FORWARD, OUTPUT, and the periodic one also checks that our top chains hold what we wrote.
+// FORWARD, OUTPUT (an incremental one just after its rules, beside the sync loop), and the
+// periodic one also checks that our top chains hold what we wrote. After each sync the catalog
+// snapshot it applied is reported (onProgrammed): the node-local DNS answers a ClusterIP
+// Service's name only from then on. Pacing: sync-scheduler.ts.
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { ensureListenAddress } from '../../shared/net-device.ts'
@@ -99,6 +102,8 @@ export class ServiceProxy {
   private unsubscribe: (() => void) | undefined
   private resyncTimer: NodeJS.Timeout | undefined
   private readonly scheduler: SyncScheduler
+  /** the hook check running beside the sync loop, if any */
+  private hookCheck: Promise<void> | undefined
   private fullPending = true
   /** the next sync also checks that our top chain still holds what we wrote */
   private verifyNext = false
@@ -244,22 +249,15 @@ export class ServiceProxy {
     const list = async (chain: string, table: 'nat' | 'filter'): Promise<string> => await this.ipt.listChain(chain, table)
     // a missing top chain lists as an error: counted as empty, so the check rewrites it
     const listOurs = async (chain: string, table: 'nat' | 'filter'): Promise<string> => verify ? await list(chain, table).catch(() => '') : ''
-    const hookFixes = async (): Promise<{ nat: string[], filter: string[] }> => {
-      const [pre, out, post, fin, ffwd, fout] = await Promise.all([
-        list('PREROUTING', 'nat'), list('OUTPUT', 'nat'), list('POSTROUTING', 'nat'),
-        list('INPUT', 'filter'), list('FORWARD', 'filter'), list('OUTPUT', 'filter')
-      ])
-      return {
-        nat: [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix), ...hookFixRules('POSTROUTING', post, prefix)],
-        filter: [...filterHookFixRules('INPUT', fin, prefix), ...filterHookFixRules('FORWARD', ffwd, prefix), ...filterHookFixRules('OUTPUT', fout, prefix)]
-      }
-    }
-    // Full and verifying syncs repair the hooks in the same payload. An incremental one writes its
-    // rules first and repairs the hooks right after: the six listings took 100-250 ms on a busy
-    // node, and a new Service's rules (and so its name) must not wait for them.
+    // Full and verifying syncs repair the hooks in the same payload (after a background check,
+    // so two repairs never work from the same listing). An incremental one writes its rules and
+    // leaves the hooks to a check beside the sync loop: the six listings took 100-250 ms on a busy
+    // node, and neither a new Service's rules (and so its name) nor the next sync (its
+    // EndpointSlice's) may wait for them.
     const hooksAfter = !full && !verify
+    if (!hooksAfter) await this.hookCheck
     const [fixes, top, reject] = await Promise.all([
-      hooksAfter ? { nat: [], filter: [] } : hookFixes(),
+      hooksAfter ? { nat: [], filter: [] } : this.hookFixes(),
       listOurs(servicesChain(prefix), 'nat'), listOurs(rejectChain(prefix), 'filter')
     ])
     if (verify) {
@@ -289,14 +287,12 @@ export class ServiceProxy {
     const before = this.programmed
     const newlyProgrammed = before == null ? [] : plans.filter((p) => programmed.has(p.id) && !before.has(p.id))
     this.programmed = programmed
-    if (newlyProgrammed.length > 0) void this.clearStaleFlows(newlyProgrammed)
     // the kernel holds this snapshot's rules now: its names may resolve
     try { this.opts.onProgrammed?.(snapshot) } catch (err) { this.opts.log.error({ err: (err as Error).message }, 'proxy: programmed-snapshot listener failed') }
-    if (hooksAfter) {
-      const late = await hookFixes()
-      const text = restoreSection({ table: 'nat', written: [], deleted: [], rules: [], extra: late.nat }) + restoreSection({ table: 'filter', written: [], deleted: [], rules: [], extra: late.filter })
-      if (text !== '') await this.ipt.restore(text)
-    }
+    if (newlyProgrammed.length > 0) void this.clearStaleFlows(newlyProgrammed)
+    // (not while another change waits: that sync starts the check instead; the periodic
+    // verifying sync repairs the hooks in any case)
+    if (hooksAfter && !this.scheduler.pending) this.checkHooksInBackground()
 
     // listeners no rule points at any more
     for (const [id, l] of this.listeners) {
@@ -311,6 +307,38 @@ export class ServiceProxy {
     this.metrics.servicePorts.set({ mode: 'none' }, none)
     this.metrics.listeners.set(this.listeners.size)
     return { kind: full ? 'full' : 'incremental', ms: +(performance.now() - t0).toFixed(1), restoreMs: +restoreMs.toFixed(1), servicePorts: plans.length, listeners: this.listeners.size, rejected: rules.reject.rejected.length, written: rules.nat.written.length + rules.reject.written.length, bytes: rules.text.length }
+  }
+
+  /** What our hooks at the top of the built-in chains need: the repair lines per table. */
+  private async hookFixes (): Promise<{ nat: string[], filter: string[] }> {
+    const prefix = this.opts.config.chainPrefix
+    const list = async (chain: string, table: 'nat' | 'filter'): Promise<string> => await this.ipt.listChain(chain, table)
+    const [pre, out, post, fin, ffwd, fout] = await Promise.all([
+      list('PREROUTING', 'nat'), list('OUTPUT', 'nat'), list('POSTROUTING', 'nat'),
+      list('INPUT', 'filter'), list('FORWARD', 'filter'), list('OUTPUT', 'filter')
+    ])
+    return {
+      nat: [...hookFixRules('PREROUTING', pre, prefix), ...hookFixRules('OUTPUT', out, prefix), ...hookFixRules('POSTROUTING', post, prefix)],
+      filter: [...filterHookFixRules('INPUT', fin, prefix), ...filterHookFixRules('FORWARD', ffwd, prefix), ...filterHookFixRules('OUTPUT', fout, prefix)]
+    }
+  }
+
+  /**
+   * Lists and repairs our hooks beside the sync loop (one check at a time; incremental syncs
+   * write only our own chains, so they cannot invalidate its listing). A failure makes the next
+   * sync a full one, which writes the hooks again.
+   */
+  private checkHooksInBackground (): void {
+    if (this.hookCheck != null) return
+    this.hookCheck = (async () => {
+      const fix = await this.hookFixes()
+      const text = restoreSection({ table: 'nat', written: [], deleted: [], rules: [], extra: fix.nat }) + restoreSection({ table: 'filter', written: [], deleted: [], rules: [], extra: fix.filter })
+      if (text !== '') await this.ipt.restore(text)
+    })().catch((err: Error) => {
+      this.fullPending = true
+      this.opts.log.warn({ err: err.message }, 'proxy: hook check failed; the next sync rewrites the rules in full')
+      this.requestSync()
+    }).finally(() => { this.hookCheck = undefined })
   }
 
   /** Flows to service ports that had no rules were tracked without NAT: delete them (see conntrack.ts). */
@@ -335,6 +363,7 @@ export class ServiceProxy {
     clearInterval(this.resyncTimer)
     await this.rulesWatcher?.stop()
     await syncsDone
+    await this.hookCheck
     if (opts.removeRules ?? this.opts.config.cleanupOnExit) {
       try {
         const saved = await Promise.all([this.ipt.save('nat'), this.ipt.save('filter')])
