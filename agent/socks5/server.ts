@@ -137,6 +137,7 @@ export class Socks5Server {
     }
     socket.on('data', onData)
     socket.once('end', onEnd)
+    socket.once('close', () => { clearTimeout(timer) }) // reset mid-handshake: not a timeout
     socket.resume()
   }
 
@@ -153,12 +154,13 @@ export class Socks5Server {
       this.refuse(socket, client, kind, new Refusal('too-many-connections', Reply.GENERAL_FAILURE, `more than socks5.maxConnections (${this.opts.maxConnections}) connections open`), target)
       return
     }
-    // the connect deadline, and the client hanging up while we wait, both abort the attempt
-    const gone = new AbortController()
-    const onGone = (): void => { gone.abort(new Error('client closed')) }
+    // the connect deadline (reason: a TimeoutError) and the client hanging up while we wait both
+    // abort the attempt; one controller per connection, its timer cleared when the attempt ends
+    const attempt = new AbortController()
+    const onGone = (): void => { attempt.abort(new Error('client closed')) }
     socket.once('close', onGone)
-    const deadline = AbortSignal.timeout(this.opts.connectTimeoutMs)
-    const signal = AbortSignal.any([deadline, gone.signal])
+    const deadline = setTimeout(() => { attempt.abort(Object.assign(new Error(`connect deadline of ${this.opts.connectTimeoutMs} ms`), { name: 'TimeoutError' })) }, this.opts.connectTimeoutMs)
+    const signal = attempt.signal
     let upstream: { socket: Socket } | { stream: Stream, rest: Uint8Array }
     let via: string
     try {
@@ -166,13 +168,14 @@ export class Socks5Server {
       upstream = r.upstream
       via = r.via
     } catch (err) {
-      socket.off('close', onGone)
-      if (gone.signal.aborted) return
-      const refusal = err instanceof Refusal ? err : deadline.aborted ? new Refusal('connect-timeout', Reply.TTL_EXPIRED, `no connection within socks5.connectTimeoutMs (${this.opts.connectTimeoutMs} ms): ${(err as Error).message}`) : new Refusal('general-failure', Reply.GENERAL_FAILURE, (err as Error).message)
+      if (signal.aborted && !timedOut(signal)) return // the client is gone
+      const refusal = err instanceof Refusal ? err : timedOut(signal) ? new Refusal('connect-timeout', Reply.TTL_EXPIRED, `no connection within socks5.connectTimeoutMs (${this.opts.connectTimeoutMs} ms): ${(err as Error).message}`) : new Refusal('general-failure', Reply.GENERAL_FAILURE, (err as Error).message)
       this.refuse(socket, client, kind, refusal, target)
       return
+    } finally {
+      clearTimeout(deadline)
+      socket.off('close', onGone)
     }
-    socket.off('close', onGone)
     if (socket.destroyed || this.stopped) {
       if ('socket' in upstream) upstream.socket.destroy(); else upstream.stream.abort(new Error('client gone'))
       return
@@ -227,7 +230,7 @@ export class Socks5Server {
     } catch (err) {
       // no tunnel within the deadline: the node is offline (its record not yet expired, so the
       // dial could not fail fast), not a slow target
-      if (signal.aborted && (signal.reason as Error | undefined)?.name === 'TimeoutError') throw new Refusal('node-unreachable', Reply.NETWORK_UNREACHABLE, `no tunnel to node ${t.node} within socks5.connectTimeoutMs (${this.opts.connectTimeoutMs} ms): it is offline or unreachable`)
+      if (timedOut(signal)) throw new Refusal('node-unreachable', Reply.NETWORK_UNREACHABLE, `no tunnel to node ${t.node} within socks5.connectTimeoutMs (${this.opts.connectTimeoutMs} ms): it is offline or unreachable`)
       if (signal.aborted) throw err
       const e = err as Error
       if (e.name === 'UnsupportedProtocolError') throw new Refusal('node-not-serving', Reply.NOT_ALLOWED, `node ${t.node} does not serve SOCKS5 connections (its socks5 section is off, or acceptFromPeers is false)`)
@@ -312,6 +315,8 @@ export class Socks5Server {
   }
 }
 
+const timedOut = (signal: AbortSignal): boolean => signal.aborted && (signal.reason as Error | undefined)?.name === 'TimeoutError'
+
 /** A node's answer (or our own dial of this node) as the reply for the client. */
 function refusalOfNodeStatus (status: NodeStatus, node: string, detail: string): Refusal {
   switch (status) {
@@ -324,15 +329,12 @@ function refusalOfNodeStatus (status: NodeStatus, node: string, detail: string):
   }
 }
 
-/** `p`, or the signal's reason once it aborts (whatever `p` later does is ignored; the caller cleans up). */
+/** `p`, or the signal's reason once it aborts; a connection `p` brings after that is closed, never leaked. */
 async function abortable<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) { p.then((v: any) => { v?.socket?.destroy?.(); v?.destroy?.(); v?.stream?.abort?.(new Error('aborted')) }, () => {}); throw signal.reason }
+  const dispose = (v: any): void => { if (typeof v?.destroy === 'function') v.destroy(); v?.stream?.abort?.(new Error('aborted')) }
+  if (signal.aborted) { p.then(dispose, () => {}); throw signal.reason }
   return await new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      reject(signal.reason)
-      // a connection that arrives after the deadline is not leaked
-      p.then((v: any) => { v?.destroy?.(); v?.stream?.abort?.(new Error('aborted')) }, () => {})
-    }
+    const onAbort = (): void => { reject(signal.reason); p.then(dispose, () => {}) }
     signal.addEventListener('abort', onAbort, { once: true })
     p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v) }, (e) => { signal.removeEventListener('abort', onAbort); reject(e) })
   })
