@@ -47,11 +47,11 @@ function reportUpgradeFailures (node: Libp2p, opts: AgentNodeOptions): void {
     // StreamResetError / StreamStateError: the dialer closed the transport mid-handshake (another
     // of its attempts connected first), which is no refusal
     if (name === 'ConnectionInterceptedError' || name === 'AbortError' || name === 'TimeoutError' || name === 'ConnectionDeniedError' ||
-        name === 'StreamResetError' || name === 'StreamStateError') return
+        name === 'StreamResetError' || name === 'StreamStateError' || /stream has been reset|stream that is clos/.test(String(err?.message))) return
     if (direction === 'outbound' && name !== 'EncryptionFailedError') return
     const reason = hasPsk ? 'handshake failed (wrong pre-shared key, or not an edgemesh peer)' : 'handshake failed (not an edgemesh peer, or garbage on the wire)'
     opts.metrics.rejectedConnections.inc({ reason: 'handshake' })
-    opts.log.warn({ remote: describe(maConn as any), direction, err: err?.message }, `refused connection: ${reason}`)
+    opts.log.warn({ remote: describe(maConn as any), direction, err: err?.message, errName: name }, `refused connection: ${reason}`)
   }
   const inbound = upgrader.upgradeInbound.bind(upgrader)
   const outbound = upgrader.upgradeOutbound.bind(upgrader)
