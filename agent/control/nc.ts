@@ -6,10 +6,25 @@ import { connect, Socket } from 'node:net'
 import { fstatSync, readFileSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { ConfigError } from '../../shared/errors.ts'
-import {
-  connectRequest, greeting, METHOD_NONE, METHOD_REFUSED, METHOD_USERPASS, parseAuthStatus, parseMethodChoice,
-  parseReply, replyText, userPassRequest, type Credentials, type Parsed, type Reply
-} from './socks-client.ts'
+import { AuthMethod, encodeGreeting, encodeRequest, encodeUserPass, parseAuthStatus, parseMethodSelection, parseReply, type Parsed, type ReplyMessage } from '../socks5/wire.ts'
+
+export interface Credentials { user: string, password: string }
+
+/** What each RFC 1928 reply code means when an edgemesh agent sends it (README, "How SOCKS5 works"). */
+export const REPLY_MEANING: Record<number, string> = {
+  0x01: 'general failure (see the agent\'s log)',
+  0x02: 'not allowed (the port is not in the node\'s allowedPorts, not a port of the Service, or the node does not serve SOCKS5)',
+  0x03: 'network unreachable (the node is offline: the tunnel cannot reach it)',
+  0x04: 'host unreachable (no such node or Service, or the Service has no ready endpoint)',
+  0x05: 'connection refused (nothing listens on that port)',
+  0x06: 'timed out',
+  0x07: 'command not supported',
+  0x08: 'address type not supported (give a node or Service name, not an IP address)'
+}
+
+export function refusalText (code: number): string {
+  return `${REPLY_MEANING[code] ?? 'unknown reply code'} (SOCKS5 reply ${code})`
+}
 
 /** Where the agent's SOCKS5 listener is by default (socks5.listen; from a laptop through `kubectl port-forward`: --proxy 127.0.0.1:10800). */
 export const DEFAULT_SOCKS_PROXY = '169.254.96.16:10800'
@@ -69,43 +84,43 @@ export class NcError extends Error {
  * Runs the SOCKS5 handshake on a connected socket; resolves when the proxy said success, with
  * any bytes of the target that came in the same read, or rejects with an NcError.
  */
-export async function socksHandshake (socket: Socket, a: NcArgs): Promise<{ reply: Reply, head: Buffer }> {
+export async function socksHandshake (socket: Socket, a: NcArgs): Promise<{ reply: ReplyMessage, head: Buffer }> {
   const where = `the SOCKS5 proxy at ${a.proxy.host}:${a.proxy.port}`
   return await new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0)
     let stage: 'method' | 'auth' | 'reply' = 'method'
-    const done = (err?: Error, value?: { reply: Reply, head: Buffer }): void => {
+    const done = (err?: Error, value?: { reply: ReplyMessage, head: Buffer }): void => {
       socket.off('data', onData); socket.off('end', onEnd); socket.off('error', onError); clearTimeout(timer)
       socket.pause() // until the caller pipes it: no byte of the target is lost in between
       if (err != null) reject(err)
       else resolve(value!)
     }
     const step = <T>(p: Parsed<T>): T | undefined => {
-      if ('need' in p) return undefined
-      if ('error' in p) { done(new NcError(`${where}: ${p.error}`)); return undefined }
-      buf = buf.subarray(p.used)
+      if (p === 'short') return undefined
+      if (typeof p === 'string') { done(new NcError(`${where}: ${p}`)); return undefined }
+      buf = buf.subarray(p.length)
       return p.value
     }
     const onData = (chunk: Buffer): void => {
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
       for (;;) {
         if (stage === 'method') {
-          const m = step(parseMethodChoice(buf))
+          const m = step(parseMethodSelection(buf))?.method
           if (m === undefined) return
-          if (m === METHOD_REFUSED) { done(new NcError(a.creds == null ? `${where} wants a user name and password (use --user and --password-file)` : `${where} does not take a user name and password (try without --user)`)); return }
-          if (m === METHOD_USERPASS && a.creds != null) { stage = 'auth'; socket.write(userPassRequest(a.creds)); continue }
-          if (m === METHOD_NONE && a.creds == null) { stage = 'reply'; socket.write(connectRequest(a.target, a.port)); continue }
+          if (m === AuthMethod.NO_ACCEPTABLE) { done(new NcError(a.creds == null ? `${where} wants a user name and password (use --user and --password-file)` : `${where} does not take a user name and password (try without --user)`)); return }
+          if (m === AuthMethod.USERPASS && a.creds != null) { stage = 'auth'; socket.write(encodeUserPass(a.creds.user, a.creds.password)); continue }
+          if (m === AuthMethod.NONE && a.creds == null) { stage = 'reply'; socket.write(encodeRequest({ host: a.target, port: a.port })); continue }
           done(new NcError(`${where} chose method ${m}, which was not offered`)); return
         }
         if (stage === 'auth') {
           const s = step(parseAuthStatus(buf))
           if (s === undefined) return
-          if (s !== 0) { done(new NcError(`${where} refused the user name or password`)); return }
-          stage = 'reply'; socket.write(connectRequest(a.target, a.port)); continue
+          if (!s.ok) { done(new NcError(`${where} refused the user name or password`)); return }
+          stage = 'reply'; socket.write(encodeRequest({ host: a.target, port: a.port })); continue
         }
         const r = step(parseReply(buf))
         if (r === undefined) return
-        if (r.code !== 0) { done(new NcError(`${a.target}:${a.port}: ${replyText(r.code)}`, r.code)); return }
+        if (r.reply !== 0) { done(new NcError(`${a.target}:${a.port}: ${refusalText(r.reply)}`, r.reply)); return }
         done(undefined, { reply: r, head: buf })
         return
       }
@@ -118,8 +133,9 @@ export async function socksHandshake (socket: Socket, a: NcArgs): Promise<{ repl
     }
     const timer = setTimeout(() => { done(new NcError(`${where} did not answer within ${a.timeoutMs / 1000} s`)) }, a.timeoutMs)
     socket.on('data', onData); socket.on('end', onEnd); socket.on('error', onError)
-    if (socket.connecting) socket.once('connect', () => { socket.write(greeting(a.creds)) })
-    else socket.write(greeting(a.creds))
+    const greeting = encodeGreeting([a.creds != null ? AuthMethod.USERPASS : AuthMethod.NONE])
+    if (socket.connecting) socket.once('connect', () => { socket.write(greeting) })
+    else socket.write(greeting)
   })
 }
 
