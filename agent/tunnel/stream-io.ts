@@ -9,8 +9,17 @@ export function toBytes (d: Chunk): Uint8Array {
   return d instanceof Uint8Array ? d : d.subarray()
 }
 
+/**
+ * Waits until the stream takes writes again. A yamux stream hears 'drain' when the connection
+ * below drained and also when the peer granted window; then it first flushes what it holds and
+ * may find the connection still saturated (writableNeedsDrain set again before we run). Writing
+ * then would only queue behind the connection's backlog, so we wait for the next 'drain'.
+ */
 export async function waitDrain (stream: Stream): Promise<void> {
-  if (!stream.writableNeedsDrain) return
+  while (stream.writableNeedsDrain) await nextDrain(stream)
+}
+
+async function nextDrain (stream: Stream): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const onDrain = (): void => { cleanup(); resolve() }
     const onClose = (evt: any): void => { cleanup(); reject(evt?.error ?? new Error('stream closed')) }

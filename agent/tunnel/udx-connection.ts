@@ -46,7 +46,19 @@ export class UdxConnection extends AbstractMultiaddrConnection {
       this.flush()
       this.onTransportClosed()
     })
-    s.on('drain', () => { this.safeDispatchEvent('drain') })
+    s.on('drain', () => { this.onUdxDrain() })
+  }
+
+  // libp2p's send() appends to this connection's write buffer whatever it answers; noise and
+  // yamux above stop writing until 'drain'. Announcing 'drain' as soon as UDX took one batch let
+  // every stream write again while the buffer still held the rest, so it grew by a chunk per
+  // stream per batch until it held every stream's whole yamux window (tens of MiB, seconds of
+  // queue: a new stream's header and the other direction's window updates waited behind it).
+  // So the buffer goes to UDX first, and the writers above hear 'drain' only once it is empty.
+  private onUdxDrain (): void {
+    this.writableNeedsDrain = false
+    this.processSendQueue()
+    if (!this.writableNeedsDrain && this.writeBuffer.byteLength === 0) this.safeDispatchEvent('drain')
   }
 
   private onPacket (packet: Buffer): void {
