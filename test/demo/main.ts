@@ -12,6 +12,8 @@ import { startK8sMesh, type K8sMesh } from '../lab/k8s-mesh.ts'
 import { ensureNamespace } from '../controlplane/cluster.ts'
 import { renderTable } from '../../shared/table.ts'
 import { sleep } from '../lab/wait.ts'
+import { CLI_BIN } from '../lab/mesh.ts'
+import { clientKeys, sshOptions, startSshd } from '../lab/sshd.ts'
 
 const say = (s: string): void => { process.stdout.write(`${s}\n`) }
 const WORKLOAD = join(import.meta.dirname, '../lab/workload.mjs')
@@ -32,7 +34,7 @@ async function main (): Promise<number> {
     upstream = lab.spawn('relay0', ['dnsmasq', '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--listen-address=198.51.100.10', '--port=53', '--address=/example.org/203.0.113.7', '--log-facility=-'])
     await upstream.waitForLine(/started, version/, 10_000)
     const t0 = Date.now()
-    k = await startK8sMesh(lab, { agents: hosts, psk: true, agentConfig: () => ({ dns: { upstreams: ['198.51.100.10:53'] }, proxy: {} }) })
+    k = await startK8sMesh(lab, { agents: hosts, psk: true, agentConfig: () => ({ dns: { upstreams: ['198.51.100.10:53'] }, proxy: {}, socks5: {} }) })
     say(`control plane, chart RBAC + admission policy (${k.rbac.objects.length} objects), edgemesh-server and 4 agents (pod-bound ServiceAccount tokens, the mesh's pre-shared key, no peers file, DNS on 169.254.96.16, ClusterIP proxy) up in ${Date.now() - t0} ms`)
     // pods: namespaces behind the edge hosts; the client resolves through the node-local DNS like a kubelet-configured pod
     const resolvConf = 'search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 169.254.96.16\noptions ndots:5\n'
@@ -153,6 +155,22 @@ async function main (): Promise<number> {
         const r = await retry(async () => await curlByName('payments'))
         const path = (await m.status('a1')).peers.find((p: any) => p.node === 'edge-c1')?.path
         return { detail: `curl http://payments/ -> "${r.body}" in ${r.ms} ms (name lookup ${r.dnsMs} ms) via ${String(path)}`, ok: r.body === 'payments@edge-c1' && path === 'relay-udp' }
+      }
+    })
+    journeys.push({
+      name: 'ssh edge node behind symmetric NAT by name (OpenSSH, ProxyCommand edgemesh nc %h %p)',
+      run: async () => {
+        // a real sshd on edge-c1 (throwaway host key pinned to its name); the operator is on edge-a1
+        const keys = await clientKeys(join(k!.dir, 'ssh'))
+        await startSshd(lab!, 'c1', keys, ['edge-c1.edge'])
+        const t = Date.now()
+        const r = await retry(async () => {
+          const res = await lab!.exec('a1', ['ssh', ...sshOptions(keys, `${process.execPath} ${CLI_BIN} nc %h %p`), 'root@edge-c1.edge', 'ip -4 -o addr show dev eth0 | awk \'{print $4}\''], { timeoutMs: 60_000 })
+          if (res.code !== 0) throw new Error(`ssh exit ${res.code}: ${res.stderr.trim()}`)
+          return res
+        }, 30_000)
+        const path = (await m.status('a1')).peers.find((p: any) => p.node === 'edge-c1')?.path
+        return { detail: `ssh root@edge-c1.edge (from edge-a1, SOCKS5 169.254.96.16:10800) ran 'ip addr' there: ${r.stdout.trim()} in ${Date.now() - t} ms via ${String(path)}`, ok: r.stdout.trim() === `${lab!.host('c1').ip}/24` && path === 'relay-udp' }
       }
     })
     journeys.push({
