@@ -3,7 +3,8 @@
 // a real sshd, an echo server and a byte sink); a1 -> b1 is one punched direct-udp tunnel.
 //   tunnel_raw_mbps       a1's /diag/transfer to edge-b1 (discard): the tunnel stream alone, the floor
 //   socks_mbps            the same volume through a1's SOCKS5 listener to edge-b1's sink (test/lab/socks-probe.mjs bulk)
-//   scp_mbps              scp of a file to edge-b1.edge through `edgemesh nc` (real OpenSSH: its ciphers count too)
+//   scp_mbps              scp of a file to edge-b1.edge through `edgemesh nc` (real OpenSSH: its ciphers count too);
+//                         scp_openbsd_nc_mbps the same through OpenBSD `nc -X 5` (what edgemesh nc itself costs)
 //   stream_open_p50_ms    opening a tunnel stream on the open connection and getting the first byte back
 //                         (edgemesh ping, count 1: stream negotiation + first echo), the floor
 //   socks_connect_p50_ms  TCP connect to the SOCKS listener, handshake, CONNECT edge-b1:7000, the reply, one
@@ -22,6 +23,7 @@ import { createLab, type Lab } from '../lab/lab.ts'
 import { CLI_BIN, Mesh } from '../lab/mesh.ts'
 import { clientKeys, sshOptions, startSshd } from '../lab/sshd.ts'
 import { renderTable } from '../../shared/table.ts'
+import { ForeignLoad, procCpu } from './machine-load.ts'
 
 const num = (name: string, dflt: number): number => { const v = Number(process.env[name] ?? dflt); if (!Number.isInteger(v) || v <= 0) throw new Error(`${name}: positive integer`); return v }
 const MiB = 1024 * 1024
@@ -78,22 +80,47 @@ async function main (): Promise<void> {
     const scpFile = join(dir, 'scp.bin')
     writeFileSync(scpFile, randomBytes(SCP_BYTES))
     const nc = `${NODE} ${CLI_BIN} nc --proxy ${SOCKS} %h %p`
-    const samples: Record<'tunnel' | 'socks' | 'scp', number[]> = { tunnel: [], socks: [], scp: [] }
+    const openbsdNc = `nc.openbsd -X 5 -x ${SOCKS} %h %p` // the same scp with OpenBSD nc: what edgemesh nc itself costs
+    const samples: Record<'tunnel' | 'socks' | 'scp' | 'scpOpenbsd', number[]> = { tunnel: [], socks: [], scp: [], scpOpenbsd: [] }
+    const scpMbps = async (proxyCommand: string): Promise<number> => {
+      const t0 = performance.now()
+      await exec(['scp', '-q', ...sshOptions(keys, proxyCommand), scpFile, `root@edge-b1.edge:${join(dir, 'scp-copy.bin')}`])
+      return SCP_BYTES * 8 / ((performance.now() - t0) / 1000) / 1e6
+    }
+    // where the time goes: both agents' CPU seconds per GiB moved, for the floor and for SOCKS
+    const agentsCpu = async (): Promise<number> => {
+      const [a, b] = await Promise.all([procCpu(m.agent('a1').proc.pid), procCpu(m.agent('b1').proc.pid)])
+      return a.user + a.sys + b.user + b.sys
+    }
+    const cpuPerGiB: Record<'tunnel' | 'socks', number[]> = { tunnel: [], socks: [] }
+    const foreign = await ForeignLoad.start(l.namespaces, 500)
+    await foreign.mark()
     for (let round = 0; round <= ROUNDS; round++) {
       log(round === 0 ? 'bulk warm-up round' : `bulk round ${round}/${ROUNDS}`)
+      let c0 = await agentsCpu()
       const raw = await m.call<{ mbps: number, path: string }>('a1', 'POST', `/diag/transfer?node=edge-b1&direction=discard&bytes=${BULK}`, 300_000)
       if (raw.path !== 'direct-udp') throw new Error(`tunnel transfer ran over ${raw.path}`)
+      let c1 = await agentsCpu()
+      if (round > 0) cpuPerGiB.tunnel.push((c1 - c0) / (BULK / 1024 ** 3))
+      c0 = c1
       const socks = await probe<{ mbps: number }>('bulk', SOCKS, 'edge-b1', String(SINK_PORT), String(BULK))
-      const t0 = performance.now()
-      await exec(['scp', '-q', ...sshOptions(keys, nc), scpFile, `root@edge-b1.edge:${join(dir, 'scp-copy.bin')}`])
-      const scpMbps = SCP_BYTES * 8 / ((performance.now() - t0) / 1000) / 1e6
-      if (round > 0) { samples.tunnel.push(raw.mbps); samples.socks.push(socks.mbps); samples.scp.push(scpMbps) }
-      log(`  tunnel ${r1(raw.mbps)}, socks ${socks.mbps}, scp ${r1(scpMbps)} Mbit/s`)
+      c1 = await agentsCpu()
+      if (round > 0) cpuPerGiB.socks.push((c1 - c0) / (BULK / 1024 ** 3))
+      const scp = await scpMbps(nc)
+      const scpOpenbsd = await scpMbps(openbsdNc)
+      if (round > 0) { samples.tunnel.push(raw.mbps); samples.socks.push(socks.mbps); samples.scp.push(scp); samples.scpOpenbsd.push(scpOpenbsd) }
+      log(`  tunnel ${r1(raw.mbps)}, socks ${socks.mbps}, scp ${r1(scp)} (with OpenBSD nc ${r1(scpOpenbsd)}) Mbit/s`)
     }
 
+    const foreignBulk = await foreign.mark()
+    log(`foreign CPU during the bulk rounds: ${foreignBulk.foreignPct.toFixed(1)}% of the machine${foreignBulk.foreignPct > 5 ? ' (WARNING: other work shared the machine, the ratios are skewed)' : ''}`)
     log('stream open vs SOCKS connect, to the first byte back')
     const streamOpen: number[] = []
     const socksConnect: number[] = []
+    // the parts: the floor's stream negotiation and its echo; SOCKS up to its reply, then the echo
+    const negotiate: number[] = []
+    const echoRtt: number[] = []
+    const socksReply: number[] = []
     await probe('connect-time', SOCKS, 'edge-b1', String(ECHO_PORT), '3') // warm-up
     let redialled = 0
     while (streamOpen.length < SAMPLES) {
@@ -102,40 +129,56 @@ async function main (): Promise<void> {
         // a re-dialled connection is not a stream-open sample
         if (p.connection !== 'existing') { if (++redialled > SAMPLES) throw new Error('the tunnel keeps re-dialling edge-b1'); continue }
         streamOpen.push(p.connectMs + p.streamOpenMs + p.rttsMs[0]!)
+        negotiate.push(p.connectMs + p.streamOpenMs); echoRtt.push(p.rttsMs[0]!)
       }
-      socksConnect.push(...(await probe<{ samples: number[] }>('connect-time', SOCKS, 'edge-b1', String(ECHO_PORT), String(BATCH))).samples)
+      const ct = await probe<{ samples: number[], replies: number[] }>('connect-time', SOCKS, 'edge-b1', String(ECHO_PORT), String(BATCH))
+      socksConnect.push(...ct.samples); socksReply.push(...ct.replies)
     }
 
     log(`${CONNS} concurrent SOCKS connections`)
     const conc = await probe<{ ok: number, failed: number, errors: Record<string, number>, allMs: number }>('concurrent', SOCKS, 'edge-b1', String(ECHO_PORT), String(CONNS), String(64 * 1024))
     const path = await pathNow()
+    const foreignLatency = await foreign.mark()
+    foreign.stop()
 
     const tunnelMbps = median(samples.tunnel)
     const socksMbps = median(samples.socks)
-    const scpMbps = median(samples.scp)
+    const scpMedian = median(samples.scp)
+    const scpOpenbsdMedian = median(samples.scpOpenbsd)
     const streamP50 = median(streamOpen)
     const socksP50 = median(socksConnect)
     const rows: string[][] = [
       ['tunnel stream, discard (floor)', `${r1(tunnelMbps)} Mbit/s`, '-', '-', '-'],
       ['SOCKS5 to the node\'s sink', `${r1(socksMbps)} Mbit/s`, `${r2(socksMbps / tunnelMbps)}x floor`, '>= 0.9x', socksMbps >= 0.9 * tunnelMbps ? 'met' : 'NOT MET'],
-      ['scp through edgemesh nc (OpenSSH)', `${r1(scpMbps)} Mbit/s`, `${r2(scpMbps / tunnelMbps)}x floor`, '-', '-'],
+      ['scp through edgemesh nc (OpenSSH)', `${r1(scpMedian)} Mbit/s`, `${r2(scpMedian / tunnelMbps)}x floor`, '-', '-'],
+      ['scp through OpenBSD nc -X 5 (reference)', `${r1(scpOpenbsdMedian)} Mbit/s`, `${r2(scpOpenbsdMedian / tunnelMbps)}x floor`, '-', '-'],
       ['stream open + first byte (floor)', `${r2(streamP50)} ms p50`, '-', '-', '-'],
       ['SOCKS connect + first byte', `${r2(socksP50)} ms p50`, `${r2(socksP50 / streamP50)}x floor`, '<= 1.5x', socksP50 <= 1.5 * streamP50 ? 'met' : 'NOT MET'],
       [`${CONNS} concurrent SOCKS connections`, `${conc.ok} ok in ${conc.allMs} ms`, '-', `${CONNS} of ${CONNS}`, conc.ok === CONNS ? 'met' : 'NOT MET']
     ]
     process.stdout.write(`\nSOCKS5 benchmark: a1 -> edge-b1 over ${path}; bulk ${BULK / MiB} MiB, scp ${SCP_BYTES / MiB} MiB, median of ${ROUNDS} interleaved rounds after a warm-up; ${streamOpen.length}/${socksConnect.length} latency samples; 2 cores shared by every process\n\n`)
     process.stdout.write(renderTable(['measure', 'value', 'ratio', 'target', ''], rows) + '\n')
-    process.stdout.write(`\nbulk samples Mbit/s: tunnel ${samples.tunnel.map(r1).join(' ')} | socks ${samples.socks.join(' ')} | scp ${samples.scp.map(r1).join(' ')}\n` +
+    process.stdout.write(`\nbulk samples Mbit/s: tunnel ${samples.tunnel.map(r1).join(' ')} | socks ${samples.socks.join(' ')} | scp ${samples.scp.map(r1).join(' ')} | scp with OpenBSD nc ${samples.scpOpenbsd.map(r1).join(' ')}\n` +
       `latency ms: stream open p50 ${r2(streamP50)} p90 ${r2(streamOpen.sort((a, b) => a - b)[Math.floor(streamOpen.length * 0.9)]!)}; socks connect p50 ${r2(socksP50)} p90 ${r2(socksConnect.sort((a, b) => a - b)[Math.floor(socksConnect.length * 0.9)]!)}\n` +
-      `concurrent: ${JSON.stringify(conc)}\n\n`)
+      `latency parts, p50 ms: floor = stream negotiation ${r2(median(negotiate))} + echo ${r2(median(echoRtt))}; SOCKS = up to the reply ${r2(median(socksReply))} (local handshake, stream to b1, b1 dials the target, its answer) + echo ${r2(median(socksConnect) - median(socksReply))}\n` +
+      `concurrent: ${JSON.stringify(conc)}\n` +
+      `agents' CPU (a1 + b1) per GiB moved: tunnel floor ${r2(median(cpuPerGiB.tunnel))} s, SOCKS ${r2(median(cpuPerGiB.socks))} s (the SOCKS client and the sink, separate processes, share the same 2 cores)\n` +
+      `foreign CPU (processes outside this lab): ${r1(foreignBulk.foreignPct)}% of the machine during the bulk rounds, ${r1(foreignLatency.foreignPct)}% during the latency and concurrency runs\n\n`)
     process.stdout.write(JSON.stringify({
       tunnel_raw_mbps: r1(tunnelMbps),
       socks_mbps: r1(socksMbps),
-      scp_mbps: r1(scpMbps),
+      scp_mbps: r1(scpMedian),
+      scp_openbsd_nc_mbps: r1(scpOpenbsdMedian),
       stream_open_p50_ms: r2(streamP50),
       socks_connect_p50_ms: r2(socksP50),
+      socks_reply_p50_ms: r2(median(socksReply)),
+      stream_negotiate_p50_ms: r2(median(negotiate)),
+      stream_echo_p50_ms: r2(median(echoRtt)),
       concurrent_ok: conc.ok,
-      path
+      path,
+      agents_cpu_s_per_gib_tunnel: r2(median(cpuPerGiB.tunnel)),
+      agents_cpu_s_per_gib_socks: r2(median(cpuPerGiB.socks)),
+      foreign_cpu_pct: r1(foreignBulk.foreignPct)
     }) + '\n')
   } finally {
     await mesh?.stop()

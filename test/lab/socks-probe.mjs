@@ -8,7 +8,7 @@
 //        them echoed back intact then FIN (target: tcp-echo); prints {"ok","failed","errors","allMs"}
 //   connect-time <proxy> <host> <port> <n>
 //        n sequential connections: connect -> handshake -> reply -> 1 byte echoed (target: tcp-echo);
-//        prints {"samples":[ms...]}
+//        prints {"samples":[ms to the echoed byte...],"replies":[ms to the SOCKS reply...]}
 //   bulk <proxy> <host> <port> <bytes>
 //        sends <bytes> then FIN to a sink, which answers with the count; prints {"bytes","ms","mbps"}
 //   sink <port>
@@ -110,17 +110,19 @@ if (mode === 'request') {
 } else if (mode === 'connect-time') {
   const [proxy, host, port, n] = args
   const samples = []
+  const replies = []
   for (let i = 0; i < Number(n); i++) {
     const t0 = performance.now()
     const h = await handshake(hostPort(proxy), 'connect', 'domain', host, Number(port))
     if (h.reply !== 0) throw new Error(`reply ${h.reply}`)
+    replies.push(+(performance.now() - t0).toFixed(2))
     h.sock.write(Buffer.from([42]))
     const b = await h.read(1)
     if (b == null || b[0] !== 42) throw new Error('no echo')
     samples.push(+(performance.now() - t0).toFixed(2))
     h.sock.destroy()
   }
-  console.log(JSON.stringify({ samples }))
+  console.log(JSON.stringify({ samples, replies }))
 } else if (mode === 'bulk') {
   const [proxy, host, port, bytes] = args
   const total = Number(bytes)
