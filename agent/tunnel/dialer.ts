@@ -60,11 +60,6 @@ export class Dialer {
   constructor (opts: DialerOptions) { this.opts = opts }
 
   /**
-   * Dials a peer over every path at once; resolves with the first connection. `addresses` (the
-   * operator's) are always dialled; `advertised` (the peer's own) only where they are on our
-   * LAN: whether the peer shares our public IP is not known before the relay's introduction.
-   */
-  /**
    * Dials until connected (dial-attempts.ts): fresh attempts beside one that hangs, another
    * shortly after one that found the peer absent; `clients()` (the relays answering now) is
    * asked for each attempt. Ends with the first connection, a refusal, or `signal`.
@@ -76,6 +71,12 @@ export class Dialer {
     }, { signal, retryable: (err) => err instanceof PeerAbsentError })
   }
 
+  /**
+   * Dials a peer over every path at once; resolves with the first connection. `addresses` (the
+   * operator's) are always dialled; `advertised` (the peer's own) only where they are on our
+   * LAN: whether the peer shares our public IP is not known before the relay's introduction.
+   * One attempt: throws PeerAbsentError when no relay holds a reservation for the peer.
+   */
   async dial (target: DialTarget, clients: RendezvousClient[], signal: AbortSignal): Promise<Connection> {
     const attempts: Array<Promise<Connection>> = []
     const ctx = { local: localIPv4(), sameSite: false }
