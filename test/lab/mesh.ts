@@ -18,6 +18,12 @@ const NODE = process.execPath
 export const NODE_FLAGS = ['--max-semi-space-size=2']
 /** the agent also compacts its heap once after bulk catalog loads (see agent/main.ts) */
 export const AGENT_NODE_FLAGS = [...NODE_FLAGS, '--expose-gc']
+/**
+ * the environment the manifests give the agent: glibc's mmap threshold fixed low, so freed
+ * buffers of 16 KiB and more go back to the OS at once instead of staying in the malloc heap
+ * (see bin/edgemesh-agent.js)
+ */
+export const AGENT_ENV: Record<string, string> = { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=16384' }
 
 export const SERVER_BIN = join(ROOT, 'bin/edgemesh-server.js')
 export const AGENT_BIN = join(ROOT, 'bin/edgemesh-agent.js')
@@ -144,7 +150,7 @@ export class Mesh {
   }
 
   async startAgent (a: MeshAgent): Promise<void> {
-    a.proc = this.lab.spawn(a.host, [NODE, ...AGENT_NODE_FLAGS, AGENT_BIN, '--config', a.configFile], { logFile: join(this.dir, `${a.host}.log`), ...(this.opts.agentEnv != null ? { env: this.opts.agentEnv } : {}) })
+    a.proc = this.lab.spawn(a.host, [NODE, ...AGENT_NODE_FLAGS, AGENT_BIN, '--config', a.configFile], { logFile: join(this.dir, `${a.host}.log`), env: { ...AGENT_ENV, ...this.opts.agentEnv } })
     await a.proc.waitForLine(/edgemesh-agent ready/, 20_000)
   }
 

@@ -267,6 +267,8 @@ describe('plain manifest: agent DaemonSet', () => {
     const c = container(agentDs(), 'agent')
     const env = (c.env as Obj[]).find((e) => e.name === 'NODE_NAME')
     expect(env?.valueFrom?.fieldRef?.fieldPath).toBe('spec.nodeName')
+    // freed traffic buffers go back to the OS (bin/edgemesh-agent.js, test/e2e/proxy-memory.test.ts)
+    expect((c.env as Obj[]).find((e) => e.name === 'GLIBC_TUNABLES')?.value).toBe('glibc.malloc.mmap_threshold=16384')
     expect(c.command).toEqual(['node'])
     expect(c.args.slice(0, 3)).toEqual(['--max-semi-space-size=2', '--expose-gc', 'bin/edgemesh-agent.js'])
     expect(argAfter(c.args, '--config')).toBe('/etc/edgemesh/agent.yaml')
