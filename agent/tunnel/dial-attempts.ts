@@ -1,6 +1,7 @@
 // One dial to a peer as a series of attempts (each: the relay's introduction and every leg,
 // dialer.ts), so a dial in progress never holds later requests hostage:
-//   - an attempt that has not connected after FRESH_AFTER_MS gets a fresh one beside it: the
+//   - an attempt that has not connected after FRESH_AFTER_MS (1 s; a live peer's dial takes tens of
+//     ms, a few hundred on a loaded machine) gets a fresh one beside it: the
 //     first may have been introduced to a stale registration (the peer's agent restarting), and
 //     the relay's next answer reflects the peer's new registration;
 //   - an attempt that failed because the peer is absent right now (no circuit reservation, the
@@ -10,10 +11,10 @@
 // The first connection wins; the other attempts are aborted (the winner's own legs go on and
 // may still open a better path). Requests that arrive meanwhile join the dial (tunnel.ts).
 
-export const FRESH_AFTER_MS = 1_500
+export const FRESH_AFTER_MS = 1_000
 export const RETRY_AFTER_MS = 250
-/** an attempt at an absent peer lasts up to ~6.5 s (punch, then circuit); this many never block a fresh one */
-export const MAX_CONCURRENT_ATTEMPTS = 5
+/** an attempt at an absent peer lasts up to ~6.5 s (punch, then circuit); this many rarely block a fresh one */
+export const MAX_CONCURRENT_ATTEMPTS = 6
 
 export interface AttemptSettings {
   freshAfterMs: number
