@@ -105,8 +105,10 @@ export async function restartUnderTraffic (lab: Lab, mesh: Mesh, opts: { host: s
 export function describeRestart (r: RestartReport): string {
   const rel = (t: number): string => `${((t - r.signalAt) / 1000).toFixed(2)} s`
   const failedAfterReady = r.failed.filter((f) => f.s >= r.readyAt)
+  const firstAfterReady = r.after.find((q) => q.s >= r.readyAt)
   return `${r.signal}: old agent gone at ${rel(r.exitedAt)}, new one spawned at ${rel(r.spawnedAt)} and ready at ${rel(r.readyAt)} (start-up ${r.startupMs} ms); ` +
     `first successful new request answered at ${rel(r.firstOkAfter.e)} (${r.firstOkAfter.e - r.readyAt} ms after ready, ${r.firstOkAfter.e - r.spawnedAt} ms after start); ` +
     `gap ${r.outageMs} ms with no successful response; ${r.failed.length} requests failed, ${failedAfterReady.length} of them started after ready` +
-    (failedAfterReady.length > 0 ? ` (last at ready + ${failedAfterReady.at(-1)!.s - r.readyAt} ms: ${failedAfterReady.at(-1)!.r})` : '')
+    (failedAfterReady.length > 0 ? ` (last at ready + ${failedAfterReady.at(-1)!.s - r.readyAt} ms: ${failedAfterReady.at(-1)!.r})` : '') +
+    (firstAfterReady != null ? `; the first request started after ready began at ready + ${firstAfterReady.s - r.readyAt} ms and took ${firstAfterReady.e - firstAfterReady.s} ms (${firstAfterReady.ok ? 'ok' : firstAfterReady.r})` : '')
 }
