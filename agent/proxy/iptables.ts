@@ -1,29 +1,10 @@
 // Running iptables for the proxy: which backend the host uses, atomic restores, the cheap hook
 // listing used on every sync, and iptables-save for start-up and clean shutdown. All the rule
 // text comes from rules.ts; this file only moves it to and from the kernel.
-import { spawn } from 'node:child_process'
+import { runCommand, type CommandResult } from './command-worker.ts'
 
 export type Backend = 'nft' | 'legacy'
-
-export interface CommandResult { code: number, stdout: string, stderr: string }
-
-export async function runCommand (cmd: string, args: string[], input?: string, timeoutMs = 60_000): Promise<CommandResult> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] })
-    const out: Buffer[] = []
-    const err: Buffer[] = []
-    const timer = setTimeout(() => { child.kill('SIGKILL') }, timeoutMs)
-    child.stdout.on('data', (b: Buffer) => out.push(b))
-    child.stderr.on('data', (b: Buffer) => err.push(b))
-    child.on('error', (e) => { clearTimeout(timer); reject(new Error(`${cmd}: ${e.message}`)) })
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() })
-    })
-    child.stdin.on('error', () => { /* the command exited without reading */ })
-    child.stdin.end(input ?? '')
-  })
-}
+export { runCommand, type CommandResult }
 
 const countRules = (saveText: string): number => saveText.split('\n').filter((l) => l.startsWith('-A ')).length
 

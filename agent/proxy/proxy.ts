@@ -5,7 +5,7 @@
 // same payload the filter rules that refuse service ports with no endpoint at all. Syncs are
 // incremental (only changed chains), with a full one at start and every hour; every sync
 // re-asserts our hooks at the top of nat PREROUTING, OUTPUT, POSTROUTING and filter INPUT,
-// FORWARD, OUTPUT (an incremental one just after its rules, beside the sync loop), and the
+// FORWARD, OUTPUT (an incremental one a little later, beside the sync loop), and the
 // periodic one also checks that our top chains hold what we wrote. After each sync the catalog
 // snapshot it applied is reported (onProgrammed): the node-local DNS answers a ClusterIP
 // Service's name only from then on. Pacing: sync-scheduler.ts.
@@ -17,6 +17,7 @@ import type { CatalogSnapshot } from '../catalog/store.ts'
 import type { KubeClient } from '../catalog/kube-client.ts'
 import type { TunnelApi } from '../tunnel/tunnel.ts'
 import { DestinationRuleWatcher } from './destination-rules.ts'
+import { closeCommandWorker } from './command-worker.ts'
 import { deleteUnNatedFlowsTo } from './conntrack.ts'
 import { detectBackend, Iptables, type Backend } from './iptables.ts'
 import { ServicePortListener } from './listener.ts'
@@ -38,6 +39,12 @@ const MAX_FLOW_CLEARS_PER_SYNC = 64
  * (two catalog commits a few ms apart) are both programmed at once, with room for one more.
  */
 const SYNC_BURST = 3
+/**
+ * How long after an incremental sync its hook check runs (restarted by each sync): its six
+ * iptables processes are forked by the agent's one thread, and on a busy node that stalled the
+ * first connections to the Service just programmed by 200-300 ms (bench:proxy programming).
+ */
+const HOOK_CHECK_DELAY_MS = 2_000
 const countRules = (listing: string): number => listing.split('\n').filter((l) => l.startsWith('-A ')).length
 
 export interface ProxyConfig {
@@ -104,6 +111,7 @@ export class ServiceProxy {
   private readonly scheduler: SyncScheduler
   /** the hook check running beside the sync loop, if any */
   private hookCheck: Promise<void> | undefined
+  private hookCheckTimer: NodeJS.Timeout | undefined
   private fullPending = true
   /** the next sync also checks that our top chain still holds what we wrote */
   private verifyNext = false
@@ -255,7 +263,7 @@ export class ServiceProxy {
     // node, and neither a new Service's rules (and so its name) nor the next sync (its
     // EndpointSlice's) may wait for them.
     const hooksAfter = !full && !verify
-    if (!hooksAfter) await this.hookCheck
+    if (!hooksAfter) { clearTimeout(this.hookCheckTimer); await this.hookCheck }
     const [fixes, top, reject] = await Promise.all([
       hooksAfter ? { nat: [], filter: [] } : this.hookFixes(),
       listOurs(servicesChain(prefix), 'nat'), listOurs(rejectChain(prefix), 'filter')
@@ -290,9 +298,12 @@ export class ServiceProxy {
     // the kernel holds this snapshot's rules now: its names may resolve
     try { this.opts.onProgrammed?.(snapshot) } catch (err) { this.opts.log.error({ err: (err as Error).message }, 'proxy: programmed-snapshot listener failed') }
     if (newlyProgrammed.length > 0) void this.clearStaleFlows(newlyProgrammed)
-    // (not while another change waits: that sync starts the check instead; the periodic
-    // verifying sync repairs the hooks in any case)
-    if (hooksAfter && !this.scheduler.pending) this.checkHooksInBackground()
+    // (a while later, once per burst; the periodic verifying sync repairs the hooks in any case)
+    if (hooksAfter) {
+      clearTimeout(this.hookCheckTimer)
+      this.hookCheckTimer = setTimeout(() => { this.hookCheckTimer = undefined; this.checkHooksInBackground() }, HOOK_CHECK_DELAY_MS)
+      this.hookCheckTimer.unref()
+    }
 
     // listeners no rule points at any more
     for (const [id, l] of this.listeners) {
@@ -363,6 +374,7 @@ export class ServiceProxy {
     clearInterval(this.resyncTimer)
     await this.rulesWatcher?.stop()
     await syncsDone
+    clearTimeout(this.hookCheckTimer)
     await this.hookCheck
     if (opts.removeRules ?? this.opts.config.cleanupOnExit) {
       try {
@@ -377,5 +389,6 @@ export class ServiceProxy {
     await Promise.all([...this.listeners.values(), ...this.retiring].map(async (l) => { await l.close() }))
     this.listeners.clear()
     this.remote.stop()
+    await closeCommandWorker()
   }
 }

@@ -88,9 +88,6 @@ export class SyncScheduler {
     this.pacer = new SyncPacer(opts, this.timers.now())
   }
 
-  /** A change arrived since the running (or last) sync started: another sync will follow. */
-  get pending (): boolean { return this.dirty }
-
   /** Something changed: a sync will start at once, or when the pacing allows, or after the running one. */
   request (): void {
     if (this.stopped) return
