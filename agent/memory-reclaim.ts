@@ -3,7 +3,7 @@
 // survived two scavenges (data that waited in a paused stream) are freed only by a major GC,
 // which an idle agent may not run for minutes, so their malloc memory stayed resident
 // (issue 11: RSS 100 -> 580 MB after 1 GiB, V8 heap unchanged at ~30 MB). When the RSS has
-// grown well past its floor, one memory-reducing GC frees them; with glibc's mmap threshold
+// grown 8 MiB past its floor, one memory-reducing GC frees them; with glibc's mmap threshold
 // lowered (bin/edgemesh-agent.js, the manifests), the freed buffers go back to the OS at once.
 // Cheap and bounded: one RSS read (a /proc read) per tick, at most one GC per cooldown, and the
 // cooldown doubles (up to maxCooldownMs) while GCs do not bring the RSS back, i.e. while traffic
@@ -14,7 +14,7 @@ type GcOptions = { type: 'major', execution: 'sync', flavor: 'last-resort' }
 export interface MemoryReclaimOptions {
   /** how often the RSS is read (default 5 s) */
   intervalMs?: number
-  /** a GC runs when the RSS exceeds the lowest post-GC RSS by more than this (default 16 MiB) */
+  /** a GC runs when the RSS exceeds the lowest post-GC RSS by more than this (default 8 MiB) */
   growthBytes?: number
   /** the longest wait between two GCs while they do not help (default 20 s) */
   maxCooldownMs?: number
@@ -38,7 +38,7 @@ export function shouldReclaim (rss: number, floor: number, growthBytes: number, 
 /** Starts the periodic check; a no-op (but still stoppable) without `node --expose-gc`. */
 export function startMemoryReclaim (opts: MemoryReclaimOptions = {}): { stop: () => void, state: () => MemoryReclaimState } {
   const intervalMs = opts.intervalMs ?? 5_000
-  const growth = opts.growthBytes ?? 16 * 2 ** 20
+  const growth = opts.growthBytes ?? 8 * 2 ** 20
   const maxCooldown = opts.maxCooldownMs ?? 20_000
   const rss = opts.rss ?? (() => process.memoryUsage.rss())
   const now = opts.now ?? Date.now

@@ -81,3 +81,19 @@ export async function memBackUnder (pid: number, limitMb: number, timeoutMs: num
 export function fmtMem (s: MemSample | undefined): string {
   return s == null ? '-' : `${s.rssMb} MiB (anon ${s.anonMb}, file ${s.fileMb})`
 }
+
+/** Where the anonymous memory sits (/proc/<pid>/smaps): glibc's brk heap, other anonymous mappings (mmapped chunks, thread arenas, V8's pages), MiB. */
+export async function anonMappings (pid: number): Promise<{ brkHeapMb: number, otherAnonMb: number, mappings: number }> {
+  const text = await readFile(`/proc/${pid}/smaps`, 'utf8')
+  let name = ''
+  let brk = 0; let other = 0; let mappings = 0
+  for (const line of text.split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line)
+    if (head != null) { name = head[1]!; continue }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line)
+    if (rss == null) continue
+    if (name === '[heap]') brk += Number(rss[1])
+    else if (name === '') { other += Number(rss[1]); mappings++ }
+  }
+  return { brkHeapMb: mib(brk), otherAnonMb: mib(other), mappings }
+}
