@@ -47,6 +47,8 @@ export interface UdxDial {
   initiator: boolean
   path: Extract<PathKind, 'direct-udp' | 'relay-udp'>
   signal: AbortSignal
+  /** a silence this explains is not the peer's (liveness.ts `excused`): a relayed path's relay not answering either */
+  silenceExcused?: (silentMs: number) => boolean
 }
 
 export class DgramTransport {
@@ -117,7 +119,7 @@ export class DgramTransport {
       // noise responder and multistream listener
       const conn = await this.components.upgrader.upgradeOutbound(maConn, { signal: AbortSignal.any([d.signal, noAnswer.signal]), initiator: d.initiator })
       this.paths.set(conn.id, { path: d.path, remote: d.remote, stream })
-      const unwatch = this.watch(conn, d.path, stream)
+      const unwatch = this.watch(conn, d.path, stream, d.silenceExcused)
       conn.addEventListener('close', () => { this.paths.delete(conn.id); unwatch() }, { once: true })
       this.onConnection(conn, d.path)
       return conn
@@ -130,11 +132,12 @@ export class DgramTransport {
   }
 
   /** Liveness (liveness.ts): udx packets (acks included) are the evidence, a yamux ping the probe. */
-  private watch (conn: Connection, path: PathKind, stream: UdxStream): () => void {
+  private watch (conn: Connection, path: PathKind, stream: UdxStream, excused?: (silentMs: number) => boolean): () => void {
     const muxer = (conn as unknown as { muxer?: { ping?: () => Promise<number> } }).muxer
     return this.liveness.watch({
       received: () => stream.packetsReceived,
       probe: () => { muxer?.ping?.().catch(() => {}) },
+      ...(excused != null ? { excused } : {}),
       dead: (silentMs) => {
         this.onDeadPath(conn, path, 'silent', silentMs)
         conn.abort(new Error(`${path}: the peer stopped answering (silent for ${Math.round(silentMs)} ms)`))

@@ -141,7 +141,9 @@ export class Dialer {
     if (info.relayLocalId !== 0) {
       all.push(node.services.dgram.dial({
         remotePeer: peerId, remote: client.endpoint, localId: info.relayLocalId, remoteId: info.relayRemoteId,
-        initiator: info.initiator, path: 'relay-udp', signal: AbortSignal.any([signal, relayAbort.signal])
+        initiator: info.initiator, path: 'relay-udp', signal: AbortSignal.any([signal, relayAbort.signal]),
+        // the relay silent too: its restart (boot id) or loss (missed keepalives) closes the path, naming the relay
+        silenceExcused: (silentMs) => !client.answeredWithin(silentMs)
       }))
     }
     let holeOpen = false

@@ -49,6 +49,12 @@ export interface LivenessTarget {
   probe: () => void
   /** the peer stopped answering; called once, after which the target is no longer watched */
   dead: (silentMs: number) => void
+  /**
+   * true when the silence has another explanation that is handled elsewhere (a relayed path
+   * whose relay stopped answering too: its restart or its loss closes the path with that cause);
+   * asked again on every tick while it lasts
+   */
+  excused?: (silentMs: number) => boolean
 }
 
 export interface LivenessTimers {
@@ -102,7 +108,10 @@ export class LivenessMonitor {
     for (const [target, state] of [...this.watched]) {
       const { state: next, action } = livenessStep(state, target.received(), elapsed, this.settings)
       this.watched.set(target, next)
-      if (action === 'probe') target.probe()
+      if (action === 'probe' || (action === 'dead' && target.excused?.(next.silentMs) === true)) {
+        target.probe() // excused: keep asking, an answer clears the silence
+        continue
+      }
       if (action === 'dead') {
         this.unwatch(target)
         target.dead(next.silentMs)

@@ -67,6 +67,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   bootId: number | null = null
   up = false
   lastRttMs: number | null = null
+  /** when the relay last accepted our registration (monotonic ms) */
+  private lastAnswerAt = -Infinity
   private readonly opts: RendezvousClientOptions
   private keepaliveMs: number
   private timer: NodeJS.Timeout | undefined
@@ -135,6 +137,11 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.emit('state', up)
   }
 
+  /** Whether the relay answered a registration of ours within the last `ms`. */
+  answeredWithin (ms: number): boolean {
+    return performance.now() - this.lastAnswerAt <= ms
+  }
+
   /** Resolves once registered, or false after timeoutMs (UDP blocked or relay down). */
   async waitUp (timeoutMs: number): Promise<boolean> {
     if (this.up) return true
@@ -157,6 +164,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     switch (m.type) {
       case 'registered': {
         this.misses = 0
+        this.lastAnswerAt = performance.now()
         this.lastRttMs = this.lastRegisterSentAt > 0 ? performance.now() - this.lastRegisterSentAt : null
         const restarted = this.bootId !== null && this.bootId !== m.bootId
         this.bootId = m.bootId

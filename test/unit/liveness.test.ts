@@ -110,4 +110,18 @@ describe('LivenessMonitor', () => {
     expect(timers.fns.size).toBe(0)
     mon.stop()
   })
+
+  it('an excused silence (the relay is down too) is not declared dead until the excuse ends', () => {
+    const timers = new FakeTimers()
+    const mon = new LivenessMonitor(S, timers)
+    const c = target()
+    let relayDown = true
+    mon.watch({ ...c.t, excused: () => relayDown })
+    timers.advance(10_000)
+    expect(c.silent).toBeNull()
+    expect(c.probes).toBeGreaterThan(10)
+    relayDown = false
+    timers.advance(500)
+    expect(c.silent).toBe(10_500)
+  })
 })
