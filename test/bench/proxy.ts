@@ -20,6 +20,9 @@
 //   programming_p50/p99_ms 20 Services written one by one -> first successful request from the
 //                          client pod (a1), endpoint on b1; dns_visible_p50_ms: -> the name first
 //                          resolving on a1, the floor (proxy-programming.ts)
+//   rss_idle_mb / rss_after_traffic_mb  the agents' RSS settled before the traffic phases, and polled
+//                          after them until back within 20 MiB of idle (60 s at most); the agent
+//                          that grew most (proxy-rss.ts)
 // Throughput and latency go in alternating rounds (medians), so machine noise lands on every path;
 // the restore floor and the sync alternate too. Targets are ratios to the floors. Also reported:
 // agent and machine CPU per GiB on the remote and raw paths (where a lost ratio goes), the tunnel
@@ -41,6 +44,7 @@ import { renderTable } from '../../shared/table.ts'
 import { ForeignLoad, machineCpu, procCpu } from './machine-load.ts'
 import { measureRestartGap, RESTART_GAP_TARGET_MS } from './proxy-restart.ts'
 import { measureProgramming } from './proxy-programming.ts'
+import { rssAfterTraffic, rssFields, rssIdle, rssRow } from './proxy-rss.ts'
 
 const num = (name: string, dflt: number): number => { const v = Number(process.env[name] ?? dflt); if (!Number.isInteger(v) || v <= 0) throw new Error(`${name}: positive integer`); return v }
 const ROUNDS = num('EDGEMESH_BENCH_PROXY_ROUNDS', 3)
@@ -192,6 +196,9 @@ async function main (): Promise<void> {
     }
     const path = (await K.mesh.status('a1')).peers.find((p: any) => p.node === 'edge-b1')?.path as string
     log(`ready: local ClusterIP ${ips.local}, remote ClusterIP ${ips.remote}, a1 -> b1 over ${path}`)
+    const agentPids = { a1: K.mesh.agent('a1').proc.pid, b1: K.mesh.agent('b1').proc.pid }
+    const rssIdleMb = await rssIdle(agentPids) // before any traffic phase (proxy-rss.ts)
+    log(`agent RSS idle: a1 ${rssIdleMb.a1!.rssMb} MiB, b1 ${rssIdleMb.b1!.rssMb} MiB`)
 
     const pid = (host: string): number | undefined => K.mesh.agent(host).proc.pid
     const cpuSnap = async (): Promise<CpuSnap> => ({ at: performance.now(), a1: await procCpu(pid('a1')), b1: await procCpu(pid('b1')), machine: await machineCpu() })
@@ -274,6 +281,8 @@ async function main (): Promise<void> {
 
     await endPhase('concurrency')
     foreign.stop()
+    const rssAfter = await rssAfterTraffic(agentPids, rssIdleMb) // the traffic phases are over: back near idle within 60 s?
+    log(`agent RSS after the traffic: ${rssRow(rssAfter)[2]}`)
     log('programming: 20 Services one by one, each polled from client (a1) from its write, endpoint server-remote (b1)')
     const programming = await measureProgramming({ lab: L, k: K, client: pods.client, server: pods.remote, port: HTTP_PORT, expect: 'server-remote', namespace: NS, log })
     const restart = await measureRestartGap(L, K, { host: 'b1', client: pods.client, url: url(ips.remote, 80), log })
@@ -319,6 +328,7 @@ async function main (): Promise<void> {
       ['iptables_restore_10k_ms (restore alone)', ipt.restore_ms.toFixed(0), samples(ipt.samples.restore), '-', '-', '-'],
       ['iptables_sync_10k_ms (agent full sync)', ipt.sync_ms.toFixed(0), samples(ipt.samples.sync), 'restore alone', `${ratios.sync.toFixed(2)}x`, `<= 1.5x: ${mark(met.sync)}`],
       ['restart_gap_ms (b1 SIGTERM -> first new success, minus start-up)', String(restart.restart_gap_ms), `SIGTERM -> ok ${restart.restart_signal_to_ok_ms} ms, start-up ${restart.restart_startup_ms} ms`, '-', '-', `<= ${RESTART_GAP_TARGET_MS}: ${mark(restart.restart_gap_ms <= RESTART_GAP_TARGET_MS)}`],
+      rssRow(rssAfter),
       ['programming_p99_ms (Service written -> first success, other node)', String(programming.programming_p99_ms), `p50 ${programming.programming_p50_ms}; dns_visible_p50_ms ${programming.dns_visible_p50_ms}`, 'dns_visible_p50', `+${programming.programming_p99_ms - programming.dns_visible_p50_ms} ms`, `<= 500 and <= floor + 300: ${mark(programming.targets.p99_500 && programming.targets.p99_floor_300)}`]
     ]) + '\n\n')
     process.stdout.write(`CPU per GiB moved (sums over the rounds): machine ${perGib('remote').toFixed(2)} s through the proxy vs ${perGib('raw').toFixed(2)} s raw tunnel (${(perGib('remote') / perGib('raw')).toFixed(2)}x); ` +
@@ -356,6 +366,7 @@ async function main (): Promise<void> {
       cpu_s_per_gib_raw: r2(perGib('raw')),
       agent_rss_mib_a1: agentRss.a1,
       agent_rss_mib_b1: agentRss.b1,
+      ...rssFields(rssAfter),
       ...restart,
       programming_p50_ms: programming.programming_p50_ms,
       programming_p99_ms: programming.programming_p99_ms,
