@@ -155,8 +155,9 @@ describe('ClusterIP proxy (lab + real apiserver)', () => {
     // (where a default yamux window overflowed the 4 MiB read buffer). Downloads and uploads at
     // once: each direction's window updates travel behind the other's data (they waited seconds
     // behind a connection write buffer that held every window, and new streams' headers timed
-    // out). Paths run one after the other so a failure names its path: ~20-30 s each on an idle
-    // 2-core machine; the generous limits are for a CI machine shared with other jobs.
+    // out). Paths run one after the other so a failure names its path. Each moves 800 MB through
+    // two agents: 27-30 s per path on an idle 2-core machine, 145-200 s when it is shared with
+    // other e2e runs (load ~20), hence the generous limits.
     const MB = 50_000_000
     const file = join(tmpdir(), `edgemesh-proxy-blob-${process.pid}.bin`)
     const blob = randomBytes(MB)
