@@ -414,9 +414,9 @@ export class ProxyRefusedError extends Error {
 
 /** Opens a proxy stream to `node` for an endpoint and waits for its OK (ProxyRefusedError otherwise). */
 export async function openProxyStream (tunnel: TunnelApi, node: string, req: ProxyRequest, timeoutMs: number): Promise<{ stream: Stream, rest: Uint8Array }> {
-  const stream = await tunnel.openStream(node, PROXY_PROTOCOL, { signal: AbortSignal.timeout(timeoutMs) })
+  // the request rides with the protocol proposal (optimistic select): one round trip to the OK
+  const stream = await tunnel.openStream(node, PROXY_PROTOCOL, { signal: AbortSignal.timeout(timeoutMs), firstData: encodeRequest(req) })
   try {
-    stream.send(encodeRequest(req))
     const { value: status, rest } = await readPrefix(stream, (b) => ({ value: b[0]!, length: 1 }), timeoutMs)
     if (status !== ProxyStatus.OK) throw new ProxyRefusedError(node, status)
     return { stream, rest }

@@ -226,7 +226,8 @@ export class Socks5Server {
     if (nodeKind === 'no-agent') throw new Refusal('node-unreachable', Reply.NETWORK_UNREACHABLE, `node ${t.node} has no edgemesh agent in the peer directory`)
     let stream: Stream
     try {
-      stream = await this.opts.tunnel.openStream(t.node, SOCKS5_NODE_PROTOCOL, { signal })
+      // the request rides with the protocol proposal: one tunnel round trip to the node's answer
+      stream = await this.opts.tunnel.openStream(t.node, SOCKS5_NODE_PROTOCOL, { signal, firstData: encodeNodeRequest({ node: t.node, port: t.port }) })
     } catch (err) {
       // no tunnel within the deadline: the node is offline (its record not yet expired, so the
       // dial could not fail fast), not a slow target
@@ -237,7 +238,6 @@ export class Socks5Server {
       throw new Refusal('node-unreachable', Reply.NETWORK_UNREACHABLE, `node ${t.node} cannot be reached over the tunnel: ${e.message}`)
     }
     try {
-      stream.send(encodeNodeRequest({ node: t.node, port: t.port }))
       const left = Math.max(1, this.opts.connectTimeoutMs)
       const { value: status, rest } = await abortable(readPrefix(stream, (b) => ({ value: b[0]!, length: 1 }), left), signal)
       if (status !== NodeStatus.OK) throw refusalOfNodeStatus(status as NodeStatus, t.node, `node ${t.node} answered ${nodeStatusName(status)}`)

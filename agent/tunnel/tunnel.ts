@@ -29,6 +29,7 @@ import { Dialer, rejectAfter } from './dialer.ts'
 import { RendezvousClient } from './rendezvous-client.ts'
 import { readExactly, readStream, send } from './stream-io.ts'
 import { explainPingFailure, formatFailedPhases, RECENT_RESTART_MS, round, rttSummary, type ConnectionOrigin, type PingFailure, type PingPhase, type PingResult, type RelayDrop } from './ping-outcome.ts'
+import { muxerOf, openOptimistic } from './optimistic-select.ts'
 
 export type { PingResult } from './ping-outcome.ts'
 
@@ -74,9 +75,16 @@ const DIAL_TIMEOUT_MS = 15_000
 /** A connection on a worse path with no streams is closed once the better one is this old. */
 const IDLE_RELAY_CLOSE_MS = 10_000
 
+export interface OpenStreamOptions { signal?: AbortSignal, firstData?: Uint8Array }
+
 /** The small interface other capabilities (proxy, socks5) use. */
 export interface TunnelApi {
-  openStream: (node: string, protocol: string, opts?: { signal?: AbortSignal }) => Promise<Stream>
+  /**
+   * firstData: sent in the same flight as the protocol proposal (optimistic multistream-select,
+   * optimistic-select.ts): a request/answer protocol saves a round trip. Resolves once the peer
+   * accepted the protocol either way; UnsupportedProtocolError when it does not serve it.
+   */
+  openStream: (node: string, protocol: string, opts?: OpenStreamOptions) => Promise<Stream>
   /** maxStreams: concurrent streams per connection for this protocol, each way (default 1024) */
   handle: (protocol: string, handler: (stream: Stream, peer: { node: string, peerId: string }) => void, opts?: { maxStreams?: number }) => Promise<void>
 }
@@ -339,9 +347,18 @@ export class Tunnel implements TunnelApi {
     return { conn, origin }
   }
 
-  async openStream (nodeName: string, protocol: string, opts: { signal?: AbortSignal } = {}): Promise<Stream> {
+  async openStream (nodeName: string, protocol: string, opts: OpenStreamOptions = {}): Promise<Stream> {
     const conn = await this.connection(nodeName, opts.signal)
-    return await conn.newStream(protocol, { runOnLimitedConnection: true, ...(opts.signal != null ? { signal: opts.signal } : {}) })
+    const signalOpt = opts.signal != null ? { signal: opts.signal } : {}
+    if (opts.firstData != null) {
+      const muxer = muxerOf(conn)
+      if (muxer != null) return await openOptimistic(muxer, protocol, opts.firstData, signalOpt)
+      // a closing connection: newStream() fails as usual
+      const stream = await conn.newStream(protocol, { runOnLimitedConnection: true, ...signalOpt })
+      stream.send(opts.firstData)
+      return stream
+    }
+    return await conn.newStream(protocol, { runOnLimitedConnection: true, ...signalOpt })
   }
 
   async handle (protocol: string, handler: (stream: Stream, peer: { node: string, peerId: string }) => void, opts: { maxStreams?: number } = {}): Promise<void> {

@@ -17,7 +17,7 @@ import { ServicePortListener } from '../../agent/proxy/listener.ts'
 import { ProxyMetrics } from '../../agent/proxy/metrics.ts'
 import type { ServicePortPlan } from '../../agent/proxy/plan.ts'
 import { decodeRequest, ProxyStatus } from '../../agent/proxy/wire.ts'
-import type { TunnelApi } from '../../agent/tunnel/tunnel.ts'
+import type { OpenStreamOptions, TunnelApi } from '../../agent/tunnel/tunnel.ts'
 import { Metrics } from '../../shared/metrics.ts'
 import { createLogger } from '../../shared/logging.ts'
 import { MAX_STREAM_WINDOW_BYTES, meshYamuxOptions } from '../../shared/yamux.ts'
@@ -258,8 +258,9 @@ describe('the agent side of a service port', () => {
   /** A tunnel whose peer answers every proxy request with `status` (over real yamux streams). */
   function tunnelAnswering (status: number, asked: string[]): TunnelApi {
     return {
-      openStream: async (node: string) => {
+      openStream: async (node: string, _protocol: string, opts?: OpenStreamOptions) => {
         const [outbound, inbound] = await yamuxStreamPair()
+        if (opts?.firstData != null) outbound.send(opts.firstData)
         void readPrefix(inbound, (b) => { const d = decodeRequest(b); return typeof d === 'string' ? d : { value: d.request, length: d.length } }, 1_000).then(({ value }) => {
           asked.push(`${node} ${value.ip}:${value.port}`)
           inbound.send(Uint8Array.of(status)); void inbound.close()
@@ -322,8 +323,9 @@ describe('the agent side of a service port', () => {
 /** A tunnel whose peer says OK and echoes the stream back. */
 function tunnelEcho (): TunnelApi {
   return {
-    openStream: async () => {
+    openStream: async (_node: string, _protocol: string, opts?: OpenStreamOptions) => {
       const [outbound, inbound] = await yamuxStreamPair()
+      if (opts?.firstData != null) outbound.send(opts.firstData)
       void readPrefix(inbound, (b) => { const d = decodeRequest(b); return typeof d === 'string' ? d : { value: d.request, length: d.length } }, 1_000).then(({ rest }) => {
         inbound.send(Uint8Array.of(ProxyStatus.OK))
         if (rest.length > 0) inbound.send(rest)

@@ -20,7 +20,7 @@ import { readPrefix } from '../../agent/proxy/pipe.ts'
 import { ProxyMetrics } from '../../agent/proxy/metrics.ts'
 import { RemoteServer } from '../../agent/proxy/remote.ts'
 import { PROXY_PROTOCOL } from '../../agent/proxy/wire.ts'
-import type { TunnelApi } from '../../agent/tunnel/tunnel.ts'
+import type { OpenStreamOptions, TunnelApi } from '../../agent/tunnel/tunnel.ts'
 import { AUTH_FAILED, socks5Connect, Socks5ReplyError, type ConnectOptions } from '../../agent/socks5/client.ts'
 import { credentialVerifier } from '../../agent/socks5/auth.ts'
 import { Socks5Metrics } from '../../agent/socks5/metrics.ts'
@@ -91,7 +91,7 @@ class Mesh {
   readonly silent = new Set<string>()
   tunnel (self: string): TunnelApi {
     return {
-      openStream: async (node: string, protocol: string, opts?: { signal?: AbortSignal }) => {
+      openStream: async (node: string, protocol: string, opts?: OpenStreamOptions) => {
         if (this.offline.has(node)) throw new Error(`cannot reach ${node}: hole punching failed (symmetric NAT or UDP filtered); relay-tcp failed (no reservation)`)
         if (this.silent.has(node)) {
           return await new Promise<Stream>((_resolve, reject) => { opts?.signal?.addEventListener('abort', () => { reject(opts.signal!.reason) }) })
@@ -99,6 +99,7 @@ class Mesh {
         const h = this.handlers.get(node)?.get(protocol)
         if (h == null) { const e = new Error(`Protocol selection failed - could not negotiate ${protocol}`); e.name = 'UnsupportedProtocolError'; throw e }
         const [out, inbound] = await yamuxStreamPair()
+        if (opts?.firstData != null) out.send(opts.firstData)
         h(inbound, { node: self, peerId: `peer-${self}` })
         return out
       },
