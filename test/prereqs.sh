@@ -6,8 +6,17 @@
 #
 #   bash test/prereqs.sh [group...]    groups: lab (default), controlplane (default), dnsperf
 #
-# Uses only bash builtins besides `id`, `apt-get` and `go`, all looked up in PATH, so a test can
-# run it with a PATH of stubs (test/unit/prereqs.test.ts).
+# Uses only bash builtins besides `id`, `apt-get`, `go` and `systemctl`, all looked up in PATH, so
+# a test can run it with a PATH of stubs (test/unit/prereqs.test.ts), and /bin/chmod and /bin/rm
+# for its temporary policy-rc.d.
+#
+# No daemon starts because of this install: Debian's postinst scripts start (and enable) the
+# services they ship, and openssh-server would start the host's own sshd on port 22 on a fresh VM
+# (the labs run their own sshd in their namespaces). During apt-get install a policy-rc.d that
+# answers 101 ("action forbidden") holds every start (invoke-rc.d and deb-systemd-invoke ask it);
+# it is removed afterwards, also on failure or interrupt, and only if this script created it (an
+# admin's own policy-rc.d stays and decides). openssh-server installed here is then disabled
+# (ssh.service, ssh.socket), so it does not start at the next boot either.
 set -euo pipefail
 
 # group  command (checked in PATH)  Debian package
@@ -37,6 +46,7 @@ GO_RELEASE=1.26.8               # what the install hint downloads
 LOCAL_GO=${EDGEMESH_LOCAL_GO:-/usr/local/go/bin/go}   # where build.sh looks when go is not in PATH
 CP_BIN=${EDGEMESH_BIN:-$HOME/.cache/edgemesh/bin}
 SBIN_DIRS=${EDGEMESH_SBIN_DIRS:-/usr/local/sbin /usr/sbin /sbin}   # installed but maybe not in a user's PATH
+POLICY_RC_D=${EDGEMESH_POLICY_RC_D:-/usr/sbin/policy-rc.d}           # where invoke-rc.d looks (a test points it elsewhere)
 
 fail() { echo "test prerequisites: $*" >&2; exit 1; }
 
@@ -73,6 +83,23 @@ check_go() {
   fail "Go >= 1.$GO_MIN_MINOR is needed once to build the control plane binaries (test/controlplane/build.sh), $go says '${version:-nothing}'; $hint (and put /usr/local/go/bin first in PATH)"
 }
 
+# Holds service starts during our apt install (see the top); release_services undoes it.
+created_policy=
+hold_services() {
+  [ -e "$POLICY_RC_D" ] && return 0
+  printf '#!/bin/sh\n# written by edgemesh test/prereqs.sh for its apt-get install, removed afterwards:\n# the packages it installs must not start their daemons (101 = action forbidden)\nexit 101\n' > "$POLICY_RC_D" \
+    || fail "cannot write $POLICY_RC_D (it keeps installed daemons from starting)"
+  created_policy=1
+  /bin/chmod 755 "$POLICY_RC_D" || fail "cannot make $POLICY_RC_D executable"
+}
+release_services() {
+  [ -n "$created_policy" ] || return 0
+  created_policy=
+  /bin/rm -f "$POLICY_RC_D"
+}
+trap release_services EXIT
+trap 'release_services; exit 130' INT TERM HUP
+
 install_cmd() { echo "apt-get update && apt-get install -y --no-install-recommends $*"; }
 
 # Installed, but PATH lacks the sbin directories (the labs look tools up in PATH too).
@@ -100,8 +127,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "test prerequisites: installing ${packages[*]} (missing ${missing[*]})" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q </dev/null >&2 || fail "apt-get update failed; run: $(install_cmd "${packages[*]}")"
+  hold_services
   apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${packages[@]}" </dev/null >&2 \
     || fail "apt-get install failed; run: $(install_cmd "${packages[*]}")"
+  release_services
+  for p in "${packages[@]}"; do
+    if [ "$p" = openssh-server ] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --quiet ssh.service ssh.socket </dev/null >/dev/null 2>&1 || true
+      echo "test prerequisites: openssh-server installed for the labs; its ssh service stays disabled and stopped (the labs run their own sshd)" >&2
+    fi
+  done
   scan
   [ "${#missing[@]}" -eq 0 ] || fail "installed the packages but ${missing[*]} still not in PATH ($PATH)"
 fi

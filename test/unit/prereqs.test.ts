@@ -17,6 +17,8 @@ let dir: string
 let bin: string
 let repo: string
 let log: string
+let services: string
+let policy: string
 
 function stub (path: string, body = 'exit 0'): void {
   writeFileSync(path, `#!/bin/sh\n${body}\n`)
@@ -26,12 +28,17 @@ function stub (path: string, body = 'exit 0'): void {
 // The lab tools on the fake PATH, all but `without`; a fake `id -u` saying `uid`; a fake apt-get
 // (unless apt is false) that logs its arguments and environment and "installs" a package by
 // copying the commands in repo/<package>/ onto the fake PATH.
-function machine (opts: { without?: string[], uid?: number, apt?: boolean, go?: string }): void {
+// The fake apt-get also notes in services.log what the policy-rc.d said while it ran (as
+// invoke-rc.d would ask it), and `installFails` makes its install fail; a fake systemctl logs there too.
+function machine (opts: { without?: string[], uid?: number, apt?: boolean, go?: string, installFails?: boolean }): void {
   for (const t of LAB_TOOLS) if (!(opts.without ?? []).includes(t)) stub(join(bin, t))
   stub(join(bin, 'id'), `echo ${opts.uid ?? 0}`)
+  stub(join(bin, 'systemctl'), `echo "systemctl $*" >> ${services}`)
   if (opts.apt !== false) {
     stub(join(bin, 'apt-get'), [
       `echo "DEBIAN_FRONTEND=$DEBIAN_FRONTEND stdin=$(/bin/readlink /proc/$$/fd/0) $*" >> ${log}`,
+      `if [ -x ${policy} ]; then ${policy}; echo "$1: policy-rc.d exits $?" >> ${services}; else echo "$1: no policy-rc.d" >> ${services}; fi`,
+      opts.installFails === true ? 'if [ "$1" = install ]; then exit 100; fi' : '',
       'if [ "$1" = install ]; then for p in "$@"; do [ -d "' + repo + '/$p" ] && /bin/cp "' + repo + '/$p"/* "' + bin + '/"; done; fi',
       'exit 0'
     ].join('\n'))
@@ -46,7 +53,7 @@ function repoPackage (pkg: string, commands: string[]): void {
 
 function run (args: string[], env: Record<string, string> = {}): { status: number | null, stderr: string, apt: string[] } {
   const r = spawnSync('/bin/bash', [SCRIPT, ...args], {
-    env: { PATH: bin, HOME: dir, EDGEMESH_BIN: join(dir, 'cp-bin'), EDGEMESH_LOCAL_GO: join(dir, 'no-go'), EDGEMESH_SBIN_DIRS: join(dir, 'sbin'), ...env },
+    env: { PATH: bin, HOME: dir, EDGEMESH_BIN: join(dir, 'cp-bin'), EDGEMESH_LOCAL_GO: join(dir, 'no-go'), EDGEMESH_SBIN_DIRS: join(dir, 'sbin'), EDGEMESH_POLICY_RC_D: policy, ...env },
     input: '', // stdin is a pipe: apt-get must get /dev/null from the script itself
     encoding: 'utf8'
   })
@@ -57,6 +64,7 @@ function run (args: string[], env: Record<string, string> = {}): { status: numbe
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'prereqs-'))
   bin = join(dir, 'bin'); repo = join(dir, 'repo'); log = join(dir, 'apt.log')
+  services = join(dir, 'services.log'); policy = join(dir, 'policy-rc.d')
   mkdirSync(bin); mkdirSync(repo); mkdirSync(join(dir, 'sbin'))
 })
 afterEach(() => { rmSync(dir, { recursive: true, force: true }) })
@@ -82,6 +90,47 @@ describe('test prerequisites (test/prereqs.sh)', () => {
     expect(r.status, r.stderr).toBe(0)
     expect(r.apt.at(-1)).toBe(`DEBIAN_FRONTEND=noninteractive stdin=/dev/null ${APT_INSTALL.join(' ')} iptables dnsutils dnsmasq-base dnsperf`)
     expect(r.apt).toHaveLength(2)
+  })
+
+  describe('no daemon starts because of the install (openssh-server would start the host\'s sshd on :22)', () => {
+    const servicesLog = (): string[] => existsSync(services) ? readFileSync(services, 'utf8').trim().split('\n') : []
+
+    it('a policy-rc.d answering 101 while apt-get install runs, removed afterwards; the ssh service it installed is disabled', () => {
+      machine({ without: ['sshd'] })
+      repoPackage('openssh-server', ['sshd'])
+      const r = run(['lab'])
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.apt.at(-1)).toBe(`DEBIAN_FRONTEND=noninteractive stdin=/dev/null ${APT_INSTALL.join(' ')} openssh-server`)
+      expect(servicesLog()).toEqual(['update: no policy-rc.d', 'install: policy-rc.d exits 101', 'systemctl disable --quiet ssh.service ssh.socket'])
+      expect(existsSync(policy)).toBe(false)
+      expect(r.stderr).toContain('its ssh service stays disabled and stopped')
+    })
+
+    it('other packages: the same hold during the install, no systemctl', () => {
+      machine({ without: ['iperf3'] })
+      repoPackage('iperf3', ['iperf3'])
+      expect(run(['lab']).status).toBe(0)
+      expect(servicesLog()).toEqual(['update: no policy-rc.d', 'install: policy-rc.d exits 101'])
+      expect(existsSync(policy)).toBe(false)
+    })
+
+    it('apt-get install failing: the policy-rc.d is still removed', () => {
+      machine({ without: ['sshd'], installFails: true })
+      const r = run(['lab'])
+      expect(r.status).toBe(1)
+      expect(r.stderr.trim().split('\n').at(-1)).toContain('test prerequisites: apt-get install failed')
+      expect(servicesLog()).toEqual(['update: no policy-rc.d', 'install: policy-rc.d exits 101'])
+      expect(existsSync(policy)).toBe(false)
+    })
+
+    it('an admin\'s own policy-rc.d is used as it is and left in place', () => {
+      machine({ without: ['sshd'] })
+      repoPackage('openssh-server', ['sshd'])
+      writeFileSync(policy, '#!/bin/sh\nexit 0\n'); chmodSync(policy, 0o755)
+      expect(run(['lab']).status).toBe(0)
+      expect(servicesLog().slice(0, 2)).toEqual(['update: policy-rc.d exits 0', 'install: policy-rc.d exits 0'])
+      expect(readFileSync(policy, 'utf8')).toBe('#!/bin/sh\nexit 0\n')
+    })
   })
 
   it('does nothing when every tool is present', () => {
