@@ -3,8 +3,8 @@
 // busy node that blocked the agent's event loop for 12-190 ms per command (measured on the
 // 2-core lab machine, ~100 MB RSS), stalling the first connections to a Service just
 // programmed. From a worker the main thread keeps serving (same machine: a 2-70 ms worst lag
-// over 10 spawns instead of 57-194 ms). One worker, started on first use, unref'd (it never
-// keeps the agent alive) and closed with closeCommandWorker(); a worker that cannot start
+// over 10 spawns instead of 57-194 ms). One worker, started on first use, holding the process
+// open only while a command runs, closed with closeCommandWorker(); a worker that cannot start
 // falls back to spawning on the calling thread.
 import { spawn } from 'node:child_process'
 import { Worker } from 'node:worker_threads'
@@ -33,10 +33,11 @@ export async function spawnCommand (cmd: string, args: string[], input = '', tim
   })
 }
 
-// the worker's body: spawnCommand again, in plain CommonJS (eval'd: no file to find from dist/ or the sources)
+// the worker's body: spawnCommand again, eval'd (no file to find from dist/ or the sources); it
+// may be parsed as CommonJS or, with --input-type=module inherited, as a module: no require/import
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads')
-const { spawn } = require('node:child_process')
+const { parentPort } = process.getBuiltinModule('node:worker_threads')
+const { spawn } = process.getBuiltinModule('node:child_process')
 parentPort.on('message', (q) => {
   let child
   try { child = spawn(q.cmd, q.args, { stdio: ['pipe', 'pipe', 'pipe'] }) } catch (e) { parentPort.postMessage({ id: q.id, error: q.cmd + ': ' + e.message }); return }
@@ -63,11 +64,11 @@ class CommandWorker {
 
   constructor () {
     this.worker = new Worker(WORKER_SOURCE, { eval: true, resourceLimits: { maxOldGenerationSizeMb: 32 } })
-    this.worker.unref()
     this.worker.on('message', (m: Reply) => {
       const w = this.waiting.get(m.id)
       if (w == null) return
       this.waiting.delete(m.id)
+      if (this.waiting.size === 0) this.worker.unref()
       if ('error' in m) w.reject(new Error(m.error))
       else w.resolve(m.result)
     })
@@ -78,11 +79,13 @@ class CommandWorker {
     }
     this.worker.on('error', fail)
     this.worker.on('exit', (code) => { fail(new Error(`exited (${code})`)) })
+    this.worker.unref() // idle: it never keeps the agent alive (after the listeners: adding one refs it again)
   }
 
   async run (q: Omit<Request, 'id'>): Promise<CommandResult> {
     const id = this.nextId++
     return await new Promise((resolve, reject) => {
+      if (this.waiting.size === 0) this.worker.ref() // a command in flight keeps the process alive, as a child would
       this.waiting.set(id, { resolve, reject })
       this.worker.postMessage({ ...q, id })
     })

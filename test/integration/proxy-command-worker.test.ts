@@ -1,5 +1,9 @@
 // The proxy's commands run from a worker thread: output, stdin, exit codes, a missing binary
-// (the message the proxy matches on ENOENT), the timeout, many at once, and a restart after close.
+// (the message the proxy matches on ENOENT), the timeout, many at once, a restart after close,
+// and a process that holds nothing else open waits for its command and then exits.
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { closeCommandWorker, runCommand, spawnCommand } from '../../agent/proxy/command-worker.ts'
 
@@ -24,5 +28,14 @@ describe('command worker', () => {
     await closeCommandWorker()
     expect((await runCommand('echo', ['again'])).stdout).toBe('again\n')
     await closeCommandWorker()
+  })
+
+  it('a command in flight keeps the process alive; an idle worker does not', async () => {
+    const mod = join(import.meta.dirname, '../../agent/proxy/command-worker.ts')
+    const script = `const m = await import(${JSON.stringify(mod)}); const r = await m.runCommand('sh', ['-c', 'sleep 0.3; echo done']); console.log(r.stdout.trim())`
+    const t0 = performance.now()
+    const r = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000 })
+    expect(r.stdout.trim()).toBe('done') // exit code 0: not cut short (13, unsettled await) nor hung (killed by the timeout)
+    expect(performance.now() - t0).toBeLessThan(15_000)
   })
 })
