@@ -17,6 +17,20 @@ function streamFailureCause (err: Error): PipeFailureCause {
 }
 
 /**
+ * Writes a stream message to the socket without joining it: a yamux frame usually spans two noise
+ * messages, and Uint8ArrayList.subarray() would copy the whole frame to make one buffer. The
+ * parts go out corked, in one writev. Returns what the last write() said (false: wait for drain).
+ */
+function writeParts (socket: Socket, data: Uint8Array | Iterable<Uint8Array>): boolean {
+  if (data instanceof Uint8Array) return socket.write(data)
+  let ok = true
+  socket.cork()
+  for (const part of data) ok = socket.write(part)
+  socket.uncork()
+  return ok
+}
+
+/**
  * Splices `socket` and `stream` until both directions ended or either side failed; `head` is
  * sent on the stream first (bytes already read from the socket). Resolves with the byte counts.
  */
@@ -59,9 +73,8 @@ export async function spliceSocketStream (socket: Socket, stream: Stream, head?:
       }
     }
     const onMessage = (evt: any): void => {
-      const b = toBytes(evt.data)
-      stats.down += b.byteLength
-      if (!socket.write(b) && !streamPaused) {
+      stats.down += evt.data.byteLength
+      if (!writeParts(socket, evt.data) && !streamPaused) {
         streamPaused = true
         pauseReading(stream)
         socket.once('drain', resumeStream)
