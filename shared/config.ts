@@ -124,7 +124,7 @@ export const AgentConfigFields = z.object({
     chainPrefix: z.string().regex(/^[A-Z][A-Z0-9_]{0,14}$/, 'expected 1-15 upper-case letters, digits or _').default('EDGEMESH'),
     /** endpoint IPs this node reaches directly besides its own pods (a LAN whose pod networks are routed), as CIDRs */
     directCidrs: z.array(z.cidrv4('expected an IPv4 CIDR like 10.244.0.0/16')).default([]),
-    /** changes arriving closer together than this share one sync */
+    /** steady-state spacing of rule syncs under churn (after a quiet period the first change, and up to 3 back to back, sync at once) */
     minSyncIntervalMs: z.number().int().min(0).max(60_000).default(250),
     /** check our hooks and top chain this often; rules changed outside the agent are rewritten (and all of them hourly) */
     resyncSeconds: z.number().int().min(5).max(3600).default(60),
