@@ -47,7 +47,7 @@ export function sshConfigStanza (a: SshConfigArgs): string {
     `# at ${a.proxy} (from a laptop: kubectl port-forward to the agent pod, then --proxy 127.0.0.1:PORT).`,
     '# Append to ~/.ssh/config; add a `User` line if your nodes want another login than yours.',
     `Host *.${a.suffix}`,
-    `    ProxyCommand ${a.command} nc --proxy ${a.proxy}${auth} %h %p`,
+    `    ProxyCommand ${a.command} nc --proxy ${shellWord(a.proxy)}${auth} %h %p`, // --proxy's host may be any word: quoted for the shell ssh runs
     ''
   ].join('\n')
 }

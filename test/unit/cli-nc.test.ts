@@ -61,6 +61,8 @@ describe('edgemesh ssh-config', () => {
     expect(selfCommand('/opt/edge mesh/bin/edgemesh.js', '/usr/bin/node')).toBe("/usr/bin/node '/opt/edge mesh/bin/edgemesh.js'")
     expect(selfCommand('/usr/local/bin/edgemesh', '/usr/bin/node')).toBe('/usr/local/bin/edgemesh')
     expect(shellWord("it's")).toBe("'it'\\''s'")
+    // --proxy's host is any word without ':' or spaces: the shell that runs ProxyCommand gets it quoted
+    expect(sshConfigStanza(parseSshConfigArgs({ command: 'edgemesh', proxy: 'a;id:1080' }, {}))).toContain("    ProxyCommand edgemesh nc --proxy 'a;id:1080' %h %p\n")
   })
 
   it('refuses a suffix ssh could not match and a password without a user', () => {
