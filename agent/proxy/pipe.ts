@@ -158,7 +158,14 @@ export async function spliceSockets (a: Socket, b: Socket, head?: Uint8Array): P
   const stats: PipeStats = { up: 0, down: 0 }
   return await new Promise<PipeStats>((resolve) => {
     let closed = 0
-    const onClose = (): void => { if (++closed === 2) resolve(stats) }
+    // a side torn down before both its directions ended (destroyed by its owner's stop(), a
+    // linger timer): the other has nothing left to carry and goes too, instead of staying open
+    // with nobody to end it. A normal close (both ways ended, everything flushed) leaves the
+    // other side to finish flushing on its own.
+    const onClose = (side: Socket, other: Socket) => (): void => {
+      if (!(side.readableEnded && side.writableFinished)) other.destroy()
+      if (++closed === 2) resolve(stats)
+    }
     a.on('data', (c: Buffer) => { stats.up += c.length })
     b.on('data', (c: Buffer) => { stats.down += c.length })
     if (head != null && head.length > 0) { stats.up += head.length; b.write(head) }
@@ -167,8 +174,8 @@ export async function spliceSockets (a: Socket, b: Socket, head?: Uint8Array): P
     const fail = (): void => { a.destroy(); b.destroy() }
     a.once('error', fail)
     b.once('error', fail)
-    a.once('close', onClose)
-    b.once('close', onClose)
+    a.once('close', onClose(a, b))
+    b.once('close', onClose(b, a))
     a.resume()
   })
 }
