@@ -5,6 +5,7 @@ import type { Socket } from 'node:net'
 import { networkInterfaces } from 'node:os'
 import type { Stream } from '@libp2p/interface'
 import { ConfigError } from '../../shared/config.ts'
+import { LogThrottle } from '../../shared/log-throttle.ts'
 import type { Logger } from '../../shared/logging.ts'
 import { readPrefix, spliceSocketStream } from '../proxy/pipe.ts'
 import { dial } from '../proxy/remote.ts'
@@ -63,6 +64,8 @@ export class NodeServer {
   private readonly log: Logger
   private readonly metrics: Socks5Metrics
   private readonly open = new Set<Socket>()
+  /** a peer's clients can repeat a refused request many times a second: counted always, logged once per 10 s */
+  private readonly throttle = new LogThrottle(10_000)
 
   constructor (opts: { node: OwnNode, log: Logger, metrics: Socks5Metrics }) {
     this.node = opts.node
@@ -119,11 +122,11 @@ export class NodeServer {
     } finally { this.open.delete(socket) }
   }
 
-  /** A refusal: counted, logged once with its reason, answered, stream closed. */
+  /** A refusal: counted, logged once with its reason (per peer, result and port every 10 s), answered, stream closed. */
   private async answer (stream: Stream, status: NodeStatus, peer: { node: string }, req: NodeRequest | undefined, reason: string): Promise<void> {
     const result = nodeStatusName(status)
     this.metrics.remote.inc({ result })
-    this.log.warn({ peer: peer.node, port: req?.port, result, reason }, 'socks5: refused a node request from a peer')
+    if (this.throttle.shouldLog(`${peer.node}|${result}|${req?.port ?? ''}`, Date.now())) this.log.warn({ peer: peer.node, port: req?.port, result, reason }, 'socks5: refused a node request from a peer')
     if (stream.writeStatus === 'writable') stream.send(Uint8Array.of(status))
     await stream.close().catch(() => { stream.abort(new Error('close failed')) })
   }

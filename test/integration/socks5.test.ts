@@ -367,7 +367,7 @@ describe('SOCKS5 refusals: the RFC 1928 code, one log line with the reason, one 
 
   it('the target agent enforces its allow-list for a client that skips the local check (raw node protocol)', async () => {
     const before = await metric(metricsB, 'edgemesh_socks5_remote_requests_total', { result: 'port-not-allowed' })
-    for (const port of [ONLY_A, NOT_ALLOWED, 25]) {
+    for (const port of [ONLY_A, NOT_ALLOWED, 25, 25]) { // 25 twice: counted twice, logged once
       const stream = await mesh.tunnel('edge-rogue').openStream('edge-b', SOCKS5_NODE_PROTOCOL)
       stream.send(encodeNodeRequest({ node: 'edge-b', port }))
       const { value } = await readPrefix(stream, (b) => ({ value: b[0], length: 1 }), 5_000)
@@ -377,7 +377,7 @@ describe('SOCKS5 refusals: the RFC 1928 code, one log line with the reason, one 
     const stream = await mesh.tunnel('edge-rogue').openStream('edge-b', SOCKS5_NODE_PROTOCOL)
     stream.send(encodeNodeRequest({ node: 'edge-c', port: ECHO }))
     expect((await readPrefix(stream, (b) => ({ value: b[0], length: 1 }), 5_000)).value).toBe(NodeStatus.NOT_THIS_NODE)
-    expect(await metric(metricsB, 'edgemesh_socks5_remote_requests_total', { result: 'port-not-allowed' })).toBe(before + 3)
+    expect(await metric(metricsB, 'edgemesh_socks5_remote_requests_total', { result: 'port-not-allowed' })).toBe(before + 4)
     expect(logB.lines.filter((l) => l.msg === 'socks5: refused a node request from a peer' && l.result === 'port-not-allowed' && l.port === 25)).toHaveLength(1)
   })
 
