@@ -57,9 +57,9 @@ async function socksRequest (from: string, proxy: string, command: 'connect' | '
 const peerPath = async (from: string, node: string): Promise<string> =>
   (await k.mesh.status(from)).peers.find((p: any) => p.node === node)?.path ?? 'none'
 
-/** the agent's log line for a refusal (reason label and target on one line) */
+/** the agent's log line for a refusal (its exact reason field and the target on one line: 'port-not-allowed' must not match 'remote-port-not-allowed') */
 async function refusalLogged (host: string, reason: string, target: string): Promise<string> {
-  return await k.mesh.agent(host).proc.waitForLine(new RegExp(`(?=.*${reason})(?=.*${target.replace(/\./g, '\\.')})`), 10_000)
+  return await k.mesh.agent(host).proc.waitForLine(new RegExp(`(?=.*"reason":"${reason}")(?=.*${target.replace(/\./g, '\\.')})`), 10_000)
 }
 
 beforeAll(async () => {
