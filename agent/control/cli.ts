@@ -31,7 +31,7 @@ commands:
                       for ssh: -o ProxyCommand="edgemesh nc %h %p". Default proxy 169.254.96.16:10800
                       ($EDGEMESH_SOCKS_PROXY; credentials also from $EDGEMESH_SOCKS_USER/_PASSWORD).
                       A refusal is one line with its reason; exit 1 (2 for a bad command line)
-  ssh-config [--suffix edge] [--proxy HOST:PORT] [--command CMD]
+  ssh-config [--suffix edge] [--proxy HOST:PORT] [--command CMD] [--user NAME --password-file FILE]
                       prints a ~/.ssh/config stanza: Host *.<suffix> through \`edgemesh nc\`
   --json              any command: machine-readable output
 `
