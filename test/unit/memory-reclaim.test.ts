@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { shouldReclaim, startMemoryReclaim } from '../../agent/memory-reclaim.ts'
+import { nextFloor, shouldReclaim, startMemoryReclaim } from '../../agent/memory-reclaim.ts'
 
 const MiB = 2 ** 20
 
@@ -19,7 +19,8 @@ describe('memory reclaim', () => {
     const t0 = Date.now() // fake: advances with the timers
     const gcs: number[] = []
     let afterGc = (): number => rss
-    const r = startMemoryReclaim({ intervalMs: 5000, maxCooldownMs: 20_000, rss: () => rss, gc: () => { gcs.push(Date.now() - t0); rss = afterGc() } })
+    // busy throughout (one core's worth of CPU): no GC is taken for a grown baseline here
+    const r = startMemoryReclaim({ intervalMs: 5000, maxCooldownMs: 20_000, rss: () => rss, cpuMs: () => Date.now() - t0, gc: () => { gcs.push(Date.now() - t0); rss = afterGc() } })
     const advance = (ms: number): void => { vi.advanceTimersByTime(ms) }
     advance(60_000)
     expect(gcs).toEqual([]) // idle: nothing to do
@@ -38,6 +39,31 @@ describe('memory reclaim', () => {
     rss = 500 * MiB
     advance(60_000)
     expect(gcs.length).toBe(5) // stopped: no more timer
+  })
+
+  it('takes a GC that does not help on an idle agent as a new baseline: no GC every cooldown for live memory', () => {
+    expect(nextFloor(100 * MiB, 130 * MiB, 8 * MiB, true)).toBe(130 * MiB)
+    expect(nextFloor(100 * MiB, 130 * MiB, 8 * MiB, false)).toBe(100 * MiB)
+    expect(nextFloor(100 * MiB, 104 * MiB, 8 * MiB, true)).toBe(100 * MiB)
+    expect(nextFloor(100 * MiB, 95 * MiB, 8 * MiB, false)).toBe(95 * MiB)
+    let rss = 100 * MiB
+    let cpu = 0
+    const t0 = Date.now()
+    const gcs: number[] = []
+    const r = startMemoryReclaim({ intervalMs: 5000, maxCooldownMs: 20_000, rss: () => rss, cpuMs: () => cpu, gc: () => { gcs.push(Date.now() - t0) } })
+    vi.advanceTimersByTime(10_000)
+    rss = 140 * MiB // the catalog grew; the agent is idle (no CPU used) and the GC frees nothing
+    vi.advanceTimersByTime(600_000)
+    expect(gcs).toEqual([15_000])
+    expect(r.state()).toEqual({ floorBytes: 140 * MiB, gcs: 1 })
+    // traffic on top of the new baseline: busy, GCs back off as before
+    rss = 300 * MiB
+    const busy = setInterval(() => { cpu += 1000 }, 1000)
+    vi.advanceTimersByTime(30_000)
+    expect(gcs.length).toBeGreaterThanOrEqual(3)
+    expect(r.state().floorBytes).toBe(140 * MiB)
+    clearInterval(busy)
+    r.stop()
   })
 
   it('is a no-op without an exposed gc', () => {
