@@ -4,8 +4,8 @@
 // 2-core lab machine, ~100 MB RSS), stalling the first connections to a Service just
 // programmed. From a worker the main thread keeps serving (same machine: a 2-70 ms worst lag
 // over 10 spawns instead of 57-194 ms). One worker, started on first use, holding the process
-// open only while a command runs, closed with closeCommandWorker(); a worker that cannot start
-// falls back to spawning on the calling thread.
+// open only while a command runs, closed with closeCommandWorker(); a worker that cannot start,
+// or that died twice, gives way to spawning on the calling thread (slower, but the proxy syncs).
 import { spawn } from 'node:child_process'
 import { Worker } from 'node:worker_threads'
 
@@ -63,7 +63,9 @@ class CommandWorker {
   broken = false
 
   constructor () {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, resourceLimits: { maxOldGenerationSizeMb: 32 } })
+    // the cap only bounds a runaway: the old generation grows as needed, and a listing of tens of
+    // thousands of Services (tens of MB of text, held while it is posted back) must fit
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, resourceLimits: { maxOldGenerationSizeMb: 512 } })
     this.worker.on('message', (m: Reply) => {
       const w = this.waiting.get(m.id)
       if (w == null) return
@@ -95,14 +97,22 @@ class CommandWorker {
 }
 
 let shared: CommandWorker | undefined
+/** workers that died under us: after two, commands run on the calling thread for good */
+let workerDeaths = 0
+const MAX_WORKER_DEATHS = 2
 
 /** Runs a command off the agent's thread (see above); rejects only when it could not be started. */
 export async function runCommand (cmd: string, args: string[], input?: string, timeoutMs = 60_000): Promise<CommandResult> {
-  if (shared == null || shared.broken) {
+  if (shared?.broken === true) { workerDeaths++; shared = undefined }
+  if (workerDeaths >= MAX_WORKER_DEATHS) return await spawnCommand(cmd, args, input, timeoutMs)
+  if (shared == null) {
     try { shared = new CommandWorker() } catch { return await spawnCommand(cmd, args, input, timeoutMs) }
   }
   return await shared.run({ cmd, args, input: input ?? '', timeoutMs })
 }
+
+/** Tests: ends the worker as a crash would (its commands in flight reject; the next starts a new one). */
+export async function crashCommandWorkerForTest (): Promise<void> { await shared?.close() }
 
 /** Stops the worker (commands after this start a new one). */
 export async function closeCommandWorker (): Promise<void> {

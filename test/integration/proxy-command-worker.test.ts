@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { closeCommandWorker, runCommand, spawnCommand } from '../../agent/proxy/command-worker.ts'
+import { closeCommandWorker, crashCommandWorkerForTest, runCommand, spawnCommand } from '../../agent/proxy/command-worker.ts'
 
 describe('command worker', () => {
   it('runs commands with their input, and reports exit codes and output like a direct spawn', async () => {
@@ -28,6 +28,16 @@ describe('command worker', () => {
     await closeCommandWorker()
     expect((await runCommand('echo', ['again'])).stdout).toBe('again\n')
     await closeCommandWorker()
+  })
+
+  it('a worker that dies is replaced; after two deaths commands run on the calling thread, still answered', async () => {
+    for (let death = 0; death < 3; death++) {
+      const inFlight = runCommand('sleep', ['0.3'])
+      await crashCommandWorkerForTest()
+      if (death < 2) await expect(inFlight).rejects.toThrow(/command worker/)
+      else expect((await inFlight).code).toBe(0) // no worker any more: spawned here, not cut by the "crash"
+      expect((await runCommand('echo', [`after ${death}`])).stdout).toBe(`after ${death}\n`)
+    }
   })
 
   it('a command in flight keeps the process alive; an idle worker does not', async () => {
