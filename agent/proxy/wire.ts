@@ -3,6 +3,7 @@
 // OK, the stream carries the connection: raw bytes for TCP, length-framed datagrams for UDP
 // (a stream has no message boundaries, so every datagram is [u16 length][payload]).
 import { isIPv4, isIPv6 } from 'node:net'
+import { bytesToIpv6, ipv6ToBytes } from '../../shared/wire/addr.ts'
 
 export const PROXY_PROTOCOL = '/edgemesh/proxy/1.0.0'
 const VERSION = 1
@@ -34,7 +35,7 @@ export function encodeRequest (r: ProxyRequest): Uint8Array {
   out[1] = r.protocol === 'TCP' ? 6 : 17
   out[2] = v4 ? 4 : 6
   if (v4) out.set(r.ip.split('.').map(Number), 3)
-  else out.set(ipv6Bytes(r.ip), 3)
+  else out.set(ipv6ToBytes(r.ip), 3)
   const p = out.length - 2
   out[p] = r.port >> 8
   out[p + 1] = r.port & 0xff
@@ -54,28 +55,12 @@ export function decodeRequest (buf: Uint8Array): { request: ProxyRequest, length
   if (family !== 4 && family !== 6) return `unknown address family ${family}`
   const length = family === 4 ? 9 : 21
   if (buf.length < length) return 'short'
-  const ip = family === 4 ? `${buf[3]}.${buf[4]}.${buf[5]}.${buf[6]}` : ipv6Text(buf.subarray(3, 19))
+  const ip = family === 4 ? `${buf[3]}.${buf[4]}.${buf[5]}.${buf[6]}` : bytesToIpv6(buf.subarray(3, 19))
   const port = (buf[length - 2]! << 8) | buf[length - 1]!
   if (port === 0) return 'port 0'
   return { request: { protocol, ip, port }, length }
 }
 
-function ipv6Bytes (ip: string): Uint8Array {
-  const [head, tail] = ip.includes('::') ? ip.split('::') as [string, string] : [ip, undefined]
-  const parse = (s: string): number[] => s === '' ? [] : s.split(':').flatMap((g) => g.includes('.') ? v4Groups(g) : [parseInt(g, 16)])
-  const h = parse(head)
-  const t = tail != null ? parse(tail) : []
-  const groups = [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t]
-  const out = new Uint8Array(16)
-  groups.forEach((g, i) => { out[2 * i] = g >> 8; out[2 * i + 1] = g & 0xff })
-  return out
-}
-const v4Groups = (s: string): number[] => { const b = s.split('.').map(Number); return [(b[0]! << 8) | b[1]!, (b[2]! << 8) | b[3]!] }
-function ipv6Text (b: Uint8Array): string {
-  const g: string[] = []
-  for (let i = 0; i < 16; i += 2) g.push(((b[i]! << 8) | b[i + 1]!).toString(16))
-  return g.join(':')
-}
 
 /** One datagram as a frame: [u16 length][payload]. */
 export function encodeDatagram (payload: Uint8Array): Uint8Array {

@@ -5,6 +5,7 @@
 // or an error message for malformed input. Replies are always full RFC 1928 §6 replies (with
 // an address), never the 2-byte shortcut some servers send on errors.
 import { isIPv4, isIPv6 } from 'node:net'
+import { bytesToIpv6, ipv6ToBytes } from '../../shared/wire/addr.ts'
 
 export const SOCKS_VERSION = 5
 /** RFC 1929 sub-negotiation version */
@@ -118,7 +119,7 @@ function parseAddress (buf: Uint8Array, at: number): { host: string, port: numbe
   } else if (atyp === AddressType.IPV6) {
     end = at + 1 + 16 + 2
     if (buf.length < end) return 'short'
-    host = ipv6Text(buf.subarray(at + 1, at + 17))
+    host = bytesToIpv6(buf.subarray(at + 1, at + 17))
   } else if (atyp === AddressType.DOMAIN) {
     if (buf.length < at + 2) return 'short'
     const n = buf[at + 1]!
@@ -149,7 +150,7 @@ export function encodeReply (reply: number, bound: { host: string, port: number 
   if (isIPv6(bound.host)) {
     const out = new Uint8Array(22)
     out.set([SOCKS_VERSION, reply, 0, AddressType.IPV6])
-    out.set(ipv6Bytes(bound.host), 4)
+    out.set(ipv6ToBytes(bound.host), 4)
     out[20] = bound.port >> 8; out[21] = bound.port & 0xff
     return out
   }
@@ -190,7 +191,7 @@ export function encodeRequest (r: { command?: number, host: string, port: number
     addr = Uint8Array.from(r.host.split('.').map(Number))
   } else if (atyp === AddressType.IPV6) {
     if (!isIPv6(r.host)) throw new Error(`SOCKS5 request: ${r.host} is not an IPv6 address`)
-    addr = ipv6Bytes(r.host)
+    addr = ipv6ToBytes(r.host)
   } else {
     const name = Buffer.from(r.host, 'latin1')
     if (name.length < 1 || name.length > 255) throw new Error(`SOCKS5 request: a domain name has 1-255 bytes, not ${name.length}`)
@@ -204,28 +205,4 @@ export function encodeRequest (r: { command?: number, host: string, port: number
   out[out.length - 2] = r.port >> 8
   out[out.length - 1] = r.port & 0xff
   return out
-}
-
-// ---------------------------------------------------------------- IPv6 text <-> bytes
-
-function ipv6Bytes (ip: string): Uint8Array {
-  const bare = ip.replace(/%.*$/, '')
-  const [head, tail] = bare.includes('::') ? bare.split('::') as [string, string] : [bare, undefined]
-  const groups = (s: string): number[] => s === '' ? [] : s.split(':').flatMap((g) => {
-    if (!g.includes('.')) return [parseInt(g, 16)]
-    const b = g.split('.').map(Number)
-    return [(b[0]! << 8) | b[1]!, (b[2]! << 8) | b[3]!]
-  })
-  const h = groups(head)
-  const t = tail != null ? groups(tail) : []
-  const all = [...h, ...new Array<number>(Math.max(0, 8 - h.length - t.length)).fill(0), ...t]
-  const out = new Uint8Array(16)
-  all.slice(0, 8).forEach((g, i) => { out[2 * i] = g >> 8; out[2 * i + 1] = g & 0xff })
-  return out
-}
-
-function ipv6Text (b: Uint8Array): string {
-  const g: string[] = []
-  for (let i = 0; i < 16; i += 2) g.push(((b[i]! << 8) | b[i + 1]!).toString(16))
-  return g.join(':')
 }

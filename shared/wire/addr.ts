@@ -8,21 +8,30 @@ export function endpointKey (e: Endpoint): string {
   return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`
 }
 
-function ipv6ToBytes (host: string): Uint8Array {
-  const [head = '', tail] = host.split('::') as [string, string | undefined]
-  const parse = (s: string): number[] => s === '' ? [] : s.split(':').map((h) => Number.parseInt(h, 16))
-  const left = parse(head)
-  const right = tail === undefined ? [] : parse(tail)
-  const groups = tail === undefined ? left : [...left, ...new Array(8 - left.length - right.length).fill(0), ...right]
+/**
+ * IPv6 text to its 16 bytes. Takes any literal node:net isIPv6 accepts: '::' compression, a
+ * dotted IPv4 tail (::ffff:1.2.3.4) and a zone (%eth0, dropped: it is not on the wire).
+ */
+export function ipv6ToBytes (ip: string): Uint8Array {
+  const bare = ip.replace(/%.*$/, '')
+  const [head, tail] = bare.includes('::') ? bare.split('::') as [string, string] : [bare, undefined]
+  const groups = (s: string): number[] => s === '' ? [] : s.split(':').flatMap((g) => {
+    if (!g.includes('.')) return [Number.parseInt(g, 16)]
+    const b = g.split('.').map(Number)
+    return [(b[0]! << 8) | b[1]!, (b[2]! << 8) | b[3]!]
+  })
+  const h = groups(head)
+  const t = tail != null ? groups(tail) : []
+  const all = [...h, ...new Array<number>(Math.max(0, 8 - h.length - t.length)).fill(0), ...t]
   const out = new Uint8Array(16)
-  groups.forEach((g, i) => { out[i * 2] = g >> 8; out[i * 2 + 1] = g & 0xff })
+  all.slice(0, 8).forEach((g, i) => { out[2 * i] = g >> 8; out[2 * i + 1] = g & 0xff })
   return out
 }
 
-function bytesToIpv6 (b: Uint8Array): string {
+/** 16 bytes as IPv6 text: eight hex groups, not compressed (still a valid literal; the codecs need no canonical form). */
+export function bytesToIpv6 (b: Uint8Array): string {
   const groups: string[] = []
   for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16))
-  // not compressed: still a valid IPv6 literal, and the codec does not need canonical form
   return groups.join(':')
 }
 
