@@ -14,6 +14,7 @@ import type { MultiaddrConnection, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { DgramTransport, type DgramTransportComponents } from './dgram-transport.ts'
+import { skipRepeatedProtocolMerges } from './peer-store-merges.ts'
 
 export interface AgentNodeOptions {
   privateKey: PrivateKey
@@ -92,5 +93,9 @@ export async function createAgentNode (opts: AgentNodeOptions): Promise<AgentNod
     }
   })
   reportUpgradeFailures(node, opts)
+  // libp2p re-merges a stream's protocol into the peer's record on every stream, before an
+  // inbound handler runs: once per peer and protocol is enough for ours
+  const forget = skipRepeatedProtocolMerges(node.peerStore, node.peerId, (p) => p.startsWith('/edgemesh/'))
+  node.addEventListener('peer:disconnect', (evt) => { forget(evt.detail) })
   return node as unknown as AgentNode
 }
