@@ -6,7 +6,8 @@ import { connect, Socket } from 'node:net'
 import { fstatSync, readFileSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { ConfigError } from '../../shared/errors.ts'
-import { AuthMethod, encodeGreeting, encodeRequest, encodeUserPass, parseAuthStatus, parseMethodSelection, parseReply, type Parsed, type ReplyMessage } from '../socks5/wire.ts'
+import { AUTH_FAILED, socks5Connect, Socks5HandshakeError, Socks5ReplyError } from '../socks5/client.ts'
+import { AuthMethod } from '../socks5/wire.ts'
 
 export interface Credentials { user: string, password: string }
 
@@ -81,62 +82,37 @@ export class NcError extends Error {
 }
 
 /**
- * Runs the SOCKS5 handshake on a connected socket; resolves when the proxy said success, with
- * any bytes of the target that came in the same read, or rejects with an NcError.
+ * The SOCKS5 handshake (socks5Connect) on a connecting socket; resolves when the proxy said
+ * success, with any bytes of the target that came in the same read, or rejects with an NcError
+ * an operator reads as one line.
  */
-export async function socksHandshake (socket: Socket, a: NcArgs): Promise<{ reply: ReplyMessage, head: Buffer }> {
+export async function socksHandshake (socket: Socket, a: NcArgs): Promise<{ head: Buffer }> {
   const where = `the SOCKS5 proxy at ${a.proxy.host}:${a.proxy.port}`
-  return await new Promise((resolve, reject) => {
-    let buf: Buffer = Buffer.alloc(0)
-    let stage: 'method' | 'auth' | 'reply' = 'method'
-    const done = (err?: Error, value?: { reply: ReplyMessage, head: Buffer }): void => {
-      socket.off('data', onData); socket.off('end', onEnd); socket.off('error', onError); clearTimeout(timer)
-      socket.pause() // until the caller pipes it: no byte of the target is lost in between
-      if (err != null) reject(err)
-      else resolve(value!)
+  try {
+    const { rest } = await socks5Connect(socket, { host: a.target, port: a.port, ...(a.creds != null ? { auth: { username: a.creds.user, password: a.creds.password } } : {}), timeoutMs: a.timeoutMs })
+    return { head: rest }
+  } catch (err: any) {
+    throw ncFailure(err, a, where)
+  }
+}
+
+function ncFailure (err: any, a: NcArgs, where: string): NcError {
+  if (err instanceof Socks5ReplyError) {
+    if (err.reply === AuthMethod.NO_ACCEPTABLE) return new NcError(a.creds == null ? `${where} wants a user name and password (use --user and --password-file)` : `${where} does not take a user name and password (try without --user)`)
+    if (err.reply === AUTH_FAILED) return new NcError(`${where} refused the user name or password`)
+    return new NcError(`${a.target}:${a.port}: ${refusalText(err.reply)}`, err.reply)
+  }
+  if (err instanceof Socks5HandshakeError) {
+    switch (err.kind) {
+      case 'closed': return new NcError(`${where} closed the connection during the handshake`)
+      case 'timeout': return new NcError(`${where} did not answer within ${a.timeoutMs / 1000} s`)
+      case 'malformed': return new NcError(`${where}: ${err.detail}`)
+      case 'method-not-offered': return new NcError(`${where} chose method ${err.detail}, which was not offered`)
     }
-    const step = <T>(p: Parsed<T>): T | undefined => {
-      if (p === 'short') return undefined
-      if (typeof p === 'string') { done(new NcError(`${where}: ${p}`)); return undefined }
-      buf = buf.subarray(p.length)
-      return p.value
-    }
-    const onData = (chunk: Buffer): void => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
-      for (;;) {
-        if (stage === 'method') {
-          const m = step(parseMethodSelection(buf))?.method
-          if (m === undefined) return
-          if (m === AuthMethod.NO_ACCEPTABLE) { done(new NcError(a.creds == null ? `${where} wants a user name and password (use --user and --password-file)` : `${where} does not take a user name and password (try without --user)`)); return }
-          if (m === AuthMethod.USERPASS && a.creds != null) { stage = 'auth'; socket.write(encodeUserPass(a.creds.user, a.creds.password)); continue }
-          if (m === AuthMethod.NONE && a.creds == null) { stage = 'reply'; socket.write(encodeRequest({ host: a.target, port: a.port })); continue }
-          done(new NcError(`${where} chose method ${m}, which was not offered`)); return
-        }
-        if (stage === 'auth') {
-          const s = step(parseAuthStatus(buf))
-          if (s === undefined) return
-          if (!s.ok) { done(new NcError(`${where} refused the user name or password`)); return }
-          stage = 'reply'; socket.write(encodeRequest({ host: a.target, port: a.port })); continue
-        }
-        const r = step(parseReply(buf))
-        if (r === undefined) return
-        if (r.reply !== 0) { done(new NcError(`${a.target}:${a.port}: ${refusalText(r.reply)}`, r.reply)); return }
-        done(undefined, { reply: r, head: buf })
-        return
-      }
-    }
-    const onEnd = (): void => { done(new NcError(`${where} closed the connection during the handshake`)) }
-    const onError = (err: NodeJS.ErrnoException): void => {
-      done(new NcError(err.code === 'ECONNREFUSED'
-        ? `no SOCKS5 proxy at ${a.proxy.host}:${a.proxy.port} (is the agent's socks5 listener on? use --proxy)`
-        : `${where}: ${err.code ?? err.message}`))
-    }
-    const timer = setTimeout(() => { done(new NcError(`${where} did not answer within ${a.timeoutMs / 1000} s`)) }, a.timeoutMs)
-    socket.on('data', onData); socket.on('end', onEnd); socket.on('error', onError)
-    const greeting = encodeGreeting([a.creds != null ? AuthMethod.USERPASS : AuthMethod.NONE])
-    if (socket.connecting) socket.once('connect', () => { socket.write(greeting) })
-    else socket.write(greeting)
-  })
+  }
+  return new NcError(err?.code === 'ECONNREFUSED'
+    ? `no SOCKS5 proxy at ${a.proxy.host}:${a.proxy.port} (is the agent's socks5 listener on? use --proxy)`
+    : `${where}: ${err?.code ?? err?.message}`)
 }
 
 /** stdin/stdout as streams we can half-close: a pipe or socket gets its own handle (so ending it closes the fd). */

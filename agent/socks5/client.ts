@@ -15,6 +15,20 @@ export class Socks5ReplyError extends Error {
 }
 export const AUTH_FAILED = 0x100
 
+/** The handshake failed before any reply code: why, for callers that word it their own way (`edgemesh nc`). */
+export type HandshakeFailure = 'closed' | 'timeout' | 'malformed' | 'method-not-offered'
+export class Socks5HandshakeError extends Error {
+  readonly kind: HandshakeFailure
+  /** malformed: the parser's message; method-not-offered: the method the server chose */
+  readonly detail: string
+  constructor (kind: HandshakeFailure, message: string, detail = '') {
+    super(message)
+    this.name = 'Socks5HandshakeError'
+    this.kind = kind
+    this.detail = detail
+  }
+}
+
 export interface ConnectOptions {
   host: string
   port: number
@@ -32,18 +46,18 @@ export async function socks5Connect (socket: Socket, opts: ConnectOptions): Prom
   let waiter: (() => void) | undefined
   let failure: Error | undefined
   const onData = (chunk: Buffer): void => { buf = Buffer.concat([buf, chunk]); waiter?.() }
-  const onEnd = (): void => { failure ??= new Error('the SOCKS server closed the connection during the handshake'); waiter?.() }
+  const onEnd = (): void => { failure ??= new Socks5HandshakeError('closed', 'the SOCKS server closed the connection during the handshake'); waiter?.() }
   const onError = (err: Error): void => { failure ??= err; waiter?.() }
   socket.on('data', onData)
   socket.once('end', onEnd)
   socket.once('close', onEnd)
   socket.once('error', onError)
-  const timer = opts.timeoutMs != null ? setTimeout(() => { failure ??= new Error(`no SOCKS reply within ${opts.timeoutMs} ms`); waiter?.() }, opts.timeoutMs) : undefined
+  const timer = opts.timeoutMs != null ? setTimeout(() => { failure ??= new Socks5HandshakeError('timeout', `no SOCKS reply within ${opts.timeoutMs} ms`); waiter?.() }, opts.timeoutMs) : undefined
   const read = async <T>(parse: (b: Uint8Array) => Parsed<T>): Promise<T> => {
     for (;;) {
       const r = parse(buf)
       if (r !== 'short') {
-        if (typeof r === 'string') throw new Error(`bad SOCKS reply: ${r}`)
+        if (typeof r === 'string') throw new Socks5HandshakeError('malformed', `bad SOCKS reply: ${r}`, r)
         buf = buf.subarray(r.length)
         return r.value
       }
@@ -57,12 +71,12 @@ export async function socks5Connect (socket: Socket, opts: ConnectOptions): Prom
     const { method } = await read(parseMethodSelection)
     if (method === AuthMethod.NO_ACCEPTABLE) throw new Socks5ReplyError(AuthMethod.NO_ACCEPTABLE, opts.auth != null ? 'the SOCKS server does not accept username/password authentication' : 'the SOCKS server requires authentication (username/password)')
     if (method === AuthMethod.USERPASS) {
-      if (opts.auth == null) throw new Error('the SOCKS server chose username/password, which was not offered')
+      if (opts.auth == null) throw new Socks5HandshakeError('method-not-offered', 'the SOCKS server chose username/password, which was not offered', String(method))
       socket.write(encodeUserPass(opts.auth.username, opts.auth.password))
       const { ok } = await read(parseAuthStatus)
       if (!ok) throw new Socks5ReplyError(AUTH_FAILED, 'SOCKS authentication failed (wrong username or password)')
-    } else if (method !== AuthMethod.NONE) {
-      throw new Error(`the SOCKS server chose method ${method}, which was not offered`)
+    } else if (method !== AuthMethod.NONE || opts.auth != null) { // only the offered method will do
+      throw new Socks5HandshakeError('method-not-offered', `the SOCKS server chose method ${method}, which was not offered`, String(method))
     }
     socket.write(encodeRequest({ host: opts.host, port: opts.port, ...(opts.command != null ? { command: opts.command } : {}), ...(opts.addressType != null ? { addressType: opts.addressType } : {}) }))
     const reply = await read(parseReply)

@@ -1,13 +1,14 @@
 // `edgemesh nc` (bin/edgemesh.js, running dist/) against a scripted SOCKS5 proxy on loopback:
 // the bytes it sends, data both ways with half-close in each direction (stdin's end reaches the
 // target as FIN while the target keeps answering; the target's FIN ends stdout while stdin keeps
-// flowing), each refusal as one line with its reply code and exit 1, credentials, no proxy, and
+// flowing), each refusal as one line with its reply code and exit 1, credentials, no proxy, a silent or garbled proxy, and
 // command line mistakes (exit 2).
 import { afterEach, describe, expect, it } from 'vitest'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type Server, type Socket } from 'node:net'
 import { join, resolve } from 'node:path'
+import { parseMethodSelection } from '../../agent/socks5/wire.ts'
 
 const CLI_BIN = join(resolve(import.meta.dirname, '../..'), 'bin/edgemesh.js')
 
@@ -182,6 +183,26 @@ describe('edgemesh nc', () => {
     const cp = (closer.address() as { port: number }).port
     c = nc(['--proxy', `127.0.0.1:${cp}`, 'edge-b1', '22'])
     expect(await c.exit).toEqual({ code: 1, stderr: `error: the SOCKS5 proxy at 127.0.0.1:${cp} closed the connection during the handshake\n` })
+  })
+
+  it('a proxy that never answers, answers garbage, or picks a method that was not offered: one line, exit 1', async () => {
+    const raw = async (onGreeting: (sock: Socket) => void): Promise<number> => {
+      const server = createServer((sock) => { sockets.add(sock); sock.once('data', () => { onGreeting(sock) }) })
+      servers.push(server)
+      await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
+      return (server.address() as { port: number }).port
+    }
+    const silent = await raw(() => {})
+    let c = nc(['--proxy', `127.0.0.1:${silent}`, '--connect-timeout', '0.5', 'edge-b1', '22'])
+    expect(await c.exit).toEqual({ code: 1, stderr: `error: the SOCKS5 proxy at 127.0.0.1:${silent} did not answer within 0.5 s\n` })
+    const garbage = await raw((sock) => { sock.write(Buffer.from([4, 0])) })
+    const why = parseMethodSelection(Buffer.from([4, 0]))
+    expect(typeof why).toBe('string')
+    c = nc(['--proxy', `127.0.0.1:${garbage}`, 'edge-b1', '22'])
+    expect(await c.exit).toEqual({ code: 1, stderr: `error: the SOCKS5 proxy at 127.0.0.1:${garbage}: ${why as string}\n` })
+    const noAuth = await raw((sock) => { sock.write(Buffer.from([5, 0])) }) // offered only username/password
+    c = nc(['--proxy', `127.0.0.1:${noAuth}`, 'edge-b1', '22'], { EDGEMESH_SOCKS_USER: 'ops', EDGEMESH_SOCKS_PASSWORD: 'pw' })
+    expect(await c.exit).toEqual({ code: 1, stderr: `error: the SOCKS5 proxy at 127.0.0.1:${noAuth} chose method 0, which was not offered\n` })
   })
 
   it('command line mistakes: one line, exit 2', async () => {
