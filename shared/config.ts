@@ -5,10 +5,12 @@ import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 
 import { ConfigError } from './errors.ts'
+import { splitHostPort } from './host-port.ts'
 import { MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS } from './wire/rendezvous.ts'
 export { ConfigError }
 
-const hostPort = z.string().refine((s) => /^(\[[0-9a-fA-F:]+\]|[0-9.]+|[a-zA-Z0-9.-]+):\d{1,5}$/.test(s) && Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'expected host:port')
+// names and IP literals only (no '_', no spaces): a listen address or a resolver, not a URL
+const hostPort = z.string().refine((s) => { const hp = splitHostPort(s); return hp != null && /^[a-zA-Z0-9.:-]+$/.test(hp.host) }, 'expected host:port')
 export const port = z.number().int().min(0).max(65535)
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
 

@@ -57,11 +57,6 @@ export function boundAddress (server: Server): string {
   return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`
 }
 
-export function parseHostPort (s: string): { host: string, port: number } {
-  const i = s.lastIndexOf(':')
-  return { host: s.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(s.slice(i + 1)) }
-}
-
 /** The status an error thrown by a route asks for (`status` 400-599), else 500. */
 export function errorStatus (err: unknown): number {
   const status = (err as { status?: unknown } | null)?.status

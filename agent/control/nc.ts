@@ -6,6 +6,7 @@ import { connect, Socket } from 'node:net'
 import { fstatSync, readFileSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { ConfigError } from '../../shared/errors.ts'
+import { parseHostPortOption } from '../../shared/host-port.ts'
 import { AUTH_FAILED, socks5Connect, Socks5HandshakeError, Socks5ReplyError } from '../socks5/client.ts'
 import { AuthMethod } from '../socks5/wire.ts'
 
@@ -36,14 +37,6 @@ export interface NcArgs { target: string, port: number, proxy: { host: string, p
 
 export interface NcOptions { proxy?: string, user?: string, 'password-file'?: string, 'connect-timeout'?: string }
 
-/** host:port, [v6]:port */
-export function parseHostPort (raw: string, option: string): { host: string, port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(raw)
-  const port = m == null ? NaN : Number(m[3])
-  if (m == null || port < 1 || port > 65535) throw new ConfigError(`${option} ${raw}: expected HOST:PORT, e.g. 127.0.0.1:10800`)
-  return { host: m[1] ?? m[2]!, port }
-}
-
 /**
  * The arguments of `edgemesh nc`; env: EDGEMESH_SOCKS_PROXY, EDGEMESH_SOCKS_USER,
  * EDGEMESH_SOCKS_PASSWORD (the options win). A mistake is a ConfigError (one line, exit 2).
@@ -56,7 +49,7 @@ export function parseNcArgs (positionals: string[], o: NcOptions, env: NodeJS.Pr
   if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$/.test(target)) throw new ConfigError(`nc: ${target}: expected a node or Service name (letters, digits, '-' and '.')`)
   const port = /^\d{1,5}$/.test(rawPort) ? Number(rawPort) : NaN
   if (!(port >= 1 && port <= 65535)) throw new ConfigError(`nc: port ${rawPort}: expected an integer from 1 to 65535`)
-  const proxy = parseHostPort(o.proxy ?? env.EDGEMESH_SOCKS_PROXY ?? DEFAULT_SOCKS_PROXY, o.proxy != null ? '--proxy' : env.EDGEMESH_SOCKS_PROXY != null ? 'EDGEMESH_SOCKS_PROXY' : '--proxy')
+  const proxy = parseHostPortOption(o.proxy ?? env.EDGEMESH_SOCKS_PROXY ?? DEFAULT_SOCKS_PROXY, o.proxy != null ? '--proxy' : env.EDGEMESH_SOCKS_PROXY != null ? 'EDGEMESH_SOCKS_PROXY' : '--proxy')
   const rawTimeout = o['connect-timeout'] ?? String(DEFAULT_CONNECT_TIMEOUT_S)
   const seconds = /^\d+(\.\d+)?$/.test(rawTimeout) ? Number(rawTimeout) : NaN
   if (!(seconds > 0 && seconds <= 3600)) throw new ConfigError(`--connect-timeout ${rawTimeout}: expected seconds from 0.1 to 3600`)

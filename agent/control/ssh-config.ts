@@ -3,7 +3,8 @@
 // as the node's name, so ssh's %h is passed as it is).
 import { basename, resolve } from 'node:path'
 import { ConfigError } from '../../shared/errors.ts'
-import { DEFAULT_SOCKS_PROXY, parseHostPort } from './nc.ts'
+import { DEFAULT_SOCKS_PROXY } from './nc.ts'
+import { parseHostPortOption } from '../../shared/host-port.ts'
 
 export const DEFAULT_NODE_SUFFIX = 'edge'
 
@@ -28,7 +29,7 @@ export function parseSshConfigArgs (o: { suffix?: string, proxy?: string, comman
   const suffix = (o.suffix ?? DEFAULT_NODE_SUFFIX).replace(/^\./, '')
   if (!/^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$/.test(suffix)) throw new ConfigError(`--suffix ${o.suffix}: expected the agents' socks5.nodeSuffix, e.g. edge (lowercase letters, digits, '-' and '.')`)
   const proxy = o.proxy ?? env.EDGEMESH_SOCKS_PROXY ?? DEFAULT_SOCKS_PROXY
-  parseHostPort(proxy, o.proxy != null ? '--proxy' : 'EDGEMESH_SOCKS_PROXY')
+  parseHostPortOption(proxy, o.proxy != null ? '--proxy' : 'EDGEMESH_SOCKS_PROXY')
   if (o.command != null && o.command.trim() === '') throw new ConfigError('--command: give the command that runs edgemesh, e.g. /usr/local/bin/edgemesh')
   if ((o.user == null) !== (o['password-file'] == null)) throw new ConfigError(o.user == null ? '--password-file: give --user too' : '--user: give --password-file too (the password is never written into ssh_config)')
   return {

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino'
 import { Counter, Gauge } from 'prom-client'
 import type { AgentConfig } from '../../shared/config.ts'
-import { parseHostPort } from '../../shared/http.ts'
+import { parseHostPort } from '../../shared/host-port.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import type { CatalogFeed } from '../catalog/programmed-view.ts'
 import { EMPTY_SNAPSHOT } from '../catalog/store.ts'

@@ -2,7 +2,7 @@
 // agent's bridge, the node side on the tunnel (other agents reach this node's allowed ports) and
 // this agent's SOCKS5 listener, with their metrics.
 import type { AgentConfig } from '../../shared/config.ts'
-import { parseHostPort } from '../../shared/http.ts'
+import { parseHostPort } from '../../shared/host-port.ts'
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { ensureListenAddress } from '../../shared/net-device.ts'
