@@ -103,11 +103,21 @@ export class Socks5Server {
   private onConnection (socket: Socket): void {
     const { metrics } = this.opts
     if (this.stopped) { socket.destroy(); return }
+    const client = `${(socket.remoteAddress ?? '').replace(/^::ffff:/, '')}:${socket.remotePort ?? 0}`
+    // the cap counts connections still in their handshake too: any pod on the node can reach the
+    // listener, and half-greeted sockets held to the handshake deadline must not exhaust the
+    // agent's file descriptors (which its tunnel, proxy and DNS share). No reply is possible
+    // before a request, so the connection is closed at once.
+    if (this.sockets.size >= this.opts.maxConnections) {
+      socket.on('error', () => {})
+      this.refuse(socket, client, 'none', new Refusal('too-many-connections', -1, `socks5.maxConnections (${this.opts.maxConnections}) connections open, handshakes included`), undefined, false)
+      socket.destroy()
+      return
+    }
     this.sockets.add(socket)
     metrics.open.inc()
     socket.once('close', () => { this.sockets.delete(socket); metrics.open.dec() })
     socket.on('error', () => { /* a reset client: the close handler cleans up */ })
-    const client = `${(socket.remoteAddress ?? '').replace(/^::ffff:/, '')}:${socket.remotePort ?? 0}`
     const handshake = new ServerHandshake(this.opts.verify != null ? { verify: this.opts.verify } : {})
     const timer = setTimeout(() => {
       finish()
@@ -148,10 +158,6 @@ export class Socks5Server {
     const kind: TargetKind = resolved.kind === 'refused' ? 'none' : resolved.kind
     if (resolved.kind === 'refused') {
       this.refuse(socket, client, kind, new Refusal(resolved.reason, resolved.reason === 'unknown-target' ? Reply.HOST_UNREACHABLE : Reply.ADDRESS_TYPE_NOT_SUPPORTED, resolved.detail), target)
-      return
-    }
-    if (this.sockets.size > this.opts.maxConnections) {
-      this.refuse(socket, client, kind, new Refusal('too-many-connections', Reply.GENERAL_FAILURE, `more than socks5.maxConnections (${this.opts.maxConnections}) connections open`), target)
       return
     }
     // the connect deadline (reason: a TimeoutError) and the client hanging up while we wait both

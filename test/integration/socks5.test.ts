@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { createConnection, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { Writable } from 'node:stream'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { pino } from 'pino'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { defaultLogger } from '@libp2p/logger'
@@ -453,5 +453,47 @@ describe('SOCKS5 authentication', () => {
 
   it('auth off: a client offering only username/password gets 05 FF', async () => {
     expect(await refusal({ host: 'edge-b', port: ECHO, auth: { username: 'ops', password: 's3cret' } })).toBe(AuthMethod.NO_ACCEPTABLE)
+  })
+})
+
+describe('SOCKS5 connection cap', () => {
+  it('connections still in their handshake count against maxConnections: one over it is closed at once and counted; a freed slot serves again', async () => {
+    const metrics = new Metrics()
+    const capped = await Socks5Server.start({
+      own: { nodeName: 'edge-a', allowedPorts: [ECHO], dialAddresses: ['127.0.0.1'], connectTimeoutMs: 15_000 },
+      clusterDomain: 'cluster.local', nodeSuffix: 'edge', services: false, handshakeTimeoutMs: 10_000, connectTimeoutMs: 15_000, maxConnections: 3,
+      tunnel: mesh.tunnel('edge-a'), nodeKind: (n: string) => NODES[n], snapshot: () => snapshotOf([], []), directCidrs: [], log: logA.log, metrics: new Socks5Metrics(metrics),
+      listen: [{ host: '127.0.0.1', port: 0 }]
+    })
+    try {
+      const [host, port] = capped.addresses[0]!.split(':')
+      const addr = { host: host!, port: Number(port) }
+      const connect = async (): Promise<Socket> => {
+        const s = createConnection({ ...addr, allowHalfOpen: true })
+        s.on('error', () => {})
+        await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
+        return s
+      }
+      // three clients that connect and say nothing: they hold every slot
+      const idle = [await connect(), await connect(), await connect()]
+      await vi.waitFor(() => { expect(capped.connections).toBe(3) }, { timeout: 5_000, interval: 10 })
+      const over = await connect()
+      const closed = await new Promise<boolean>((resolve) => { over.once('end', () => { resolve(true) }); over.once('close', () => { resolve(true) }); over.resume() })
+      expect(closed).toBe(true)
+      expect(await metric(metrics, 'edgemesh_socks5_refusals_total', { reason: 'too-many-connections' })).toBe(1)
+      expect(logA.lines.some((l) => l.msg === 'socks5: refused' && l.reason === 'too-many-connections')).toBe(true)
+      // one of the silent clients leaves: the next client is served, bytes intact
+      idle[0]!.destroy()
+      await vi.waitFor(() => { expect(capped.connections).toBe(2) }, { timeout: 5_000, interval: 10 })
+      const s = await connect()
+      const { rest } = await socks5Connect(s, { host: 'edge-b', port: ECHO, timeoutMs: 10_000 })
+      const data = randomBytes(64 << 10)
+      const got = readAll(s, rest)
+      s.end(data)
+      expect(sha(await got)).toBe(sha(data))
+      for (const x of idle) x.destroy()
+    } finally {
+      await capped.stop()
+    }
   })
 })
