@@ -6,12 +6,7 @@
 import { createHash } from 'node:crypto'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { defaultLogger } from '@libp2p/logger'
-import { AbstractMultiaddrConnection } from '@libp2p/utils'
-import { multiaddr } from '@multiformats/multiaddr'
-import type { Stream, StreamMuxer } from '@libp2p/interface'
-import { Uint8ArrayList } from 'uint8arraylist'
+import type { Stream } from '@libp2p/interface'
 import { readPrefix, spliceSocketStream } from '../../agent/proxy/pipe.ts'
 import { ServicePortListener } from '../../agent/proxy/listener.ts'
 import { ProxyMetrics } from '../../agent/proxy/metrics.ts'
@@ -20,65 +15,15 @@ import { decodeRequest, ProxyStatus } from '../../agent/proxy/wire.ts'
 import type { OpenStreamOptions, TunnelApi } from '../../agent/tunnel/tunnel.ts'
 import { Metrics } from '../../shared/metrics.ts'
 import { createLogger } from '../../shared/logging.ts'
-import { MAX_STREAM_WINDOW_BYTES, meshYamuxOptions } from '../../shared/yamux.ts'
+import { YamuxPairs } from '../lab/yamux-pair.ts'
+import { MAX_STREAM_WINDOW_BYTES } from '../../shared/yamux.ts'
 
-class CoalescingConnection extends AbstractMultiaddrConnection {
-  peer!: CoalescingConnection
-  private pending: Uint8Array[] = []
-  private scheduled = false
-  private closeAfterFlush = false
-
-  private deliver (): void {
-    this.scheduled = false
-    const p = this.pending
-    this.pending = []
-    if (p.length > 0 && this.readStatus !== 'closed' && this.readStatus !== 'closing') this.onData(new Uint8ArrayList(...p))
-    if (this.closeAfterFlush) { this.closeAfterFlush = false; this.onRemoteCloseWrite() }
-  }
-
-  receive (bufs: Uint8Array[], close = false): void {
-    this.pending.push(...bufs)
-    this.closeAfterFlush ||= close
-    if (!this.scheduled) { this.scheduled = true; setImmediate(() => { this.deliver() }) }
-  }
-
-  sendData (data: Uint8ArrayList): { sentBytes: number, canSendMore: boolean } {
-    const bufs = [...data].map((b) => b.slice())
-    this.peer.receive(bufs)
-    return { sentBytes: data.byteLength, canSendMore: true }
-  }
-
-  async sendClose (): Promise<void> { this.peer.receive([], true) }
-  sendReset (): void { setImmediate(() => { this.peer.onRemoteReset() }) }
-  sendPause (): void {}
-  sendResume (): void {}
-}
-
-const log = defaultLogger().forComponent('test:proxy-pipe')
-const muxers: StreamMuxer[] = []
+const yamuxPairs = new YamuxPairs()
 const servers: Server[] = []
 afterEach(() => {
-  for (const m of muxers.splice(0)) m.abort(new Error('test over'))
+  yamuxPairs.abortAll()
   for (const s of servers.splice(0)) s.close()
 })
-
-/** A yamux stream pair with the mesh's configuration (or `options`, e.g. the library's defaults). */
-async function yamuxStreamPair (options: object = meshYamuxOptions): Promise<[Stream, Stream]> {
-  const addr = multiaddr('/ip4/127.0.0.1/tcp/1')
-  const a = new CoalescingConnection({ remoteAddr: addr, direction: 'outbound', log, inactivityTimeout: 0 })
-  const b = new CoalescingConnection({ remoteAddr: addr, direction: 'inbound', log, inactivityTimeout: 0 })
-  a.peer = b; b.peer = a
-  const factory = (yamux(options) as any)({ logger: defaultLogger() })
-  const ma = factory.createStreamMuxer(a)
-  const mb = factory.createStreamMuxer(b)
-  muxers.push(ma, mb)
-  const inbound = new Promise<Stream>((resolve) => { mb.addEventListener('stream', (e: any) => { resolve(e.detail) }, { once: true }) })
-  const outbound = await ma.createStream()
-  outbound.send(Uint8Array.of(0)) // yamux announces a stream with its first frame
-  const remote = await inbound
-  await readPrefix(remote, (buf) => ({ value: buf[0], length: 1 }), 1_000)
-  return [outbound, remote]
-}
 
 /** A connected TCP pair on loopback: [the proxy's side, the application's side]. */
 async function socketPair (): Promise<[Socket, Socket]> {
@@ -153,7 +98,7 @@ async function readSlowly (socket: Socket, ms: number): Promise<Buffer> {
 describe('proxy stream plumbing over yamux', () => {
   it('a status byte, the reply and the FIN arriving in one chunk: the client gets the reply and its end', async () => {
     for (let i = 0; i < 20; i++) {
-      const [client, server] = await yamuxStreamPair()
+      const [client, server] = await yamuxPairs.pair()
       const reply = Buffer.from(`reply ${i}\n`)
       server.send(Uint8Array.of(0)); server.send(reply); void server.close()
       const { value, rest } = await readPrefix(client, (b) => ({ value: b[0], length: 1 }), 1_000)
@@ -168,7 +113,7 @@ describe('proxy stream plumbing over yamux', () => {
   })
 
   it('a request whose FIN arrives while the remote side is still dialling: the endpoint sees the request and its end', async () => {
-    const [client, server] = await yamuxStreamPair()
+    const [client, server] = await yamuxPairs.pair()
     client.send(Buffer.from('HEAD\n')); client.send(Buffer.from('body')); void client.close()
     const { rest } = await readPrefix(server, (b) => { const i = b.indexOf(10); return i < 0 ? 'short' : { value: i, length: i + 1 } }, 1_000)
     await new Promise((resolve) => setTimeout(resolve, 50)) // the dial
@@ -181,7 +126,7 @@ describe('proxy stream plumbing over yamux', () => {
   })
 
   it('a large reply to a slow reader, FIN right behind the data: every byte arrives before the end', async () => {
-    const [client, server] = await yamuxStreamPair()
+    const [client, server] = await yamuxPairs.pair()
     const [proxySide, app] = await socketPair()
     const got = readAll(app, 60_000, true)
     const spliced = spliceSocketStream(proxySide, client)
@@ -201,7 +146,7 @@ describe('proxy stream plumbing over yamux', () => {
     // A stalled reader makes its splice pause the stream; the peer may still send what yamux
     // granted before that, which must fit the stream's read buffer (the default configuration's
     // 16 MiB window did not: StreamBufferError, the transfer cut).
-    const [clientStream, serverStream] = await yamuxStreamPair()
+    const [clientStream, serverStream] = await yamuxPairs.pair()
     const peaks = [clientStream, serverStream].map(watchReadBuffer)
     const [listenerSide, app] = await socketPair()
     const [servingSide, endpoint] = await socketPair()
@@ -234,7 +179,7 @@ describe('proxy stream plumbing over yamux', () => {
   }, 180_000)
 
   it('a stream reset before the splice starts: the socket is closed, not left open', async () => {
-    const [client, server] = await yamuxStreamPair()
+    const [client, server] = await yamuxPairs.pair()
     server.abort(new Error('remote gave up'))
     await new Promise((resolve) => setTimeout(resolve, 20))
     const [proxySide, app] = await socketPair()
@@ -259,7 +204,7 @@ describe('the agent side of a service port', () => {
   function tunnelAnswering (status: number, asked: string[]): TunnelApi {
     return {
       openStream: async (node: string, _protocol: string, opts?: OpenStreamOptions) => {
-        const [outbound, inbound] = await yamuxStreamPair()
+        const [outbound, inbound] = await yamuxPairs.pair()
         if (opts?.firstData != null) outbound.send(opts.firstData)
         void readPrefix(inbound, (b) => { const d = decodeRequest(b); return typeof d === 'string' ? d : { value: d.request, length: d.length } }, 1_000).then(({ value }) => {
           asked.push(`${node} ${value.ip}:${value.port}`)
@@ -324,7 +269,7 @@ describe('the agent side of a service port', () => {
 function tunnelEcho (): TunnelApi {
   return {
     openStream: async (_node: string, _protocol: string, opts?: OpenStreamOptions) => {
-      const [outbound, inbound] = await yamuxStreamPair()
+      const [outbound, inbound] = await yamuxPairs.pair()
       if (opts?.firstData != null) outbound.send(opts.firstData)
       void readPrefix(inbound, (b) => { const d = decodeRequest(b); return typeof d === 'string' ? d : { value: d.request, length: d.length } }, 1_000).then(({ rest }) => {
         inbound.send(Uint8Array.of(ProxyStatus.OK))

@@ -8,12 +8,7 @@ import { createConnection, createServer, type AddressInfo, type Server, type Soc
 import { Writable } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { pino } from 'pino'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { defaultLogger } from '@libp2p/logger'
-import { AbstractMultiaddrConnection } from '@libp2p/utils'
-import { multiaddr } from '@multiformats/multiaddr'
-import type { Stream, StreamMuxer } from '@libp2p/interface'
-import { Uint8ArrayList } from 'uint8arraylist'
+import type { Stream } from '@libp2p/interface'
 import type { EndpointSliceInfo, ServiceInfo } from '../../agent/catalog/model.ts'
 import { CatalogStore, type CatalogSnapshot } from '../../agent/catalog/store.ts'
 import { readPrefix } from '../../agent/proxy/pipe.ts'
@@ -29,59 +24,11 @@ import { encodeNodeRequest, NodeStatus, SOCKS5_NODE_PROTOCOL } from '../../agent
 import { Socks5Server, type NodeKind } from '../../agent/socks5/server.ts'
 import { AddressType, AuthMethod, Command, Reply } from '../../agent/socks5/wire.ts'
 import { Metrics } from '../../shared/metrics.ts'
-import { meshYamuxOptions } from '../../shared/yamux.ts'
+import { YamuxPairs } from '../lab/yamux-pair.ts'
 
 // ---------------------------------------------------------------- an in-process tunnel
 
-/** Delivers what one side sends on the next turn (as the UDX connection coalesces). */
-class LoopConnection extends AbstractMultiaddrConnection {
-  peer!: LoopConnection
-  private pending: Uint8Array[] = []
-  private scheduled = false
-  private closeAfterFlush = false
-  private deliver (): void {
-    this.scheduled = false
-    const p = this.pending
-    this.pending = []
-    if (p.length > 0 && this.readStatus !== 'closed' && this.readStatus !== 'closing') this.onData(new Uint8ArrayList(...p))
-    if (this.closeAfterFlush) { this.closeAfterFlush = false; this.onRemoteCloseWrite() }
-  }
-
-  receive (bufs: Uint8Array[], close = false): void {
-    this.pending.push(...bufs)
-    this.closeAfterFlush ||= close
-    if (!this.scheduled) { this.scheduled = true; setImmediate(() => { this.deliver() }) }
-  }
-
-  sendData (data: Uint8ArrayList): { sentBytes: number, canSendMore: boolean } {
-    this.peer.receive([...data].map((b) => b.slice()))
-    return { sentBytes: data.byteLength, canSendMore: true }
-  }
-
-  async sendClose (): Promise<void> { this.peer.receive([], true) }
-  sendReset (): void { setImmediate(() => { this.peer.onRemoteReset() }) }
-  sendPause (): void {}
-  sendResume (): void {}
-}
-
-const muxers: StreamMuxer[] = []
-async function yamuxStreamPair (): Promise<[Stream, Stream]> {
-  const log = defaultLogger().forComponent('test:socks5')
-  const addr = multiaddr('/ip4/127.0.0.1/tcp/1')
-  const a = new LoopConnection({ remoteAddr: addr, direction: 'outbound', log, inactivityTimeout: 0 })
-  const b = new LoopConnection({ remoteAddr: addr, direction: 'inbound', log, inactivityTimeout: 0 })
-  a.peer = b; b.peer = a
-  const factory = (yamux(meshYamuxOptions) as any)({ logger: defaultLogger() })
-  const ma = factory.createStreamMuxer(a)
-  const mb = factory.createStreamMuxer(b)
-  muxers.push(ma, mb)
-  const inbound = new Promise<Stream>((resolve) => { mb.addEventListener('stream', (e: any) => { resolve(e.detail) }, { once: true }) })
-  const outbound = await ma.createStream()
-  outbound.send(Uint8Array.of(0)) // yamux announces a stream with its first frame
-  const remote = await inbound
-  await readPrefix(remote, (buf) => ({ value: buf[0], length: 1 }), 1_000)
-  return [outbound, remote]
-}
+const yamuxPairs = new YamuxPairs()
 
 type Handler = (stream: Stream, peer: { node: string, peerId: string }) => void
 /** Agents by node name: their handlers, and which nodes are offline or never answer. */
@@ -98,7 +45,7 @@ class Mesh {
         }
         const h = this.handlers.get(node)?.get(protocol)
         if (h == null) { const e = new Error(`Protocol selection failed - could not negotiate ${protocol}`); e.name = 'UnsupportedProtocolError'; throw e }
-        const [out, inbound] = await yamuxStreamPair()
+        const [out, inbound] = await yamuxPairs.pair()
         if (opts?.firstData != null) out.send(opts.firstData)
         h(inbound, { node: self, peerId: `peer-${self}` })
         return out
@@ -222,7 +169,7 @@ afterAll(async () => {
   await quickServer?.stop()
   await authServer?.stop()
   nodeB?.stop()
-  for (const m of muxers.splice(0)) m.abort(new Error('test over'))
+  yamuxPairs.abortAll()
   for (const s of servers.splice(0)) s.close()
 })
 
