@@ -9,6 +9,7 @@ import { toEndpointSlice, toNode, toPeer, toService, PEER_LABEL } from './model.
 import { runReflector, type ResourceSpec } from './reflector.ts'
 import { CatalogStore, countEndpoints, type CatalogChange, type CatalogSnapshot, type ResourceKind } from './store.ts'
 import { readSnapshotFile, writeSnapshotFile } from './snapshot-file.ts'
+import { CatalogLag } from './lag.ts'
 
 export type CatalogListener = (snapshot: CatalogSnapshot, changes: CatalogChange[]) => void
 
@@ -61,10 +62,14 @@ export class Catalog {
   /** ms from start() to the first complete sync from the API, once it happened */
   syncedAfterMs: number | undefined
   private startedAt = 0
+  /** edgemesh_catalog_lag_seconds */
+  readonly lag: CatalogLag
 
   constructor (opts: CatalogOptions) {
     this.opts = opts
     this.resources = catalogResources(opts.namespace)
+    this.lag = new CatalogLag(this.resources.map((r) => r.kind))
+    this.lag.export(opts.metrics)
   }
 
   get synced (): boolean { return this.listed.size === this.resources.length }
@@ -102,7 +107,11 @@ export class Catalog {
         }
         this.wake?.()
       },
-      failed: () => { if (!this.firstFailureSeen) { this.firstFailureSeen = true; this.wake?.() } }
+      failed: (kind: ResourceKind) => {
+        this.lag.lost(kind)
+        if (!this.firstFailureSeen) { this.firstFailureSeen = true; this.wake?.() }
+      },
+      heard: (kind: ResourceKind) => { this.lag.heard(kind) }
     }
     const reflectorOpts = {
       client, log, metrics, signal: this.abort.signal,
@@ -131,7 +140,7 @@ export class Catalog {
     if (saved != null) {
       // only kinds the API has not listed yet come from disk
       for (const kind of ['services', 'endpointSlices', 'nodes', 'peers'] as const) {
-        if (!this.listed.has(kind)) this.store.replace(kind, saved[kind] as any[])
+        if (!this.listed.has(kind)) { this.store.replace(kind, saved[kind] as any[]); this.lag.fromDisk(kind, saved.savedAt) }
       }
       this.store.setSource('disk')
       metrics.catalogFromDisk.set(1)

@@ -234,8 +234,9 @@ export class KubeClient {
   /**
    * Streams a WATCH; calls onEvent per event and resolves when the server ends the watch
    * (timeoutSeconds) or rejects on transport/HTTP errors. An ERROR event is delivered as is.
+   * onOpen: the apiserver accepted the watch (200), before any event.
    */
-  async watch (path: string, params: { resourceVersion: string, timeoutSeconds: number, labelSelector?: string }, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal): Promise<void> {
+  async watch (path: string, params: { resourceVersion: string, timeoutSeconds: number, labelSelector?: string }, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal, onOpen?: () => void): Promise<void> {
     const q = new URLSearchParams({ watch: '1', allowWatchBookmarks: 'true', resourceVersion: params.resourceVersion, timeoutSeconds: String(params.timeoutSeconds) })
     if (params.labelSelector != null) q.set('labelSelector', params.labelSelector)
     const idleMs = this.creds.watchIdleMs ?? WATCH_IDLE_MS
@@ -244,6 +245,7 @@ export class KubeClient {
     const res = await this.open('GET', `${path}?${q}`, undefined, '', signal, Math.min(30_000, idleMs))
     const status = res.statusCode ?? 0
     if (status !== 200) throw KubeClient.errorFrom(status, await KubeClient.readAll(res), `WATCH ${path}`)
+    onOpen?.()
     res.setEncoding('utf8')
     res.socket.setTimeout(0) // the request timeout covered connect + headers; the stream has its own
     let partial = ''

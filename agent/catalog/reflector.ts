@@ -25,6 +25,8 @@ export interface ReflectorSink<K extends ResourceKind> {
   /** after each successful LIST (the first one completes this resource's initial sync) */
   listed(kind: K): void
   failed(kind: K, err: Error): void
+  /** the API answered about this resource: a LIST, a watch opening, an event or a bookmark */
+  heard?(kind: K): void
 }
 
 export interface ReflectorOptions {
@@ -55,6 +57,7 @@ export async function runReflector<K extends ResourceKind> (spec: ResourceSpec<K
   const onEvent = (ev: WatchEvent): void => {
     const obj = ev.object
     metrics.catalogWatchEvents.inc({ resource, type: ev.type })
+    if (ev.type !== 'ERROR') sink.heard?.(resource)
     switch (ev.type) {
       case 'ADDED':
       case 'MODIFIED': {
@@ -96,11 +99,12 @@ export async function runReflector<K extends ResourceKind> (spec: ResourceSpec<K
         if (malformed > 0) metrics.catalogErrors.inc({ resource, reason: 'malformed-object' }, malformed)
         sink.replace(resource, items)
         rv = list.resourceVersion
+        sink.heard?.(resource)
         sink.listed(resource)
         if (listReason !== 'initial' || failures > 0) log.info({ resource, items: items.length, reason: listReason }, 'catalog relisted')
       }
       const timeoutSeconds = minTimeout + Math.floor(Math.random() * (maxTimeout - minTimeout + 1))
-      await client.watch(spec.path, { resourceVersion: rv, timeoutSeconds, ...(spec.labelSelector != null ? { labelSelector: spec.labelSelector } : {}) }, onEvent, signal)
+      await client.watch(spec.path, { resourceVersion: rv, timeoutSeconds, ...(spec.labelSelector != null ? { labelSelector: spec.labelSelector } : {}) }, onEvent, signal, () => { sink.heard?.(resource) })
       backoff = 0
       failures = 0
     } catch (err) {
