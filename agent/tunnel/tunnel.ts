@@ -14,6 +14,7 @@ import type { AgentConfig } from '../../shared/config.ts'
 import { localIPv4 } from '../../shared/net.ts'
 import type { Logger } from '../../shared/logging.ts'
 import type { Metrics } from '../../shared/metrics.ts'
+import { exportTunnelStatus } from './status-metrics.ts'
 import { createUdx, type UdxSocket } from '../../shared/udx.ts'
 import { endpointKey, type Endpoint } from '../../shared/wire/addr.ts'
 import { VERSION, decodeMessage, isRelayMessage, looksLikeRendezvous, versionOf, type Candidate, type PeerInfoMessage } from '../../shared/wire/rendezvous.ts'
@@ -142,6 +143,7 @@ export class Tunnel implements TunnelApi {
       metrics: opts.metrics
     })
     const tunnel = new Tunnel(opts, node, socket)
+    exportTunnelStatus(opts.metrics, () => tunnel.status())
     node.services.dgram.attach(udx, socket, config.tunnel.keepaliveMs, (conn, path) => { tunnel.adopt(conn, path) }, (conn, path, reason, silentMs) => { tunnel.onDeadPath(conn, path, reason, silentMs) })
     await tunnel.init()
     return tunnel
