@@ -13,6 +13,7 @@ import type { Server } from 'node:http'
 import { boundAddress, startHttp, stopHttp } from '../shared/http.ts'
 import { parseHostPort } from '../shared/host-port.ts'
 import { Catalog } from './catalog/catalog.ts'
+import { HealthState, startHealthServer } from './health/server.ts'
 import { KubeClient, loadKubeCredentials } from './catalog/kube-client.ts'
 import type { Tunnel } from './tunnel/tunnel.ts'
 import type { PeerDirectory } from './tunnel/directory.ts'
@@ -63,7 +64,17 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
   // (and removes the device, rules and socket they created), and so does a normal stop.
   const parts = new StopStack((part, err) => { log.warn({ part, err: (err as Error)?.message ?? String(err) }, 'stop failed; stopping the rest') })
   let failed = false
+  const health = new HealthState({ controlSocket: config.controlSocket })
   try {
+    // first, so /readyz says why the agent is not ready yet (starting, catalog, DNS) from the start
+    if (config.health != null) {
+      const listen = parseHostPort(config.health)
+      await parts.start('health', async () => await startHealthServer(listen, health, { metrics, onError: (err) => { log.warn({ err }, 'health request failed') } }), stopHttp)
+    }
+    if (config.dns != null) {
+      const { host, port } = parseHostPort(config.dns.listen)
+      health.dns = { host, port, name: HealthState.dnsProbeName(config.dns.clusterDomain) }
+    }
     // With Kubernetes, peers come from the registry (static entries only fill gaps); without it
     // the peers file is the whole directory.
     let catalog: Catalog | undefined
@@ -75,6 +86,8 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
       log.info({ apiServer: creds.server, auth: creds.cert != null ? 'client certificate' : 'token' }, 'using the Kubernetes API')
       const c = catalog = new Catalog({ client, namespace: k.namespace, snapshotFile: k.snapshotFile, persistIntervalMs: k.snapshotIntervalSeconds * 1000, syncTimeoutMs: k.syncTimeoutMs, log: log.child({ component: 'catalog' }), metrics, onBulkLoad: compactHeap })
       parts.push('catalog', async () => { await c.stop() }) // stop copes with a half-done start
+      health.catalog = c
+      health.starting = 'catalog'
       await parts.step('catalog', async () => { await c.start() })
     }
     // With the proxy on, DNS answers a ClusterIP Service's name only once the proxy has
@@ -91,10 +104,13 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     if (config.dns != null) {
       const dnsConfig = config.dns
       const dnsCatalog = programmedView ?? catalog
+      health.starting = 'dns'
       await parts.step('dns', async () => { await removeDeviceIfCreated(parts, dnsConfig.device) })
       dns = await parts.start('dns', async () => await (await import('./dns/dns.ts')).startDns({ config: dnsConfig, catalog: dnsCatalog, metrics, log: log.child({ component: 'dns' }) }), async (d) => { await d.stop() })
     }
 
+    if (dns != null) health.dnsListening = true
+    health.starting = 'tunnel'
     const m = await loadTunnelSide()
     const identity = await parts.step('identityFile', async () => await m.loadOrCreateIdentity(config.identityFile))
     if (identity.created) log.info({ keyFile: config.identityFile, peerId: identity.peerId.toString() }, 'generated a new node identity')
@@ -129,6 +145,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
       if (catalog == null) throw new ConfigError('proxy: needs kubernetes (the proxy learns Services and endpoints from the Kubernetes API)')
       const proxyCatalog = catalog
       const view = programmedView
+      health.starting = 'proxy'
       await parts.step('proxy', async () => { await removeDeviceIfCreated(parts, proxyConfig.device) })
       proxy = await parts.start('proxy', async () => {
         const { ServiceProxy } = await import('./proxy/proxy.ts')
@@ -149,6 +166,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
         tunnel, directory, ...(catalog != null ? { catalog } : {}), log: log.child({ component: 'socks5' }), metrics
       }), async (s) => { await s.stop() })
     }
+    health.starting = 'control socket'
     const controlProxy = proxy
     await parts.start('controlSocket', async () => await m.startControlApi({ socketPath: config.controlSocket, tunnel, ...(catalog != null ? { catalog } : {}), ...(controlProxy != null ? { proxy: controlProxy } : {}), metrics, diagnostics: config.diagnostics, log }),
       async (server) => { await stopHttp(server); await rm(config.controlSocket, { force: true }) })
@@ -161,6 +179,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
       }, (err) => { log.warn({ err }, 'metrics request failed') }, { metrics }), stopHttp)
     }
 
+    health.starting = undefined
     compactHeap() // start-up garbage (module loading, the first sync) is all dead now
     const reclaim = startMemoryReclaim() // traffic's buffers go back to the OS once it has passed (memory-reclaim.ts)
     parts.push('memory reclaim', () => { reclaim.stop() })

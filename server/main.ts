@@ -52,6 +52,11 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
       'GET /healthz': async () => ({
         body: { status: 'ok', peerId: identity.peerId.toString(), bootId: rendezvous.bootId, registeredAgents: rendezvous.registeredCount, blindRelaySessions: relay.size, tcpConnections: host.getConnections().length }
       }),
+      // ready: the UDP socket (rendezvous, blind relay) and the TCP host (circuit relay) are bound
+      'GET /readyz': async () => {
+        const reasons = relayListenerProblems(socket, host)
+        return { status: reasons.length === 0 ? 200 : 503, body: { ready: reasons.length === 0, reasons } }
+      },
       'GET /metrics': async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() })
     }, (err) => { log.error({ err }, 'http handler failed') }, { metrics }), async (http) => { await stopHttp(http) })
 
@@ -69,6 +74,18 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
   }
 
   return { peerId: identity.peerId.toString(), stop: async () => { await parts.unwind() } }
+}
+
+/** Why the relay cannot serve: a listener that is not bound (empty when both are). */
+function relayListenerProblems (socket: { address: () => { port: number } }, host: { getMultiaddrs: () => unknown[] }): string[] {
+  const reasons: string[] = []
+  try {
+    if (socket.address().port === 0) reasons.push('listen.udpPort: not bound')
+  } catch (err) {
+    reasons.push(`listen.udpPort: ${(err as Error).message}`)
+  }
+  if (host.getMultiaddrs().length === 0) reasons.push('listen.tcpPort: not listening')
+  return reasons
 }
 
 /** libp2p's listen failure carries a whole stack in its message: keep the cause (`address already in use 0.0.0.0:4001`). */

@@ -73,6 +73,8 @@ export const AgentConfigFields = z.object({
   /** where `edgemesh status` / `edgemesh ping` reach this agent */
   controlSocket: z.string().default('/run/edgemesh/agent.sock'),
   metrics: hostPort.optional(),
+  /** probe listener: GET /healthz (live) and /readyz (ready: catalog synced or from disk, DNS answers), e.g. 127.0.0.1:9095 */
+  health: hostPort.optional(),
   relays: z.array(RelayRef).min(1, 'at least one relay is required'),
   /** static peer list: the standalone fallback when `kubernetes` is not configured */
   peersFile: z.string().optional(),
