@@ -25,6 +25,8 @@ export class BlindRelay {
   private readonly perAgent: KeyedCounter
   private readonly refuse: Refuse
   readonly maxPairs: number
+  /** bytes forwarded by pairs already closed (open pairs are read live) */
+  private closedBytes = 0
 
   constructor (opts: { udx: Udx, socket: UdxSocket, log: Logger, metrics: Metrics, idleMs?: number, maxPairs?: number, maxPairsPerAgent?: number }) {
     this.udx = opts.udx
@@ -83,6 +85,17 @@ export class BlindRelay {
     return (p.a as any).packetsReceived + (p.b as any).packetsReceived
   }
 
+  private bytes (p: RelayPair): number {
+    return (p.a as any).bytesReceived + (p.b as any).bytesReceived
+  }
+
+  /** Bytes forwarded since start, both directions, UDX headers included (edgemesh_blind_relay_bytes_total). */
+  forwardedBytes (): number {
+    let n = this.closedBytes
+    for (const p of this.pairs) n += this.bytes(p)
+    return n
+  }
+
   private collectIdle (): void {
     const now = Date.now()
     for (const p of this.pairs) {
@@ -93,7 +106,9 @@ export class BlindRelay {
   }
 
   private close (p: RelayPair): void {
-    if (!this.pairs.delete(p)) return
+    if (!this.pairs.has(p)) return
+    this.closedBytes += this.bytes(p)
+    this.pairs.delete(p)
     this.perAgent.release(p.owner)
     this.usedIds.delete(p.a.id); this.usedIds.delete(p.b.id)
     p.a.destroy(); p.b.destroy()

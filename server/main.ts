@@ -13,6 +13,7 @@ import { StopStack } from '../shared/stop-stack.ts'
 import { BlindRelay } from './blind-relay.ts'
 import { RendezvousServer } from './rendezvous.ts'
 import { startRelayHost } from './relay-host.ts'
+import { exportRelayLoad } from './relay-metrics.ts'
 
 export interface RunningServer { stop: () => Promise<void>, peerId: string }
 
@@ -21,7 +22,7 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
   const metrics = new Metrics()
   // the key file is checked before anything is created or bound
   const psk = await loadPsk(config.pskFile)
-  const identity = await loadOrCreateIdentity(config.identityFile)
+  const identity = await loadRelayIdentity(config.identityFile)
   if (identity.created) log.info({ keyFile: config.identityFile }, 'generated a new relay identity')
   if (psk == null) log.warn('NO PRE-SHARED KEY: this relay is open to any key. Anyone who reaches it can register, learn the addresses of registered agents, take blind-relay pairs and use the circuit relay. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Cluster membership (PSK)")')
 
@@ -47,6 +48,11 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
       async (h) => { await h.stop() })
     host.addEventListener('connection:open', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
     host.addEventListener('connection:close', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })
+    exportRelayLoad(metrics, {
+      reservations: () => host.services.relay.reservations.size,
+      streamProtocols: () => host.getConnections().flatMap((c) => c.streams.map((s) => s.protocol)),
+      blindRelayBytes: () => relay.forwardedBytes()
+    })
 
     const http = await parts.start('listen.http', async () => await startHttp(parseHostPort(config.listen.http), {
       'GET /healthz': async () => ({
@@ -88,6 +94,15 @@ function relayListenerProblems (socket: { address: () => { port: number } }, hos
   return reasons
 }
 
+/** The relay's key: a libp2p key file (created on first start) or the chart's PEM key; a bad one names the field. */
+async function loadRelayIdentity (file: string): ReturnType<typeof loadOrCreateIdentity> {
+  try {
+    return await loadOrCreateIdentity(file)
+  } catch (err: any) {
+    throw new Error(`identityFile: ${String(err.message ?? err)}`, { cause: err })
+  }
+}
+
 /** libp2p's listen failure carries a whole stack in its message: keep the cause (`address already in use 0.0.0.0:4001`). */
 function listenFailure (message: string): string {
   const m = /listen E[A-Z]+: (.+?) (\S+:\d+)/.exec(message)
@@ -107,7 +122,7 @@ export async function main (argv: string[]): Promise<void> {
   const config = await loadConfig(ServerConfig, source)
   reportStacksAt(config.logLevel)
   if (args.printPeerId) {
-    process.stdout.write(`${(await loadOrCreateIdentity(config.identityFile)).peerId.toString()}\n`)
+    process.stdout.write(`${(await loadRelayIdentity(config.identityFile)).peerId.toString()}\n`)
     return
   }
   const server = await startServer(config)

@@ -5,7 +5,7 @@ import { BlindRelay } from '../../server/blind-relay.ts'
 import { createLogger } from '../../shared/logging.ts'
 import { Metrics } from '../../shared/metrics.ts'
 import { createUdx, type UdxSocket, type UdxStream } from '../../shared/udx.ts'
-import { sleep } from '../lab/wait.ts'
+import { eventually, sleep } from '../lab/wait.ts'
 
 const udx = createUdx()
 const sockets: UdxSocket[] = []
@@ -49,6 +49,21 @@ describe('blind relay', () => {
     await sleep(500)
     expect(Buffer.concat(fromA).equals(payload)).toBe(true)
     expect(Buffer.concat(fromB).toString()).toBe('pong')
+  })
+
+  it('counts the bytes it forwarded, also after the pair closed (edgemesh_blind_relay_bytes_total)', async () => {
+    const { a, b, relay } = setup(5_000)
+    let received = 0
+    b.on('data', (d: Buffer) => { received += d.byteLength })
+    a.write(Buffer.alloc(100_000, 7))
+    await eventually(async () => { expect(received).toBe(100_000) }, 5_000)
+    const forwarded = relay.forwardedBytes()
+    // payload plus UDX headers and acks, not more than a fifth on top
+    expect(forwarded).toBeGreaterThanOrEqual(100_000)
+    expect(forwarded).toBeLessThan(120_000)
+    relay.stop()
+    expect(relay.size).toBe(0)
+    expect(relay.forwardedBytes()).toBe(forwarded)
   })
 
   it('keeps a pair alive while it carries traffic, longer than the idle timeout', async () => {
