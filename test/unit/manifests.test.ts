@@ -26,7 +26,6 @@ const ROOT = new URL('../../', import.meta.url)
 const PLAIN = new URL('manifests/plain/edgemesh.yaml', ROOT)
 const CHART = new URL('manifests/helm/edgemesh/', ROOT)
 const NAMESPACE = 'edgemesh'
-const STATUS_PROBE = ['node', 'bin/edgemesh.js', '--socket', '/run/edgemesh/agent.sock', 'status', '--json']
 const AGENT_USER = `system:serviceaccount:${NAMESPACE}:edgemesh-agent`
 const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'])
 const RBAC_KINDS = new Set(['Role', 'ClusterRole', 'RoleBinding', 'ClusterRoleBinding'])
@@ -294,12 +293,15 @@ describe('plain manifest: agent DaemonSet', () => {
     expect(r.requests.memory).toBeDefined()
   })
 
-  it('probes the agent over its control socket', () => {
+  it('probes the agent\'s probe listener on the node\'s loopback: /healthz live, /readyz ready', () => {
     const c = container(agentDs(), 'agent')
-    const socket = agentConfig().controlSocket
-    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
-      expect(c[probe]?.exec?.command, probe).toEqual(STATUS_PROBE)
-      expect(argAfter(c[probe].exec.command, '--socket')).toBe(socket)
+    // agent.yaml's health address is the port the probes name, on 127.0.0.1 (the pod uses the node's network)
+    const health = agentConfig().health as string
+    expect(health).toMatch(/^127\.0\.0\.1:\d+$/)
+    expect(c.ports).toContainEqual({ name: 'health', containerPort: Number(health.split(':')[1]), protocol: 'TCP' })
+    const paths = { startupProbe: '/healthz', livenessProbe: '/healthz', readinessProbe: '/readyz' }
+    for (const [probe, path] of Object.entries(paths)) {
+      expect(c[probe]?.httpGet, probe).toEqual({ host: '127.0.0.1', path, port: 'health' })
     }
   })
 
@@ -439,9 +441,8 @@ describe('plain manifest: relay Deployment, Service and server.yaml', () => {
     expect(svc.spec.type).toBe('ClusterIP')
     const svcPorts = (svc.spec.ports as Obj[]).map((p) => `${p.protocol}/${p.port}->${p.targetPort}`).sort()
     expect(svcPorts).toEqual(['TCP/4001->relay-tcp', 'TCP/9090->http', 'UDP/4002->relay-udp'])
-    for (const probe of ['livenessProbe', 'readinessProbe']) {
-      expect(container(serverDeploy(), 'server')[probe].httpGet).toEqual({ path: '/healthz', port: 'http' })
-    }
+    expect(container(serverDeploy(), 'server').livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'http' })
+    expect(container(serverDeploy(), 'server').readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'http' })
   })
 })
 

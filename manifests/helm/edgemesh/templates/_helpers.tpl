@@ -324,6 +324,7 @@ agent.yaml (AgentConfig in shared/config.ts). nodeName is per node: the DaemonSe
     "udpPort" (int $v.agent.listen.udpPort)
     "tcpPort" (int $v.agent.listen.tcpPort))
   "controlSocket" "/run/edgemesh/agent.sock"
+  "health" (printf "127.0.0.1:%d" (int $v.agent.health.port))
   "relays" (include "edgemesh.agent.relays" . | fromYamlArray)
   "tunnel" (deepCopy $v.agent.tunnel)
   "diagnostics" $v.agent.diagnostics
