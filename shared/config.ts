@@ -6,6 +6,7 @@ import { z } from 'zod'
 
 import { ConfigError } from './errors.ts'
 import { splitHostPort } from './host-port.ts'
+import { peerIdFromCertificateFile } from './relay-certificate.ts'
 import { MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS } from './wire/rendezvous.ts'
 export { ConfigError }
 
@@ -14,13 +15,37 @@ const hostPort = z.string().refine((s) => { const hp = splitHostPort(s); return 
 export const port = z.number().int().min(0).max(65535)
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
 
+/**
+ * A relay: its address and who it is, as its peer id or as its certificate (the Helm chart's
+ * generated relay identity, mounted from a ConfigMap), whose Ed25519 key gives the peer id. The
+ * certificate file is read while the config loads, so the parsed relay always has its peerId.
+ */
 export const RelayRef = z.object({
   /** the relay's public IPv4 address (the tunnel dials /ip4/<host>/...) */
   host: z.ipv4('expected the relay\'s IPv4 address'),
-  peerId: z.string().min(40, 'expected a libp2p peer id (12D3Koo...)'),
+  peerId: z.string().min(40, 'expected a libp2p peer id (12D3Koo...)').optional(),
+  /** the relay's X.509 certificate (PEM) holding its Ed25519 public key: the peer id is derived from it */
+  certificateFile: z.string().min(1, 'expected the path of the relay\'s certificate (PEM)').optional(),
   tcpPort: port.default(4001),
   udpPort: port.default(4002)
-}).strict()
+}).strict().transform((r, ctx) => {
+  const { peerId, certificateFile, ...rest } = r
+  if (peerId != null && certificateFile != null) {
+    ctx.addIssue({ code: 'custom', path: ['certificateFile'], message: 'give either peerId or certificateFile, not both' })
+    return z.NEVER
+  }
+  if (certificateFile == null) {
+    if (peerId != null) return { ...rest, peerId }
+    ctx.addIssue({ code: 'custom', path: ['peerId'], message: 'required: the relay\'s peer id (12D3Koo...), or certificateFile (the relay\'s certificate, PEM)' })
+    return z.NEVER
+  }
+  try {
+    return { ...rest, peerId: peerIdFromCertificateFile(certificateFile), certificateFile }
+  } catch (err: any) {
+    ctx.addIssue({ code: 'custom', path: ['certificateFile'], message: String(err.message ?? err) })
+    return z.NEVER
+  }
+})
 export type RelayRef = z.infer<typeof RelayRef>
 
 export const ServerConfig = z.object({

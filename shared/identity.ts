@@ -1,8 +1,11 @@
 // Per-node identity: a random Ed25519 key created on first start and persisted, so a node's
 // peer id is stable across restarts but can never be derived from public facts (node name).
+// A key file is libp2p's protobuf (what this module writes) or a PKCS#8 PEM Ed25519 key (what
+// the Helm chart generates for the relay: `genPrivateKey "ed25519"`), told apart by content.
+import { createPrivateKey } from 'node:crypto'
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyFromRaw, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
@@ -22,10 +25,18 @@ export async function loadOrCreateIdentity (keyFile: string): Promise<Identity> 
   }
   if (raw != null) {
     let privateKey: PrivateKey
-    try {
-      privateKey = privateKeyFromProtobuf(raw)
-    } catch (err: any) {
-      throw new Error(`identity key ${keyFile} is corrupt (${err.message}); move it away to generate a new identity`)
+    if (isPem(raw)) {
+      try {
+        privateKey = privateKeyFromPkcs8Pem(raw.toString('utf8'))
+      } catch (err: any) {
+        throw new Error(`identity key ${keyFile} is not a usable PEM key (${err.message}): expected a PKCS#8 Ed25519 private key ("-----BEGIN PRIVATE KEY-----") or a libp2p key file`)
+      }
+    } else {
+      try {
+        privateKey = privateKeyFromProtobuf(raw)
+      } catch (err: any) {
+        throw new Error(`identity key ${keyFile} is corrupt (neither a libp2p key file nor a PKCS#8 PEM Ed25519 key: ${err.message}); move it away to generate a new identity`)
+      }
     }
     return { privateKey, peerId: peerIdFromPrivateKey(privateKey), created: false }
   }
@@ -40,4 +51,23 @@ export async function loadOrCreateIdentity (keyFile: string): Promise<Identity> 
     throw new Error(`cannot create identity key ${keyFile}: ${err.message}`, { cause: err })
   }
   return { privateKey, peerId: peerIdFromPrivateKey(privateKey), created: true }
+}
+
+/** PEM text ("-----BEGIN ...", leading whitespace allowed); a libp2p protobuf key starts with 0x08. */
+function isPem (bytes: Buffer): boolean {
+  return /^\s*-----BEGIN /.test(bytes.subarray(0, 64).toString('latin1'))
+}
+
+/** A libp2p Ed25519 private key from a PKCS#8 PEM Ed25519 key (raw = 32-byte seed || 32-byte public key). */
+export function privateKeyFromPkcs8Pem (pem: string): PrivateKey {
+  let jwk: { d?: string, x?: string }
+  try {
+    const key = createPrivateKey({ key: pem, format: 'pem' })
+    if (key.asymmetricKeyType !== 'ed25519') throw new Error(`it holds a ${key.asymmetricKeyType ?? 'unknown'} key, not Ed25519`)
+    jwk = key.export({ format: 'jwk' })
+  } catch (err: any) {
+    throw new Error(String(err.message ?? err).split('\n', 1)[0]!)
+  }
+  const raw = Buffer.concat([Buffer.from(jwk.d!, 'base64url'), Buffer.from(jwk.x!, 'base64url')])
+  return privateKeyFromRaw(raw)
 }

@@ -184,6 +184,49 @@ relays:
     expect(lines).toHaveLength(4)
   })
 
+  it('a relay named by its certificate (certificateFile) gets the peer id of the certificate\'s Ed25519 key', async () => {
+    const cert = new URL('../fixtures/relay-identity/relay.crt', import.meta.url).pathname
+    const file = await yamlFile(`nodeName: edge-1\nrelays:\n  - host: 203.0.113.10\n    certificateFile: ${cert}\n  - host: 203.0.113.11\n    peerId: ${PEER}\n`)
+    const c = await loadConfig(AgentConfig, { file })
+    // the fixture's key (test/unit/relay-certificate.test.ts checks the derivation against libp2p)
+    expect(c.relays).toEqual([
+      { host: '203.0.113.10', peerId: '12D3KooWDBXfS2jzapVgS32JehLKi8dvQgjUTVRc21jRY58xgSpx', certificateFile: cert, tcpPort: 4001, udpPort: 4002 },
+      { host: '203.0.113.11', peerId: PEER, tcpPort: 4001, udpPort: 4002 }
+    ])
+    // or through --set
+    const viaFlags = await loadConfig(AgentConfig, { file: await yamlFile('nodeName: edge-1\nrelays:\n  - host: 203.0.113.10\n'), overrides: [['relays.0.certificateFile', cert]] })
+    expect(viaFlags.relays[0]!.peerId).toBe(c.relays[0]!.peerId)
+  })
+
+  it('a relay needs exactly one of peerId and certificateFile, and a certificate that is readable and Ed25519: each error one line naming the field', async () => {
+    const fixture = (f: string): string => new URL(`../fixtures/relay-identity/${f}`, import.meta.url).pathname
+    const missing = join(dir, 'absent.crt')
+    const file = await yamlFile(`nodeName: edge-1
+relays:
+  - host: 203.0.113.10
+  - host: 203.0.113.11
+    peerId: ${PEER}
+    certificateFile: ${fixture('relay.crt')}
+  - host: 203.0.113.12
+    certificateFile: ${missing}
+  - host: 203.0.113.13
+    certificateFile: ${fixture('rsa.crt')}
+  - host: 203.0.113.14
+    certificateFile: ${fixture('relay.key')}
+  - host: 203.0.113.15
+    certificateFile: ''
+`)
+    const lines = issues(await configError(async () => await loadConfig(AgentConfig, { file })), file)
+    expect(lines).toEqual([
+      'relays[0].peerId: required: the relay\'s peer id (12D3Koo...), or certificateFile (the relay\'s certificate, PEM)',
+      'relays[1].certificateFile: give either peerId or certificateFile, not both',
+      `relays[2].certificateFile: cannot read ${missing}: ENOENT: no such file or directory, open '${missing}'`,
+      `relays[3].certificateFile: ${fixture('rsa.crt')}: the certificate holds a rsa key, expected the relay's Ed25519 key`,
+      expect.stringMatching(new RegExp(`^relays\\[4\\]\\.certificateFile: ${fixture('relay.key')}: not a PEM X\\.509 certificate \\(`)),
+      'relays[5].certificateFile: expected the path of the relay\'s certificate (PEM)'
+    ])
+  })
+
   it('proxy: defaults when the section is present, and errors name the field', async () => {
     const ok = await loadConfig(AgentConfig, { file: await yamlFile(`${MIN_AGENT_YAML}kubernetes: {}\nproxy: {}\n`) })
     expect(ok.proxy).toEqual({
