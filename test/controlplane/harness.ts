@@ -30,6 +30,12 @@ export interface ControlPlaneOptions {
   extraSans?: string[]
   /** fixed ports (inside a dedicated netns); default: free loopback ports */
   ports?: { etcdClient: number, etcdPeer: number, apiserver: number }
+  /**
+   * For a cluster with kubelets and a controller-manager (test/cluster): the ServiceAccount
+   * admission plugin on, Node + RBAC authorization and NodeRestriction admission. Default off:
+   * envtest style, no controller creates ServiceAccounts, RBAC only.
+   */
+  withNodes?: boolean
 }
 
 export interface ControlPlane {
@@ -128,14 +134,14 @@ export async function startControlPlane (opts: ControlPlaneOptions = {}): Promis
       `--tls-cert-file=${join(dir, 'serving.crt')}`, `--tls-private-key-file=${join(dir, 'serving.key')}`,
       `--client-ca-file=${join(dir, 'ca.crt')}`,
       '--service-cluster-ip-range=10.96.0.0/16',
-      '--authorization-mode=RBAC',
+      opts.withNodes === true ? '--authorization-mode=Node,RBAC' : '--authorization-mode=RBAC',
       '--service-account-issuer=https://kubernetes.default.svc',
       `--service-account-key-file=${join(dir, 'sa.pub')}`,
       `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
       `--token-auth-file=${join(dir, 'tokens.csv')}`,
       '--allow-privileged=true',
       // like envtest: no controller-manager creates default ServiceAccounts or their tokens
-      '--disable-admission-plugins=ServiceAccount',
+      ...(opts.withNodes === true ? ['--enable-admission-plugins=NodeRestriction'] : ['--disable-admission-plugins=ServiceAccount']),
       '--endpoint-reconciler-type=none',
       ...(opts.apiserverFlags ?? [])])
     // The process API only keeps the tail; keep a copy across restarts for diagnostics.

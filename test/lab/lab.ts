@@ -28,7 +28,13 @@ export interface LabSpec { sites: SiteSpec[], relays?: number, prefix?: string }
 /** relays: 'relay0', 'relay1', ...; site hosts: `${site}${j + 1}`; routers: `nat-${site}`. */
 export interface LabHost { name: string, ns: string, ip: string, site?: string }
 export interface LabSite { name: string, nat: NatKind, publicIp: string, lanCidr: string, router: LabHost, hosts: LabHost[] }
-export interface ExecOpts { timeoutMs?: number, input?: string }
+/**
+ * hostMounts: enter only the host's network namespace (`nsenter --net`), not a private mount
+ * namespace as `ip netns exec` makes: for daemons whose mounts other processes must see (a
+ * kubelet's volume mounts are used by containerd and runc).
+ */
+export interface ExecOpts { timeoutMs?: number, input?: string, hostMounts?: boolean }
+export interface SpawnOpts extends StartOpts { hostMounts?: boolean }
 
 export interface Lab {
   prefix: string
@@ -46,7 +52,7 @@ export interface Lab {
   /** `ip netns exec <ns> argv...`; never throws on a non-zero exit (code 124 = timed out, default 30 s). */
   exec(host: LabHost | string, argv: string[], opts?: ExecOpts): Promise<ExecResult>
   /** Long-running process in a namespace, tracked and killed by teardown. env is merged over process.env. */
-  spawn(host: LabHost | string, argv: string[], opts?: StartOpts): LabProcess
+  spawn(host: LabHost | string, argv: string[], opts?: SpawnOpts): LabProcess
   /** DNAT <site public IP>:publicPort -> host:hostPort on the site's router (from the WAN side only, no hairpin). */
   portForward(site: string, proto: 'tcp' | 'udp', publicPort: number, hostName: string, hostPort: number): Promise<void>
   /**
@@ -87,8 +93,8 @@ async function run (cmd: string, args: string[], input?: string): Promise<string
   }
 }
 
-export function hostSpawnArgs (host: LabHost, argv: string[]): string[] {
-  return ['ip', 'netns', 'exec', host.ns, ...argv]
+export function hostSpawnArgs (host: LabHost, argv: string[], hostMounts = false): string[] {
+  return hostMounts ? ['nsenter', `--net=/run/netns/${host.ns}`, '--', ...argv] : ['ip', 'netns', 'exec', host.ns, ...argv]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,7 +418,7 @@ class LabImpl implements Lab {
 
   async exec (host: LabHost | string, argv: string[], opts: ExecOpts = {}): Promise<ExecResult> {
     const h = this.resolve(host)
-    return await runCapture(hostSpawnArgs(h, argv), {
+    return await runCapture(hostSpawnArgs(h, argv, opts.hostMounts), {
       timeoutMs: opts.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS,
       ...(opts.input === undefined ? {} : { input: opts.input }),
       onStart: child => {
@@ -421,9 +427,10 @@ class LabImpl implements Lab {
     })
   }
 
-  spawn (host: LabHost | string, argv: string[], opts: StartOpts = {}): LabProcess {
+  spawn (host: LabHost | string, argv: string[], opts: SpawnOpts = {}): LabProcess {
     const h = this.resolve(host)
-    const proc = startProcess(hostSpawnArgs(h, argv), opts)
+    const { hostMounts, ...startOpts } = opts
+    const proc = startProcess(hostSpawnArgs(h, argv, hostMounts), startOpts)
     this.track(proc.child, proc.exited)
     return proc
   }

@@ -1,0 +1,282 @@
+// One kubelet + containerd pair in a lab host's network namespace. Both run in the HOST mount
+// namespace (nsenter --net, not `ip netns exec`): the kubelet's volume mounts (projected tokens,
+// ConfigMaps) must be visible to containerd and runc. Everything the node writes lives in its
+// own directory and cgroup root, so several nodes share one host; stop() removes all of it,
+// also after a start that failed halfway.
+import { execFile } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import type { ExecResult, Lab, LabHost, LabProcess } from '../lab/lab.ts'
+import { runCapture } from '../lab/proc.ts'
+import { sleep } from '../lab/wait.ts'
+import { CONTROL_PLANE_BIN, type ControlPlane } from '../controlplane/harness.ts'
+import { certKubeconfig, cniConfig, containerdConfig, kubeletConfig, nodePaths, type NodePaths } from './node-config.ts'
+
+const execFileP = promisify(execFile)
+export const RUNC = '/usr/sbin/runc'
+export const CNI_BIN_DIR = '/usr/lib/cni'
+const CGROUP_FS = '/sys/fs/cgroup'
+const CONTAINER_LOG_LINKS = '/var/log/containers'
+
+export type NodeRole = 'public' | 'edge'
+
+export interface ClusterNode {
+  name: string
+  host: LabHost
+  podCidr: string
+  role: NodeRole
+  /** the node's directory: containerd.log, kubelet.log, configs, kubelet root, pod logs */
+  dir: string
+  /** crictl against this node's containerd (in the node's network namespace) */
+  crictl(args: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>
+  /** ctr -n k8s.io against this node's containerd */
+  ctr(args: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>
+  /** argv in the node's network namespace (iptables -S, ip link, ...) */
+  exec(argv: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>
+}
+
+export interface NodeContext {
+  lab: Lab
+  cp: ControlPlane
+  /** where kubelets reach the apiserver (through their NATs) */
+  apiUrlInLab: string
+  sandboxImage: { archive: string, ref: string }
+  clusterDns: string
+  /** the Service range's first address (the kubernetes Service), DNATed to the apiserver */
+  kubernetesServiceIp: string
+}
+
+export interface NodeSpec { host: string, role: NodeRole, podCidr: string }
+
+async function openssl (args: string[], cwd: string): Promise<void> {
+  try { await execFileP('openssl', args, { cwd }) } catch (err: any) { throw new Error(`cluster node: openssl ${args[0]} failed: ${err.stderr ?? err.message}`) }
+}
+
+function cgroupHierarchies (): string[] {
+  // v1 hierarchies (cpu, memory, ..., name=systemd) plus the hybrid 'unified' v2 mount
+  return readdirSync(CGROUP_FS).map(d => join(CGROUP_FS, d)).filter(d => {
+    try { return statSync(d).isDirectory() && existsSync(join(d, 'cgroup.procs')) } catch { return false }
+  })
+}
+
+/** Mount points at or below dir, deepest first (from /proc/self/mountinfo; octal escapes decoded). */
+export function mountsBelow (dir: string, mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')): string[] {
+  const decode = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
+  const points = mountinfo.split('\n').map(l => l.split(' ')[4]).filter((m): m is string => m !== undefined).map(decode)
+  return [...new Set(points.filter(m => m === dir || m.startsWith(dir + '/')))].sort((a, b) => b.length - a.length)
+}
+
+export class NodeRunner implements ClusterNode {
+  readonly name: string
+  readonly host: LabHost
+  readonly podCidr: string
+  readonly role: NodeRole
+  readonly dir: string
+  readonly cgroupRoot: string
+  private readonly paths: NodePaths
+  private containerd: LabProcess | undefined
+  private kubelet: LabProcess | undefined
+  private stopped: Promise<void> | undefined
+  private readonly ctx: NodeContext
+
+  constructor (ctx: NodeContext, spec: NodeSpec, clusterDir: string) {
+    this.ctx = ctx
+    this.host = ctx.lab.host(spec.host)
+    this.name = spec.host
+    this.role = spec.role
+    this.podCidr = spec.podCidr
+    this.dir = join(clusterDir, spec.host)
+    this.paths = nodePaths(this.dir)
+    this.cgroupRoot = `/edgemesh-${ctx.lab.prefix}${spec.host}`
+  }
+
+  async exec (argv: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    return await this.ctx.lab.exec(this.host, argv, { hostMounts: true, ...opts })
+  }
+
+  async crictl (args: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    return await this.exec([join(CONTROL_PLANE_BIN, 'crictl'), '--config', join(this.dir, 'crictl.yaml'), ...args], opts)
+  }
+
+  async ctr (args: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    return await this.exec([join(CONTROL_PLANE_BIN, 'ctr'), '--address', this.paths.containerdSock, '-n', 'k8s.io', ...args], opts)
+  }
+
+  /** Imports an image archive (docker-archive or oci-archive) and makes sure it is named ref. */
+  async importImage (archive: string, ref: string): Promise<void> {
+    const r = await this.ctr(['images', 'import', '--local', archive], { timeoutMs: 300_000 })
+    if (r.code !== 0) throw new Error(`node ${this.name}: ctr import ${archive}: ${r.stderr.trim()}`)
+    const names = async (): Promise<string[]> => (await this.ctr(['images', 'ls', '-q'])).stdout.split('\n').filter(Boolean)
+    if ((await names()).includes(ref)) return
+    // An archive named differently (or not at all): tag what it brought.
+    const imported = [...r.stdout.matchAll(/unpacking (\S+) \(sha256:/g)].map(m => m[1] as string)
+    const from = imported[0]
+    if (from === undefined) throw new Error(`node ${this.name}: ${archive} imported no named image (ctr said: ${r.stdout.trim()})`)
+    const t = await this.ctr(['images', 'tag', '--force', from, ref])
+    if (t.code !== 0) throw new Error(`node ${this.name}: ctr tag ${from} ${ref}: ${t.stderr.trim()}`)
+  }
+
+  async start (): Promise<void> {
+    const { lab, cp } = this.ctx
+    const p = this.paths
+    for (const d of [p.cniConfDir, p.kubeletRoot, join(this.dir, 'pki'), join(this.dir, 's'), join(this.dir, 'pod-logs'), join(this.dir, 'cni/ipam')]) {
+      await mkdir(d, { recursive: true })
+    }
+    this.makeCgroupRoot()
+    const sysctl = await this.exec(['sysctl', '-qw', 'net.ipv4.ip_forward=1'])
+    if (sysctl.code !== 0) throw new Error(`node ${this.name}: sysctl: ${sysctl.stderr}`)
+    // No kube-proxy (the mesh proxies Services): only the kubernetes Service is DNATed to the
+    // apiserver, for pods (PREROUTING) and host-network pods (OUTPUT).
+    const [apiHost, apiPort] = new URL(this.ctx.apiUrlInLab).host.split(':') as [string, string]
+    const dnat = `-d ${this.ctx.kubernetesServiceIp}/32 -p tcp --dport 443 -j DNAT --to-destination ${apiHost}:${apiPort}`
+    const rules = await lab.exec(this.host, ['iptables-restore', '--noflush'], {
+      input: `*nat\n:TEST-CLUSTER-KUBERNETES - [0:0]\n-A TEST-CLUSTER-KUBERNETES ${dnat}\n-A PREROUTING -j TEST-CLUSTER-KUBERNETES\n-A OUTPUT -j TEST-CLUSTER-KUBERNETES\nCOMMIT\n`
+    })
+    if (rules.code !== 0) throw new Error(`node ${this.name}: iptables-restore: ${rules.stderr}`)
+
+    // kubelet identity: system:node:<name> in system:nodes (Node authorizer, NodeRestriction)
+    const pki = join(this.dir, 'pki')
+    await openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/O=system:nodes/CN=system:node:${this.name}`,
+      '-keyout', 'kubelet.key', '-out', 'kubelet.csr'], pki)
+    await writeFile(join(pki, 'client.ext'), 'extendedKeyUsage=clientAuth\n')
+    await openssl(['x509', '-req', '-in', 'kubelet.csr', '-CA', join(cp.dir, 'ca.crt'), '-CAkey', join(cp.dir, 'ca.key'), '-CAcreateserial',
+      '-CAserial', join(pki, 'ca.srl'), '-days', '2', '-extfile', 'client.ext', '-out', 'kubelet.crt'], pki)
+    await writeFile(join(pki, 'ca.crt'), cp.caPem)
+    await writeFile(join(this.dir, 'kubelet.kubeconfig'), certKubeconfig(this.ctx.apiUrlInLab, join(pki, 'ca.crt'), join(pki, 'kubelet.crt'), join(pki, 'kubelet.key')))
+    await writeFile(join(this.dir, 'containerd.toml'), containerdConfig(p, { sandboxImage: this.ctx.sandboxImage.ref, runc: RUNC, cniBinDir: CNI_BIN_DIR }))
+    await writeFile(join(p.cniConfDir, '10-bridge.conflist'), cniConfig(p, this.podCidr))
+    await writeFile(join(this.dir, 'kubelet.yaml'), kubeletConfig(p, { nodeIp: this.host.ip, cgroupRoot: this.cgroupRoot, clusterDns: this.ctx.clusterDns, clientCaFile: join(pki, 'ca.crt') }))
+    await writeFile(join(this.dir, 'crictl.yaml'), `runtime-endpoint: unix://${p.containerdSock}\nimage-endpoint: unix://${p.containerdSock}\ntimeout: 30\n`)
+
+    const env = { PATH: `${CONTROL_PLANE_BIN}:/usr/local/sbin:/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}` }
+    this.containerd = lab.spawn(this.host, [join(CONTROL_PLANE_BIN, 'containerd'), '--config', join(this.dir, 'containerd.toml')],
+      { hostMounts: true, env, logFile: join(this.dir, 'containerd.log') })
+    await this.waitFor('containerd', this.containerd, async () => (await this.crictl(['info'], { timeoutMs: 5000 })).code === 0, 60_000)
+    await this.importImage(this.ctx.sandboxImage.archive, this.ctx.sandboxImage.ref)
+
+    this.kubelet = lab.spawn(this.host, [join(CONTROL_PLANE_BIN, 'kubelet'),
+      `--config=${join(this.dir, 'kubelet.yaml')}`, `--kubeconfig=${join(this.dir, 'kubelet.kubeconfig')}`,
+      `--root-dir=${p.kubeletRoot}`, `--cert-dir=${pki}`, `--hostname-override=${this.name}`, `--node-ip=${this.host.ip}`, '--v=1'],
+    { hostMounts: true, env, logFile: join(this.dir, 'kubelet.log') })
+    const kubelet = this.kubelet
+    await this.waitFor('kubelet', kubelet, async () => (await this.exec(['curl', '-sf', 'http://127.0.0.1:10248/healthz'], { timeoutMs: 3000 })).stdout === 'ok', 120_000)
+  }
+
+  /** Throws with the log tail if the process exits or ok() stays false. */
+  private async waitFor (what: string, proc: LabProcess, ok: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+    let exited = false
+    void proc.exited.then(() => { exited = true })
+    const deadline = Date.now() + timeoutMs
+    while (!(await ok())) {
+      if (exited) throw new Error(`node ${this.name}: ${what} exited during start (log ${this.dir}/${what}.log):\n${proc.stderr().slice(-3000)}`)
+      if (Date.now() > deadline) throw new Error(`node ${this.name}: ${what} not ready after ${timeoutMs} ms (log ${this.dir}/${what}.log):\n${proc.stderr().slice(-3000)}`)
+      await sleep(200)
+    }
+  }
+
+  /** The kubelet refuses a cgroup root that does not exist; cpuset needs its cpus/mems filled in. */
+  private makeCgroupRoot (): void {
+    for (const h of cgroupHierarchies()) {
+      if (h.endsWith('/unified')) continue
+      const d = join(h, this.cgroupRoot)
+      mkdirSync(d, { recursive: true })
+      if (h.endsWith('/cpuset')) {
+        for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+          if (readFileSync(join(d, f), 'utf8').trim() === '') {
+            writeFileSync(join(d, f), readFileSync(join(h, f), 'utf8').trim(), { flag: 'r+' })
+          }
+        }
+      }
+    }
+  }
+
+  stop (): Promise<void> {
+    this.stopped ??= this.doStop()
+    return this.stopped
+  }
+
+  private async doStop (): Promise<void> {
+    const problems: string[] = []
+    await this.kubelet?.kill('SIGTERM', 5000)
+    if (this.containerd !== undefined && this.containerd.child.exitCode === null && this.containerd.child.signalCode === null) {
+      // Pods first: the shims and containers outlive containerd.
+      const r = await this.crictl(['rmp', '--force', '--all'], { timeoutMs: 60_000 })
+      if (r.code !== 0) problems.push(`crictl rmp: ${r.stderr.trim()}`)
+      await this.containerd.kill('SIGTERM', 5000)
+    }
+    // Whatever survived (a failed rmp, a killed containerd): shims by their -address, runc
+    // containers by their state dir, then any process left in the node's cgroups.
+    for (const pid of this.shimPids()) { try { process.kill(pid, 'SIGKILL') } catch { /* gone */ } }
+    const runcRoot = join(this.dir, 'runc/k8s.io')
+    if (existsSync(runcRoot)) {
+      for (const id of readdirSync(runcRoot)) await runCapture([RUNC, '--root', runcRoot, 'delete', '--force', id], { timeoutMs: 20_000 })
+    }
+    await this.removeCgroups(problems)
+    for (const m of mountsBelow(this.dir)) {
+      const u = await runCapture(['umount', '--lazy', m], { timeoutMs: 20_000 })
+      if (u.code !== 0) problems.push(`umount ${m}: ${u.stderr.trim()}`)
+    }
+    this.removeLogLinks()
+    const left = mountsBelow(this.dir)
+    if (left.length > 0) {
+      // never rm -rf through a mount (a hostPath volume would be emptied)
+      problems.push(`mounts left, ${this.dir} kept: ${left.join(', ')}`)
+    } else {
+      await rm(this.dir, { recursive: true, force: true })
+    }
+    if (problems.length > 0) throw new Error(`node ${this.name} stop: ${problems.join('; ')}`)
+  }
+
+  private shimPids (): number[] {
+    const pids: number[] = []
+    for (const e of readdirSync('/proc')) {
+      if (!/^\d+$/.test(e)) continue
+      let argv: string[]
+      try { argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0') } catch { continue }
+      if ((argv[0] ?? '').endsWith('containerd-shim-runc-v2') && argv.includes(this.paths.containerdSock)) pids.push(Number(e))
+    }
+    return pids
+  }
+
+  private async removeCgroups (problems: string[]): Promise<void> {
+    const roots = cgroupHierarchies().map(h => join(h, this.cgroupRoot)).filter(existsSync)
+    const dirsDeepestFirst = (root: string): string[] => {
+      const out: string[] = []
+      const walk = (d: string): void => {
+        for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name))
+        out.push(d)
+      }
+      try { walk(root) } catch { /* raced with a removal */ }
+      return out
+    }
+    for (let attempt = 0; attempt < 50; attempt++) {
+      let busy = false
+      for (const root of roots) {
+        for (const d of dirsDeepestFirst(root)) {
+          // processes still here are the node's containers (started by its runtime)
+          try {
+            for (const pid of readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+              try { process.kill(Number(pid), 'SIGKILL') } catch { /* gone */ }
+            }
+          } catch { /* already removed */ }
+          try { rmdirSync(d) } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') busy = true }
+        }
+      }
+      if (!busy) return
+      await sleep(100)
+    }
+    problems.push(`cgroups left under ${this.cgroupRoot}: ${roots.filter(existsSync).join(', ')}`)
+  }
+
+  /** The kubelet links container logs into /var/log/containers (not configurable). */
+  private removeLogLinks (): void {
+    let entries: string[]
+    try { entries = readdirSync(CONTAINER_LOG_LINKS) } catch { return }
+    for (const e of entries) {
+      const link = join(CONTAINER_LOG_LINKS, e)
+      try { if (readlinkSync(link).startsWith(this.dir + '/')) unlinkSync(link) } catch { /* not a link or gone */ }
+    }
+  }
+}
