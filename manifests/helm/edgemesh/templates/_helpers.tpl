@@ -243,8 +243,77 @@ cannot look up, so it renders a fresh key each time.
 {{- end }}
 
 {{/*
-Projected "config" volume: the component's ConfigMap plus, with a PSK, swarm.key from the Secret.
-Everything lands in /etc/edgemesh. Call with (dict "root" $ "configMap" NAME).
+Where this release's relay gets its identity (its Ed25519 key, hence its peer id):
+  existingSecret  server.identity.existingSecret, mounted into the data directory (as before);
+  persistence     a key the relay creates on first start in server.persistence, as before the
+                  chart generated identities: with server.identity.generate=false, with
+                  server.replicas > 1 (one key per relay node), and, unless the release's
+                  generated identity exists already, with relay.peerId set (the id of such a key:
+                  a reinstall with old values) or on an upgrade of a release whose relay runs
+                  already (installed by an older chart): its peer id must not change under the agents;
+  generated       (the default) a key pair the chart generates at install: Secret
+                  <fullname>-relay-identity (kept across upgrades and on uninstall) and its public
+                  certificate in ConfigMap <fullname>-relay-certificate, from which agents derive
+                  the relay's peer id.
+Empty when server.enabled is false.
+*/}}
+{{- define "edgemesh.relayIdentity.source" -}}
+{{- if .Values.server.enabled }}
+{{- if .Values.server.identity.existingSecret }}existingSecret
+{{- else if or (not (dig "identity" "generate" true .Values.server)) (gt (int .Values.server.replicas) 1) }}persistence
+{{- else if lookup "v1" "Secret" .Release.Namespace (include "edgemesh.relayIdentity.secretName" .) }}generated
+{{- else if .Values.relay.peerId }}persistence
+{{- else if and .Release.IsUpgrade (lookup "apps/v1" "Deployment" .Release.Namespace (include "edgemesh.server.fullname" .)) }}persistence
+{{- else }}generated
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "edgemesh.relayIdentity.secretName" -}}
+{{- printf "%s-relay-identity" (include "edgemesh.fullname" .) }}
+{{- end }}
+
+{{- define "edgemesh.relayIdentity.certificateName" -}}
+{{- printf "%s-relay-certificate" (include "edgemesh.fullname" .) }}
+{{- end }}
+
+{{/*
+The generated relay identity as a dict: key (PKCS#8 PEM Ed25519 private key) and cert (a
+self-signed X.509 certificate of the same key, PEM; agents only read its public key). The pair
+the release's Secret already holds (`lookup`: kept across upgrades and reinstalls), else a new
+one. Computed once per render (memo in .Values.server.identity._pair) so the Secret, the
+ConfigMap and the checksum annotations agree. `helm template` cannot look up: a new pair each time.
+*/}}
+{{- define "edgemesh.relayIdentity.pair" -}}
+{{- if not (hasKey .Values.server.identity "_pair") }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "edgemesh.relayIdentity.secretName" .) | default dict }}
+{{- $key := dig "data" "tls.key" "" $existing | b64dec }}
+{{- $cert := dig "data" "tls.crt" "" $existing | b64dec }}
+{{- if not $key }}
+{{- $key = genPrivateKey "ed25519" }}
+{{- $cert = "" }}
+{{- end }}
+{{- if not $cert }}
+{{- $cert = (genSelfSignedCertWithKey "edgemesh-relay" nil nil 36500 $key).Cert }}
+{{- end }}
+{{- $_ := set .Values.server.identity "_pair" (dict "key" $key "cert" $cert) }}
+{{- end }}
+{{- toYaml .Values.server.identity._pair }}
+{{- end }}
+
+{{/*
+"true" when the agents name this release's generated relay by its certificate (no agent.relays,
+no relay.peerId): agent.yaml's relay has certificateFile /etc/edgemesh/relay.crt.
+*/}}
+{{- define "edgemesh.agent.relayCertificate" -}}
+{{- if and .Values.agent.enabled (not .Values.agent.relays) (not .Values.relay.peerId) (eq (include "edgemesh.relayIdentity.source" .) "generated") }}true{{ end }}
+{{- end }}
+
+{{/*
+Projected "config" volume: the component's ConfigMap plus, with a PSK, swarm.key from the Secret;
+with the generated relay identity, the relay's private key (relay.key, the relay only) or its
+certificate (relay.crt, the agents). Everything lands in /etc/edgemesh. Call with
+(dict "root" $ "configMap" NAME "component" "server"|"agent").
 */}}
 {{- define "edgemesh.configVolume" -}}
 - name: config
@@ -260,6 +329,21 @@ Everything lands in /etc/edgemesh. Call with (dict "root" $ "configMap" NAME).
               path: swarm.key
               mode: 0400
       {{- end }}
+      {{- if and (eq .component "server") (eq (include "edgemesh.relayIdentity.source" .root) "generated") }}
+      - secret:
+          name: {{ include "edgemesh.relayIdentity.secretName" .root }}
+          items:
+            - key: tls.key
+              path: relay.key
+              mode: 0400
+      {{- end }}
+      {{- if and (eq .component "agent") (include "edgemesh.agent.relayCertificate" .root) }}
+      - configMap:
+          name: {{ include "edgemesh.relayIdentity.certificateName" .root }}
+          items:
+            - key: relay.crt
+              path: relay.crt
+      {{- end }}
 {{- end }}
 
 {{/*
@@ -268,7 +352,7 @@ server.yaml (ServerConfig in shared/config.ts).
 {{- define "edgemesh.server.config" -}}
 {{- $v := .Values }}
 {{- $c := dict
-  "identityFile" "/var/lib/edgemesh/server.key"
+  "identityFile" (ternary "/etc/edgemesh/relay.key" "/var/lib/edgemesh/server.key" (eq (include "edgemesh.relayIdentity.source" .) "generated"))
   "listen" (dict
     "host" $v.server.listen.host
     "tcpPort" (int $v.relay.ports.tcp)
@@ -304,9 +388,19 @@ The relays agents register with: agent.relays, or this release's relay.
 {{- if and (not $relays) $v.relay.peerId }}
 {{- $host := required "relay.peerId is set but relay.announce is empty: agents need the relay's public IPv4 address" (first ($v.relay.announce | default (list))) }}
 {{- $relays = list (dict "host" $host "peerId" $v.relay.peerId "tcpPort" (int $v.relay.ports.tcp) "udpPort" (int $v.relay.ports.udp)) }}
+{{- else if include "edgemesh.agent.relayCertificate" . }}
+{{- /* the chart's generated relay identity: agents derive its peer id from the certificate */}}
+{{- $host := required "relay.announce is required: the relay node's public IPv4 address(es), e.g. --set relay.announce[0]=203.0.113.10" (first ($v.relay.announce | default (list))) }}
+{{- $relays = list (dict "host" $host "certificateFile" "/etc/edgemesh/relay.crt" "tcpPort" (int $v.relay.ports.tcp) "udpPort" (int $v.relay.ports.udp)) }}
 {{- end }}
 {{- if not $relays }}
-{{- fail "\n\nagent.enabled is true but the agents have no relay: set agent.relays, or relay.peerId (with relay.announce) for this release's relay.\nThe relay's peer id is known after its first start: install with --set agent.enabled=false, read the id\n(kubectl logs deploy/<release>-server | grep 'edgemesh-server ready'), then\nhelm upgrade --reuse-values --set agent.enabled=true --set relay.peerId=12D3KooW...\n(or pre-generate the key: server.identity.existingSecret)." }}
+{{- $why := "server.enabled is false: name the relay of the other release or cluster in agent.relays (host and peerId)." }}
+{{- if .Values.server.identity.existingSecret }}
+{{- $why = printf "The relay uses the key in Secret %s (server.identity.existingSecret): set relay.peerId to its peer id\n(node bin/edgemesh-server.js --set identityFile=<that key file> --print-peer-id)." .Values.server.identity.existingSecret }}
+{{- else if .Values.server.enabled }}
+{{- $why = "This release's relay keeps a key of its own in server.persistence (server.identity.generate=false, server.replicas > 1,\nor a release installed by a chart older than the generated relay identity): read its peer id\n(kubectl logs deploy/<release>-server | grep 'edgemesh-server ready'), then\nhelm upgrade --reuse-values --set relay.peerId=12D3KooW..." }}
+{{- end }}
+{{- fail (printf "\n\nagent.enabled is true but the agents have no relay: set agent.relays, or relay.peerId (with relay.announce) for this release's relay.\n%s" $why) }}
 {{- end }}
 {{- toYaml $relays }}
 {{- end }}
