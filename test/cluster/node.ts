@@ -61,6 +61,17 @@ function cgroupHierarchies (): string[] {
   })
 }
 
+/** The full name containerd stores for an image reference (docker.io/library/ for short names, :latest). */
+export function normalizeImageRef (ref: string): string {
+  if (ref.includes('@')) return ref
+  const slash = ref.indexOf('/')
+  const first = slash < 0 ? '' : ref.slice(0, slash)
+  const hasDomain = first !== '' && (first.includes('.') || first.includes(':') || first === 'localhost')
+  const named = hasDomain ? ref : `docker.io/${slash < 0 ? 'library/' : ''}${ref}`
+  const lastPart = named.slice(named.lastIndexOf('/') + 1)
+  return lastPart.includes(':') ? named : `${named}:latest`
+}
+
 /** Mount points at or below dir, deepest first (from /proc/self/mountinfo; octal escapes decoded). */
 export function mountsBelow (dir: string, mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')): string[] {
   const decode = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
@@ -105,7 +116,8 @@ export class NodeRunner implements ClusterNode {
   }
 
   /** Imports an image archive (docker-archive or oci-archive) and makes sure it is named ref. */
-  async importImage (archive: string, ref: string): Promise<void> {
+  async importImage (archive: string, imageRef: string): Promise<void> {
+    const ref = normalizeImageRef(imageRef) // what the CRI looks up for a pod's image: imageRef
     const r = await this.ctr(['images', 'import', '--local', archive], { timeoutMs: 300_000 })
     if (r.code !== 0) throw new Error(`node ${this.name}: ctr import ${archive}: ${r.stderr.trim()}`)
     const names = async (): Promise<string[]> => (await this.ctr(['images', 'ls', '-q'])).stdout.split('\n').filter(Boolean)
@@ -135,6 +147,11 @@ export class NodeRunner implements ClusterNode {
       input: `*nat\n:TEST-CLUSTER-KUBERNETES - [0:0]\n-A TEST-CLUSTER-KUBERNETES ${dnat}\n-A PREROUTING -j TEST-CLUSTER-KUBERNETES\n-A OUTPUT -j TEST-CLUSTER-KUBERNETES\nCOMMIT\n`
     })
     if (rules.code !== 0) throw new Error(`node ${this.name}: iptables-restore: ${rules.stderr}`)
+    // A host without a default route (relay0) needs a route for OUTPUT's DNAT to be reached.
+    if ((await this.exec(['ip', 'route', 'get', this.ctx.kubernetesServiceIp])).code !== 0) {
+      const route = await this.exec(['ip', 'route', 'add', `${this.ctx.kubernetesServiceIp}/32`, 'dev', 'eth0'])
+      if (route.code !== 0) throw new Error(`node ${this.name}: ip route add: ${route.stderr}`)
+    }
 
     // kubelet identity: system:node:<name> in system:nodes (Node authorizer, NodeRestriction)
     const pki = join(this.dir, 'pki')

@@ -3,7 +3,12 @@
 // scheduled to each edge node runs, gets an address from its node's pod range, and its output
 // is read back on the node (crictl logs: the apiserver cannot reach an edge kubelet).
 // stop() leaves no process, mount, cgroup or directory behind.
+import { execFile } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab } from '../lab/lab.ts'
 import { eventually } from '../lab/wait.ts'
@@ -12,6 +17,7 @@ import { EDGE_ROLE_LABEL, pauseImage, startCluster, type Cluster } from '../clus
 let lab: Lab
 let cluster: Cluster | undefined
 let coldStartMs = 0
+const execFileP = promisify(execFile)
 
 beforeAll(async () => {
   lab = await createLab({ sites: [{ name: 'a', nat: 'cone' }, { name: 'b', nat: 'symmetric' }] })
@@ -43,7 +49,15 @@ describe('test cluster in the NAT lab', () => {
   })
 
   it('runs a pod on each edge node with an IP from its node range; its output is read on the node', async () => {
-    const image = await pauseImage()
+    // a1 runs the pause image as imported at start (oci-archive); b1 the same image loaded with
+    // importImage from a docker-archive under a short name (docker.io/library/... in the CRI)
+    const pause = await pauseImage()
+    const work = await mkdtemp(join(tmpdir(), 'cluster-test-'))
+    const dockerArchive = join(work, 'hello.tar')
+    await execFileP('skopeo', ['copy', '--quiet', `oci-archive:${pause.archive}`, `docker-archive:${dockerArchive}:hello:v1`])
+    await cluster!.importImage(dockerArchive, 'hello:v1')
+    await rm(work, { recursive: true, force: true })
+    const images: Record<string, string> = { a1: pause.ref, b1: 'hello:v1' }
     for (const node of ['a1', 'b1']) {
       await cluster!.admin('POST', '/api/v1/namespaces/default/pods', {
         apiVersion: 'v1',
@@ -51,7 +65,7 @@ describe('test cluster in the NAT lab', () => {
         metadata: { name: `hello-${node}` },
         spec: {
           nodeSelector: { 'kubernetes.io/hostname': node },
-          containers: [{ name: 'hello', image: image.ref, imagePullPolicy: 'Never', args: ['echo', `hello from ${node}`, '--'] }],
+          containers: [{ name: 'hello', image: images[node], imagePullPolicy: 'Never', args: ['echo', `hello from ${node}`, '--'] }],
           terminationGracePeriodSeconds: 1
         }
       })
@@ -79,6 +93,13 @@ describe('test cluster in the NAT lab', () => {
       // the pod's interface lives in a network namespace behind the node's cni0 bridge
       const bridge = await node.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'cni0'])
       expect(bridge.stdout).toContain(`${prefix}1/24`)
+    }
+  })
+
+  it('the kubernetes Service address reaches the apiserver from every node (no kube-proxy: one DNAT rule)', async () => {
+    for (const node of cluster!.nodes) {
+      const r = await node.exec(['curl', '-sS', '--max-time', '10', '--cacert', join(node.dir, 'pki/ca.crt'), 'https://10.96.0.1/readyz'])
+      expect(r.stdout + r.stderr).toBe('ok')
     }
   })
 
