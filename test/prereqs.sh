@@ -4,7 +4,8 @@
 # .ci/run all call this. Missing tools are installed with apt when running as root; otherwise it
 # stops at once with one line giving the command to run.
 #
-#   bash test/prereqs.sh [group...]    groups: lab (default), controlplane (default), dnsperf
+#   bash test/prereqs.sh [group...]    groups: lab (default), controlplane (default), dnsperf,
+#                                      cluster (test/cluster: runc, CNI plugins, gcc for the pause image)
 #
 # Uses only bash builtins besides `id`, `apt-get`, `go` and `systemctl`, all looked up in PATH, so
 # a test can run it with a PATH of stubs (test/unit/prereqs.test.ts), and /bin/chmod and /bin/rm
@@ -40,6 +41,12 @@ lab ssh-keygen openssh-client
 lab nc.openbsd netcat-openbsd
 lab ncat ncat
 dnsperf dnsperf dnsperf
+cluster runc runc
+cluster nsenter util-linux
+cluster /usr/lib/cni/bridge containernetworking-plugins
+cluster gcc gcc
+cluster /usr/include/stdio.h libc6-dev
+cluster skopeo skopeo
 '
 GO_MIN_MINOR=26                 # test/controlplane/build.sh: k8s v1.36 needs Go >= 1.26
 GO_RELEASE=1.26.8               # what the install hint downloads
@@ -53,7 +60,7 @@ fail() { echo "test prerequisites: $*" >&2; exit 1; }
 groups=("$@"); [ "${#groups[@]}" -gt 0 ] || groups=(lab controlplane)
 wanted() { local g; for g in "${groups[@]}"; do [ "$g" = "$1" ] && return 0; done; return 1; }
 for g in "${groups[@]}"; do
-  case $g in lab|controlplane|dnsperf) ;; *) fail "unknown group '$g' (lab, controlplane, dnsperf)" ;; esac
+  case $g in lab|controlplane|dnsperf|cluster) ;; *) fail "unknown group '$g' (lab, controlplane, dnsperf, cluster)" ;; esac
 done
 
 # Sets `missing` (commands) and `packages` (their packages, each once).
@@ -62,7 +69,8 @@ scan() {
   local group cmd pkg p
   while read -r group cmd pkg; do
     [ -n "$group" ] && wanted "$group" || continue
-    command -v "$cmd" >/dev/null 2>&1 && continue
+    # a path (files that are no command in PATH, e.g. CNI plugins, headers) or a command
+    if [[ $cmd == /* ]]; then [ -e "$cmd" ] && continue; else command -v "$cmd" >/dev/null 2>&1 && continue; fi
     missing+=("$cmd")
     for p in "${packages[@]}"; do [ "$p" = "$pkg" ] && continue 2; done
     packages+=("$pkg")
