@@ -14,8 +14,10 @@ export class ProxyMetrics {
   readonly syncMs: Histogram<'kind'>
   readonly servicePorts: Gauge<'mode'>
   readonly listeners: Gauge
+  readonly openConnections: Gauge
 
-  constructor (metrics: Metrics) {
+  /** openConnections: TCP connections and UDP flows open now on the agent's listeners (read at scrape time) */
+  constructor (metrics: Metrics, openConnections: () => number = () => 0) {
     const registers = [metrics.registry]
     this.connections = new Counter({ name: 'edgemesh_proxy_connections_total', help: 'Service connections (TCP) and flows (UDP) the agent proxied, by path (local endpoint dialled by the agent, or tunnel) and result', labelNames: ['protocol', 'path', 'result'], registers })
     this.remote = new Counter({ name: 'edgemesh_proxy_remote_requests_total', help: 'Proxy requests from other agents: ok, refused (endpoint not on this node), dial-failed, bad-request', labelNames: ['result'], registers })
@@ -25,5 +27,6 @@ export class ProxyMetrics {
     this.syncMs = new Histogram({ name: 'edgemesh_proxy_sync_duration_ms', help: 'Whole proxy sync: plan, listeners, rule generation, hook check, iptables-restore', labelNames: ['kind'], buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000], registers })
     this.servicePorts = new Gauge({ name: 'edgemesh_proxy_service_ports', help: 'Programmed service ports by mode: kernel (DNAT only), mixed (DNAT + agent), agent (agent only), none (no endpoint)', labelNames: ['mode'], registers })
     this.listeners = new Gauge({ name: 'edgemesh_proxy_listeners', help: 'Agent listeners for service ports with tunnel endpoints or agent-only policies', registers })
+    this.openConnections = new Gauge({ name: 'edgemesh_proxy_open_connections', help: 'Service connections (TCP) and flows (UDP) open now through the agent\'s listeners (connections DNATed by the kernel to local endpoints are not seen)', registers, collect () { this.set(openConnections()) } })
   }
 }

@@ -122,7 +122,7 @@ export class ServiceProxy {
   private constructor (opts: ProxyOptions, ipt: Iptables) {
     this.opts = opts
     this.ipt = ipt
-    this.metrics = new ProxyMetrics(opts.metrics)
+    this.metrics = new ProxyMetrics(opts.metrics, () => { let n = 0; for (const l of this.listeners.values()) n += l.connections; return n })
     const c = opts.config
     this.remote = new RemoteServer({
       nodeName: opts.nodeName, snapshot: () => opts.catalog.snapshot(), log: opts.log, metrics: this.metrics,
