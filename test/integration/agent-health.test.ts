@@ -5,91 +5,34 @@
 // ready when it serves the snapshot a previous run left, and ready again once the API answers.
 // The real agent in-process, a fake apiserver on loopback, DNS on a loopback port (no device).
 // The relay: /readyz once its UDP and TCP listeners are bound.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { stringify } from 'yaml'
 import { AgentConfig } from '../../shared/config.ts'
 import { startAgent, type RunningAgent } from '../../agent/main.ts'
 import { freePort } from '../lab/ports.ts'
 import { eventually } from '../lab/wait.ts'
+import { catalogLists, FakeKubeApi, kubernetesService } from '../lab/fake-kube-api.ts'
 
 const PEER = '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA'
 
-/** The apiserver's answers: hang (hold every request until the mode changes), down (503), up. */
-type ApiMode = 'hang' | 'down' | 'up'
-
-const LISTS: Record<string, unknown[]> = {
-  '/api/v1/services': [{
-    metadata: { namespace: 'default', name: 'kubernetes', resourceVersion: '5' },
-    spec: { type: 'ClusterIP', clusterIP: '10.96.0.1', clusterIPs: ['10.96.0.1'], ports: [{ name: 'https', port: 443, protocol: 'TCP', targetPort: 6443 }] }
-  }],
-  '/apis/discovery.k8s.io/v1/endpointslices': [{
+const LISTS = catalogLists({
+  services: [kubernetesService()],
+  endpointSlices: [{
     metadata: { namespace: 'default', name: 'kubernetes', resourceVersion: '6', labels: { 'kubernetes.io/service-name': 'kubernetes' } },
     addressType: 'IPv4', ports: [{ name: 'https', port: 6443, protocol: 'TCP' }], endpoints: [{ addresses: ['127.0.0.1'], conditions: { ready: true } }]
-  }],
-  '/api/v1/nodes': [],
-  '/apis/coordination.k8s.io/v1/namespaces/edgemesh/leases': []
-}
-
-class FakeApi {
-  mode: ApiMode = 'down'
-  readonly server: Server
-  private readonly held: Array<() => void> = []
-  private readonly watches = new Set<ServerResponse>()
-
-  constructor () {
-    this.server = createServer((req, res) => { this.handle(req, res) })
-  }
-
-  setMode (mode: ApiMode): void {
-    this.mode = mode
-    for (const answer of this.held.splice(0)) answer()
-  }
-
-  private handle (req: IncomingMessage, res: ServerResponse): void {
-    if (this.mode === 'hang') { this.held.push(() => { this.handle(req, res) }); return }
-    if (this.mode === 'down') { res.writeHead(503, { 'content-type': 'application/json' }).end('{"kind":"Status","code":503}'); return }
-    const url = new URL(req.url ?? '/', 'http://x')
-    const items = LISTS[url.pathname]
-    if (req.method !== 'GET' || items == null) { res.writeHead(404, { 'content-type': 'application/json' }).end('{"kind":"Status","code":404,"reason":"NotFound"}'); return }
-    if (url.searchParams.get('watch') != null) {
-      // an open watch with no events; closed when the test ends
-      res.writeHead(200, { 'content-type': 'application/json' })
-      res.write('')
-      this.watches.add(res)
-      res.on('close', () => { this.watches.delete(res) })
-      return
-    }
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'List', apiVersion: 'v1', metadata: { resourceVersion: '10' }, items }))
-  }
-
-  async close (): Promise<void> {
-    for (const w of this.watches) w.destroy()
-    this.server.closeAllConnections()
-    await new Promise<void>((resolve) => { this.server.close(() => { resolve() }) })
-  }
-}
+  }]
+})
 
 let dir: string
-let api: FakeApi
-let apiUrl: string
+let api: FakeKubeApi
 const running: RunningAgent[] = []
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'edgemesh-health-'))
-  api = new FakeApi()
-  await new Promise<void>((resolve) => { api.server.listen(0, '127.0.0.1', resolve) })
-  apiUrl = `http://127.0.0.1:${(api.server.address() as { port: number }).port}`
-  const kubeconfig = join(dir, 'kubeconfig')
-  await writeFile(kubeconfig, stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
-    clusters: [{ name: 'k', cluster: { server: apiUrl } }],
-    users: [{ name: 'u', user: { token: 'x' } }],
-    contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }]
-  }))
+  api = new FakeKubeApi(LISTS)
+  await api.start(join(dir, 'kubeconfig'))
 })
 
 afterAll(async () => {
