@@ -221,11 +221,23 @@ describe('catalog against the real apiserver', () => {
     expect(offline.source).toBe('disk')
     expect(await agentView(agentA)).toEqual(truth)
     expect(metricValue(await agentA.call('GET', '/metrics'), 'edgemesh_catalog_serving_from_disk')).toBe(1)
+    // the lag is the snapshot's age: the seconds since it was saved, at the moment of the scrape
+    const savedAt = JSON.parse(await readFile(snapshotFile, 'utf8')).savedAt as number
+    const before = Date.now()
+    const lagText = await agentA.call('GET', '/metrics')
+    const after = Date.now()
+    for (const resource of ['services', 'endpointSlices', 'nodes', 'peers']) {
+      const lag = metricValue(lagText, 'edgemesh_catalog_lag_seconds', `resource="${resource}"`)
+      expect(lag, resource).toBeGreaterThanOrEqual((before - savedAt) / 1000 - 0.01)
+      expect(lag, resource).toBeLessThanOrEqual((after - savedAt) / 1000 + 0.01)
+    }
 
     await cp.startApiserver()
     await admin('POST', SVC, service('after-outage'))
     await eventually(async () => { expect((await agentA.catalog()).source).toBe('api') }, 30_000, 200)
     await expectConverged(agentA)
     expect(metricValue(await agentA.call('GET', '/metrics'), 'edgemesh_catalog_serving_from_disk')).toBe(0)
+    // every watch open again: no lag
+    await eventually(async () => { expect(metricValue(await agentA.call('GET', '/metrics'), 'edgemesh_catalog_lag_seconds')).toBe(0) }, 10_000, 200)
   })
 })
