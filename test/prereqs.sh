@@ -5,7 +5,8 @@
 # stops at once with one line giving the command to run.
 #
 #   bash test/prereqs.sh [group...]    groups: lab (default), controlplane (default), dnsperf,
-#                                      cluster (test/cluster: runc, CNI plugins, gcc for the pause image)
+#                                      cluster (test/cluster: runc, CNI plugins, gcc for the pause image),
+#                                      image (test/image: buildah, mmdebstrap for the base image, runc)
 #
 # Uses only bash builtins besides `id`, `apt-get`, `go` and `systemctl`, all looked up in PATH, so
 # a test can run it with a PATH of stubs (test/unit/prereqs.test.ts), and /bin/chmod and /bin/rm
@@ -26,6 +27,7 @@ lab ip iproute2
 lab iptables iptables
 lab iptables-restore iptables
 lab conntrack conntrack
+lab nft nftables
 lab iperf3 iperf3
 lab dig dnsutils
 lab dnsmasq dnsmasq-base
@@ -47,6 +49,11 @@ cluster /usr/lib/cni/bridge containernetworking-plugins
 cluster gcc gcc
 cluster /usr/include/stdio.h libc6-dev
 cluster skopeo skopeo
+image buildah buildah
+image mmdebstrap mmdebstrap
+image mount mount
+image flock util-linux
+image runc runc
 '
 GO_MIN_MINOR=26                 # test/controlplane/build.sh: k8s v1.36 needs Go >= 1.26
 GO_RELEASE=1.26.8               # what the install hint downloads
@@ -60,7 +67,7 @@ fail() { echo "test prerequisites: $*" >&2; exit 1; }
 groups=("$@"); [ "${#groups[@]}" -gt 0 ] || groups=(lab controlplane)
 wanted() { local g; for g in "${groups[@]}"; do [ "$g" = "$1" ] && return 0; done; return 1; }
 for g in "${groups[@]}"; do
-  case $g in lab|controlplane|dnsperf|cluster) ;; *) fail "unknown group '$g' (lab, controlplane, dnsperf, cluster)" ;; esac
+  case $g in lab|controlplane|dnsperf|cluster|image) ;; *) fail "unknown group '$g' (lab, controlplane, dnsperf, cluster, image)" ;; esac
 done
 
 # Sets `missing` (commands) and `packages` (their packages, each once).
