@@ -4,17 +4,17 @@
 // reaching the apiserver through its NAT. The apiserver never reaches the kubelets (the edge):
 // read results with crictl on the node or from host paths, never kubectl exec/logs.
 // See test/cluster/README.md.
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Lab } from '../lab/lab.ts'
 import { exposeToLab } from '../lab/expose.ts'
-import { startProcess, type LabProcess } from '../lab/proc.ts'
+import { procStartTime, signalRef, startProcess, type LabProcess, type ProcRef } from '../lab/proc.ts'
 import { sleep } from '../lab/wait.ts'
 import { CONTROL_PLANE_BIN, startControlPlane, type ControlPlane } from '../controlplane/harness.ts'
 import { apiRequest } from '../controlplane/cluster.ts'
 import { pauseImage } from './image.ts'
-import { CNI_BIN_DIR, NodeRunner, RUNC, type ClusterNode, type NodeRole } from './node.ts'
+import { CNI_BIN_DIR, NodeRunner, RUNC, removeNodeLeftovers, type ClusterNode, type NodeRole } from './node.ts'
 import { restoreKernelTunables, saveKernelTunables } from './kernel-tunables.ts'
 
 export type { ClusterNode, NodeRole } from './node.ts'
@@ -64,6 +64,43 @@ function requirePrereqs (): void {
   }
 }
 
+const CLUSTER_DIR_PARENT = '/tmp'
+/** The cluster's processes on this host and the control plane's dir, for cleanupStaleClusters. */
+const HOST_RECORD = 'host-procs.json'
+interface HostRecord { procs: ProcRef[], dirs: string[] }
+const LAB_RECORDS = '/tmp/edgemesh-labs'
+
+/**
+ * Removes what clusters of dead labs left (a test run killed before stop()): their lab's record
+ * is gone (createLab's stale-lab cleanup killed the kubelets and containerds and removed it),
+ * but shims, containers, mounts, cgroups and the directory remain. Returns the removed dirs.
+ */
+export async function cleanupStaleClusters (): Promise<string[]> {
+  const cleaned: string[] = []
+  for (const name of readdirSync(CLUSTER_DIR_PARENT)) {
+    const m = /^emc-([a-z0-9][a-z0-9-]{0,15})[A-Za-z0-9]{6}$/.exec(name)
+    if (m === null) continue
+    const prefix = m[1] as string
+    if (existsSync(join(LAB_RECORDS, `${prefix}.json`))) continue // its lab is alive (or not yet cleaned)
+    const dir = join(CLUSTER_DIR_PARENT, name)
+    const problems: string[] = []
+    // host processes (etcd, apiserver, controllers) are not the lab's: the cluster noted them
+    let host: HostRecord = { procs: [], dirs: [] }
+    try { host = JSON.parse(readFileSync(join(dir, HOST_RECORD), 'utf8')) as HostRecord } catch { /* none yet */ }
+    for (const ref of host.procs) signalRef(ref, 'SIGKILL')
+    for (const d of host.dirs) if (d.startsWith('/tmp/edgemesh-cp-')) await rm(d, { recursive: true, force: true })
+    for (const node of readdirSync(dir)) {
+      if (!existsSync(join(dir, node, 'containerd.toml'))) continue
+      problems.push(...await removeNodeLeftovers(join(dir, node), `/edgemesh-${prefix}${node}`))
+    }
+    if (problems.length === 0) {
+      await rm(dir, { recursive: true, force: true })
+      cleaned.push(dir)
+    }
+  }
+  return cleaned
+}
+
 function isReady (node: any): boolean {
   return (node?.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True')
 }
@@ -75,15 +112,22 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
   if (new Set(names).size !== names.length) throw new Error(`test cluster: a lab host appears twice in nodes (${names.join(', ')})`)
   for (const n of opts.nodes) lab.host(n.host) // throws on unknown hosts
   if (opts.nodes.length > 250) throw new Error('test cluster: at most 250 nodes')
+  await cleanupStaleClusters()
   const sandboxImage = await pauseImage()
   // short: containerd's shim sockets live below it (unix socket paths have ~107 bytes)
-  const dir = await mkdtemp(`/tmp/emc-${lab.prefix}`)
+  const dir = await mkdtemp(join(CLUSTER_DIR_PARENT, `emc-${lab.prefix}`))
   const apiUrlInLab = `https://${API_IP}:${API_PORT}`
   let cp: ControlPlane | undefined
   let exposed: { close: () => Promise<void> } | undefined
   const controllers: LabProcess[] = []
   const nodes: NodeRunner[] = []
   let tunablesSaved = false
+  const hostRecord: HostRecord = { procs: [], dirs: [] }
+  const note = (p: LabProcess): LabProcess => {
+    hostRecord.procs.push({ pid: p.pid, startTime: procStartTime(p.pid) ?? 0 })
+    writeFileSync(join(dir, HOST_RECORD), JSON.stringify(hostRecord))
+    return p
+  }
 
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => {
@@ -103,8 +147,9 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
   }
 
   try {
-    cp = await startControlPlane({ extraSans: [API_IP, KUBERNETES_SERVICE_IP], withNodes: true })
+    cp = await startControlPlane({ extraSans: [API_IP, KUBERNETES_SERVICE_IP], withNodes: true, spawn: (argv, o) => note(startProcess(argv, o)) })
     const api = cp
+    hostRecord.dirs.push(api.dir)
     const admin = async (method: string, path: string, body?: unknown, contentType?: string): Promise<any> => {
       const r = await apiRequest(api, api.adminToken, method, path, body, contentType)
       if (r.status < 200 || r.status > 299) throw new Error(`${method} ${path}: ${r.status} ${r.text.slice(0, 300)}`)
@@ -115,14 +160,14 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
     exposed = await exposeToLab(lab, 'relay0', { ip: API_IP, port: API_PORT }, { host: '127.0.0.1', port: api.port })
 
     const common = [`--kubeconfig=${kubeconfig}`, '--leader-elect=false', '--secure-port=0', '--v=1']
-    const kcm = startProcess([join(CONTROL_PLANE_BIN, 'kube-controller-manager'), ...common,
+    const kcm = note(startProcess([join(CONTROL_PLANE_BIN, 'kube-controller-manager'), ...common,
       '--controllers=*', '--use-service-account-credentials=true', '--allocate-node-cidrs=false',
       `--service-account-private-key-file=${join(api.dir, 'sa.key')}`, `--root-ca-file=${join(api.dir, 'ca.crt')}`,
       `--cluster-signing-cert-file=${join(api.dir, 'ca.crt')}`, `--cluster-signing-key-file=${join(api.dir, 'ca.key')}`,
       '--service-cluster-ip-range=10.96.0.0/16', '--concurrent-serviceaccount-token-syncs=2'],
-    { logFile: join(dir, 'kube-controller-manager.log') })
+    { logFile: join(dir, 'kube-controller-manager.log') }))
     controllers.push(kcm)
-    controllers.push(startProcess([join(CONTROL_PLANE_BIN, 'kube-scheduler'), ...common], { logFile: join(dir, 'kube-scheduler.log') }))
+    controllers.push(note(startProcess([join(CONTROL_PLANE_BIN, 'kube-scheduler'), ...common], { logFile: join(dir, 'kube-scheduler.log') })))
     // The controller-manager works once it has made the default namespace's ServiceAccount
     // and root CA ConfigMap (pods need both: ServiceAccount admission, projected tokens).
     await waitUntil('kube-controller-manager', controllers, 120_000, async () => {

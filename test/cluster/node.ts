@@ -219,81 +219,85 @@ export class NodeRunner implements ClusterNode {
     await this.kubelet?.kill('SIGTERM', 5000)
     if (this.containerd !== undefined && this.containerd.child.exitCode === null && this.containerd.child.signalCode === null) {
       // Pods first: the shims and containers outlive containerd.
-      const r = await this.crictl(['rmp', '--force', '--all'], { timeoutMs: 60_000 })
+      // (the socket is a file: no namespace needed, so this works after the lab's teardown too)
+      const r = await runCapture([join(CONTROL_PLANE_BIN, 'crictl'), '--config', join(this.dir, 'crictl.yaml'), 'rmp', '--force', '--all'], { timeoutMs: 60_000 })
       if (r.code !== 0) problems.push(`crictl rmp: ${r.stderr.trim()}`)
       await this.containerd.kill('SIGTERM', 5000)
     }
-    // Whatever survived (a failed rmp, a killed containerd): shims by their -address, runc
-    // containers by their state dir, then any process left in the node's cgroups.
-    for (const pid of this.shimPids()) { try { process.kill(pid, 'SIGKILL') } catch { /* gone */ } }
-    const runcRoot = join(this.dir, 'runc/k8s.io')
-    if (existsSync(runcRoot)) {
-      for (const id of readdirSync(runcRoot)) await runCapture([RUNC, '--root', runcRoot, 'delete', '--force', id], { timeoutMs: 20_000 })
-    }
-    await this.removeCgroups(problems)
-    for (const m of mountsBelow(this.dir)) {
-      const u = await runCapture(['umount', '--lazy', m], { timeoutMs: 20_000 })
-      if (u.code !== 0) problems.push(`umount ${m}: ${u.stderr.trim()}`)
-    }
-    this.removeLogLinks()
-    const left = mountsBelow(this.dir)
-    if (left.length > 0) {
-      // never rm -rf through a mount (a hostPath volume would be emptied)
-      problems.push(`mounts left, ${this.dir} kept: ${left.join(', ')}`)
-    } else {
-      await rm(this.dir, { recursive: true, force: true })
-    }
+    problems.push(...await removeNodeLeftovers(this.dir, this.cgroupRoot))
     if (problems.length > 0) throw new Error(`node ${this.name} stop: ${problems.join('; ')}`)
   }
+}
 
-  private shimPids (): number[] {
-    const pids: number[] = []
-    for (const e of readdirSync('/proc')) {
-      if (!/^\d+$/.test(e)) continue
-      let argv: string[]
-      try { argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0') } catch { continue }
-      if ((argv[0] ?? '').endsWith('containerd-shim-runc-v2') && argv.includes(this.paths.containerdSock)) pids.push(Number(e))
+/**
+ * Everything a node leaves once its kubelet and containerd are gone (stopped, or killed with a
+ * crashed test run): shims (found by containerd's socket in their argv), runc containers,
+ * processes in the node's cgroups and the cgroups, mounts below dir, the kubelet's log links,
+ * then dir itself. Returns what could not be removed.
+ */
+export async function removeNodeLeftovers (dir: string, cgroupRoot: string): Promise<string[]> {
+  const problems: string[] = []
+  const sock = join(dir, 'containerd.sock')
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue
+    let argv: string[]
+    try { argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0') } catch { continue }
+    if ((argv[0] ?? '').endsWith('containerd-shim-runc-v2') && argv.includes(sock)) {
+      try { process.kill(Number(e), 'SIGKILL') } catch { /* gone */ }
     }
-    return pids
   }
+  const runcRoot = join(dir, 'runc/k8s.io')
+  if (existsSync(runcRoot)) {
+    for (const id of readdirSync(runcRoot)) await runCapture([RUNC, '--root', runcRoot, 'delete', '--force', id], { timeoutMs: 20_000 })
+  }
+  await removeCgroups(cgroupRoot, problems)
+  for (const m of mountsBelow(dir)) {
+    const u = await runCapture(['umount', '--lazy', m], { timeoutMs: 20_000 })
+    if (u.code !== 0) problems.push(`umount ${m}: ${u.stderr.trim()}`)
+  }
+  // The kubelet links container logs into /var/log/containers (not configurable).
+  let links: string[] = []
+  try { links = readdirSync(CONTAINER_LOG_LINKS) } catch { /* none */ }
+  for (const e of links) {
+    const link = join(CONTAINER_LOG_LINKS, e)
+    try { if (readlinkSync(link).startsWith(dir + '/')) unlinkSync(link) } catch { /* not a link or gone */ }
+  }
+  const left = mountsBelow(dir)
+  if (left.length > 0) {
+    // never rm -rf through a mount (a hostPath volume would be emptied)
+    problems.push(`mounts left, ${dir} kept: ${left.join(', ')}`)
+  } else {
+    await rm(dir, { recursive: true, force: true })
+  }
+  return problems
+}
 
-  private async removeCgroups (problems: string[]): Promise<void> {
-    const roots = cgroupHierarchies().map(h => join(h, this.cgroupRoot)).filter(existsSync)
-    const dirsDeepestFirst = (root: string): string[] => {
-      const out: string[] = []
-      const walk = (d: string): void => {
-        for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name))
-        out.push(d)
+async function removeCgroups (cgroupRoot: string, problems: string[]): Promise<void> {
+  const roots = cgroupHierarchies().map(h => join(h, cgroupRoot)).filter(existsSync)
+  const dirsDeepestFirst = (root: string): string[] => {
+    const out: string[] = []
+    const walk = (d: string): void => {
+      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name))
+      out.push(d)
+    }
+    try { walk(root) } catch { /* raced with a removal */ }
+    return out
+  }
+  for (let attempt = 0; attempt < 50; attempt++) {
+    let busy = false
+    for (const root of roots) {
+      for (const d of dirsDeepestFirst(root)) {
+        // processes still here are the node's containers (started by its runtime)
+        try {
+          for (const pid of readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+            try { process.kill(Number(pid), 'SIGKILL') } catch { /* gone */ }
+          }
+        } catch { /* already removed */ }
+        try { rmdirSync(d) } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') busy = true }
       }
-      try { walk(root) } catch { /* raced with a removal */ }
-      return out
     }
-    for (let attempt = 0; attempt < 50; attempt++) {
-      let busy = false
-      for (const root of roots) {
-        for (const d of dirsDeepestFirst(root)) {
-          // processes still here are the node's containers (started by its runtime)
-          try {
-            for (const pid of readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
-              try { process.kill(Number(pid), 'SIGKILL') } catch { /* gone */ }
-            }
-          } catch { /* already removed */ }
-          try { rmdirSync(d) } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') busy = true }
-        }
-      }
-      if (!busy) return
-      await sleep(100)
-    }
-    problems.push(`cgroups left under ${this.cgroupRoot}: ${roots.filter(existsSync).join(', ')}`)
+    if (!busy) return
+    await sleep(100)
   }
-
-  /** The kubelet links container logs into /var/log/containers (not configurable). */
-  private removeLogLinks (): void {
-    let entries: string[]
-    try { entries = readdirSync(CONTAINER_LOG_LINKS) } catch { return }
-    for (const e of entries) {
-      const link = join(CONTAINER_LOG_LINKS, e)
-      try { if (readlinkSync(link).startsWith(this.dir + '/')) unlinkSync(link) } catch { /* not a link or gone */ }
-    }
-  }
+  problems.push(`cgroups left under ${cgroupRoot}: ${roots.filter(existsSync).join(', ')}`)
 }
