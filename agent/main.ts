@@ -4,7 +4,7 @@
 import { rm } from 'node:fs/promises'
 import { AgentConfig, AgentConfigFields, ConfigError, loadConfig, loadPsk } from '../shared/config.ts'
 import { parseDaemonArgs, reportStacksAt } from '../shared/cli-main.ts'
-import { deviceExists, removeDevice } from '../shared/net-device.ts'
+import { deviceOwner, removeDevice } from '../shared/net-device.ts'
 import { StopStack } from '../shared/stop-stack.ts'
 import { startMemoryReclaim } from './memory-reclaim.ts'
 import { createLogger } from '../shared/logging.ts'
@@ -197,9 +197,13 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
   }
 }
 
-/** Registers the removal of `device` when it does not exist yet: the part about to start creates it, and it goes when that part has stopped. */
+/**
+ * Registers the removal of `device` when it does not exist yet (the part about to start creates
+ * it) or an earlier agent created it (a crash or a kill left it behind): it goes when that part
+ * has stopped. A device someone else made stays.
+ */
 async function removeDeviceIfCreated (parts: StopStack, device: string): Promise<void> {
-  if (device === '' || await deviceExists(device)) return
+  if (device === '' || await deviceOwner(device) === 'other') return
   parts.push(`device ${device}`, async () => { await removeDevice(device) })
 }
 

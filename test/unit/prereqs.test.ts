@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 
 const SCRIPT = fileURLToPath(new URL('../prereqs.sh', import.meta.url))
-const LAB_TOOLS = ['ip', 'iptables', 'iptables-restore', 'conntrack', 'iperf3', 'dig', 'dnsmasq', 'curl', 'sysctl', 'killall', 'openssl', 'update-ca-certificates', 'sshd', 'ssh', 'scp', 'ssh-keygen', 'nc.openbsd', 'ncat']
+const LAB_TOOLS = ['ip', 'iptables', 'iptables-restore', 'conntrack', 'nft', 'iperf3', 'dig', 'dnsmasq', 'curl', 'sysctl', 'killall', 'openssl', 'update-ca-certificates', 'sshd', 'ssh', 'scp', 'ssh-keygen', 'nc.openbsd', 'ncat']
 const APT_INSTALL = ['install', '-y', '-q', '--no-install-recommends', '-o', 'DPkg::Lock::Timeout=300']
 
 let dir: string
