@@ -5,7 +5,7 @@
 // Chart.yaml has the metadata the stores read.
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
+import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
@@ -319,3 +319,70 @@ describe('Chart.yaml: what Artifact Hub and KubeSphere\'s app store read', () =>
     expect(table.startsWith('| Key | Default | Description |')).toBe(true)
   })
 })
+
+describe('NOTES.txt: the next steps after install', () => {
+  /** NOTES.txt as `helm install` prints it: `helm template` skips it, so a copy of the chart renders it into a ConfigMap */
+  async function notes (args: string[]): Promise<{ text: string, objs: KubeObject[] }> {
+    const dir = await mkdtemp(join(tmpdir(), 'edgemesh-notes-'))
+    try {
+      await cp(CHART_DIR, join(dir, 'edgemesh'), { recursive: true })
+      const tpl = join(dir, 'edgemesh', 'templates')
+      await writeFile(join(tpl, '_notes-under-test.tpl'), `{{- define "notes.under.test" -}}\n${await readFile(join(tpl, 'NOTES.txt'), 'utf8')}\n{{- end }}\n`)
+      await writeFile(join(tpl, 'notes-under-test.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-under-test\ndata:\n  notes: {{ include "notes.under.test" . | quote }}\n')
+      const r = await helm(['template', 'mesh', join(dir, 'edgemesh'), '--namespace', 'edgemesh', ...KUBE, ...ANNOUNCE, ...args])
+      expect(r.stderr).toBe('')
+      const objs = parseManifests(r.stdout, 'helm template')
+      const text: string = objs.find((o) => o.metadata?.name === 'notes-under-test')!.data.notes
+      return { text, objs: objs.filter((o) => o.metadata?.name !== 'notes-under-test') }
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+  const named = (objs: KubeObject[], kind: string): string[] => objs.filter((o) => o.kind === kind).map((o) => o.metadata!.name!)
+
+  it('defaults: pin the relay, pods, edgemesh status, helm test, how to turn SOCKS5 on, the PSK Secret, another cluster\'s agents', async () => {
+    const { text, objs } = await notes([])
+    expect(text).not.toContain('<no value>')
+    expect(text).not.toMatch(/\n\s*\n\s*\n/)
+    const steps = text.slice(text.indexOf('NEXT STEPS'), text.indexOf('RELAY'))
+    expect(steps).toContain('--set server.nodeSelector."kubernetes\\.io/hostname"=<relay-node>')
+    // the selectors and names in the commands are the rendered objects'
+    const ds = objs.find((o) => o.kind === 'DaemonSet')!
+    const podLabels: Obj = ds.spec.template.metadata.labels
+    const selector = /get pod -l (\S+) --field-selector spec\.nodeName=<node> -o name\) -- node bin\/edgemesh\.js status/.exec(steps)
+    expect(selector, 'edgemesh status in an agent pod').not.toBeNull()
+    for (const kv of selector![1]!.split(',')) { const [k, v] = kv.split('='); expect(podLabels[k!], kv).toBe(v) }
+    expect(steps).toContain('kubectl -n edgemesh get pods -l app.kubernetes.io/instance=mesh -o wide')
+    expect(steps).toContain('helm test mesh -n edgemesh')
+    expect(steps).toContain('--set agent.socks5.enabled=true')
+    expect(steps).toContain('ssh -o "ProxyCommand nc -X 5 -x 169.254.96.16:10800 %h %p" root@<node>')
+    // where the PSK is: the Secret the chart renders
+    const psk = named(objs, 'Secret').find((n) => n.endsWith('-psk'))!
+    expect(text).toContain(`from Secret ${psk}`)
+    expect(text).toContain(`kubectl -n edgemesh get secret ${psk} -o jsonpath='{.data.swarm\\.key}' | base64 -d > swarm.key`)
+    // the relay's peer id, from the Deployment the chart renders
+    expect(named(objs, 'Deployment')).toContain('mesh-edgemesh-server')
+    expect(text).toContain('kubectl -n edgemesh logs deploy/mesh-edgemesh-server | grep \'edgemesh-server ready\'')
+    // another cluster's agents: its relay address, the PSK copy, no relay of their own
+    const other = text.slice(text.indexOf('AGENTS OF ANOTHER CLUSTER'))
+    expect(other).toContain('--set server.enabled=false --set psk.existingSecret=edgemesh-psk')
+    expect(other).toContain('--set agent.relays[0].host=203.0.113.10 --set agent.relays[0].peerId=<the relay\'s peer id>')
+  })
+
+  it('a pinned relay skips that step; SOCKS5 on shows the ssh lines instead of how to turn it on', async () => {
+    const { text } = await notes(['--set', 'server.nodeSelector.kubernetes\\.io/hostname=relay-1', '--set', 'agent.socks5.enabled=true'])
+    const steps = text.slice(text.indexOf('NEXT STEPS'), text.indexOf('RELAY'))
+    expect(steps).not.toContain('server.nodeSelector')
+    expect(steps).not.toContain('--set agent.socks5.enabled=true')
+    expect(text).toContain('ssh -o "ProxyCommand nc -X 5 -x 169.254.96.16:10800 %h %p" root@<node>')
+    expect(text).toContain('SOCKS5 on 169.254.96.16:10800')
+  })
+
+  it('without a PSK it warns, and another cluster\'s agents are told psk.enabled=false', async () => {
+    const { text, objs } = await notes(['--set', 'psk.enabled=false'])
+    expect(named(objs, 'Secret').some((n) => n.endsWith('-psk'))).toBe(false)
+    expect(text).toContain('WARNING: psk.enabled=false')
+    expect(text).toContain('--set server.enabled=false --set psk.enabled=false')
+  })
+})
+
