@@ -7,7 +7,8 @@
 // iptables-legacy-save, nft list ruleset), no bridge device and no link-local address (ip -d link,
 // ip addr). Also after a SIGKILL left everything behind (a crash, an OOM kill): the next agent's
 // clean exit removes it all the same. The exit time is reported (the chart's
-// terminationGracePeriodSeconds must cover it).
+// terminationGracePeriodSeconds must cover it). A rolling restart (SIGTERM, a new agent with the
+// node's key) keeps the node's peer record (the Lease), so the other nodes keep the peer.
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab } from '../lab/lab.ts'
@@ -105,6 +106,27 @@ describe('a clean exit (SIGTERM) leaves the node as it found it', () => {
       expect(traces.some((l) => l.startsWith('ip addr: ') && l.includes(`inet ${LINK_LOCAL}/32`)), traces.join('\n')).toBe(true)
     }
   }, 120_000)
+
+  it('a rolling restart of a1 (SIGTERM, then a new agent with the node\'s key) keeps its peer record: same content, b1 keeps the peer live and reaches it again', async () => {
+    const lease = async (): Promise<any> => await k.admin('GET', '/apis/coordination.k8s.io/v1/namespaces/edgemesh/leases/edge-a1')
+    const peerOnB1 = async (): Promise<{ peerId: string, live: boolean } | undefined> => (await k.mesh.call('b1', 'GET', '/catalog')).peers.find((p: any) => p.node === 'edge-a1')
+    await eventually(async () => { await k.mesh.ping('b1', 'a1') }, 60_000, 500)
+    const before = await lease()
+    const a = k.mesh.agent('a1')
+    expect(before.spec.holderIdentity).toBe(a.peerId)
+    await terminate('a1')
+    // the old pod is gone, its record is not: b1 still holds the peer, live, while the new pod starts
+    const during = await lease()
+    expect({ annotations: during.metadata.annotations, holder: during.spec.holderIdentity }).toEqual({ annotations: before.metadata.annotations, holder: before.spec.holderIdentity })
+    expect(await peerOnB1()).toEqual(expect.objectContaining({ peerId: a.peerId, live: true }))
+    await k.mesh.startAgent(a) // the DaemonSet's new pod: the same hostPath key
+    await eventually(async () => { if ((await lease()).spec.renewTime === during.spec.renewTime) throw new Error('not renewed yet') }, 30_000, 200)
+    const after = await lease()
+    expect({ annotations: after.metadata.annotations, holder: after.spec.holderIdentity }).toEqual({ annotations: before.metadata.annotations, holder: before.spec.holderIdentity })
+    expect(await peerOnB1()).toEqual(expect.objectContaining({ peerId: a.peerId, live: true }))
+    const pong = await eventually(async () => await k.mesh.ping('b1', 'a1'), 60_000, 500)
+    expect(pong.rttMs).toBeGreaterThan(0)
+  }, 180_000)
 
   it('SIGTERM: exit 0; no chain, rule, hook, device or address of the mesh in either backend', async () => {
     for (const host of ['a1', 'b1']) {

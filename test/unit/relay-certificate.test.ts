@@ -21,7 +21,8 @@ let certPem: string
 let rsaPem: string
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'edgemesh-relay-cert-'))
-  ;[keyPem, certPem, rsaPem] = await Promise.all(['relay.key', 'relay.crt', 'rsa.crt'].map(async (f) => await readFile(new URL(f, FIXTURES), 'utf8')))
+  const read = async (f: string): Promise<string> => await readFile(new URL(f, FIXTURES), 'utf8')
+  ;[keyPem, certPem, rsaPem] = await Promise.all([read('relay.key'), read('relay.crt'), read('rsa.crt')])
 })
 afterAll(async () => { await rm(dir, { recursive: true, force: true }) })
 
