@@ -183,7 +183,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     compactHeap() // start-up garbage (module loading, the first sync) is all dead now
     const reclaim = startMemoryReclaim() // traffic's buffers go back to the OS once it has passed (memory-reclaim.ts)
     parts.push('memory reclaim', () => { reclaim.stop() })
-    log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, metrics: metricsServer != null ? boundAddress(metricsServer) : 'off', peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: dns != null ? config.dns?.listen : 'off', proxy: proxy != null ? proxy.status().backend : 'off', socks5: socks5?.server?.addresses ?? 'off' }, 'edgemesh-agent ready')
+    log.info({ peerId: tunnel.peerId.toString(), udp: config.listen.udpPort, tcp: config.listen.tcpPort, control: config.controlSocket, metrics: metricsServer != null ? boundAddress(metricsServer) : 'off', health: config.health ?? 'off', peers: directory.list().length, psk: psk != null, catalog: catalog?.snapshot().source ?? 'off', dns: dns != null ? config.dns?.listen : 'off', proxy: proxy != null ? proxy.status().backend : 'off', socks5: socks5?.server?.addresses ?? 'off' }, 'edgemesh-agent ready')
     return {
       tunnel,
       ...(catalog != null ? { catalog } : {}),
