@@ -4,9 +4,9 @@
 // reaching the apiserver through its NAT. The apiserver never reaches the kubelets (the edge):
 // read results with crictl on the node or from host paths, never kubectl exec/logs.
 // See test/cluster/README.md.
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import type { Lab } from '../lab/lab.ts'
 import { exposeToLab } from '../lab/expose.ts'
 import { procStartTime, signalRef, startProcess, type LabProcess, type ProcRef } from '../lab/proc.ts'
@@ -25,12 +25,19 @@ export const API_PORT = 6443
 export const DEFAULT_CLUSTER_DNS = '169.254.96.16' // the mesh's node-local DNS address
 export const KUBERNETES_SERVICE_IP = '10.96.0.1' // first address of the harness's Service range
 export const EDGE_ROLE_LABEL = 'node-role.kubernetes.io/edge'
+/**
+ * Host paths every node gets its own copy of: the kubelet's log link dirs, the CNI cache and the
+ * chart's agent.hostPaths (the agent's key and control socket; one per node, as on real nodes).
+ */
+export const DEFAULT_PRIVATE_PATHS = ['/var/log/containers', '/var/log/pods', '/var/lib/cni', '/var/lib/edgemesh', '/run/edgemesh']
 
 export interface ClusterOptions {
   /** lab host names ('relay0', 'a1', ...); node i gets the pod range 10.200.i.0/24 */
   nodes: Array<{ host: string, role: NodeRole }>
   /** the kubelets' clusterDNS (default 169.254.96.16) */
   clusterDns?: string
+  /** more host paths each node gets its own copy of (see DEFAULT_PRIVATE_PATHS; node.hostPath() maps them) */
+  privatePaths?: string[]
 }
 
 export interface Cluster {
@@ -101,6 +108,17 @@ export async function cleanupStaleClusters (): Promise<string[]> {
   return cleaned
 }
 
+/** Creates the missing ones (a bind mount needs its target); returns every directory created, parents first. */
+function makeMountPoints (paths: string[]): string[] {
+  const created: string[] = []
+  for (const p of paths) {
+    const missing: string[] = []
+    for (let d = p; !existsSync(d); d = dirname(d)) missing.unshift(d)
+    for (const d of missing) { mkdirSync(d); created.push(d) }
+  }
+  return created
+}
+
 function isReady (node: any): boolean {
   return (node?.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True')
 }
@@ -122,6 +140,7 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
   const controllers: LabProcess[] = []
   const nodes: NodeRunner[] = []
   let tunablesSaved = false
+  const createdMountPoints: string[] = []
   const hostRecord: HostRecord = { procs: [], dirs: [] }
   const note = (p: LabProcess): LabProcess => {
     hostRecord.procs.push({ pid: p.pid, startTime: procStartTime(p.pid) ?? 0 })
@@ -140,6 +159,10 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
       await exposed?.close()
       await cp?.stop()
       if (tunablesSaved) restoreKernelTunables()
+      // mount points made for the nodes' private paths, unless another cluster may use them
+      if (!readdirSync(CLUSTER_DIR_PARENT).some(n => n.startsWith('emc-') && join(CLUSTER_DIR_PARENT, n) !== dir)) {
+        for (const d of createdMountPoints.reverse()) { try { rmdirSync(d) } catch { /* not empty: keep */ } }
+      }
       if (problems.length === 0) await rm(dir, { recursive: true, force: true })
       if (problems.length > 0) throw new Error(`test cluster stop: ${problems.join('\n')}`)
     })()
@@ -179,7 +202,9 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
 
     saveKernelTunables() // the kubelet sets vm.overcommit_memory, kernel.panic, ... host-wide
     tunablesSaved = true
-    const ctx = { lab, cp: api, apiUrlInLab, sandboxImage, clusterDns: opts.clusterDns ?? DEFAULT_CLUSTER_DNS, kubernetesServiceIp: KUBERNETES_SERVICE_IP }
+    const privatePaths = [...new Set([...DEFAULT_PRIVATE_PATHS, ...(opts.privatePaths ?? [])])]
+    createdMountPoints.push(...makeMountPoints(privatePaths))
+    const ctx = { lab, cp: api, apiUrlInLab, sandboxImage, clusterDns: opts.clusterDns ?? DEFAULT_CLUSTER_DNS, kubernetesServiceIp: KUBERNETES_SERVICE_IP, privatePaths }
     opts.nodes.forEach((n, i) => nodes.push(new NodeRunner(ctx, { host: n.host, role: n.role, podCidr: `10.200.${i}.0/24` }, dir)))
     const t1 = performance.now()
     await Promise.all(nodes.map(async n => { await n.start() }))

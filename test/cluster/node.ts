@@ -33,8 +33,10 @@ export interface ClusterNode {
   crictl(args: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>
   /** ctr -n k8s.io against this node's containerd */
   ctr(args: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>
-  /** argv in the node's network namespace (iptables -S, ip link, ...) */
+  /** argv in the node's network and mount namespaces (iptables -S, ip link, cat a hostPath file, ...) */
   exec(argv: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>
+  /** where a path on the node is on this host: node-private paths (the cluster's privatePaths) live below dir */
+  hostPath(path: string): string
 }
 
 export interface NodeContext {
@@ -46,6 +48,8 @@ export interface NodeContext {
   clusterDns: string
   /** the Service range's first address (the kubernetes Service), DNATed to the apiserver */
   kubernetesServiceIp: string
+  /** host paths each node gets its own copy of (hostPath volumes of a DaemonSet, log dirs) */
+  privatePaths: string[]
 }
 
 export interface NodeSpec { host: string, role: NodeRole, podCidr: string }
@@ -89,6 +93,8 @@ export class NodeRunner implements ClusterNode {
   private readonly paths: NodePaths
   private containerd: LabProcess | undefined
   private kubelet: LabProcess | undefined
+  /** holds the node's mount namespace (its private paths bound over the host's) */
+  private mountNs: LabProcess | undefined
   private stopped: Promise<void> | undefined
   private readonly ctx: NodeContext
 
@@ -104,7 +110,35 @@ export class NodeRunner implements ClusterNode {
   }
 
   async exec (argv: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
-    return await this.ctx.lab.exec(this.host, argv, { hostMounts: true, ...opts })
+    return await this.ctx.lab.exec(this.host, [...this.enterMounts(), ...argv], { hostMounts: true, ...opts })
+  }
+
+  hostPath (path: string): string {
+    const own = this.ctx.privatePaths.some(p => path === p || path.startsWith(p + '/'))
+    return own ? join(this.dir, 'root', path) : path
+  }
+
+  private enterMounts (): string[] {
+    const ns = this.mountNs
+    if (ns === undefined || ns.child.exitCode !== null || ns.child.signalCode !== null) return []
+    return ['nsenter', `--mount=/proc/${ns.pid}/ns/mnt`, '--']
+  }
+
+  /**
+   * One mount namespace per node, shared by its kubelet and containerd (the kubelet's volume
+   * mounts must be visible to containerd and runc) and private to the node: every private path
+   * is bound to the node's own directory there, so a DaemonSet's hostPath volumes on two nodes
+   * are two directories. Mounts made in it (pod volumes, rootfs) vanish with it.
+   */
+  private async startMountNamespace (): Promise<void> {
+    const binds: string[] = []
+    for (const p of this.ctx.privatePaths) {
+      await mkdir(this.hostPath(p), { recursive: true }) // the mount point itself: the cluster made it
+      binds.push(`mount --bind '${this.hostPath(p)}' '${p}'`)
+    }
+    this.mountNs = this.ctx.lab.spawn(this.host, ['unshare', '--mount', '--propagation', 'private', '--',
+      'sh', '-c', `set -e; ${binds.join('; ')}; echo mount namespace ready; exec sleep infinity`], { hostMounts: true })
+    await this.mountNs.waitForLine(/mount namespace ready/, 10_000)
   }
 
   async crictl (args: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
@@ -137,6 +171,7 @@ export class NodeRunner implements ClusterNode {
       await mkdir(d, { recursive: true })
     }
     this.makeCgroupRoot()
+    await this.startMountNamespace()
     const sysctl = await this.exec(['sysctl', '-qw', 'net.ipv4.ip_forward=1'])
     if (sysctl.code !== 0) throw new Error(`node ${this.name}: sysctl: ${sysctl.stderr}`)
     // No kube-proxy (the mesh proxies Services): only the kubernetes Service is DNATed to the
@@ -168,12 +203,12 @@ export class NodeRunner implements ClusterNode {
     await writeFile(join(this.dir, 'crictl.yaml'), `runtime-endpoint: unix://${p.containerdSock}\nimage-endpoint: unix://${p.containerdSock}\ntimeout: 30\n`)
 
     const env = { PATH: `${CONTROL_PLANE_BIN}:/usr/local/sbin:/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}` }
-    this.containerd = lab.spawn(this.host, [join(CONTROL_PLANE_BIN, 'containerd'), '--config', join(this.dir, 'containerd.toml')],
+    this.containerd = lab.spawn(this.host, [...this.enterMounts(), join(CONTROL_PLANE_BIN, 'containerd'), '--config', join(this.dir, 'containerd.toml')],
       { hostMounts: true, env, logFile: join(this.dir, 'containerd.log') })
     await this.waitFor('containerd', this.containerd, async () => (await this.crictl(['info'], { timeoutMs: 5000 })).code === 0, 60_000)
     await this.importImage(this.ctx.sandboxImage.archive, this.ctx.sandboxImage.ref)
 
-    this.kubelet = lab.spawn(this.host, [join(CONTROL_PLANE_BIN, 'kubelet'),
+    this.kubelet = lab.spawn(this.host, [...this.enterMounts(), join(CONTROL_PLANE_BIN, 'kubelet'),
       `--config=${join(this.dir, 'kubelet.yaml')}`, `--kubeconfig=${join(this.dir, 'kubelet.kubeconfig')}`,
       `--root-dir=${p.kubeletRoot}`, `--cert-dir=${pki}`, `--hostname-override=${this.name}`, `--node-ip=${this.host.ip}`, '--v=1'],
     { hostMounts: true, env, logFile: join(this.dir, 'kubelet.log') })
@@ -224,7 +259,7 @@ export class NodeRunner implements ClusterNode {
       if (r.code !== 0) problems.push(`crictl rmp: ${r.stderr.trim()}`)
       await this.containerd.kill('SIGTERM', 5000)
     }
-    problems.push(...await removeNodeLeftovers(this.dir, this.cgroupRoot))
+    problems.push(...await removeNodeLeftovers(this.dir, this.cgroupRoot, async () => { await this.mountNs?.kill('SIGKILL') }))
     if (problems.length > 0) throw new Error(`node ${this.name} stop: ${problems.join('; ')}`)
   }
 }
@@ -235,7 +270,7 @@ export class NodeRunner implements ClusterNode {
  * processes in the node's cgroups and the cgroups, mounts below dir, the kubelet's log links,
  * then dir itself. Returns what could not be removed.
  */
-export async function removeNodeLeftovers (dir: string, cgroupRoot: string): Promise<string[]> {
+export async function removeNodeLeftovers (dir: string, cgroupRoot: string, endMountNamespace?: () => Promise<void>): Promise<string[]> {
   const problems: string[] = []
   const sock = join(dir, 'containerd.sock')
   for (const e of readdirSync('/proc')) {
@@ -251,6 +286,8 @@ export async function removeNodeLeftovers (dir: string, cgroupRoot: string): Pro
     for (const id of readdirSync(runcRoot)) await runCapture([RUNC, '--root', runcRoot, 'delete', '--force', id], { timeoutMs: 20_000 })
   }
   await removeCgroups(cgroupRoot, problems)
+  // last process of the node's mount namespace: its mounts go with it
+  await endMountNamespace?.()
   for (const m of mountsBelow(dir)) {
     const u = await runCapture(['umount', '--lazy', m], { timeoutMs: 20_000 })
     if (u.code !== 0) problems.push(`umount ${m}: ${u.stderr.trim()}`)

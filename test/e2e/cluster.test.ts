@@ -1,7 +1,8 @@
 // The test cluster itself (test/cluster): a kubelet + containerd on relay0 (public) and on one
 // host behind a cone NAT and one behind a symmetric NAT, registering through their NATs. A pod
 // scheduled to each edge node runs, gets an address from its node's pod range, and its output
-// is read back on the node (crictl logs: the apiserver cannot reach an edge kubelet).
+// is read back on the node (crictl logs: the apiserver cannot reach an edge kubelet); the same
+// hostPath on two nodes is two directories.
 // stop() leaves no process, mount, cgroup or directory behind.
 import { execFile } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
@@ -65,7 +66,15 @@ describe('test cluster in the NAT lab', () => {
         metadata: { name: `hello-${node}` },
         spec: {
           nodeSelector: { 'kubernetes.io/hostname': node },
-          containers: [{ name: 'hello', image: images[node], imagePullPolicy: 'Never', args: ['echo', `hello from ${node}`, '--'] }],
+          containers: [{
+            name: 'hello',
+            image: images[node],
+            imagePullPolicy: 'Never',
+            args: ['echo', `hello from ${node}`, '--', 'write', '/data/who', node, '--'],
+            volumeMounts: [{ name: 'data', mountPath: '/data' }]
+          }],
+          // the same host path on every node, as a DaemonSet's: each node has its own
+          volumes: [{ name: 'data', hostPath: { path: '/var/lib/edgemesh', type: 'DirectoryOrCreate' } }],
           terminationGracePeriodSeconds: 1
         }
       })
@@ -90,6 +99,8 @@ describe('test cluster in the NAT lab', () => {
         return r.stdout
       }, 20_000)
       expect(logs.trim()).toBe(`hello from ${name}`)
+      expect(readFileSync(node.hostPath('/var/lib/edgemesh/who'), 'utf8')).toBe(`${name}\n`)
+      expect((await node.exec(['cat', '/var/lib/edgemesh/who'])).stdout).toBe(`${name}\n`)
       // the pod's interface lives in a network namespace behind the node's cni0 bridge
       const bridge = await node.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'cni0'])
       expect(bridge.stdout).toContain(`${prefix}1/24`)
@@ -110,6 +121,7 @@ describe('test cluster in the NAT lab', () => {
     cluster = undefined
     await c.stop()
     for (const d of dirs) expect(existsSync(d)).toBe(false)
+    expect(existsSync('/var/lib/edgemesh/who')).toBe(false)
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
     expect(mounts.includes(c.dir)).toBe(false)
     const cgroupRoots = readdirSync('/sys/fs/cgroup/memory').filter(d => d.startsWith(`edgemesh-${lab.prefix}`))
