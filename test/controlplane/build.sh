@@ -47,6 +47,10 @@ V=k8s.io/component-base/version
 H=helm.sh/helm/v3/internal/version
 LDF="-s -w -X $V.gitVersion=$KUBE_VERSION -X $V.gitMajor=1 -X $V.gitMinor=$(echo $KUBE_VERSION | cut -d. -f2)"
 LDF="$LDF -X $V.gitTreeState=clean -X $V.buildDate=$KUBE_BUILD_DATE -X $H.version=$HELM_VERSION -X $H.gitTreeState=clean"
+# helm's default Kubernetes version (helm template / lint without --kube-version) as helm's own
+# Makefile sets it, from its client-go (v0.36): without these a built helm says v1.20.0
+KMINOR=$(echo $KUBE_VERSION | cut -d. -f2)
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do LDF="$LDF -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$KMINOR"; done
 OUT=$(mktemp -d "$CACHE/out.XXXXXX")
 log "compiling etcd $ETCD_VERSION, kube-apiserver $KUBE_VERSION, helm $HELM_VERSION (cold: ~7-9 min on 2 cores)"
 nice -n 10 go build -trimpath -ldflags "$LDF" -o "$OUT/" $PKGS

@@ -17,7 +17,7 @@ import { CHART_README, FREE_FORM, TABLE_END, TABLE_START, valuesTable } from '..
 type Obj = Record<string, any>
 const ROOT = new URL('../../', import.meta.url)
 const ANNOUNCE = ['--set', 'relay.announce[0]=203.0.113.10']
-/** the cluster version the chart is rendered for (this helm build defaults to 1.20) */
+/** the cluster version the chart is rendered for (the harness's apiserver) */
 const KUBE = ['--kube-version', KUBE_VERSION]
 /** every label the stores and `kubectl get -l` rely on, on every object */
 const REQUIRED_LABELS = ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/version',
@@ -143,7 +143,9 @@ describe('values.yaml and values.schema.json list the same keys', () => {
 
 describe('helm lint and the schema, with the real helm', () => {
   it('helm lint --strict with the relay\'s address is clean, and the same values render', async () => {
-    const lint = await helm(['lint', '--strict', CHART_DIR, ...KUBE, ...ANNOUNCE])
+    // as a user runs it: helm's default Kubernetes version (v1.36 for helm 3.21; test/controlplane/build.sh
+    // sets it as helm's Makefile does, else a built helm says v1.20 and the 1.30 check fails the render)
+    const lint = await helm(['lint', '--strict', CHART_DIR, ...ANNOUNCE])
     expect(lint.code, lint.stdout + lint.stderr).toBe(0)
     expect(lint.stdout).toContain('1 chart(s) linted, 0 chart(s) failed')
     // no [INFO]/[WARNING]/[ERROR] finding, and no template that failed (lint only logs a `fail`)
