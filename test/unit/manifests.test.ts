@@ -736,11 +736,12 @@ describe('helm chart', () => {
 
   it('has the templates, each include naming a defined helper', async () => {
     const dir = new URL('templates/', CHART)
-    const files = (await readdir(dir)).sort()
+    // templates/tests/ holds the helm test pods (and their own _pod.tpl helper)
+    const files = (await readdir(dir, { recursive: true })).filter((f) => /\.(ya?ml|tpl|txt)$/.test(f)).sort()
     for (const f of ['NOTES.txt', '_helpers.tpl', 'agent-configmap.yaml', 'agent-daemonset.yaml', 'agent-peer-record-policy.yaml', 'agent-rbac.yaml', 'psk-secret.yaml',
       'server-configmap.yaml', 'server-deployment.yaml', 'server-service.yaml', 'serviceaccounts.yaml']) expect(files).toContain(f)
     const texts = new Map(await Promise.all(files.map(async (f) => [f, await readFile(new URL(f, dir), 'utf8')] as const)))
-    const defined = new Set([...texts.get('_helpers.tpl')!.matchAll(/define "([^"]+)"/g)].map((m) => m[1]))
+    const defined = new Set([...texts].filter(([f]) => /(^|\/)_[^/]+\.tpl$/.test(f)).flatMap(([, t]) => [...t.matchAll(/define "([^"]+)"/g)].map((m) => m[1])))
     for (const [f, text] of texts) {
       for (const m of text.matchAll(/include "([^"]+)"/g)) expect(defined.has(m[1]), `${f}: include "${m[1]}"`).toBe(true)
       // every {{ has its }}

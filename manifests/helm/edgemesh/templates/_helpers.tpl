@@ -418,7 +418,7 @@ agent.yaml (AgentConfig in shared/config.ts). nodeName is per node: the DaemonSe
     "udpPort" (int $v.agent.listen.udpPort)
     "tcpPort" (int $v.agent.listen.tcpPort))
   "controlSocket" "/run/edgemesh/agent.sock"
-  "health" (printf "127.0.0.1:%d" (int $v.agent.health.port))
+  "health" (printf "127.0.0.1:%d" (int (dig "health" "port" 9095 $v.agent)))
   "relays" (include "edgemesh.agent.relays" . | fromYamlArray)
   "tunnel" (deepCopy $v.agent.tunnel)
   "diagnostics" $v.agent.diagnostics

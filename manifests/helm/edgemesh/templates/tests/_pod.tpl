@@ -7,7 +7,8 @@ for `kubectl logs` until the next `helm test` replaces them.
 */}}
 {{- define "edgemesh.test.pod" -}}
 {{- $root := .root }}
-{{- $t := $root.Values.tests }}
+{{- /* values reused from a release older than `tests` have none */}}
+{{- $t := $root.Values.tests | default dict }}
 apiVersion: v1
 kind: Pod
 metadata:
@@ -48,7 +49,7 @@ spec:
             fieldRef:
               fieldPath: spec.nodeName
         - name: EDGEMESH_TEST_TIMEOUT_SECONDS
-          value: {{ $t.timeoutSeconds | quote }}
+          value: {{ $t.timeoutSeconds | default 60 | quote }}
         {{- range .env }}
         - name: {{ .name }}
           value: {{ .value | quote }}
