@@ -104,7 +104,7 @@ describe('edgemesh-server', { timeout: 120_000 }, () => {
     }
     const blocker = await file('a file, not a directory\n', 'blocker')
     expectFailure(await run(SERVER_BIN, ['--print-peer-id', '--set', `identityFile=${blocker}/server.key`]), 1, [
-      new RegExp(`^error: cannot read identity key ${blocker}/server\\.key: ENOTDIR`)
+      new RegExp(`^error: identityFile: cannot read identity key ${blocker}/server\\.key: ENOTDIR`)
     ])
   })
 })
