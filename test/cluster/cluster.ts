@@ -74,7 +74,7 @@ function requirePrereqs (): void {
 const CLUSTER_DIR_PARENT = '/tmp'
 /** The cluster's processes on this host and the control plane's dir, for cleanupStaleClusters. */
 const HOST_RECORD = 'host-procs.json'
-interface HostRecord { procs: ProcRef[], dirs: string[] }
+interface HostRecord { procs: ProcRef[], dirs: string[], mountPoints?: string[] }
 const LAB_RECORDS = '/tmp/edgemesh-labs'
 
 /**
@@ -103,6 +103,7 @@ export async function cleanupStaleClusters (): Promise<string[]> {
     if (problems.length === 0) {
       await rm(dir, { recursive: true, force: true })
       cleaned.push(dir)
+      removeMountPoints(host.mountPoints ?? [], dir)
     }
   }
   return cleaned
@@ -117,6 +118,12 @@ function makeMountPoints (paths: string[]): string[] {
     for (const d of missing) { mkdirSync(d); created.push(d) }
   }
   return created
+}
+
+/** Mount points made for the nodes' private paths, when empty and no other cluster may use them. */
+function removeMountPoints (created: string[], ourDir: string): void {
+  if (readdirSync(CLUSTER_DIR_PARENT).some(n => n.startsWith('emc-') && join(CLUSTER_DIR_PARENT, n) !== ourDir)) return
+  for (const d of [...created].reverse()) { try { rmdirSync(d) } catch { /* not empty: keep */ } }
 }
 
 function isReady (node: any): boolean {
@@ -159,10 +166,7 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
       await exposed?.close()
       await cp?.stop()
       if (tunablesSaved) restoreKernelTunables()
-      // mount points made for the nodes' private paths, unless another cluster may use them
-      if (!readdirSync(CLUSTER_DIR_PARENT).some(n => n.startsWith('emc-') && join(CLUSTER_DIR_PARENT, n) !== dir)) {
-        for (const d of createdMountPoints.reverse()) { try { rmdirSync(d) } catch { /* not empty: keep */ } }
-      }
+      removeMountPoints(createdMountPoints, dir)
       if (problems.length === 0) await rm(dir, { recursive: true, force: true })
       if (problems.length > 0) throw new Error(`test cluster stop: ${problems.join('\n')}`)
     })()
@@ -204,6 +208,8 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
     tunablesSaved = true
     const privatePaths = [...new Set([...DEFAULT_PRIVATE_PATHS, ...(opts.privatePaths ?? [])])]
     createdMountPoints.push(...makeMountPoints(privatePaths))
+    hostRecord.mountPoints = createdMountPoints
+    writeFileSync(join(dir, HOST_RECORD), JSON.stringify(hostRecord))
     const ctx = { lab, cp: api, apiUrlInLab, sandboxImage, clusterDns: opts.clusterDns ?? DEFAULT_CLUSTER_DNS, kubernetesServiceIp: KUBERNETES_SERVICE_IP, privatePaths }
     opts.nodes.forEach((n, i) => nodes.push(new NodeRunner(ctx, { host: n.host, role: n.role, podCidr: `10.200.${i}.0/24` }, dir)))
     const t1 = performance.now()
