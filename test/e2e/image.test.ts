@@ -5,13 +5,14 @@
 // a writable /var/lib/edgemesh. Its own network namespace (not the host's, as hostNetwork would
 // give): the bridge and the iptables rules it creates vanish with it. Cold: a few minutes (the
 // base image and the build are cached under ~/.cache/edgemesh/image afterwards).
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ensureImage, type BuiltImage } from '../image/image.ts'
 import { runCapture, type ExecResult } from '../lab/proc.ts'
+import { eventually } from '../lab/wait.ts'
 
 const CAPS = ['CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_NET_BIND_SERVICE']
 const ROOTFS_SH = join(import.meta.dirname, '..', 'image', 'rootfs.sh')
@@ -32,8 +33,8 @@ function archiveConfig (archive: string): ImageConfig {
   return cfg.config
 }
 
-/** runs argv in the image with runc, as the chart's agent container runs (see the header) */
-async function runInImage (argv: string[]): Promise<ExecResult> {
+/** a runc bundle that runs argv in the image as the chart's agent container runs (see the header) */
+function bundleFor (argv: string[]): { id: string, bundle: string } {
   const id = `${NAME}-${++runs}`
   const bundle = join(dir, id)
   mkdirSync(bundle)
@@ -70,7 +71,14 @@ async function runInImage (argv: string[]): Promise<ExecResult> {
     }
   }
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec))
-  return await runCapture(['runc', '--root', join(dir, 'runc'), 'run', '--bundle', bundle, id], { timeoutMs: 60_000 })
+  return { id, bundle }
+}
+
+const runc = (...args: string[]): string[] => ['runc', '--root', join(dir, 'runc'), ...args]
+
+async function runInImage (argv: string[]): Promise<ExecResult> {
+  const { id, bundle } = bundleFor(argv)
+  return await runCapture(runc('run', '--bundle', bundle, id), { timeoutMs: 60_000 })
 }
 
 /** stdout of a run that must succeed; its stderr in the failure otherwise */
@@ -123,6 +131,25 @@ describe('the edgemesh image (manifests/Dockerfile, built with buildah)', () => 
     const write = await runInImage(['node', '-e', 'require("fs").writeFileSync("/app/probe", "x")'])
     expect(write.code).not.toBe(0)
     expect(write.stderr).toContain('EROFS')
+  })
+
+  it('runs the relay as PID 1 (its full module graph loads) and stops it cleanly on SIGTERM, what the kubelet sends', async () => {
+    const { id, bundle } = bundleFor(['node', '--max-semi-space-size=2', 'bin/edgemesh-server.js'])
+    const [cmd, ...args] = runc('run', '--bundle', bundle, id)
+    const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c })
+    child.stderr.setEncoding('utf8').on('data', (c: string) => { out += c })
+    const exited = new Promise<number | null>(resolve => child.on('close', code => { resolve(code) }))
+    try {
+      await eventually(async () => { expect(out).toContain('"msg":"edgemesh-server ready"') }, 60_000, 200)
+      expect((await runCapture(runc('kill', id, 'TERM'))).code).toBe(0)
+      // node as PID 1 gets no default SIGTERM action: only the server's own handler ends it
+      expect(await exited, out).toBe(0)
+    } finally {
+      await runCapture(runc('delete', '--force', id))
+      child.kill('SIGKILL')
+    }
   })
 
   it('has the tools the agent runs: ip (bridge), both iptables backends, conntrack', async () => {
