@@ -7,16 +7,19 @@
 // iptables-legacy-save, nft list ruleset), no bridge device and no link-local address (ip -d link,
 // ip addr). Also after a SIGKILL left everything behind (a crash, an OOM kill): the next agent's
 // clean exit removes it all the same. The exit time is reported (the chart's
-// terminationGracePeriodSeconds must cover it). A rolling restart (SIGTERM, a new agent with the
+// terminationGracePeriodSeconds must cover it). The relay runs on the chart-style PEM key and the
+// agents name it by its certificate. A rolling restart (SIGTERM, a new agent with the
 // node's key) keeps the node's peer record (the Lease), so the other nodes keep the peer.
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab } from '../lab/lab.ts'
 import { startK8sMesh, type K8sMesh } from '../lab/k8s-mesh.ts'
 import { eventually } from '../lab/wait.ts'
+import { peerIdFromCertificateFile } from '../../shared/relay-certificate.ts'
 
 const ROOT = join(import.meta.dirname, '../..')
 const WORKLOAD = join(ROOT, 'test/lab/workload.mjs')
+const FIXTURES = join(ROOT, 'test/fixtures/relay-identity')
 const NODE = process.execPath
 const NS = 'shop'
 const LINK_LOCAL = '169.254.96.16'
@@ -66,9 +69,14 @@ beforeAll(async () => {
   const web = await lab.addPod('b1')
   const server = lab.spawn(web, [NODE, WORKLOAD, 'http', 'b-web', '8080'])
   await server.waitForLine(/listening/, 10_000)
+  // the relay runs on a PKCS#8 PEM key and the agents name it by its certificate, as the Helm
+  // chart's generated identity has them (test/fixtures/relay-identity: made by the chart's functions)
   k = await startK8sMesh(lab, {
     agents: ['a1', 'b1'],
+    relays: 1,
+    relayConfig: { identityFile: join(FIXTURES, 'relay.key') },
     agentConfig: (host) => ({
+      relays: [{ host: lab.relays[0]!.ip, certificateFile: join(FIXTURES, 'relay.crt') }],
       dns: {},
       proxy: { iptables: BACKEND[host], minSyncIntervalMs: 100, resyncSeconds: 5, destinationRules: false },
       socks5: { listen: [`${LINK_LOCAL}:10800`], allowedPorts: [22] }
@@ -106,6 +114,13 @@ describe('a clean exit (SIGTERM) leaves the node as it found it', () => {
       expect(traces.some((l) => l.startsWith('ip addr: ') && l.includes(`inet ${LINK_LOCAL}/32`)), traces.join('\n')).toBe(true)
     }
   }, 120_000)
+
+  it('the relay on the chart-style PEM key and agents naming it by its certificate: the relay\'s peer id is the certificate\'s', async () => {
+    const relayId = k.mesh.relays[0]!.peerId // what the relay prints with --print-peer-id on the PEM key
+    expect(relayId).toBe(peerIdFromCertificateFile(join(FIXTURES, 'relay.crt')))
+    for (const host of ['a1', 'b1']) expect((await k.mesh.status(host)).relays.map((r: any) => r.peerId)).toEqual([relayId])
+    await eventually(async () => { if ((await k.mesh.status('a1')).relays[0].udp !== 'up') throw new Error('not registered yet') }, 30_000, 200)
+  }, 60_000)
 
   it('a rolling restart of a1 (SIGTERM, then a new agent with the node\'s key) keeps its peer record: same content, b1 keeps the peer live and reaches it again', async () => {
     const lease = async (): Promise<any> => await k.admin('GET', '/apis/coordination.k8s.io/v1/namespaces/edgemesh/leases/edge-a1')
