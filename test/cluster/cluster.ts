@@ -17,7 +17,7 @@ import { pauseImage } from './image.ts'
 import { CNI_BIN_DIR, NodeRunner, RUNC, removeNodeLeftovers, type ClusterNode, type NodeRole } from './node.ts'
 import { restoreKernelTunables, saveKernelTunables } from './kernel-tunables.ts'
 
-export type { ClusterNode, NodeRole } from './node.ts'
+export type { ClusterNode, NodeRole, PodContainer } from './node.ts'
 export { pauseImage } from './image.ts'
 
 export const API_IP = '198.51.100.10' // relay0

@@ -37,7 +37,16 @@ export interface ClusterNode {
   exec(argv: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>
   /** where a path on the node is on this host: node-private paths (the cluster's privatePaths) live below dir */
   hostPath(path: string): string
+  /** id of a pod's container on this node (the newest, running or exited); throws when there is none */
+  containerId(pod: string, opts?: PodContainer): Promise<string>
+  /** a pod container's output so far (crictl logs: stdout then stderr) */
+  containerLogs(pod: string, opts?: PodContainer): Promise<string>
+  /** argv in a pod's running container (crictl exec, through the node's runtime, not the apiserver) */
+  containerExec(pod: string, argv: string[], opts?: PodContainer & { timeoutMs?: number }): Promise<ExecResult>
 }
+
+/** namespace default 'default'; container default: the pod's only (or first listed) container */
+export interface PodContainer { namespace?: string, container?: string }
 
 export interface NodeContext {
   lab: Lab
@@ -116,6 +125,29 @@ export class NodeRunner implements ClusterNode {
   hostPath (path: string): string {
     const own = this.ctx.privatePaths.some(p => path === p || path.startsWith(p + '/'))
     return own ? join(this.dir, 'root', path) : path
+  }
+
+  async containerId (pod: string, opts: PodContainer = {}): Promise<string> {
+    const args = ['ps', '-a', '-o', 'json', '--label', `io.kubernetes.pod.name=${pod}`, '--label', `io.kubernetes.pod.namespace=${opts.namespace ?? 'default'}`]
+    if (opts.container !== undefined) args.push('--label', `io.kubernetes.container.name=${opts.container}`)
+    const r = await this.crictl(args)
+    if (r.code !== 0) throw new Error(`node ${this.name}: crictl ps: ${r.stderr.trim()}`)
+    const list = (JSON.parse(r.stdout).containers ?? []) as Array<{ id: string, createdAt: string }>
+    const newest = list.sort((a, b) => Number(BigInt(b.createdAt) - BigInt(a.createdAt)))[0]
+    if (newest === undefined) throw new Error(`node ${this.name}: no container of pod ${opts.namespace ?? 'default'}/${pod}${opts.container === undefined ? '' : ` named ${opts.container}`}`)
+    return newest.id
+  }
+
+  async containerLogs (pod: string, opts: PodContainer = {}): Promise<string> {
+    const r = await this.crictl(['logs', await this.containerId(pod, opts)])
+    if (r.code !== 0) throw new Error(`node ${this.name}: crictl logs: ${r.stderr.trim()}`)
+    return r.stdout + r.stderr
+  }
+
+  async containerExec (pod: string, argv: string[], opts: PodContainer & { timeoutMs?: number } = {}): Promise<ExecResult> {
+    const timeoutMs = opts.timeoutMs ?? 30_000
+    const id = await this.containerId(pod, opts)
+    return await this.crictl(['exec', '--sync', '--timeout', String(Math.ceil(timeoutMs / 1000)), id, ...argv], { timeoutMs: timeoutMs + 5000 })
   }
 
   private enterMounts (): string[] {

@@ -91,14 +91,16 @@ describe('test cluster in the NAT lab', () => {
       expect(pod.status.podIP.startsWith(prefix)).toBe(true)
       // the pod's token volume came from the kubelet (ServiceAccount admission + projected token)
       expect(pod.spec.volumes.some((v: any) => v.projected?.sources?.some((s: any) => s.serviceAccountToken !== undefined))).toBe(true)
-      const id = (await node.crictl(['ps', '-q', '--name', 'hello', '--label', `io.kubernetes.pod.name=hello-${name}`])).stdout.trim()
-      expect(id).toMatch(/^[0-9a-f]+$/)
       const logs = await eventually(async () => {
-        const r = await node.crictl(['logs', id])
-        if (!r.stdout.includes('hello')) throw new Error(`no output yet: ${r.stdout}${r.stderr}`)
-        return r.stdout
+        const out = await node.containerLogs(`hello-${name}`)
+        if (!out.includes('hello')) throw new Error(`no output yet: ${out}`)
+        return out
       }, 20_000)
       expect(logs.trim()).toBe(`hello from ${name}`)
+      // a command in the running container, through the node's runtime (not the apiserver)
+      const ran = await node.containerExec(`hello-${name}`, ['/pause', 'echo', 'exec on', name, '--', 'sleep', '0'])
+      expect(ran.code).toBe(0)
+      expect(ran.stdout.trim()).toBe(`exec on ${name}`)
       expect(readFileSync(node.hostPath('/var/lib/edgemesh/who'), 'utf8')).toBe(`${name}\n`)
       expect((await node.exec(['cat', '/var/lib/edgemesh/who'])).stdout).toBe(`${name}\n`)
       // the pod's interface lives in a network namespace behind the node's cni0 bridge
