@@ -20,6 +20,7 @@ import type { Logger } from '../shared/logging.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { ServerConfig } from '../shared/config.ts'
 import { GroupLimiter, createRefuse, type Refuse } from './limits.ts'
+import { joinCircuitsWithBackpressure } from './circuit-join.ts'
 
 export type CircuitLimits = Pick<ServerConfig['limits'], 'maxReservations' | 'maxReservationsPerIp' | 'reservationTtlSeconds' | 'circuitDurationSeconds' | 'circuitDataBytes'>
 
@@ -156,5 +157,7 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
     }
   })
   countFailedUpgrades(node, refuse)
+  // the library's own join keeps every byte the dialer sends: see circuit-join.ts
+  joinCircuitsWithBackpressure(node.services.relay, opts.log)
   return node
 }

@@ -145,7 +145,8 @@ export class Mesh {
   }
 
   async startRelay (r: MeshRelay): Promise<void> {
-    r.proc = this.lab.spawn(r.host, [NODE, ...NODE_FLAGS, SERVER_BIN, '--config', r.configFile], { logFile: join(this.dir, `${r.host}.log`) })
+    // the image sets the agent's malloc tunable for every process, the relay's too (manifests/Dockerfile)
+    r.proc = this.lab.spawn(r.host, [NODE, ...NODE_FLAGS, SERVER_BIN, '--config', r.configFile], { logFile: join(this.dir, `${r.host}.log`), env: AGENT_ENV })
     await r.proc.waitForLine(/edgemesh-server ready/, 20_000)
   }
 
