@@ -213,7 +213,10 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
     const ctx = { lab, cp: api, apiUrlInLab, sandboxImage, clusterDns: opts.clusterDns ?? DEFAULT_CLUSTER_DNS, kubernetesServiceIp: KUBERNETES_SERVICE_IP, privatePaths }
     opts.nodes.forEach((n, i) => nodes.push(new NodeRunner(ctx, { host: n.host, role: n.role, podCidr: `10.200.${i}.0/24` }, dir)))
     const t1 = performance.now()
-    await Promise.all(nodes.map(async n => { await n.start() }))
+    // all settle before a failure is thrown: stop() must not race a node still starting
+    const started = await Promise.allSettled(nodes.map(async n => { await n.start() }))
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
     await waitUntil('nodes Ready', controllers, 180_000, async () => {
       const list = await admin('GET', '/api/v1/nodes')
       const ready = new Set((list.items ?? []).filter(isReady).map((x: any) => x.metadata.name))
