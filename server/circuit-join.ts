@@ -89,6 +89,9 @@ export function joinCircuit (a: JoinableStream, b: JoinableStream, limit: Circui
   }
   forward(a, b)
   forward(b, a)
+  // a side whose peer half-closed before the join (nothing left to read) will not emit 'end' again
+  if (a.readableEnded && b.writeStatus === 'writable') b.close().catch(abortBoth)
+  if (b.readableEnded && a.writeStatus === 'writable') a.close().catch(abortBoth)
 
   for (const s of limit.signals) {
     if (s.aborted) { abortBoth(s.reason instanceof Error ? s.reason : new CircuitLimitError('circuit closed')); return }

@@ -103,13 +103,19 @@ describe('joinCircuit', () => {
     expect(relayDst.status).toBe('aborted')
   })
 
-  it('aborts both sides past the data limit (both directions counted together) and when a signal fires', async () => {
+  it('aborts both sides past the data limit (both directions counted together), after the duration limit and when a signal fires', async () => {
     const limited = await circuit({ dataBytes: 10n * BigInt(KiB) })
     limited.dialer.send(pattern(6 * KiB, 0))
     limited.listener.send(pattern(6 * KiB, 0))
     await eventually(async () => {
       expect(limited.dialer.status).toBe('reset')
       expect(limited.listener.status).toBe('reset')
+    }, 5_000, 20)
+
+    const timed = await circuit({ durationMs: 30 })
+    await eventually(async () => {
+      expect(timed.dialer.status).toBe('reset')
+      expect(timed.listener.status).toBe('reset')
     }, 5_000, 20)
 
     const ac = new AbortController()
