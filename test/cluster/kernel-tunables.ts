@@ -30,6 +30,8 @@ export function saveKernelTunables (): void {
   // A file left by a running cluster or a killed run holds the host's values: the current ones
   // may be the kubelet's.
   if (existsSync(TUNABLES_FILE)) return
+  // no file but a kubelet running: a cluster started by code without this file owns the values
+  if (kubeletRunning()) return
   const saved: Record<string, string> = {}
   for (const t of TUNABLES) {
     try { saved[t] = readFileSync(`/proc/sys/${t}`, 'utf8').trim() } catch { /* not on this kernel */ }
