@@ -7,6 +7,7 @@ import { createLab, type Lab } from '../lab/lab.ts'
 import { Mesh } from '../lab/mesh.ts'
 import { renderTable } from '../../shared/table.ts'
 import { sleep } from '../lab/wait.ts'
+import { memBackUnder, settledMem } from '../lab/rss.ts'
 
 const MiB = 1024 * 1024
 const BULK = Number(process.env.BENCH_BYTES ?? 128 * MiB)
@@ -34,6 +35,8 @@ async function main (): Promise<void> {
     for (const to of ['edge-b1', 'edge-c1', 'edge-d1']) await call(`/ping?node=${to}`)
     await mesh.call('a2', 'POST', '/ping?node=edge-b1')
     await sleep(1_500)
+    const relayPid = mesh.relays[0]!.proc.pid
+    const relayIdle = await settledMem(relayPid)
 
     log('plain TCP (iperf3 through the port forward)')
     const iperfd = lab.spawn('b1', ['iperf3', '-s', '-p', '5201', '-1', '--forceflush'])
@@ -88,6 +91,8 @@ async function main (): Promise<void> {
 
     log('agent RSS')
     await sleep(3_000)
+    // the relay after every relayed byte: back near idle (the lowest within 30 s of the traffic)
+    const relayAfter = (await memBackUnder(relayPid, relayIdle.rssMb + 5, 30_000)).sample
     const rssOf = async (host: string): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${mesh!.agent(host).proc.pid}/status`, 'utf8'))![1]) / 1024
     const rssMb = await rssOf('a2')
     const rssBusyMb = await rssOf('b1')
@@ -102,7 +107,7 @@ async function main (): Promise<void> {
     ]
     process.stdout.write(`\ntunnel benchmark: ${BULK / MiB} MiB per bulk run, median of ${ROUNDS} interleaved rounds after a warm-up round; ${FIRST_BYTE_RUNS} first-byte runs (median); 2 cores shared by every process\n\n`)
     process.stdout.write(renderTable(['path', 'Mbit/s', 'first byte ms', 'ratio'], rows) + '\n')
-    process.stdout.write(`\nbulk samples Mbit/s: ${Object.entries(samples).map(([k, v]) => `${k} ${v.join(' ')}`).join(' | ')}\nfirst byte samples ms: tcp ${fbTcp.join(' ')} | direct ${fbDirect.join(' ')} | symmetric ${fbSym.join(' ')}\nagent RSS: idle ${rssMb.toFixed(1)} MB (a2: registered, one tunnel, no bulk traffic); after bulk ${rssBusyMb.toFixed(1)} MB (b1)\n\n`)
+    process.stdout.write(`\nbulk samples Mbit/s: ${Object.entries(samples).map(([k, v]) => `${k} ${v.join(' ')}`).join(' | ')}\nfirst byte samples ms: tcp ${fbTcp.join(' ')} | direct ${fbDirect.join(' ')} | symmetric ${fbSym.join(' ')}\nagent RSS: idle ${rssMb.toFixed(1)} MB (a2: registered, one tunnel, no bulk traffic); after bulk ${rssBusyMb.toFixed(1)} MB (b1)\nrelay RSS: idle ${relayIdle.rssMb} MiB, after ${(ROUNDS + 1) * BULK / MiB} MiB each over relay-udp and relay-tcp ${relayAfter.rssMb} MiB\n\n`)
     const result = {
       plain_tcp_mbps: +plainTcp.toFixed(1),
       udx_raw_mbps: rawUdx,
@@ -114,7 +119,9 @@ async function main (): Promise<void> {
       first_byte_ms_direct: median(fbDirect),
       first_byte_ms_symmetric: median(fbSym),
       agent_idle_rss_mb: +rssMb.toFixed(1),
-      agent_rss_after_bulk_mb: +rssBusyMb.toFixed(1)
+      agent_rss_after_bulk_mb: +rssBusyMb.toFixed(1),
+      relay_rss_idle_mb: relayIdle.rssMb,
+      relay_rss_after_mb: relayAfter.rssMb
     }
     process.stdout.write(JSON.stringify(result) + '\n')
   } finally {
