@@ -12,7 +12,7 @@ import { exposeToLab } from '../lab/expose.ts'
 import { procStartTime, signalRef, startProcess, type LabProcess, type ProcRef } from '../lab/proc.ts'
 import { sleep } from '../lab/wait.ts'
 import { CONTROL_PLANE_BIN, startControlPlane, type ControlPlane } from '../controlplane/harness.ts'
-import { apiRequest } from '../controlplane/cluster.ts'
+import { apiRequest, serviceAccountToken } from '../controlplane/cluster.ts'
 import { pauseImage } from './image.ts'
 import { CNI_BIN_DIR, NodeRunner, RUNC, removeNodeLeftovers, type ClusterNode, type NodeRole } from './node.ts'
 import { restoreKernelTunables, saveKernelTunables } from './kernel-tunables.ts'
@@ -24,6 +24,8 @@ export const API_IP = '198.51.100.10' // relay0
 export const API_PORT = 6443
 export const DEFAULT_CLUSTER_DNS = '169.254.96.16' // the mesh's node-local DNS address
 export const KUBERNETES_SERVICE_IP = '10.96.0.1' // first address of the harness's Service range
+/** every node's pod range (node i: 10.200.i.0/24) */
+export const CLUSTER_CIDR = '10.200.0.0/16'
 export const EDGE_ROLE_LABEL = 'node-role.kubernetes.io/edge'
 /**
  * Host paths every node gets its own copy of: the kubelet's log link dirs, the CNI cache and the
@@ -57,7 +59,7 @@ export interface Cluster {
   stop(): Promise<void>
 }
 
-const BINARIES = ['kube-controller-manager', 'kube-scheduler', 'kubelet', 'containerd', 'containerd-shim-runc-v2', 'ctr', 'crictl']
+const BINARIES = ['kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'containerd', 'containerd-shim-runc-v2', 'ctr', 'crictl']
 
 function requirePrereqs (): void {
   for (const b of BINARIES) {
@@ -144,6 +146,7 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
   const apiUrlInLab = `https://${API_IP}:${API_PORT}`
   let cp: ControlPlane | undefined
   let exposed: { close: () => Promise<void> } | undefined
+  let exposedEndpoint: { close: () => Promise<void> } | undefined
   const controllers: LabProcess[] = []
   const nodes: NodeRunner[] = []
   let tunablesSaved = false
@@ -164,6 +167,7 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
       for (const r of results) if (r.status === 'rejected') problems.push(String(r.reason))
       for (const c of controllers) await c.kill('SIGTERM', 3000)
       await exposed?.close()
+      await exposedEndpoint?.close()
       await cp?.stop()
       if (tunablesSaved) restoreKernelTunables()
       removeMountPoints(createdMountPoints, dir)
@@ -174,7 +178,14 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
   }
 
   try {
-    cp = await startControlPlane({ extraSans: [API_IP, KUBERNETES_SERVICE_IP], withNodes: true, spawn: (argv, o) => note(startProcess(argv, o)) })
+    // The apiserver publishes where the lab reaches it as the kubernetes Service's endpoint
+    // (API_IP:<its port>, exposed below too), which kube-proxy on each node DNATs 10.96.0.1:443 to.
+    cp = await startControlPlane({
+      extraSans: [API_IP, KUBERNETES_SERVICE_IP],
+      withNodes: true,
+      apiserverFlags: ['--endpoint-reconciler-type=lease', `--advertise-address=${API_IP}`],
+      spawn: (argv, o) => note(startProcess(argv, o))
+    })
     const api = cp
     hostRecord.dirs.push(api.dir)
     const admin = async (method: string, path: string, body?: unknown, contentType?: string): Promise<any> => {
@@ -185,6 +196,19 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
     const kubeconfig = join(dir, 'admin.kubeconfig')
     await api.writeKubeconfig(kubeconfig)
     exposed = await exposeToLab(lab, 'relay0', { ip: API_IP, port: API_PORT }, { host: '127.0.0.1', port: api.port })
+    exposedEndpoint = await exposeToLab(lab, 'relay0', { ip: API_IP, port: api.port }, { host: '127.0.0.1', port: api.port })
+    // kube-proxy's identity, as kubeadm makes it: a ServiceAccount bound to system:node-proxier
+    await admin('POST', '/api/v1/namespaces/kube-system/serviceaccounts', { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'kube-proxy' } })
+    await admin('POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name: 'test-cluster:kube-proxy' },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'system:node-proxier' },
+      subjects: [{ kind: 'ServiceAccount', name: 'kube-proxy', namespace: 'kube-system' }]
+    })
+    const kubeProxyKubeconfig = join(dir, 'kube-proxy.kubeconfig')
+    await api.writeKubeconfig(kubeProxyKubeconfig,
+      await serviceAccountToken(api, { namespace: 'kube-system', serviceAccount: 'kube-proxy', expirationSeconds: 86_400 }), apiUrlInLab)
 
     const common = [`--kubeconfig=${kubeconfig}`, '--leader-elect=false', '--secure-port=0', '--v=1']
     const kcm = note(startProcess([join(CONTROL_PLANE_BIN, 'kube-controller-manager'), ...common,
@@ -210,7 +234,8 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
     createdMountPoints.push(...makeMountPoints(privatePaths))
     hostRecord.mountPoints = createdMountPoints
     writeFileSync(join(dir, HOST_RECORD), JSON.stringify(hostRecord))
-    const ctx = { lab, cp: api, apiUrlInLab, sandboxImage, clusterDns: opts.clusterDns ?? DEFAULT_CLUSTER_DNS, kubernetesServiceIp: KUBERNETES_SERVICE_IP, privatePaths }
+    const ctx = { lab, cp: api, apiUrlInLab, sandboxImage, clusterDns: opts.clusterDns ?? DEFAULT_CLUSTER_DNS, kubernetesServiceIp: KUBERNETES_SERVICE_IP, privatePaths,
+      kubeProxyKubeconfig, clusterCidr: CLUSTER_CIDR }
     opts.nodes.forEach((n, i) => nodes.push(new NodeRunner(ctx, { host: n.host, role: n.role, podCidr: `10.200.${i}.0/24` }, dir)))
     const t1 = performance.now()
     // all settle before a failure is thrown: stop() must not race a node still starting

@@ -11,6 +11,7 @@ import { promisify } from 'node:util'
 import type { ExecResult, Lab, LabHost, LabProcess } from '../lab/lab.ts'
 import { runCapture } from '../lab/proc.ts'
 import { sleep } from '../lab/wait.ts'
+import { startKubeProxy } from './kube-proxy.ts'
 import { CONTROL_PLANE_BIN, type ControlPlane } from '../controlplane/harness.ts'
 import { certKubeconfig, cniConfig, containerdConfig, kubeletConfig, nodePaths, type NodePaths } from './node-config.ts'
 
@@ -55,8 +56,12 @@ export interface NodeContext {
   apiUrlInLab: string
   sandboxImage: { archive: string, ref: string }
   clusterDns: string
-  /** the Service range's first address (the kubernetes Service), DNATed to the apiserver */
+  /** the Service range's first address (the kubernetes Service, which kube-proxy gives every node) */
   kubernetesServiceIp: string
+  /** kube-proxy's kubeconfig (system:node-proxier, server reachable from the lab) */
+  kubeProxyKubeconfig: string
+  /** all nodes' pod ranges */
+  clusterCidr: string
   /** host paths each node gets its own copy of (hostPath volumes of a DaemonSet, log dirs) */
   privatePaths: string[]
 }
@@ -102,6 +107,7 @@ export class NodeRunner implements ClusterNode {
   private readonly paths: NodePaths
   private containerd: LabProcess | undefined
   private kubelet: LabProcess | undefined
+  private kubeProxy: LabProcess | undefined
   /** holds the node's mount namespace (its private paths bound over the host's) */
   private mountNs: LabProcess | undefined
   private stopped: Promise<void> | undefined
@@ -206,15 +212,8 @@ export class NodeRunner implements ClusterNode {
     await this.startMountNamespace()
     const sysctl = await this.exec(['sysctl', '-qw', 'net.ipv4.ip_forward=1'])
     if (sysctl.code !== 0) throw new Error(`node ${this.name}: sysctl: ${sysctl.stderr}`)
-    // No kube-proxy (the mesh proxies Services): only the kubernetes Service is DNATed to the
-    // apiserver, for pods (PREROUTING) and host-network pods (OUTPUT).
-    const [apiHost, apiPort] = new URL(this.ctx.apiUrlInLab).host.split(':') as [string, string]
-    const dnat = `-d ${this.ctx.kubernetesServiceIp}/32 -p tcp --dport 443 -j DNAT --to-destination ${apiHost}:${apiPort}`
-    const rules = await lab.exec(this.host, ['iptables-restore', '--noflush'], {
-      input: `*nat\n:TEST-CLUSTER-KUBERNETES - [0:0]\n-A TEST-CLUSTER-KUBERNETES ${dnat}\n-A PREROUTING -j TEST-CLUSTER-KUBERNETES\n-A OUTPUT -j TEST-CLUSTER-KUBERNETES\nCOMMIT\n`
-    })
-    if (rules.code !== 0) throw new Error(`node ${this.name}: iptables-restore: ${rules.stderr}`)
-    // A host without a default route (relay0) needs a route for OUTPUT's DNAT to be reached.
+    // A host without a default route (relay0) needs a route to the kubernetes Service's address
+    // for kube-proxy's OUTPUT DNAT to see the packet (routing comes before nat OUTPUT).
     if ((await this.exec(['ip', 'route', 'get', this.ctx.kubernetesServiceIp])).code !== 0) {
       const route = await this.exec(['ip', 'route', 'add', `${this.ctx.kubernetesServiceIp}/32`, 'dev', 'eth0'])
       if (route.code !== 0) throw new Error(`node ${this.name}: ip route add: ${route.stderr}`)
@@ -246,6 +245,14 @@ export class NodeRunner implements ClusterNode {
     { hostMounts: true, env, logFile: join(this.dir, 'kubelet.log') })
     const kubelet = this.kubelet
     await this.waitFor('kubelet', kubelet, async () => (await this.exec(['curl', '-sf', 'http://127.0.0.1:10248/healthz'], { timeoutMs: 3000 })).stdout === 'ok', 120_000)
+
+    // kube-proxy, as kubeadm runs it on every node: the in-cluster kubernetes Service (how the
+    // agents' pods reach the apiserver) and every other Service below the mesh's own hooks
+    this.kubeProxy = await startKubeProxy(lab, this.host, {
+      kubeconfig: this.ctx.kubeProxyKubeconfig, nodeName: this.name, nodeIp: this.host.ip, clusterCidr: this.ctx.clusterCidr, dir: this.dir
+    })
+    await this.waitFor('kube-proxy', this.kubeProxy, async () =>
+      (await this.exec(['iptables-save', '-t', 'nat'])).stdout.includes(`-d ${this.ctx.kubernetesServiceIp}/32`), 60_000)
   }
 
   /** Throws with the log tail if the process exits or ok() stays false. */
@@ -283,6 +290,7 @@ export class NodeRunner implements ClusterNode {
 
   private async doStop (): Promise<void> {
     const problems: string[] = []
+    await this.kubeProxy?.kill('SIGTERM', 3000)
     await this.kubelet?.kill('SIGTERM', 5000)
     if (this.containerd !== undefined && this.containerd.child.exitCode === null && this.containerd.child.signalCode === null) {
       // Pods first: the shims and containers outlive containerd.
