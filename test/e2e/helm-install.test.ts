@@ -3,22 +3,20 @@
 // relay, one edge node behind a cone NAT, one behind a symmetric NAT), from `helm install` to
 // `helm uninstall`. The apiserver cannot reach the kubelets (that is the edge): what pods print
 // is read through each node's own container runtime (crictl), never kubectl exec/logs.
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab } from '../lab/lab.ts'
 import { eventually } from '../lab/wait.ts'
 import { startCluster, type Cluster, type ClusterNode } from '../cluster/cluster.ts'
+import {
+  AGENT_SELECTOR, CHART_DIR, MESH_NAMESPACE as NS, SERVER_SELECTOR, agentStatus, answersAfter, clientLines, createClient, createWeb,
+  failureWindows, helm as helmOn, isReady, meshLeftovers, pods as podsOn, waitReady as waitReadyOn
+} from '../cluster/mesh-release.ts'
 import { ensureImage } from '../image/image.ts'
-import { CHART_DIR } from '../controlplane/cluster.ts'
-import { HELM_BIN } from '../controlplane/harness.ts'
 
-const execFileP = promisify(execFile)
 const RELEASE = 'em'
-const NS = 'edgemesh'
 const RELAY_IP = '198.51.100.10' // relay0: the public node
 const CLIENT_LOG_EVERY_MS = 200
-/** one agent's replacement: pod deleted, new pod scheduled and started, catalog synced, rules in (measured 1-3 s) */
+/** one agent's replacement: pod deleted, new pod scheduled and started, catalog synced, rules in (measured 1-3.5 s) */
 const MAX_ROLL_GAP_MS = 10_000
 
 let lab: Lab
@@ -27,102 +25,9 @@ let imageRef: string
 const timings: Record<string, number> = {}
 let pub: ClusterNode, cone: ClusterNode, sym: ClusterNode
 
-async function helm (args: string[], timeoutMs = 240_000): Promise<{ code: number, out: string }> {
-  try {
-    const r = await execFileP(HELM_BIN, [...args, '--kubeconfig', cluster.kubeconfig], { timeout: timeoutMs, maxBuffer: 16 << 20 })
-    return { code: 0, out: r.stdout + r.stderr }
-  } catch (e: any) {
-    return { code: typeof e.code === 'number' ? e.code : 1, out: `${e.stdout ?? ''}${e.stderr ?? ''}${e.message}` }
-  }
-}
-
-async function pods (ns: string, selector?: string): Promise<any[]> {
-  const q = selector == null ? '' : `?labelSelector=${encodeURIComponent(selector)}`
-  return (await cluster.admin('GET', `/api/v1/namespaces/${ns}/pods${q}`)).items
-}
-
-const isReady = (p: any): boolean => p.metadata.deletionTimestamp == null &&
-  (p.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True')
-
-/** Waits until the pods matching selector are exactly `count`, all Ready; returns them. */
-async function waitReady (ns: string, selector: string, count: number, timeoutMs: number): Promise<any[]> {
-  return await eventually(async () => {
-    const ps = await pods(ns, selector)
-    const summary = ps.map((p) => `${p.metadata.name}@${p.spec.nodeName}:${p.status?.phase}${isReady(p) ? '/ready' : ''}`).join(', ')
-    if (ps.length !== count || !ps.every(isReady)) throw new Error(`${selector}: want ${count} Ready, have [${summary}]`)
-    return ps
-  }, timeoutMs, 500)
-}
-
-/** The id of the running container `name` in the pod whose name starts with podPrefix, on node. */
-async function containerId (node: ClusterNode, name: string, podPrefix?: string): Promise<string> {
-  const args = ['ps', '-q', '--state', 'running', '--name', `^${name}$`]
-  if (podPrefix != null) args.push('--pod', (await node.crictl(['pods', '-q', '--state', 'ready', '--name', podPrefix])).stdout.trim().split('\n')[0] ?? 'none')
-  const r = await node.crictl(args)
-  const id = r.stdout.trim().split('\n')[0]
-  if (r.code !== 0 || id == null || id === '') throw new Error(`no running container ${name} on ${node.name}: ${r.stderr}`)
-  return id
-}
-
-/** `edgemesh status --json` inside the agent container on node (crictl exec, node-local). */
-async function agentStatus (node: ClusterNode): Promise<any> {
-  const id = await containerId(node, 'agent')
-  const r = await node.crictl(['exec', id, 'node', 'bin/edgemesh.js', 'status', '--json'])
-  if (r.code !== 0) throw new Error(`edgemesh status on ${node.name}: ${r.stderr}`)
-  return JSON.parse(r.stdout)
-}
-
-interface ClientLine { t: number, ok: boolean, status?: number, body?: string, err?: string }
-
-/** The client pod's results so far (one JSON line per request on its stdout). */
-async function clientLines (): Promise<ClientLine[]> {
-  const id = await containerId(cone, 'client')
-  const r = await cone.crictl(['logs', id])
-  return (r.stdout + r.stderr).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
-}
-
-/** Waits for `n` fresh successful answers after time `since`. */
-async function answersAfter (since: number, n: number, timeoutMs: number): Promise<ClientLine[]> {
-  return await eventually(async () => {
-    const ok = (await clientLines()).filter((l) => l.t > since && l.ok)
-    if (ok.length < n) throw new Error(`${ok.length}/${n} answers since ${new Date(since).toISOString()}`)
-    return ok
-  }, timeoutMs, 500)
-}
-
-interface FailureWindow { fromMs: number, toMs: number, failed: number, errors: string[] }
-
-/** Runs of consecutive failed requests, relative to the first line, with their error kinds. */
-function failureWindows (lines: ClientLine[]): FailureWindow[] {
-  const out: FailureWindow[] = []
-  const t0 = lines[0]?.t ?? 0
-  let cur: FailureWindow | undefined
-  for (const l of [...lines].sort((a, b) => a.t - b.t)) {
-    if (l.ok) { cur = undefined; continue }
-    const err = l.err ?? `status ${l.status}`
-    if (cur == null) { cur = { fromMs: l.t - t0, toMs: l.t - t0, failed: 0, errors: [] }; out.push(cur) }
-    cur.toMs = l.t - t0
-    cur.failed++
-    if (!cur.errors.includes(err)) cur.errors.push(err)
-  }
-  return out
-}
-
-/** Node-level leftovers of the mesh in a node's network namespace (chains, rules, devices, addresses). */
-async function meshLeftovers (node: ClusterNode): Promise<string[]> {
-  const found: string[] = []
-  for (const save of ['iptables-nft-save', 'iptables-legacy-save']) {
-    const r = await node.exec([save])
-    for (const l of r.stdout.split('\n')) if (/edgemesh/i.test(l)) found.push(`${save}: ${l}`)
-  }
-  const nft = await node.exec(['nft', 'list', 'ruleset'])
-  for (const l of nft.stdout.split('\n')) if (/edgemesh/i.test(l)) found.push(`nft: ${l.trim()}`)
-  const links = await node.exec(['ip', '-o', 'link'])
-  for (const l of links.stdout.split('\n')) if (/edgemesh/i.test(l)) found.push(`link: ${l}`)
-  const addrs = await node.exec(['ip', '-o', 'addr'])
-  for (const l of addrs.stdout.split('\n')) if (l.includes('169.254.96.16')) found.push(`addr: ${l}`)
-  return found
-}
+const helm = async (args: string[]): Promise<{ code: number, out: string }> => await helmOn(cluster, args)
+const pods = async (ns: string, selector?: string): Promise<any[]> => await podsOn(cluster, ns, selector)
+const waitReady = async (ns: string, selector: string, count: number, timeoutMs: number): Promise<any[]> => await waitReadyOn(cluster, ns, selector, count, timeoutMs)
 
 beforeAll(async () => {
   const t0 = Date.now()
@@ -154,9 +59,9 @@ describe('helm install on real kubelets behind NATs', () => {
     const t0 = Date.now()
     const r = await helm(['install', RELEASE, CHART_DIR, '-n', NS, '--create-namespace', '--set', `relay.announce[0]=${RELAY_IP}`])
     expect(r.code, r.out).toBe(0)
-    const relay = await waitReady(NS, 'app.kubernetes.io/component=server', 1, 240_000)
+    const relay = await waitReady(NS, SERVER_SELECTOR, 1, 240_000)
     expect(relay[0].spec.nodeName).toBe(pub.name)
-    const agents = await waitReady(NS, 'app.kubernetes.io/component=agent', 3, 240_000)
+    const agents = await waitReady(NS, AGENT_SELECTOR, 3, 240_000)
     timings.install_to_ready_ms = Date.now() - t0
     expect(agents.map((p) => p.spec.nodeName).sort()).toEqual(cluster.nodes.map((n) => n.name).sort())
     // the agents' tokens are the ones the kubelet projected into the pods (bound to pod + node)
@@ -166,7 +71,7 @@ describe('helm install on real kubelets behind NATs', () => {
     }
     // each agent published its peer record (a Lease named after its node) with its own peer id
     for (const node of cluster.nodes) {
-      const st = await eventually(async () => await agentStatus(node), 60_000, 1000)
+      const st = await eventually(async () => await agentStatus(cluster, node), 60_000, 1000)
       const lease = await eventually(async () => await cluster.admin('GET', `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases/${node.name}`), 60_000, 1000)
       expect(JSON.stringify(lease)).toContain(st.peerId)
     }
@@ -174,67 +79,40 @@ describe('helm install on real kubelets behind NATs', () => {
 
   it('a pod on the cone node calls web.shop.svc.cluster.local, served only by a pod on the symmetric node: 200 over the relayed path', async () => {
     await cluster.admin('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } })
-    await cluster.admin('POST', '/api/v1/namespaces/shop/pods', {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name: 'web', labels: { app: 'web' } },
-      spec: {
-        nodeName: sym.name,
-        tolerations: [{ operator: 'Exists' }],
-        containers: [{
-          name: 'web',
-          image: imageRef,
-          imagePullPolicy: 'Never',
-          command: ['node', '-e', "require('http').createServer((q, s) => s.end('web on ' + process.env.NODE_NAME)).listen(8080)"],
-          env: [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
-          ports: [{ containerPort: 8080 }],
-          readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1 }
-        }]
-      }
-    })
-    await cluster.admin('POST', '/api/v1/namespaces/shop/services', {
-      apiVersion: 'v1', kind: 'Service', metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }] }
-    })
+    await createWeb(cluster, 'shop', sym, imageRef)
     await waitReady('shop', 'app=web', 1, 120_000)
     const since = Date.now()
-    // the client resolves the name through the resolver the kubelet gave it (clusterDNS: the
-    // agent's node-local DNS) and prints one JSON line per request
-    const script = `const http = require('http');
-setInterval(() => {
-  const t = Date.now()
-  const req = http.get('http://web.shop.svc.cluster.local/', { timeout: 2000 }, (res) => {
-    let body = ''; res.on('data', (d) => { body += d }); res.on('end', () => console.log(JSON.stringify({ t, ok: res.statusCode === 200, status: res.statusCode, body })))
-  })
-  req.on('timeout', () => req.destroy(new Error('timeout')))
-  req.on('error', (e) => console.log(JSON.stringify({ t, ok: false, err: e.code ?? e.message })))
-}, ${CLIENT_LOG_EVERY_MS})`
-    await cluster.admin('POST', '/api/v1/namespaces/shop/pods', {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name: 'client' },
-      spec: { nodeName: cone.name, tolerations: [{ operator: 'Exists' }], containers: [{ name: 'client', image: imageRef, imagePullPolicy: 'Never', command: ['node', '-e', script] }] }
-    })
-    const ok = await answersAfter(since, 10, 120_000)
+    // the client resolves the name through the resolver the kubelet gave it (clusterDNS: the agent's node-local DNS)
+    await createClient(cluster, 'shop', cone, imageRef, 'http://web.shop.svc.cluster.local/', CLIENT_LOG_EVERY_MS)
+    const ok = await answersAfter(cone, 'shop', since, 10, 120_000)
     expect(ok.every((l) => l.status === 200 && l.body === `web on ${sym.name}`)).toBe(true)
-    const st = await agentStatus(cone)
+    const st = await agentStatus(cluster, cone)
     const peer = st.peers.find((p: any) => p.node === sym.name)
     expect(peer?.path).toMatch(/^relay-/) // the symmetric NAT allows no punched path
-    const resolv = await cone.crictl(['exec', await containerId(cone, 'client'), 'cat', '/etc/resolv.conf'])
+    const resolv = await cone.containerExec('client', ['cat', '/etc/resolv.conf'], { namespace: 'shop' })
     expect(resolv.stdout).toContain('nameserver 169.254.96.16')
+    // kube-proxy runs on the node too and has a rule for the same ClusterIP (to a pod IP this node
+    // cannot route to): the mesh's hooks come first in nat PREROUTING and OUTPUT
+    const nat = (await cone.exec(['iptables-save', '-t', 'nat'])).stdout.split('\n')
+    for (const hook of ['PREROUTING', 'OUTPUT']) {
+      const jumps = nat.filter((l) => l.startsWith(`-A ${hook} `))
+      expect(jumps[0], hook).toMatch(/-j EDGEMESH-/)
+      expect(jumps.some((l) => l.includes('-j KUBE-SERVICES')), hook).toBe(true)
+    }
   })
 
   it('the Service answers again after the relay pod is deleted and rescheduled (same relay identity)', async () => {
-    const [relay] = await pods(NS, 'app.kubernetes.io/component=server')
+    const [relay] = await pods(NS, SERVER_SELECTOR)
     await cluster.admin('DELETE', `/api/v1/namespaces/${NS}/pods/${relay.metadata.name}`)
     const [next] = await eventually(async () => {
-      const ps = (await pods(NS, 'app.kubernetes.io/component=server')).filter((p) => p.metadata.uid !== relay.metadata.uid && isReady(p))
+      const ps = (await pods(NS, SERVER_SELECTOR)).filter((p) => p.metadata.uid !== relay.metadata.uid && isReady(p))
       if (ps.length !== 1) throw new Error('new relay pod not Ready yet')
       return ps
     }, 180_000, 500)
     expect(next.spec.nodeName).toBe(pub.name)
     const since = Date.now()
-    await answersAfter(since, 10, 120_000)
-    const peer = (await agentStatus(cone)).peers.find((p: any) => p.node === sym.name)
+    await answersAfter(cone, 'shop', since, 10, 120_000)
+    const peer = (await agentStatus(cluster, cone)).peers.find((p: any) => p.node === sym.name)
     expect(peer?.path).toMatch(/^relay-/)
   })
 
@@ -242,7 +120,7 @@ setInterval(() => {
   // only way in: while either of those two restarts, requests time out. The roll must never
   // take more than one node's agent at a time, and each gap must stay short.
   it('helm upgrade with a changed value rolls the agents one node at a time; the Service answers throughout but for the restart of an agent on its path', async () => {
-    const before = await pods(NS, 'app.kubernetes.io/component=agent')
+    const before = await pods(NS, AGENT_SELECTOR)
     const oldUids = new Set(before.map((p) => p.metadata.uid))
     const leasesBefore = (await cluster.admin('GET', `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases`)).items.map((l: any) => l.metadata.name).sort()
     const since = Date.now()
@@ -251,21 +129,21 @@ setInterval(() => {
     // sample the agents until all three are new and Ready: never more than one node without a Ready agent
     let maxUnready = 0
     await eventually(async () => {
-      const ps = await pods(NS, 'app.kubernetes.io/component=agent')
+      const ps = await pods(NS, AGENT_SELECTOR)
       const readyNodes = new Set(ps.filter(isReady).map((p) => p.spec.nodeName))
       maxUnready = Math.max(maxUnready, cluster.nodes.length - readyNodes.size)
       const fresh = ps.filter((p) => !oldUids.has(p.metadata.uid) && isReady(p))
       if (fresh.length !== 3) throw new Error(`${fresh.length}/3 agents rolled`)
     }, 300_000, 250)
     expect(maxUnready).toBeLessThanOrEqual(1)
-    const lines = (await clientLines()).filter((l) => l.t > since)
+    const lines = (await clientLines(cone, 'shop')).filter((l) => l.t > since)
     const windows = failureWindows(lines)
     timings.upgrade_requests = lines.length
     timings.upgrade_failed_requests = lines.filter((l) => !l.ok).length
     console.log(`[helm-install] upgrade: ${lines.length} requests, failures ${JSON.stringify(windows)}`)
     expect(windows.length, JSON.stringify(windows)).toBeLessThanOrEqual(2) // the client's node, the serving node
     for (const w of windows) expect(w.toMs - w.fromMs, JSON.stringify(w)).toBeLessThan(MAX_ROLL_GAP_MS)
-    await answersAfter(Date.now(), 10, 120_000)
+    await answersAfter(cone, 'shop', Date.now(), 10, 120_000)
     // peer records were kept through the roll (same nodes, same Lease objects)
     const leasesAfter = (await cluster.admin('GET', `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases`)).items.map((l: any) => l.metadata.name).sort()
     expect(leasesAfter).toEqual(leasesBefore)
