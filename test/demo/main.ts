@@ -4,7 +4,8 @@
 // other through the Lease registry, with no peers file), the real edgemesh-server and
 // edgemesh-agent binaries with node-local DNS and the ClusterIP proxy, pods (namespaces behind
 // the edge hosts) calling Services by DNS name across NATs, and every user journey built so
-// far, ending in a status table.
+// far, ending in a status table. The last journey installs the Helm chart with the image built
+// from manifests/Dockerfile on real kubelets in a lab of its own (test/demo/helm-journey.ts).
 // The lab and the control plane are torn down on success, failure and Ctrl-C.
 import { join } from 'node:path'
 import { createLab, type Lab, type LabPod, type LabProcess } from '../lab/lab.ts'
@@ -14,6 +15,7 @@ import { renderTable } from '../../shared/table.ts'
 import { sleep } from '../lab/wait.ts'
 import { CLI_BIN } from '../lab/mesh.ts'
 import { clientKeys, sshOptions, startSshd } from '../lab/sshd.ts'
+import { helmInstallJourney } from './helm-journey.ts'
 
 const say = (s: string): void => { process.stdout.write(`${s}\n`) }
 const WORKLOAD = join(import.meta.dirname, '../lab/workload.mjs')
@@ -268,6 +270,11 @@ async function main (): Promise<number> {
         const detail = legs.map((l, i) => l == null ? `${names[i]}: no recovery in 15 s` : `${names[i]} ${l.path} after ${l.ms} ms`).join('; ')
         return { detail: `relayed pings answer after the restart: ${detail}`, ok: legs.every((l) => l != null && l.ms < 5_000) }
       }
+    })
+
+    journeys.push({
+      name: 'helm install on real kubelets behind NATs (own lab): one command, a pod calls a Service across NATs, uninstall leaves nodes clean',
+      run: async () => await helmInstallJourney(say)
     })
 
     const rows: string[][] = []
