@@ -5,7 +5,7 @@
 // hostPath on two nodes is two directories.
 // stop() leaves no process, mount, cgroup or directory behind.
 import { execFile } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -109,7 +109,7 @@ describe('test cluster in the NAT lab', () => {
     }
   })
 
-  it('the kubernetes Service address reaches the apiserver from every node (no kube-proxy: one DNAT rule)', async () => {
+  it('the kubernetes Service address (10.96.0.1:443) reaches the apiserver from every node, relay0 included', async () => {
     for (const node of cluster!.nodes) {
       const r = await node.exec(['curl', '-sS', '--max-time', '10', '--cacert', join(node.dir, 'pki/ca.crt'), 'https://10.96.0.1/readyz'])
       expect(r.stdout + r.stderr).toBe('ok')
@@ -120,8 +120,16 @@ describe('test cluster in the NAT lab', () => {
     const c = cluster!
     const dirs = [c.dir, ...c.nodes.map(n => n.dir)]
     const sock = c.nodes.map(n => `${n.dir}/containerd.sock`)
+    // each node's mount namespace (its kubelet, containerd, shims and containers live in it)
+    const mountNamespaces = await Promise.all(c.nodes.map(async n => (await n.exec(['readlink', '/proc/self/ns/mnt'])).stdout.trim()))
+    expect(new Set(mountNamespaces).size).toBe(c.nodes.length)
+    expect(mountNamespaces).not.toContain(readlinkSync('/proc/self/ns/mnt'))
     cluster = undefined
     await c.stop()
+    const stillUsed = readdirSync('/proc').filter(p => /^\d+$/.test(p)).filter(p => {
+      try { return mountNamespaces.includes(readlinkSync(`/proc/${p}/ns/mnt`)) } catch { return false }
+    })
+    expect(stillUsed).toEqual([])
     for (const d of dirs) expect(existsSync(d)).toBe(false)
     expect(existsSync('/var/lib/edgemesh/who')).toBe(false)
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
