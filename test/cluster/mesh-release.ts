@@ -136,24 +136,29 @@ export function failureWindows (lines: ClientLine[]): FailureWindow[] {
   return out
 }
 
-/** What a node's network namespace still holds of the mesh: chains, rules, devices, addresses. */
+/**
+ * What a node's network namespace still holds of the mesh: chains, rules, devices, addresses.
+ * A listing that fails is a finding too: an empty listing must mean "nothing left", never
+ * "could not look".
+ */
 export async function meshLeftovers (node: ClusterNode, meshAddress = '169.254.96.16'): Promise<string[]> {
   const found: string[] = []
+  const list = async (argv: string[]): Promise<string[]> => {
+    const r = await node.exec(argv)
+    if (r.code !== 0) { found.push(`${argv.join(' ')} failed (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`); return [] }
+    return r.stdout.split('\n')
+  }
   for (const save of ['iptables-nft-save', 'iptables-legacy-save']) {
-    const r = await node.exec([save])
     // kube-proxy's own chains name Services of the mesh's namespace (edgemesh/...) until it
     // syncs the deletion: they are kube-proxy's, not the mesh's
-    for (const l of r.stdout.split('\n')) if (/edgemesh/i.test(l) && !/^(-A |:)KUBE-/.test(l)) found.push(`${save}: ${l}`)
+    for (const l of await list([save])) if (/edgemesh/i.test(l) && !/^(-A |:)KUBE-/.test(l)) found.push(`${save}: ${l}`)
   }
-  const nft = await node.exec(['nft', 'list', 'ruleset'])
   let chain = ''
-  for (const l of nft.stdout.split('\n')) {
+  for (const l of await list(['nft', 'list', 'ruleset'])) {
     chain = /^\s*chain (\S+)/.exec(l)?.[1] ?? chain
     if (/edgemesh/i.test(l) && !chain.startsWith('KUBE-')) found.push(`nft: ${l.trim()}`)
   }
-  const links = await node.exec(['ip', '-o', 'link'])
-  for (const l of links.stdout.split('\n')) if (/edgemesh/i.test(l)) found.push(`link: ${l}`)
-  const addrs = await node.exec(['ip', '-o', 'addr'])
-  for (const l of addrs.stdout.split('\n')) if (l.includes(meshAddress)) found.push(`addr: ${l}`)
+  for (const l of await list(['ip', '-o', 'link'])) if (/edgemesh/i.test(l)) found.push(`link: ${l}`)
+  for (const l of await list(['ip', '-o', 'addr'])) if (l.includes(meshAddress)) found.push(`addr: ${l}`)
   return found
 }
