@@ -73,8 +73,11 @@ export async function writeOciArchive (rootDir: string, entrypoint: string[], re
       }]
     }))
     await writeFile(join(work, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
-    await run('tar', ['--sort=name', '--owner=0', '--group=0', '--numeric-owner', '--mtime=@0', '-cf', `${out}.tmp`, '-C', work, 'oci-layout', 'index.json', 'blobs'])
-    await rename(`${out}.tmp`, out)
+    // a temporary name of this process's own: two runs building the same archive at once must
+    // not write into one file (the same bytes either way, so either rename may win)
+    const tmp = `${out}.tmp-${process.pid}`
+    await run('tar', ['--sort=name', '--owner=0', '--group=0', '--numeric-owner', '--mtime=@0', '-cf', tmp, '-C', work, 'oci-layout', 'index.json', 'blobs'])
+    await rename(tmp, out)
   } finally {
     await rm(work, { recursive: true, force: true })
   }
