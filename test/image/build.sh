@@ -4,7 +4,8 @@
 # no Docker engine: the base node:24-slim assembled locally first (test/image/base.sh), then
 #   buildah bud -f manifests/Dockerfile -t ghcr.io/edgemesh-ts/edgemesh:<Chart appVersion> .
 # and writes a docker-archive tarball that `ctr -n k8s.io images import` (and `docker load`)
-# reads, at $IMAGE_CACHE/edgemesh-<tag>.tar.
+# reads, at $IMAGE_CACHE/edgemesh-<tag>-<key>.tar (named by the cache key below: a run building
+# other sources never replaces the archive another run is importing).
 #
 # Cached: the archive is rebuilt only when its key changes, a hash over the files the Dockerfile
 # copies (package*.json, tsconfig*.json, bin/, shared/, server/, agent/), the Dockerfile, its
@@ -23,8 +24,6 @@ cd "$ROOT"
 TAG=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' manifests/helm/edgemesh/Chart.yaml)
 [ -n "$TAG" ] || { echo "test/image/build.sh: no appVersion in manifests/helm/edgemesh/Chart.yaml" >&2; exit 1; }
 REF=ghcr.io/edgemesh-ts/edgemesh:$TAG
-ARCHIVE=$IMAGE_CACHE/edgemesh-$TAG.tar
-META=$ARCHIVE.json
 mkdir -p "$IMAGE_CACHE"
 
 # one build at a time (parallel test files share the cache)
@@ -41,10 +40,13 @@ KEY=$( {
   find package.json package-lock.json tsconfig.json tsconfig.build.json bin shared server agent -type f -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum
 } | sha)
+ARCHIVE=$IMAGE_CACHE/edgemesh-$TAG-${KEY:0:16}.tar
+META=$ARCHIVE.json
 
 json_field() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$META"; }
 
 if [ -s "$ARCHIVE" ] && [ -s "$META" ] && grep -q "\"key\":\"$KEY\"" "$META"; then
+  touch "$ARCHIVE" "$META" # in use: kept by the pruning below
   size=$(json_field sizeBytes); archive_bytes=$(json_field archiveBytes); build_ms=$(json_field buildMs)
   log "cached: $ARCHIVE ($REF, image $((size / 1048576)) MiB, archive $((archive_bytes / 1048576)) MiB, built in $((build_ms / 1000)) s)"
   printf '{"archive":"%s","ref":"%s","sizeBytes":%s,"archiveBytes":%s,"buildMs":%s,"cached":true}\n' \
@@ -77,6 +79,9 @@ bh bud --layers --force-rm --pull=never --network host --isolation chroot "${ca_
 rm -f "$ARCHIVE" "$META" "$ARCHIVE.partial"
 bh push --quiet "$REF" "docker-archive:$ARCHIVE.partial:$REF" >&2
 mv "$ARCHIVE.partial" "$ARCHIVE"
+# archives of other sources: gone once no run has used them for a day (a run uses its archive
+# within minutes of this script's exit)
+find "$IMAGE_CACHE" -maxdepth 1 -name 'edgemesh-*.tar*' ! -name "$(basename "$ARCHIVE")*" -mmin +1440 -delete
 build_ms=$(( $(now_ms) - started ))
 
 # uncompressed size: the layer tarballs inside the archive (what the runtime unpacks)
