@@ -5,7 +5,7 @@
 // request, instead of a whole Node process per probe (the `edgemesh status` exec probe).
 import { request } from 'node:http'
 import type { Server } from 'node:http'
-import { startHttp, type HttpListen, type Route } from '../../shared/http.ts'
+import { startHttp, type HttpListen, type Route, type RouteResult } from '../../shared/http.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { probeDns } from './dns-probe.ts'
 import { liveness, rcodeName, readiness, type CatalogSource, type DnsProbeResult, type HealthFacts } from './readiness.ts'
@@ -49,34 +49,42 @@ function describeDns (r: DnsProbeResult | 'not-listening'): string {
   return 'error' in r ? r.error : `${rcodeName(r.rcode)}, ${r.answers} answer(s)`
 }
 
+/**
+ * Runs check once for every caller that arrives while it is running: a flood of probe requests
+ * costs one DNS query and one control-socket request at a time, not one per request.
+ */
+function coalesced<T> (check: () => Promise<T>): () => Promise<T> {
+  let running: Promise<T> | undefined
+  return async () => await (running ??= check().finally(() => { running = undefined }))
+}
+
 /** /healthz and /readyz, for the probe listener (and any other listener that wants them). */
 export function healthRoutes (state: HealthState): Record<string, Route> {
-  return {
-    'GET /healthz': async () => {
-      const facts: Pick<HealthFacts, 'starting' | 'controlSocket'> = { starting: state.starting }
-      if (state.starting == null) facts.controlSocket = await controlSocketAnswers(state.controlSocket, state.timeoutMs)
-      const v = liveness(facts)
-      return { status: v.ok ? 200 : 503, body: { live: v.ok, reasons: v.reasons } }
-    },
-    'GET /readyz': async () => {
-      const facts: HealthFacts = { starting: state.starting }
-      const catalog = state.catalog
-      if (catalog != null) facts.catalog = { synced: catalog.synced, source: catalog.snapshot().source }
-      const dns = state.dns
-      if (dns != null) facts.dns = { name: dns.name, result: state.dnsListening ? await probeDns(dns, dns.name, state.timeoutMs) : 'not-listening' }
-      const v = readiness(facts)
-      return {
-        status: v.ok ? 200 : 503,
-        body: {
-          ready: v.ok,
-          reasons: v.reasons,
-          ...(facts.starting != null ? { starting: facts.starting } : {}),
-          ...(facts.catalog != null ? { catalog: facts.catalog } : {}),
-          ...(facts.dns != null ? { dns: { name: facts.dns.name, answer: describeDns(facts.dns.result) } } : {})
-        }
+  const live = coalesced(async (): Promise<RouteResult> => {
+    const facts: Pick<HealthFacts, 'starting' | 'controlSocket'> = { starting: state.starting }
+    if (state.starting == null) facts.controlSocket = await controlSocketAnswers(state.controlSocket, state.timeoutMs)
+    const v = liveness(facts)
+    return { status: v.ok ? 200 : 503, body: { live: v.ok, reasons: v.reasons } }
+  })
+  const ready = coalesced(async (): Promise<RouteResult> => {
+    const facts: HealthFacts = { starting: state.starting }
+    const catalog = state.catalog
+    if (catalog != null) facts.catalog = { synced: catalog.synced, source: catalog.snapshot().source }
+    const dns = state.dns
+    if (dns != null) facts.dns = { name: dns.name, result: state.dnsListening ? await probeDns(dns, dns.name, state.timeoutMs) : 'not-listening' }
+    const v = readiness(facts)
+    return {
+      status: v.ok ? 200 : 503,
+      body: {
+        ready: v.ok,
+        reasons: v.reasons,
+        ...(facts.starting != null ? { starting: facts.starting } : {}),
+        ...(facts.catalog != null ? { catalog: facts.catalog } : {}),
+        ...(facts.dns != null ? { dns: { name: facts.dns.name, answer: describeDns(facts.dns.result) } } : {})
       }
     }
-  }
+  })
+  return { 'GET /healthz': live, 'GET /readyz': ready }
 }
 
 export async function startHealthServer (listen: HttpListen, state: HealthState, opts: { metrics: Metrics, onError: (err: unknown) => void }): Promise<Server> {
