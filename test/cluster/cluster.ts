@@ -149,7 +149,7 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
   let exposedEndpoint: { close: () => Promise<void> } | undefined
   const controllers: LabProcess[] = []
   const nodes: NodeRunner[] = []
-  let tunablesSaved = false
+  let tunablesToken: string | undefined
   const createdMountPoints: string[] = []
   const hostRecord: HostRecord = { procs: [], dirs: [] }
   const note = (p: LabProcess): LabProcess => {
@@ -169,7 +169,7 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
       await exposed?.close()
       await exposedEndpoint?.close()
       await cp?.stop()
-      if (tunablesSaved) restoreKernelTunables()
+      if (tunablesToken !== undefined) restoreKernelTunables(tunablesToken)
       removeMountPoints(createdMountPoints, dir)
       if (problems.length === 0) await rm(dir, { recursive: true, force: true })
       if (problems.length > 0) throw new Error(`test cluster stop: ${problems.join('\n')}`)
@@ -228,8 +228,7 @@ export async function startCluster (lab: Lab, opts: ClusterOptions): Promise<Clu
     })
     const controlPlaneMs = performance.now() - t0
 
-    saveKernelTunables() // the kubelet sets vm.overcommit_memory, kernel.panic, ... host-wide
-    tunablesSaved = true
+    tunablesToken = saveKernelTunables() // the kubelet sets vm.overcommit_memory, kernel.panic, ... host-wide
     const privatePaths = [...new Set([...DEFAULT_PRIVATE_PATHS, ...(opts.privatePaths ?? [])])]
     createdMountPoints.push(...makeMountPoints(privatePaths))
     hostRecord.mountPoints = createdMountPoints
