@@ -124,9 +124,7 @@ beforeAll(async () => {
 }, 240_000)
 
 afterAll(async () => {
-  await holder?.kill()
-  await k?.stop()
-  await lab?.teardown()
+  try { await holder?.kill(); await k?.stop() } finally { await lab?.teardown() }
 })
 
 describe('the dashboard against the real /metrics', () => {
