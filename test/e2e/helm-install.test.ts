@@ -175,6 +175,7 @@ describe('helm install on real kubelets behind NATs', () => {
     for (const node of cluster.nodes) {
       await eventually(async () => {
         const ps = await node.crictl(['ps', '-q', '--name', '^(agent|server)$'])
+        if (ps.code !== 0) throw new Error(`crictl ps on ${node.name}: ${ps.stderr}`) // an empty answer must mean none
         if (ps.stdout.trim() !== '') throw new Error(`mesh containers still running on ${node.name}`)
       }, 120_000, 500)
       expect(await meshLeftovers(node), node.name).toEqual([])
