@@ -6,7 +6,7 @@
 // give): the bridge and the iptables rules it creates vanish with it. Cold: a few minutes (the
 // base image and the build are cached under ~/.cache/edgemesh/image afterwards).
 import { execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -100,8 +100,15 @@ describe('the edgemesh image (manifests/Dockerfile, built with buildah)', () => 
   }, 900_000)
 
   afterAll(() => {
-    if (rootfs !== undefined) execFileSync('bash', [ROOTFS_SH, 'rm', NAME])
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    try {
+      if (rootfs !== undefined) execFileSync('bash', [ROOTFS_SH, 'rm', NAME])
+    } finally {
+      if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+      // the runs' parent cgroup, once empty (a concurrent run's containers keep it: rmdir fails)
+      for (const d of ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((h) => join('/sys/fs/cgroup', h))]) {
+        try { rmdirSync(join(d, 'edgemesh-image-test')) } catch { /* absent, busy, or not a hierarchy */ }
+      }
+    }
   })
 
   it('is the chart\'s image: named after Chart.yaml\'s appVersion, Node 24, GLIBC_TUNABLES set', async () => {
