@@ -17,7 +17,11 @@ const ROUNDS = 3
 const SLACK_MB = 30
 /** ... within this long */
 const RETURN_MS = 30_000
-/** round 3 ends at most this far above round 1 */
+/**
+ * the last round ends at most this far above the one before: round 1 is the warm-up (allocator
+ * arenas and the V8 heap grow under the first load; CI on a loaded machine measured 102.6 ->
+ * 107.1 -> 117.3 -> 117.4 MiB), while the old join kept ~130 MiB more after every round
+ */
 const PLATEAU_MB = 10
 
 let lab: Lab
@@ -57,7 +61,7 @@ describe('relay memory under relayed traffic (NAT lab)', () => {
 
     const back = await memBackUnder(pid, idle.rssMb + SLACK_MB, RETURN_MS)
     console.log(`[relay memory] idle ${idle.rssMb} MiB, after ${fmtMem(back.sample)}${back.ok ? ` (${(back.ms / 1000).toFixed(1)} s after the traffic)` : ` (lowest in ${RETURN_MS / 1000} s)`}`)
-    expect(afterRound[ROUNDS - 1]!.rssMb).toBeLessThanOrEqual(afterRound[0]!.rssMb + PLATEAU_MB)
+    expect(afterRound[ROUNDS - 1]!.rssMb).toBeLessThanOrEqual(afterRound[ROUNDS - 2]!.rssMb + PLATEAU_MB)
     expect(back.sample.rssMb).toBeLessThanOrEqual(idle.rssMb + SLACK_MB)
   }, 150_000)
 })
