@@ -133,7 +133,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
       const publisher = new m.LeasePublisher({
         client: kube, namespace: config.kubernetes.namespace, nodeName: config.nodeName, peerId: tunnel.peerId.toString(),
         addresses: m.localTcpAddresses(config.listen.tcpPort, config.tunnel.advertise), leaseDurationSeconds: config.kubernetes.leaseDurationSeconds,
-        log: log.child({ component: 'peers' })
+        log: log.child({ component: 'peers' }), metrics, ...(catalog != null ? { catalog } : {})
       })
       publisher.start()
       parts.push('peer record', () => { publisher.stop() })

@@ -91,6 +91,22 @@ export class Metrics {
     registers: [this.registry]
   })
 
+  /** bytes of watch response bodies (events and bookmarks), what a watch costs on the wire */
+  readonly catalogWatchBytes = new Counter({
+    name: 'edgemesh_catalog_watch_bytes_total',
+    help: 'Bytes read from the catalog\'s watch response bodies per resource',
+    labelNames: ['resource'] as const,
+    registers: [this.registry]
+  })
+
+  /** the mesh's own writes (and the reads that go with them) of this node's peer record */
+  readonly peerRecordWrites = new Counter({
+    name: 'edgemesh_peer_record_writes_total',
+    help: 'Requests the peer-record publisher made to the apiserver, by verb (POST, PUT, GET)',
+    labelNames: ['verb'] as const,
+    registers: [this.registry]
+  })
+
   readonly catalogErrors = new Counter({
     name: 'edgemesh_catalog_errors_total',
     help: 'Catalog list/watch failures (each is retried with backoff) and skipped objects',

@@ -236,7 +236,7 @@ export class KubeClient {
    * (timeoutSeconds) or rejects on transport/HTTP errors. An ERROR event is delivered as is.
    * onOpen: the apiserver accepted the watch (200), before any event.
    */
-  async watch (path: string, params: { resourceVersion: string, timeoutSeconds: number, labelSelector?: string }, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal, onOpen?: () => void): Promise<void> {
+  async watch (path: string, params: { resourceVersion: string, timeoutSeconds: number, labelSelector?: string, /** bytes of the response body as they arrive */ onBytes?: (n: number) => void }, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal, onOpen?: () => void): Promise<void> {
     const q = new URLSearchParams({ watch: '1', allowWatchBookmarks: 'true', resourceVersion: params.resourceVersion, timeoutSeconds: String(params.timeoutSeconds) })
     if (params.labelSelector != null) q.set('labelSelector', params.labelSelector)
     const idleMs = this.creds.watchIdleMs ?? WATCH_IDLE_MS
@@ -254,6 +254,7 @@ export class KubeClient {
     try {
       for await (const chunk of res) {
         idleTimer.refresh()
+        params.onBytes?.(Buffer.byteLength(chunk as string))
         const text = partial + (chunk as string)
         let start = 0
         for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {

@@ -41,20 +41,25 @@ export interface EndpointSliceInfo {
 
 export interface NodeInfo { name: string, resourceVersion: string, internalIPs: string[], externalIPs: string[], hostname?: string, ready: boolean }
 
-/** A mesh peer record: a coordination.k8s.io Lease named after its node. */
+/**
+ * A mesh peer record: a coordination.k8s.io Lease named after its node. It is written only when
+ * its content changes (no periodic renewal: every write is an event to every agent's watch).
+ */
 export interface PeerInfo {
   nodeName: string
   resourceVersion: string
   peerId: string
   addresses: string[]
-  /** ms since epoch; 0 when never renewed */
-  renewTime: number
-  leaseDurationSeconds: number
+  /** the relay peer id this agent is homed on (registration + reservation there) */
+  homeRelay?: string
+  /** ms since epoch of the record's last write (spec.renewTime); 0 when unknown */
+  writtenAt: number
 }
 
 export const PEER_LABEL = 'edgemesh.io/peer-record'
 export const PEER_ID_ANNOTATION = 'edgemesh.io/peer-id'
 export const PEER_ADDRESSES_ANNOTATION = 'edgemesh.io/addresses'
+export const PEER_HOME_RELAY_ANNOTATION = 'edgemesh.io/home-relay'
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name'
 
 /**
@@ -157,26 +162,53 @@ export function toPeer (obj: any): PeerInfo | undefined {
   if (peerId == null || peerId === '') return undefined
   let addresses: string[] = []
   try { addresses = strs(JSON.parse(str(ann[PEER_ADDRESSES_ANNOTATION]) ?? '[]')) } catch { /* unparsable: no direct addresses */ }
-  const renew = Date.parse(str(obj.spec?.renewTime) ?? '')
-  return { nodeName: m.name, resourceVersion: m.resourceVersion, peerId, addresses, renewTime: Number.isFinite(renew) ? renew : 0, leaseDurationSeconds: num(obj.spec?.leaseDurationSeconds) ?? 0 }
+  // records of older agents carry a renewTime they renewed every 10 s: it parses the same way
+  const written = Date.parse(str(obj.spec?.renewTime) ?? '')
+  const peer: PeerInfo = { nodeName: m.name, resourceVersion: m.resourceVersion, peerId, addresses, writtenAt: Number.isFinite(written) ? written : 0 }
+  const homeRelay = str(ann[PEER_HOME_RELAY_ANNOTATION])
+  if (homeRelay != null && homeRelay !== '') peer.homeRelay = homeRelay
+  return peer
 }
 
-/** Lease body for our own peer record. renewTime is a MicroTime (RFC 3339 with microseconds). */
-export function peerLease (p: { namespace: string, nodeName: string, peerId: string, addresses: string[], leaseDurationSeconds: number, now: Date }): any {
+/** The Node a peer record belongs to: the garbage collector deletes the record when the Node goes. */
+export interface NodeOwner { name: string, uid: string }
+
+/** What a peer record says; two records with equal content need no write. */
+export interface PeerContent { peerId: string, addresses: string[], homeRelay?: string | undefined }
+
+export function samePeerContent (a: PeerContent, b: PeerContent): boolean {
+  return a.peerId === b.peerId && (a.homeRelay ?? '') === (b.homeRelay ?? '') &&
+    a.addresses.length === b.addresses.length && a.addresses.every((x, i) => x === b.addresses[i])
+}
+
+/** The Node uid a raw record's ownerReferences name (undefined: none, or not a Node). */
+export function recordOwnerUid (obj: any): string | undefined {
+  const refs = arr(obj?.metadata?.ownerReferences) as any[]
+  const node = refs.find((r) => r?.kind === 'Node' && r?.apiVersion === 'v1')
+  return refs.length === 1 ? str(node?.uid) : undefined
+}
+
+/**
+ * Lease body for our own peer record. renewTime is a MicroTime (RFC 3339 with microseconds): the
+ * time of this write, not a heartbeat. The ownerReference (like kubelet's node leases) lets the
+ * garbage collector delete the record with its Node; no blockOwnerDeletion (that needs delete
+ * rights on Nodes).
+ */
+export function peerLease (p: { namespace: string, nodeName: string, peerId: string, addresses: string[], homeRelay?: string | undefined, owner?: NodeOwner | undefined, leaseDurationSeconds: number, now: Date }): any {
   const micro = p.now.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z')
+  const annotations: Record<string, string> = { [PEER_ID_ANNOTATION]: p.peerId, [PEER_ADDRESSES_ANNOTATION]: JSON.stringify(p.addresses) }
+  if (p.homeRelay != null && p.homeRelay !== '') annotations[PEER_HOME_RELAY_ANNOTATION] = p.homeRelay
+  const metadata: any = {
+    name: p.nodeName,
+    namespace: p.namespace,
+    labels: { [PEER_LABEL]: 'true', 'app.kubernetes.io/part-of': 'edgemesh' },
+    annotations
+  }
+  if (p.owner != null) metadata.ownerReferences = [{ apiVersion: 'v1', kind: 'Node', name: p.owner.name, uid: p.owner.uid }]
   return {
     apiVersion: 'coordination.k8s.io/v1',
     kind: 'Lease',
-    metadata: {
-      name: p.nodeName,
-      namespace: p.namespace,
-      labels: { [PEER_LABEL]: 'true', 'app.kubernetes.io/part-of': 'edgemesh' },
-      annotations: { [PEER_ID_ANNOTATION]: p.peerId, [PEER_ADDRESSES_ANNOTATION]: JSON.stringify(p.addresses) }
-    },
+    metadata,
     spec: { holderIdentity: p.peerId, leaseDurationSeconds: p.leaseDurationSeconds, renewTime: micro }
   }
-}
-
-export function isPeerLive (p: PeerInfo, nowMs: number): boolean {
-  return p.renewTime > 0 && nowMs <= p.renewTime + p.leaseDurationSeconds * 1000
 }

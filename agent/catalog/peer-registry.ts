@@ -1,13 +1,17 @@
 // The mesh's peer registry in Kubernetes: each agent publishes node name -> peer id + direct
-// addresses as a coordination.k8s.io Lease named after its node (a ValidatingAdmissionPolicy
-// lets it write only that one), renews it for liveness, and reads everyone's through the catalog.
+// addresses + home relay as a coordination.k8s.io Lease named after its node (a
+// ValidatingAdmissionPolicy lets it write only that one, owned by only its own Node), and reads
+// everyone's through the catalog. The record is written only when its content changes: at rest
+// the mesh writes nothing and no agent's watch sees an event. Records of deleted Nodes go with
+// them (ownerReference -> the garbage collector), so nobody needs a liveness heartbeat.
 import { localIPv4 } from '../../shared/net.ts'
 import type { Logger } from 'pino'
+import type { Metrics } from '../../shared/metrics.ts'
 import { parsePeerId } from '../../shared/peer-id.ts'
 import type { PeerDirectory, PeerRecord } from '../tunnel/directory.ts'
 import type { Catalog } from './catalog.ts'
 import { KubeApiError, type KubeClient } from './kube-client.ts'
-import { peerLease, type PeerInfo } from './model.ts'
+import { peerLease, recordOwnerUid, samePeerContent, toPeer, type NodeOwner, type PeerContent, type PeerInfo } from './model.ts'
 
 export interface LeasePublisherOptions {
   client: KubeClient
@@ -15,83 +19,182 @@ export interface LeasePublisherOptions {
   nodeName: string
   peerId: string
   addresses: string[]
+  homeRelay?: string
+  /** written into the Lease for older agents' tools; nothing renews it */
   leaseDurationSeconds: number
   log: Logger
+  /** counts edgemesh_peer_record_writes_total{verb} */
+  metrics?: Metrics
+  /**
+   * Where the publisher sees its own record change: a record deleted (by hand, or by the
+   * garbage collector for a Node re-created under the same name) or rewritten by someone else is
+   * checked again and restored. Without it the record is written at start and on update() only.
+   */
+  catalog?: Catalog
+  /** cap of the retry backoff after failed writes (default 30 s) */
+  maxBackoffMs?: number
 }
 
-/** Keeps this node's peer record present and renewed (every quarter of its duration). */
+export interface PeerRecordFields { addresses?: string[], homeRelay?: string }
+
+/** Keeps this node's peer record present and current, writing only when its content changes. */
 export class LeasePublisher {
   private readonly opts: LeasePublisherOptions
+  private desired: PeerContent
   private timer: NodeJS.Timeout | undefined
   private stopped = false
+  private started = false
+  private running = false
+  /** the record may differ from desired: reconcile (set by start, update, a foreign change, a failure) */
+  private dirty = true
   private failures = 0
+  /** resourceVersion and owner of our last write or check: a content update is one PUT against it */
   private lastResourceVersion: string | undefined
-  /** resolves after the first successful write (tests and start-up logging) */
+  private lastOwner: NodeOwner | undefined
+  private readonly unsubscribe: (() => void) | undefined
+  /** resolves after the record was first found or written current (tests and start-up logging) */
   readonly published: Promise<void>
   private markPublished!: () => void
 
   constructor (opts: LeasePublisherOptions) {
     this.opts = opts
+    this.desired = { peerId: opts.peerId, addresses: [...opts.addresses], homeRelay: opts.homeRelay }
     this.published = new Promise((resolve) => { this.markPublished = resolve })
+    this.unsubscribe = opts.catalog?.subscribe((snap, changes) => {
+      if (changes.some((c) => c.kind === 'peer' && c.key === opts.nodeName)) this.observe(snap.peers.get(opts.nodeName))
+    })
   }
 
   private get path (): string { return `/apis/coordination.k8s.io/v1/namespaces/${this.opts.namespace}/leases` }
 
-  start (): void { void this.tick() }
+  /** what this publisher wants the record to say (a copy) */
+  get content (): PeerContent { return { ...this.desired, addresses: [...this.desired.addresses] } }
 
-  private async tick (): Promise<void> {
-    if (this.stopped) return
-    let next = this.opts.leaseDurationSeconds * 250
-    try {
-      await this.writeOnce()
-      if (this.failures > 0) this.opts.log.info({ after: this.failures }, 'peer record renewed again')
-      this.failures = 0
-      this.markPublished()
-    } catch (err) {
-      this.failures++
-      next = Math.min(next, 1000 * 2 ** Math.min(this.failures, 4))
-      if (this.failures === 1 || this.failures % 10 === 0) {
-        this.opts.log.warn({ err: (err as Error).message, failures: this.failures }, 'cannot write this node\'s peer record; retrying')
-      }
+  start (): void { this.started = true; this.kick() }
+
+  /** New addresses and/or home relay: the record is rewritten only if its content changes. */
+  update (fields: PeerRecordFields): void {
+    const next: PeerContent = {
+      peerId: this.desired.peerId,
+      addresses: fields.addresses != null ? [...fields.addresses] : this.desired.addresses,
+      homeRelay: 'homeRelay' in fields ? fields.homeRelay : this.desired.homeRelay
     }
-    if (!this.stopped) { this.timer = setTimeout(() => { void this.tick() }, next); this.timer.unref() }
+    if (samePeerContent(next, this.desired)) return
+    this.desired = next
+    this.kick()
+  }
+
+  /** The catalog saw our record: missing or saying something else means someone else wrote it. */
+  private observe (seen: PeerInfo | undefined): void {
+    if (seen != null && samePeerContent(seen, this.desired)) return
+    this.lastResourceVersion = undefined // re-read it before writing
+    this.kick()
+  }
+
+  private kick (): void {
+    this.dirty = true
+    if (!this.started || this.stopped || this.running || this.timer != null) return
+    void this.run()
+  }
+
+  private async run (): Promise<void> {
+    this.running = true
+    try {
+      while (this.dirty && !this.stopped) {
+        this.dirty = false
+        try {
+          await this.reconcile()
+          if (this.failures > 0) this.opts.log.info({ after: this.failures }, 'peer record written again')
+          this.failures = 0
+          this.markPublished()
+        } catch (err) {
+          this.dirty = true
+          this.failures++
+          if (this.failures === 1 || this.failures % 10 === 0) {
+            this.opts.log.warn({ err: (err as Error).message, failures: this.failures }, 'cannot write this node\'s peer record; retrying')
+          }
+          if (this.stopped) return
+          const cap = this.opts.maxBackoffMs ?? 30_000
+          const delay = Math.round(Math.min(cap, 1000 * 2 ** Math.min(this.failures - 1, 5)) * (0.8 + Math.random() * 0.4))
+          this.timer = setTimeout(() => { this.timer = undefined; if (!this.stopped && !this.running) void this.run() }, delay)
+          this.timer.unref()
+          return
+        }
+      }
+    } finally {
+      this.running = false
+    }
+  }
+
+  private async call (verb: 'GET' | 'POST' | 'PUT', url: string, body?: unknown): Promise<any> {
+    this.opts.metrics?.peerRecordWrites.inc({ verb })
+    return await this.opts.client.request(verb, url, body)
+  }
+
+  /** Our Node's name and uid; undefined when it has none (standalone) or we may not read it. */
+  private async nodeOwner (): Promise<NodeOwner | undefined> {
+    const { nodeName, log } = this.opts
+    try {
+      const node = await this.call('GET', `/api/v1/nodes/${encodeURIComponent(nodeName)}`)
+      const uid = node?.metadata?.uid
+      return typeof uid === 'string' && uid !== '' ? { name: nodeName, uid } : undefined
+    } catch (err) {
+      if (!(err instanceof KubeApiError && (err.status === 404 || err.status === 403))) throw err
+      if (this.lastOwner !== undefined || this.failures === 0) log.warn({ node: nodeName, status: err.status }, 'cannot read this node\'s Node object; the peer record gets no owner (it will not be garbage-collected with the Node)')
+      return undefined
+    }
+  }
+
+  private body (owner: NodeOwner | undefined): any {
+    const { namespace, nodeName, leaseDurationSeconds } = this.opts
+    return peerLease({ namespace, nodeName, ...this.desired, owner, leaseDurationSeconds, now: new Date() })
   }
 
   /**
-   * Create, or replace if it exists (the peer id or addresses may have changed since). Renewals
-   * are one PUT against the resourceVersion of our last write, like kubelet node leases; only a
-   * conflict (someone else wrote it) or a missing record costs a GET or a POST.
+   * Make the stored record say what we want. After an update() the fast path is one PUT against
+   * the resourceVersion of our last write, like kubelet node leases; otherwise (start, a foreign
+   * change or deletion, a conflict) GET the Node for its uid and the record, and write only if its
+   * content or owner differs. A record written by an older agent (renewed every 10 s) with the
+   * same content is left as it is.
    */
-  private async writeOnce (): Promise<void> {
-    const { client, namespace, nodeName, peerId, addresses, leaseDurationSeconds } = this.opts
-    const body = peerLease({ namespace, nodeName, peerId, addresses, leaseDurationSeconds, now: new Date() })
-    const url = `${this.path}/${nodeName}`
+  private async reconcile (): Promise<void> {
+    const url = `${this.path}/${this.opts.nodeName}`
     if (this.lastResourceVersion != null) {
+      const body = this.body(this.lastOwner)
+      body.metadata.resourceVersion = this.lastResourceVersion
       try {
-        body.metadata.resourceVersion = this.lastResourceVersion
-        this.lastResourceVersion = (await client.request('PUT', url, body)).metadata.resourceVersion
+        this.lastResourceVersion = (await this.call('PUT', url, body)).metadata.resourceVersion
         return
       } catch (err) {
         this.lastResourceVersion = undefined
         if (!(err instanceof KubeApiError && (err.status === 409 || err.status === 404))) throw err
       }
     }
+    const owner = await this.nodeOwner()
+    this.lastOwner = owner
     let existing: any
     try {
-      existing = await client.request('GET', url)
+      existing = await this.call('GET', url)
     } catch (err) {
       if (!(err instanceof KubeApiError && err.status === 404)) throw err
-      delete body.metadata.resourceVersion
-      this.lastResourceVersion = (await client.request('POST', this.path, body)).metadata.resourceVersion
+      this.lastResourceVersion = (await this.call('POST', this.path, this.body(owner))).metadata.resourceVersion
       return
     }
+    const seen = toPeer(existing)
+    const ownerOk = owner == null || recordOwnerUid(existing) === owner.uid
+    if (seen != null && ownerOk && samePeerContent(seen, this.desired)) {
+      this.lastResourceVersion = existing.metadata.resourceVersion
+      return
+    }
+    const body = this.body(owner)
     body.metadata.resourceVersion = existing.metadata.resourceVersion
-    this.lastResourceVersion = (await client.request('PUT', url, body)).metadata.resourceVersion
+    this.lastResourceVersion = (await this.call('PUT', url, body)).metadata.resourceVersion
   }
 
   stop (): void {
     this.stopped = true
-    if (this.timer != null) clearTimeout(this.timer)
+    this.unsubscribe?.()
+    if (this.timer != null) { clearTimeout(this.timer); this.timer = undefined }
   }
 }
 
@@ -134,7 +237,10 @@ export class CatalogPeerDirectory implements PeerDirectory {
         if (!this.warned.has(tag)) { this.warned.add(tag); this.log.warn({ node: p.nodeName, err: (err as Error).message }, 'ignoring peer record with an invalid peer id') }
         continue
       }
-      records.push({ nodeName: p.nodeName, peerId: p.peerId, addresses: [], advertised: p.addresses }) // self-published: filtered before dialling
+      // advertised: self-published, filtered before dialling; homeRelay: where to reach it relayed
+      const record: PeerRecord & { homeRelay?: string } = { nodeName: p.nodeName, peerId: p.peerId, addresses: [], advertised: p.addresses }
+      if (p.homeRelay != null) record.homeRelay = p.homeRelay
+      records.push(record)
     }
     // later entries (the registry) win over the static fallback
     this.byNameMap = new Map(records.map((r) => [r.nodeName, r]))

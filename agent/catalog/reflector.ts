@@ -54,6 +54,7 @@ export async function runReflector<K extends ResourceKind> (spec: ResourceSpec<K
   let backoff = 0
   let failures = 0
 
+  const onBytes = (n: number): void => { metrics.catalogWatchBytes.inc({ resource }, n) }
   const onEvent = (ev: WatchEvent): void => {
     const obj = ev.object
     metrics.catalogWatchEvents.inc({ resource, type: ev.type })
@@ -104,7 +105,7 @@ export async function runReflector<K extends ResourceKind> (spec: ResourceSpec<K
         if (listReason !== 'initial' || failures > 0) log.info({ resource, items: items.length, reason: listReason }, 'catalog relisted')
       }
       const timeoutSeconds = minTimeout + Math.floor(Math.random() * (maxTimeout - minTimeout + 1))
-      await client.watch(spec.path, { resourceVersion: rv, timeoutSeconds, ...(spec.labelSelector != null ? { labelSelector: spec.labelSelector } : {}) }, onEvent, signal, () => { sink.heard?.(resource) })
+      await client.watch(spec.path, { resourceVersion: rv, timeoutSeconds, onBytes, ...(spec.labelSelector != null ? { labelSelector: spec.labelSelector } : {}) }, onEvent, signal, () => { sink.heard?.(resource) })
       backoff = 0
       failures = 0
     } catch (err) {

@@ -1,6 +1,5 @@
 // What `edgemesh catalog` and the control API show about the catalog.
 import type { Catalog } from './catalog.ts'
-import { isPeerLive } from './model.ts'
 import { countEndpoints } from './store.ts'
 
 export function catalogSummary (catalog: Catalog, full: boolean): object {
@@ -13,7 +12,9 @@ export function catalogSummary (catalog: Catalog, full: boolean): object {
     version: snap.version,
     syncedAfterMs: catalog.syncedAfterMs === undefined ? null : Math.round(catalog.syncedAfterMs),
     counts: { services: snap.services.size, endpointSlices: slices, endpoints, nodes: snap.nodes.size, peers: snap.peers.size },
-    peers: [...snap.peers.values()].map((p) => ({ node: p.nodeName, peerId: p.peerId, live: isPeerLive(p, now), renewedSecondsAgo: p.renewTime === 0 ? null : Math.round((now - p.renewTime) / 1000) }))
+    // records are written only when their content changes: the age says when, not whether the
+    // peer is up (the tunnel's status says that)
+    peers: [...snap.peers.values()].map((p) => ({ node: p.nodeName, peerId: p.peerId, ...(p.homeRelay != null ? { homeRelay: p.homeRelay } : {}), writtenSecondsAgo: (p.writtenAt ?? 0) === 0 ? null : Math.round((now - p.writtenAt) / 1000) }))
   }
   if (full) {
     summary.services = Object.fromEntries([...snap.services].map(([k, s]) => [k, { type: s.type, clusterIPs: s.clusterIPs, ports: s.ports.map((p) => `${p.name === '' ? '' : p.name + ':'}${p.port}/${p.protocol}`) }]))

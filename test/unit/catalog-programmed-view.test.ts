@@ -116,7 +116,7 @@ describe('ProgrammedView', () => {
           case 'delsvc': live.store.remove('services', `${NS}/${o.name}`); break
           case 'slice': live.store.upsert('endpointSlices', slice(o.name, rv, `10.1.0.${o.ip}`)); break
           case 'delslice': live.store.remove('endpointSlices', `${NS}/${o.name}-1`); break
-          case 'peer': live.store.upsert('peers', { nodeName: `n${o.n}`, resourceVersion: String(rv), peerId: 'p', addresses: [], renewTime: rv, leaseDurationSeconds: 40 }); break
+          case 'peer': live.store.upsert('peers', { nodeName: `n${o.n}`, resourceVersion: String(rv), peerId: 'p', addresses: [], writtenAt: rv }); break
           case 'commit': live.commit(); break
           case 'gate': if (!gated) { gated = true; ref = live.snapshot(); view.gate() } break
           case 'syncStart': if (gated && syncing == null) syncing = live.snapshot(); break

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { isPeerLive, peerLease, toEndpointSlice, toNode, toPeer, toService, type EndpointSliceInfo, type ServiceInfo } from '../../agent/catalog/model.ts'
+import { peerLease, recordOwnerUid, samePeerContent, toEndpointSlice, toNode, toPeer, toService, type EndpointSliceInfo, type ServiceInfo } from '../../agent/catalog/model.ts'
 import { CatalogStore, endpointsOf } from '../../agent/catalog/store.ts'
 import { CowMap } from '../../agent/catalog/cow-map.ts'
 import { parseSavedCatalog, readSnapshotFile, serializeSnapshot, writeSnapshotFile } from '../../agent/catalog/snapshot-file.ts'
@@ -63,12 +63,29 @@ describe('transforms', () => {
 
   it('round-trips a peer record through the Lease it is published as', () => {
     const now = new Date('2026-11-22T02:00:00.123Z')
-    const lease = peerLease({ namespace: 'edgemesh', nodeName: 'edge-1', peerId: '12D3KooWabc', addresses: ['/ip4/10.1.0.2/tcp/4004'], leaseDurationSeconds: 40, now })
-    expect(lease.spec.renewTime).toBe('2026-11-22T02:00:00.123000Z')
+    const owner = { name: 'edge-1', uid: '5f0c1c9e-0d3a-4d0e-9d5e-1a2b3c4d5e6f' }
+    const lease = peerLease({ namespace: 'edgemesh', nodeName: 'edge-1', peerId: '12D3KooWabc', addresses: ['/ip4/10.1.0.2/tcp/4004'], homeRelay: '12D3KooWrelay', owner, leaseDurationSeconds: 40, now })
+    expect(lease.spec.renewTime).toBe('2026-11-22T02:00:00.123000Z') // the time of the write
+    expect(lease.spec.holderIdentity).toBe('12D3KooWabc')
+    expect(lease.metadata.annotations['edgemesh.io/home-relay']).toBe('12D3KooWrelay')
+    expect(lease.metadata.ownerReferences).toEqual([{ apiVersion: 'v1', kind: 'Node', name: 'edge-1', uid: owner.uid }])
+    expect(recordOwnerUid(lease)).toBe(owner.uid)
     const p = toPeer({ ...lease, metadata: { ...lease.metadata, resourceVersion: '9' } })!
-    expect(p).toEqual({ nodeName: 'edge-1', resourceVersion: '9', peerId: '12D3KooWabc', addresses: ['/ip4/10.1.0.2/tcp/4004'], renewTime: now.getTime(), leaseDurationSeconds: 40 })
-    expect(isPeerLive(p, now.getTime() + 39_000)).toBe(true)
-    expect(isPeerLive(p, now.getTime() + 41_000)).toBe(false)
+    expect(p).toEqual({ nodeName: 'edge-1', resourceVersion: '9', peerId: '12D3KooWabc', addresses: ['/ip4/10.1.0.2/tcp/4004'], homeRelay: '12D3KooWrelay', writtenAt: now.getTime() })
+    // without a home relay or an owner: neither annotation nor ownerReferences
+    const bare = peerLease({ namespace: 'edgemesh', nodeName: 'edge-1', peerId: '12D3KooWabc', addresses: [], leaseDurationSeconds: 40, now })
+    expect(Object.keys(bare.metadata.annotations).sort()).toEqual(['edgemesh.io/addresses', 'edgemesh.io/peer-id'])
+    expect(bare.metadata.ownerReferences).toBeUndefined()
+    expect(recordOwnerUid(bare)).toBeUndefined()
+    expect(toPeer({ ...bare, metadata: { ...bare.metadata, resourceVersion: '3' } })!.homeRelay).toBeUndefined()
+  })
+
+  it('parses records written by older agents (renewed every 10 s, no home relay, no owner)', () => {
+    const old = { metadata: { name: 'edge-2', resourceVersion: '77', annotations: { 'edgemesh.io/peer-id': '12D3KooWold', 'edgemesh.io/addresses': '["/ip4/10.1.0.3/tcp/4004"]' } }, spec: { holderIdentity: '12D3KooWold', leaseDurationSeconds: 40, renewTime: '2026-12-03T21:00:00.000000Z' } }
+    expect(toPeer(old)).toEqual({ nodeName: 'edge-2', resourceVersion: '77', peerId: '12D3KooWold', addresses: ['/ip4/10.1.0.3/tcp/4004'], writtenAt: Date.parse('2026-12-03T21:00:00Z') })
+    expect(samePeerContent(toPeer(old)!, { peerId: '12D3KooWold', addresses: ['/ip4/10.1.0.3/tcp/4004'] })).toBe(true)
+    expect(samePeerContent(toPeer(old)!, { peerId: '12D3KooWold', addresses: ['/ip4/10.1.0.3/tcp/4004'], homeRelay: 'r' })).toBe(false)
+    expect(samePeerContent(toPeer(old)!, { peerId: '12D3KooWold', addresses: [] })).toBe(false)
   })
 
   it('never throws on arbitrary JSON and rejects objects without a name', () => {
