@@ -124,17 +124,22 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     }
     const directory: PeerDirectory = registry ?? staticPeers
 
+    // the home relay (relay-set.ts) goes into this node's peer record: peers reach us through it
+    let homeRelay: string | undefined
+    let onHomeRelay = (peerId: string): void => { homeRelay = peerId }
     const tunnel = await parts.start('tunnel', async () => await m.Tunnel.start({
       nodeName: config.nodeName, privateKey: identity.privateKey, config, directory,
-      ...(psk != null ? { psk } : {}), log: log.child({ component: 'tunnel' }), metrics
+      ...(psk != null ? { psk } : {}), log: log.child({ component: 'tunnel' }), metrics,
+      onHomeRelay: (peerId) => { onHomeRelay(peerId) }
     }), async (t) => { await t.stop() })
     if (config.diagnostics) await parts.step('diagnostics', async () => { await m.registerDiagnostics(tunnel) })
     if (kube != null && config.kubernetes != null) {
       const publisher = new m.LeasePublisher({
         client: kube, namespace: config.kubernetes.namespace, nodeName: config.nodeName, peerId: tunnel.peerId.toString(),
         addresses: m.localTcpAddresses(config.listen.tcpPort, config.tunnel.advertise), leaseDurationSeconds: config.kubernetes.leaseDurationSeconds,
-        log: log.child({ component: 'peers' }), metrics, ...(catalog != null ? { catalog } : {})
+        ...(homeRelay != null ? { homeRelay } : {}), log: log.child({ component: 'peers' }), metrics, ...(catalog != null ? { catalog } : {})
       })
+      onHomeRelay = (peerId) => { publisher.update({ homeRelay: peerId }) }
       publisher.start()
       parts.push('peer record', () => { publisher.stop() })
     }
@@ -163,7 +168,7 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
       if (socksConfig.enabled) await parts.step('socks5', async () => { await removeDeviceIfCreated(parts, socksConfig.device) })
       socks5 = await parts.start('socks5', async () => await (await import('./socks5/socks5.ts')).startSocks5({
         config: socksConfig, nodeName: config.nodeName, clusterDomain: config.dns?.clusterDomain ?? 'cluster.local', directCidrs: config.proxy?.directCidrs ?? [],
-        tunnel, directory, ...(catalog != null ? { catalog } : {}), log: log.child({ component: 'socks5' }), metrics
+        tunnel, directory, ...(catalog != null ? { catalog } : {}), ...(kube != null ? { nodes: new (await import('./catalog/node-lookup.ts')).KubeNodeLookup({ client: kube }) } : {}), log: log.child({ component: 'socks5' }), metrics
       }), async (s) => { await s.stop() })
     }
     health.starting = 'control socket'

@@ -1,11 +1,11 @@
-// The catalog: Services, EndpointSlices, Nodes and the mesh's peer records from the Kubernetes
+// The catalog: Services, EndpointSlices and the mesh's peer records from the Kubernetes
 // API, published as immutable snapshots plus change events for tunnel, DNS, proxy and SOCKS5.
 // The last complete snapshot is kept on disk so an agent that starts while the API is
 // unreachable serves what it knew, and resyncs (emitting only real differences) when it returns.
 import type { Logger } from 'pino'
 import type { Metrics } from '../../shared/metrics.ts'
 import type { KubeClient } from './kube-client.ts'
-import { toEndpointSlice, toNode, toPeer, toService, PEER_LABEL } from './model.ts'
+import { toEndpointSlice, toPeer, toService, PEER_LABEL } from './model.ts'
 import { runReflector, type ResourceSpec } from './reflector.ts'
 import { CatalogStore, countEndpoints, type CatalogChange, type CatalogSnapshot, type ResourceKind } from './store.ts'
 import { readSnapshotFile, writeSnapshotFile } from './snapshot-file.ts'
@@ -37,7 +37,6 @@ export function catalogResources (namespace: string): Array<ResourceSpec<Resourc
   return [
     { kind: 'services', path: '/api/v1/services', transform: toService, keyOf: nsName },
     { kind: 'endpointSlices', path: '/apis/discovery.k8s.io/v1/endpointslices', transform: toEndpointSlice, keyOf: nsName },
-    { kind: 'nodes', path: '/api/v1/nodes', transform: toNode, keyOf: name },
     { kind: 'peers', path: `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`, labelSelector: `${PEER_LABEL}=true`, transform: toPeer, keyOf: name }
   ] as Array<ResourceSpec<ResourceKind>>
 }
@@ -139,7 +138,7 @@ export class Catalog {
     if (this.synced) { this.commitNow(); return } // the API answered while we read the file
     if (saved != null) {
       // only kinds the API has not listed yet come from disk
-      for (const kind of ['services', 'endpointSlices', 'nodes', 'peers'] as const) {
+      for (const kind of ['services', 'endpointSlices', 'peers'] as const) {
         if (!this.listed.has(kind)) { this.store.replace(kind, saved[kind] as any[]); this.lag.fromDisk(kind, saved.savedAt) }
       }
       this.store.setSource('disk')
@@ -154,11 +153,11 @@ export class Catalog {
 
   private counts (): Record<string, number> {
     const s = this.store.snapshot()
-    return { services: s.services.size, endpoints: countEndpoints(s).endpoints, nodes: s.nodes.size, peers: s.peers.size }
+    return { services: s.services.size, endpoints: countEndpoints(s).endpoints, peers: s.peers.size }
   }
 
-  private countsOf (saved: { services: unknown[], endpointSlices: unknown[], nodes: unknown[], peers: unknown[] }): Record<string, number> {
-    return { services: saved.services.length, endpointSlices: saved.endpointSlices.length, nodes: saved.nodes.length, peers: saved.peers.length }
+  private countsOf (saved: { services: unknown[], endpointSlices: unknown[], peers: unknown[] }): Record<string, number> {
+    return { services: saved.services.length, endpointSlices: saved.endpointSlices.length, peers: saved.peers.length }
   }
 
   private scheduleCommit (): void {
@@ -175,7 +174,6 @@ export class Catalog {
     const m = this.opts.metrics.catalogObjects
     m.set({ kind: 'services' }, snapshot.services.size)
     m.set({ kind: 'endpoint_services' }, snapshot.endpoints.size)
-    m.set({ kind: 'nodes' }, snapshot.nodes.size)
     m.set({ kind: 'peers' }, snapshot.peers.size)
     for (const fn of this.listeners) {
       try { fn(snapshot, changes) } catch (err) { this.opts.log.error({ err: (err as Error).message }, 'catalog listener failed') }

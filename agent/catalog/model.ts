@@ -39,8 +39,6 @@ export interface EndpointSliceInfo {
   endpoints: EndpointInfo[]
 }
 
-export interface NodeInfo { name: string, resourceVersion: string, internalIPs: string[], externalIPs: string[], hostname?: string, ready: boolean }
-
 /**
  * A mesh peer record: a coordination.k8s.io Lease named after its node. It is written only when
  * its content changes (no periodic renewal: every write is an event to every agent's watch).
@@ -140,18 +138,6 @@ export function toEndpointSlice (obj: any): EndpointSliceInfo | undefined {
     if (port != null) ports.push({ name: str(p.name) ?? '', port, protocol: str(p.protocol) ?? 'TCP' })
   }
   return { ...m, serviceName: str(obj.metadata.labels?.[SERVICE_NAME_LABEL]) ?? '', addressType: str(obj.addressType) ?? 'IPv4', ports, endpoints }
-}
-
-export function toNode (obj: any): NodeInfo | undefined {
-  const m = meta(obj)
-  if (m == null) return undefined
-  const addrs = arr(obj.status?.addresses) as any[]
-  const of = (type: string): string[] => addrs.filter((a) => a?.type === type && typeof a.address === 'string').map((a) => a.address)
-  const readyCond = (arr(obj.status?.conditions) as any[]).find((c) => c?.type === 'Ready')
-  const node: NodeInfo = { name: m.name, resourceVersion: m.resourceVersion, internalIPs: of('InternalIP'), externalIPs: of('ExternalIP'), ready: readyCond?.status === 'True' }
-  const hostname = of('Hostname')[0]
-  if (hostname != null) node.hostname = hostname
-  return node
 }
 
 export function toPeer (obj: any): PeerInfo | undefined {

@@ -90,7 +90,7 @@ export class ProgrammedView implements CatalogFeed {
     const out: CatalogChange[] = []
     const seen = new Set<string>()
     for (const c of changes) {
-      if (c.kind === 'node' || c.kind === 'peer') { out.push(c); continue }
+      if (c.kind === 'peer') { out.push(c); continue }
       if (seen.has(c.key)) continue
       seen.add(c.key)
       const last = this.last
@@ -130,7 +130,6 @@ export class ProgrammedView implements CatalogFeed {
       source: live.source,
       services: this.services,
       endpoints: this.endpoints,
-      nodes: live.nodes,
       peers: live.peers
     })
     for (const fn of this.listeners) fn(this.current, out)

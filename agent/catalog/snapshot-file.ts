@@ -3,7 +3,7 @@
 // previous or the new snapshot, never a torn one.
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import type { EndpointSliceInfo, NodeInfo, PeerInfo, ServiceInfo } from './model.ts'
+import type { EndpointSliceInfo, PeerInfo, ServiceInfo } from './model.ts'
 import type { CatalogSnapshot } from './store.ts'
 
 const FORMAT = 1
@@ -13,29 +13,35 @@ export interface SavedCatalog {
   savedAt: number
   services: ServiceInfo[]
   endpointSlices: EndpointSliceInfo[]
-  nodes: NodeInfo[]
   peers: PeerInfo[]
 }
+
+// Files from older agents carry "nodes" (the catalog watched Nodes then): read and ignored. New
+// files still write an empty list, so an agent rolled back to such a version can read them.
 
 export function serializeSnapshot (snap: CatalogSnapshot, now = Date.now()): string {
   const slices: EndpointSliceInfo[] = []
   for (const bySlice of snap.endpoints.values()) for (const s of bySlice.values()) slices.push(s)
-  const saved: SavedCatalog = { format: FORMAT, savedAt: now, services: [...snap.services.values()], endpointSlices: slices, nodes: [...snap.nodes.values()], peers: [...snap.peers.values()] }
-  return JSON.stringify(saved)
+  return JSON.stringify({ format: FORMAT, savedAt: now, services: [...snap.services.values()], endpointSlices: slices, nodes: [], peers: [...snap.peers.values()] })
 }
 
 export function parseSavedCatalog (text: string, source: string): SavedCatalog {
   let raw: any
   try { raw = JSON.parse(text) } catch (err: any) { throw new Error(`${source}: not JSON (${err.message as string})`) }
   if (raw?.format !== FORMAT) throw new Error(`${source}: unknown snapshot format ${String(raw?.format)} (expected ${FORMAT})`)
-  for (const k of ['services', 'endpointSlices', 'nodes', 'peers'] as const) {
+  for (const k of ['services', 'endpointSlices', 'peers'] as const) {
     if (!Array.isArray(raw[k])) throw new Error(`${source}: ${k} is not a list`)
   }
   const named = (x: any): boolean => typeof x?.name === 'string' && typeof x?.resourceVersion === 'string'
-  if (![...raw.services, ...raw.endpointSlices, ...raw.nodes].every(named) || !raw.peers.every((p: any) => typeof p?.nodeName === 'string' && typeof p?.peerId === 'string')) {
+  if (![...raw.services, ...raw.endpointSlices].every(named) || !raw.peers.every((p: any) => typeof p?.nodeName === 'string' && typeof p?.peerId === 'string')) {
     throw new Error(`${source}: entries are malformed`)
   }
-  return raw as SavedCatalog
+  // peers saved by older agents: renewTime (their heartbeat) is when the record was last written
+  const peers: PeerInfo[] = raw.peers.map((p: any) => {
+    const { renewTime, leaseDurationSeconds, ...rest } = p
+    return { ...rest, writtenAt: typeof p.writtenAt === 'number' ? p.writtenAt : typeof renewTime === 'number' ? renewTime : 0 }
+  })
+  return { format: FORMAT, savedAt: raw.savedAt, services: raw.services, endpointSlices: raw.endpointSlices, peers }
 }
 
 /** undefined when the file does not exist; throws when it exists but is unusable. */
@@ -58,7 +64,7 @@ const BATCH = 500
 async function writeChunked (fh: FileHandle, snap: CatalogSnapshot, now: number): Promise<void> {
   const slices: EndpointSliceInfo[] = []
   for (const bySlice of snap.endpoints.values()) for (const s of bySlice.values()) slices.push(s)
-  const lists: Array<[string, unknown[]]> = [['services', [...snap.services.values()]], ['endpointSlices', slices], ['nodes', [...snap.nodes.values()]], ['peers', [...snap.peers.values()]]]
+  const lists: Array<[string, unknown[]]> = [['services', [...snap.services.values()]], ['endpointSlices', slices], ['nodes', []], ['peers', [...snap.peers.values()]]]
   let out = `{"format":${FORMAT},"savedAt":${now}`
   for (const [name, items] of lists) {
     out += `,"${name}":[`

@@ -3,7 +3,7 @@
 // sharded copy-on-write (cow-map.ts), so a snapshot handed out never changes and one update
 // costs a copy of the shard it touches, not of the whole catalog.
 import { CowMap, type CowMapDraft } from './cow-map.ts'
-import type { EndpointSliceInfo, NodeInfo, PeerInfo, ServiceInfo } from './model.ts'
+import type { EndpointSliceInfo, PeerInfo, ServiceInfo } from './model.ts'
 
 export type SnapshotSource = 'empty' | 'disk' | 'api'
 
@@ -16,45 +16,43 @@ export interface CatalogSnapshot {
   readonly services: ReadonlyMap<string, ServiceInfo>
   /** "namespace/service" -> slice name -> EndpointSlice */
   readonly endpoints: ReadonlyMap<string, ReadonlyMap<string, EndpointSliceInfo>>
-  readonly nodes: ReadonlyMap<string, NodeInfo>
   /** node name -> peer record */
   readonly peers: ReadonlyMap<string, PeerInfo>
 }
 
-export type ChangeKind = 'service' | 'endpoints' | 'node' | 'peer'
-/** key: "namespace/name" for service and endpoints (the Service's key), the name for node and peer */
+export type ChangeKind = 'service' | 'endpoints' | 'peer'
+/** key: "namespace/name" for service and endpoints (the Service's key), the node name for peer */
 export interface CatalogChange { kind: ChangeKind, type: 'upsert' | 'delete', key: string }
 
-export type ResourceKind = 'services' | 'endpointSlices' | 'nodes' | 'peers'
-export type ItemOf<K extends ResourceKind> = K extends 'services' ? ServiceInfo : K extends 'endpointSlices' ? EndpointSliceInfo : K extends 'nodes' ? NodeInfo : PeerInfo
+// no Nodes: every Node status update would reach every agent (node-lookup.ts asks on demand)
+export type ResourceKind = 'services' | 'endpointSlices' | 'peers'
+export type ItemOf<K extends ResourceKind> = K extends 'services' ? ServiceInfo : K extends 'endpointSlices' ? EndpointSliceInfo : PeerInfo
 
 export const serviceKey = (namespace: string, name: string): string => `${namespace}/${name}`
 
 function keyOf (kind: ResourceKind, item: any): string {
   switch (kind) {
     case 'services': case 'endpointSlices': return `${item.namespace as string}/${item.name as string}`
-    case 'nodes': return item.name
     case 'peers': return item.nodeName
   }
 }
 
-export const EMPTY_SNAPSHOT: CatalogSnapshot = Object.freeze({ version: 0, source: 'empty' as const, services: CowMap.empty<ServiceInfo>(), endpoints: CowMap.empty<ReadonlyMap<string, EndpointSliceInfo>>(), nodes: CowMap.empty<NodeInfo>(), peers: CowMap.empty<PeerInfo>() })
+export const EMPTY_SNAPSHOT: CatalogSnapshot = Object.freeze({ version: 0, source: 'empty' as const, services: CowMap.empty<ServiceInfo>(), endpoints: CowMap.empty<ReadonlyMap<string, EndpointSliceInfo>>(), peers: CowMap.empty<PeerInfo>() })
 
 interface Maps {
   services: CowMap<ServiceInfo>
   endpoints: CowMap<ReadonlyMap<string, EndpointSliceInfo>>
-  nodes: CowMap<NodeInfo>
   peers: CowMap<PeerInfo>
 }
 type Drafts = { [K in keyof Maps]?: Maps[K] extends CowMap<infer V> ? CowMapDraft<V> : never }
 
 export class CatalogStore {
   private current: CatalogSnapshot = EMPTY_SNAPSHOT
-  private maps: Maps = { services: CowMap.empty(), endpoints: CowMap.empty(), nodes: CowMap.empty(), peers: CowMap.empty() }
+  private maps: Maps = { services: CowMap.empty(), endpoints: CowMap.empty(), peers: CowMap.empty() }
   /** slice key -> EndpointSlice, to find the owning Service on update/delete */
   private readonly slices = new Map<string, EndpointSliceInfo>()
   private drafts: Drafts = {}
-  private readonly changes: Record<ChangeKind, Map<string, 'upsert' | 'delete'>> = { service: new Map(), endpoints: new Map(), node: new Map(), peer: new Map() }
+  private readonly changes: Record<ChangeKind, Map<string, 'upsert' | 'delete'>> = { service: new Map(), endpoints: new Map(), peer: new Map() }
   private changeCount = 0
   private source: SnapshotSource = 'empty'
 
@@ -77,7 +75,7 @@ export class CatalogStore {
 
   private get<K extends ResourceKind> (kind: K, key: string): ItemOf<K> | undefined {
     if (kind === 'endpointSlices') return this.slices.get(key) as ItemOf<K> | undefined
-    const k = kind as 'services' | 'nodes' | 'peers'
+    const k = kind as 'services' | 'peers'
     return ((this.drafts as any)[k] ?? this.maps[k]).get(key)
   }
 
@@ -85,7 +83,6 @@ export class CatalogStore {
     const key = keyOf(kind, item)
     switch (kind) {
       case 'services': this.draft('services').set(key, item as ServiceInfo); this.note('service', 'upsert', key); break
-      case 'nodes': this.draft('nodes').set(key, item as NodeInfo); this.note('node', 'upsert', key); break
       case 'peers': this.draft('peers').set(key, item as PeerInfo); this.note('peer', 'upsert', key); break
       case 'endpointSlices': {
         const slice = item as EndpointSliceInfo
@@ -125,7 +122,6 @@ export class CatalogStore {
     switch (kind) {
       case 'endpointSlices': { const s = this.slices.get(key); if (s != null) this.dropSlice(s); break }
       case 'services': if (this.draft('services').delete(key)) this.note('service', 'delete', key); break
-      case 'nodes': if (this.draft('nodes').delete(key)) this.note('node', 'delete', key); break
       case 'peers': if (this.draft('peers').delete(key)) this.note('peer', 'delete', key); break
     }
   }
@@ -139,7 +135,7 @@ export class CatalogStore {
       const old = this.get(kind, key)
       if (old == null || old.resourceVersion !== item.resourceVersion || old.resourceVersion === '') this.upsert(kind, item)
     }
-    const k = kind as 'services' | 'nodes' | 'peers'
+    const k = kind as 'services' | 'peers'
     const existing = kind === 'endpointSlices' ? [...this.slices.keys()] : [...((this.drafts as any)[k] ?? this.maps[k]).keys()]
     for (const key of existing) if (!seen.has(key)) this.remove(kind, key)
   }
@@ -147,14 +143,14 @@ export class CatalogStore {
   /** Publishes the pending changes as a new snapshot; undefined when nothing changed. */
   commit (): { snapshot: CatalogSnapshot, changes: CatalogChange[] } | undefined {
     if (!this.pending) return undefined
-    for (const k of ['services', 'endpoints', 'nodes', 'peers'] as const) {
+    for (const k of ['services', 'endpoints', 'peers'] as const) {
       const d = this.drafts[k]
       if (d != null) (this.maps as any)[k] = d.freeze()
     }
     this.drafts = {}
     this.current = Object.freeze({ version: this.current.version + 1, source: this.source, ...this.maps })
     const changes: CatalogChange[] = []
-    for (const kind of ['service', 'endpoints', 'node', 'peer'] as const) {
+    for (const kind of ['service', 'endpoints', 'peer'] as const) {
       for (const [key, type] of this.changes[kind]) changes.push({ kind, type, key })
       this.changes[kind].clear()
     }

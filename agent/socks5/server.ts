@@ -3,7 +3,7 @@
 // this node itself) or a Service (a ready endpoint, dialled like the ClusterIP proxy does). The
 // reply is sent only once the far side answered: success when the connection exists, else the
 // RFC 1928 code that says why. Every refusal is counted and logged with its reason.
-import { createServer, type Server, type Socket } from 'node:net'
+import { createServer, isIP, type Server, type Socket } from 'node:net'
 import type { Stream } from '@libp2p/interface'
 import type { Logger } from '../../shared/logging.ts'
 import { LogThrottle } from '../../shared/log-throttle.ts'
@@ -35,7 +35,8 @@ export interface Socks5ServerOptions {
   maxConnections: number
   verify?: (username: Uint8Array, password: Uint8Array) => boolean
   tunnel: TunnelApi
-  nodeKind: (name: string) => NodeKind | undefined
+  /** what a name is; may ask the API (a node with no agent), so it may answer later */
+  nodeKind: (name: string) => NodeKind | undefined | Promise<NodeKind | undefined>
   snapshot?: () => CatalogSnapshot
   directCidrs: readonly string[]
   log: Logger
@@ -154,7 +155,8 @@ export class Socks5Server {
   private async connect (socket: Socket, client: string, req: Request, head: Uint8Array, username: string | undefined): Promise<void> {
     const { metrics } = this.opts
     const target = `${req.host}:${req.port}`
-    const resolved = this.resolve(req)
+    const { resolved, kinds } = await this.resolve(req)
+    if (socket.destroyed) return // the client left while we asked the API about the name
     const kind: TargetKind = resolved.kind === 'refused' ? 'none' : resolved.kind
     if (resolved.kind === 'refused') {
       this.refuse(socket, client, kind, new Refusal(resolved.reason, resolved.reason === 'unknown-target' ? Reply.HOST_UNREACHABLE : Reply.ADDRESS_TYPE_NOT_SUPPORTED, resolved.detail), target)
@@ -170,7 +172,7 @@ export class Socks5Server {
     let upstream: { socket: Socket } | { stream: Stream, rest: Uint8Array }
     let via: string
     try {
-      const r = resolved.kind === 'node' ? await this.connectNode(resolved, signal) : await this.connectService(resolved, signal)
+      const r = resolved.kind === 'node' ? await this.connectNode(resolved, kinds.get(resolved.node), signal) : await this.connectService(resolved, signal)
       upstream = r.upstream
       via = r.via
     } catch (err) {
@@ -205,23 +207,38 @@ export class Socks5Server {
     }
   }
 
-  private resolve (req: Request): Target {
+  /** The target, after asking what each name it could be a node by is (resolveTarget is pure and synchronous). */
+  private async resolve (req: Request): Promise<{ resolved: Target, kinds: Map<string, NodeKind | undefined> }> {
     const snap = this.opts.snapshot
-    return resolveTarget(req.host, req.port, {
+    const kinds = new Map<string, NodeKind | undefined>()
+    const name = req.host.toLowerCase().replace(/\.$/, '')
+    const candidates = [name]
+    if (this.opts.nodeSuffix !== '' && name.endsWith(`.${this.opts.nodeSuffix}`)) candidates.push(name.slice(0, -this.opts.nodeSuffix.length - 1))
+    for (const c of candidates) {
+      if (c === '' || isIP(c) !== 0 || kinds.has(c)) continue
+      try {
+        kinds.set(c, await this.opts.nodeKind(c))
+      } catch (err) {
+        // the API could not say whether such a Node exists: the name is not known to be one
+        this.opts.log.debug({ name: c, err: (err as Error).message }, 'socks5: node lookup failed')
+        kinds.set(c, undefined)
+      }
+    }
+    const resolved = resolveTarget(req.host, req.port, {
       nodeSuffix: this.opts.nodeSuffix,
       clusterDomain: this.opts.clusterDomain,
       services: this.opts.services && snap != null,
-      isNode: (name) => this.opts.nodeKind(name) != null,
-      isService: (namespace, name) => snap?.().services.has(serviceKey(namespace, name)) === true
+      isNode: (n) => kinds.get(n) != null,
+      isService: (namespace, n) => snap?.().services.has(serviceKey(namespace, n)) === true
     })
+    return { resolved, kinds }
   }
 
   // ---- node targets
 
-  private async connectNode (t: Extract<Target, { kind: 'node' }>, signal: AbortSignal): Promise<{ upstream: { socket: Socket } | { stream: Stream, rest: Uint8Array }, via: string }> {
+  private async connectNode (t: Extract<Target, { kind: 'node' }>, nodeKind: NodeKind | undefined, signal: AbortSignal): Promise<{ upstream: { socket: Socket } | { stream: Stream, rest: Uint8Array }, via: string }> {
     // the target agent decides; this check only makes the common refusal fast and clear
     if (!this.allowed.has(t.port)) throw new Refusal('port-not-allowed', Reply.NOT_ALLOWED, `port ${t.port} is not in socks5.allowedPorts [${[...this.allowed].join(', ')}]`)
-    const nodeKind = this.opts.nodeKind(t.node)
     if (nodeKind === 'self') {
       try {
         return { upstream: { socket: await dialOwnNode(this.opts.own, t.port) }, via: 'local' }

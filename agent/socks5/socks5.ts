@@ -17,6 +17,9 @@ import { Socks5Server, type NodeKind } from './server.ts'
 
 export type Socks5Config = NonNullable<AgentConfig['socks5']>
 
+/** Node names the cluster knows (agent/catalog/node-lookup.ts asks the API on demand). */
+export interface NodeLookup { exists: (name: string) => Promise<boolean> }
+
 export interface RunningSocks5 { server?: Socks5Server, nodeServer?: NodeServer, stop: () => Promise<void> }
 
 export interface Socks5Options {
@@ -28,6 +31,8 @@ export interface Socks5Options {
   tunnel: TunnelApi
   directory: PeerDirectory
   catalog?: Catalog
+  /** whether a Node of this name exists (asked for names not in the peer directory): "no agent there" vs unknown */
+  nodes?: NodeLookup
   log: Logger
   metrics: Metrics
 }
@@ -60,10 +65,11 @@ export async function startSocks5 (opts: Socks5Options): Promise<RunningSocks5> 
       for (const ip of new Set(listen.map((l) => l.host).filter(isLinkLocal))) await ensureListenAddress(config.device, ip)
     }
     const catalog = opts.catalog
-    const nodeKind = (name: string): NodeKind | undefined => {
+    const nodes = opts.nodes
+    const nodeKind = async (name: string): Promise<NodeKind | undefined> => {
       if (name === opts.nodeName) return 'self'
       if (opts.directory.byName(name) != null) return 'peer'
-      if (catalog?.snapshot().nodes.has(name) === true) return 'no-agent'
+      if (nodes != null && await nodes.exists(name)) return 'no-agent'
       return undefined
     }
     try {

@@ -1,8 +1,8 @@
 // npm run bench:catalog — the agent's catalog at scale against a real etcd + kube-apiserver,
 // each number next to its floor measured in the same run:
 //   raw_list_ms       a minimal client (node:https keep-alive + JSON.parse) LISTs what the agent
-//                     lists (Services, EndpointSlices, Nodes, peer Leases; limit=500, the four
-//                     resources concurrently, like the agent)
+//                     lists (Services, EndpointSlices, peer Leases; limit=500, the three
+//                     resources concurrently, like the agent; the seeded Nodes it does not watch)
 //   initial_sync_ms   agent process spawn -> "catalog synced from the API" (no disk snapshot)
 //   raw_watch_p99_ms  write -> event on a bare WATCH of Services by the minimal client
 //   update_p99_ms     the same write -> the agent's /catalog/events line naming that Service
@@ -245,22 +245,21 @@ async function seed (c: MiniClient): Promise<void> {
 const LISTED = [
   { path: '/api/v1/services' },
   { path: '/apis/discovery.k8s.io/v1/endpointslices' },
-  { path: '/api/v1/nodes' },
   { path: `/apis/coordination.k8s.io/v1/namespaces/${MESH_NAMESPACE}/leases`, labelSelector: 'edgemesh.io/peer-record=true' }
 ]
 
-interface RawList { ms: number, services: number, slices: number, endpoints: number, nodes: number }
+interface RawList { ms: number, services: number, slices: number, endpoints: number }
 
-/** The floor: a fresh keep-alive client LISTs the agent's four resources concurrently. */
+/** The floor: a fresh keep-alive client LISTs the agent's three resources concurrently (Nodes are seeded, but the agent no longer watches them). */
 async function rawList (cp: ControlPlane): Promise<RawList> {
   const c = new MiniClient(cp, 8) // the agent's KubeClient also uses 8 sockets
   try {
     const t0 = performance.now()
-    const [services, slices, nodes] = await Promise.all(LISTED.map(async (r) => await c.list(r.path, r.labelSelector)))
+    const [services, slices] = await Promise.all(LISTED.map(async (r) => await c.list(r.path, r.labelSelector)))
     const ms = performance.now() - t0
     let endpoints = 0
     for (const s of slices!.items) if (s.metadata?.labels?.['kubernetes.io/service-name'] != null) endpoints += (s.endpoints ?? []).length
-    return { ms, services: services!.items.length, slices: slices!.items.length, endpoints, nodes: nodes!.items.length }
+    return { ms, services: services!.items.length, slices: slices!.items.length, endpoints }
   } finally {
     c.close()
   }
@@ -389,7 +388,7 @@ async function main (): Promise<void> {
 
     // warm the apiserver (watch cache, serializers) once, so the first measured run is not special
     const warm = await rawList(cp)
-    log(`warm-up LIST: ${warm.ms.toFixed(0)} ms (${warm.services} Services, ${warm.slices} EndpointSlices, ${warm.endpoints} endpoints, ${warm.nodes} Nodes)`)
+    log(`warm-up LIST: ${warm.ms.toFixed(0)} ms (${warm.services} Services, ${warm.slices} EndpointSlices, ${warm.endpoints} endpoints)`)
 
     // raw LIST and agent sync alternate; the last agent stays up for the update phase
     const lists: RawList[] = []
@@ -412,12 +411,12 @@ async function main (): Promise<void> {
     const afterSync = await memOf(last.proc.pid)
 
     const summary = await last.catalog()
-    const expected = { services: lists[0]!.services, endpoints: SERVICES * EPS_PER_SERVICE, nodes: NODES }
-    const got = { services: summary.counts.services, endpoints: summary.counts.endpoints, nodes: summary.counts.nodes }
-    if (summary.synced !== true || summary.source !== 'api' || got.services !== expected.services || got.endpoints !== expected.endpoints || got.nodes !== expected.nodes || lists[0]!.services !== SERVICES + 1) {
+    const expected = { services: lists[0]!.services, endpoints: SERVICES * EPS_PER_SERVICE }
+    const got = { services: summary.counts.services, endpoints: summary.counts.endpoints }
+    if (summary.synced !== true || summary.source !== 'api' || got.services !== expected.services || got.endpoints !== expected.endpoints || summary.counts.nodes !== undefined || lists[0]!.services !== SERVICES + 1) {
       throw new Error(`agent catalog does not match the API: got ${JSON.stringify({ synced: summary.synced, source: summary.source, ...got })}, expected ${JSON.stringify(expected)} (API lists ${lists[0]!.services} Services: ${SERVICES} seeded + default/kubernetes)`)
     }
-    log(`agent catalog matches the API: ${got.services} Services (incl. default/kubernetes), ${got.endpoints} endpoints, ${got.nodes} Nodes; RSS ${afterSync.rssMb.toFixed(1)} MB`)
+    log(`agent catalog matches the API: ${got.services} Services (incl. default/kubernetes), ${got.endpoints} endpoints (no Nodes: not watched); RSS ${afterSync.rssMb.toFixed(1)} MB`)
 
     await sleep(3_000) // let the post-sync snapshot write finish
     log(`updates: ${WARMUP_UPDATES} warm-up + ${UPDATES} measured, each seen by the bare watch and by the agent`)

@@ -17,7 +17,7 @@ export interface CatalogAgent {
   configFile: string
   proc: LabProcess
   call<T = any>(method: string, path: string): Promise<T>
-  /** the agent's /catalog summary (full=true adds every Service, endpoint and node) */
+  /** the agent's /catalog summary (full=true adds every Service and endpoint) */
   catalog(full?: boolean): Promise<any>
   stop(): Promise<void>
 }

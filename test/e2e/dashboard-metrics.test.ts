@@ -170,7 +170,7 @@ describe('the dashboard against the real /metrics', () => {
     expect(metricValue(agentText, 'edgemesh_proxy_connections_total', 'result="ok"')).toBeGreaterThanOrEqual(2)
     expect(metricValue(agentText, 'edgemesh_proxy_sync_duration_ms_count')).toBeGreaterThanOrEqual(1)
     expect(metricValue(agentText, 'edgemesh_catalog_serving_from_disk')).toBe(0)
-    for (const resource of ['services', 'endpointSlices', 'nodes', 'peers']) expect(agentText).toContain(`edgemesh_catalog_lag_seconds{resource="${resource}"} 0`)
+    for (const resource of ['services', 'endpointSlices', 'peers']) expect(agentText).toContain(`edgemesh_catalog_lag_seconds{resource="${resource}"} 0`)
   })
 
   it('the held connection leaves the open-connections gauge when it closes', async () => {

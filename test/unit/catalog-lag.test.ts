@@ -28,12 +28,12 @@ describe('catalog lag', () => {
   })
 
   it('a resource served from disk lags from the time the snapshot was saved; a live one ignores the disk', () => {
-    const lag = new CatalogLag(['services', 'nodes'], T0)
-    lag.heard('nodes', T0)
+    const lag = new CatalogLag(['services', 'peers'], T0)
+    lag.heard('peers', T0)
     lag.fromDisk('services', T0 - 3_600_000)
-    lag.fromDisk('nodes', T0 - 3_600_000)
+    lag.fromDisk('peers', T0 - 3_600_000)
     expect(lag.lagSeconds('services', T0)).toBe(3600)
-    expect(lag.lagSeconds('nodes', T0)).toBe(0)
+    expect(lag.lagSeconds('peers', T0)).toBe(0)
   })
 
   it('is exported per resource, computed at scrape time', async () => {

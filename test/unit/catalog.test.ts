@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { peerLease, recordOwnerUid, samePeerContent, toEndpointSlice, toNode, toPeer, toService, type EndpointSliceInfo, type ServiceInfo } from '../../agent/catalog/model.ts'
+import { peerLease, recordOwnerUid, samePeerContent, toEndpointSlice, toPeer, toService, type EndpointSliceInfo, type ServiceInfo } from '../../agent/catalog/model.ts'
 import { CatalogStore, endpointsOf } from '../../agent/catalog/store.ts'
 import { CowMap } from '../../agent/catalog/cow-map.ts'
 import { parseSavedCatalog, readSnapshotFile, serializeSnapshot, writeSnapshotFile } from '../../agent/catalog/snapshot-file.ts'
@@ -56,11 +56,6 @@ describe('transforms', () => {
     ])
   })
 
-  it('reads node addresses and readiness', () => {
-    const n = toNode({ metadata: { name: 'n1', resourceVersion: '5' }, status: { addresses: [{ type: 'InternalIP', address: '10.1.0.2' }, { type: 'Hostname', address: 'n1' }], conditions: [{ type: 'Ready', status: 'True' }] } })
-    expect(n).toEqual({ name: 'n1', resourceVersion: '5', internalIPs: ['10.1.0.2'], externalIPs: [], hostname: 'n1', ready: true })
-  })
-
   it('round-trips a peer record through the Lease it is published as', () => {
     const now = new Date('2026-11-22T02:00:00.123Z')
     const owner = { name: 'edge-1', uid: '5f0c1c9e-0d3a-4d0e-9d5e-1a2b3c4d5e6f' }
@@ -90,8 +85,8 @@ describe('transforms', () => {
 
   it('never throws on arbitrary JSON and rejects objects without a name', () => {
     fc.assert(fc.property(fc.jsonValue(), (v) => {
-      for (const t of [toService, toEndpointSlice, toNode, toPeer]) t(v)
-      for (const t of [toService, toEndpointSlice, toNode, toPeer]) t({ metadata: v, spec: v, status: v, endpoints: v, ports: v })
+      for (const t of [toService, toEndpointSlice, toPeer]) t(v)
+      for (const t of [toService, toEndpointSlice, toPeer]) t({ metadata: v, spec: v, status: v, endpoints: v, ports: v })
     }), { numRuns: 20_000 })
     expect(toService({ metadata: {} })).toBeUndefined()
     expect(toPeer({ metadata: { name: 'x' } })).toBeUndefined()
@@ -157,7 +152,7 @@ describe('CatalogStore', () => {
     expect([...second.services.keys()]).toEqual(['a/api'])
     expect(Object.isFrozen(second)).toBe(true)
     // untouched kinds are shared, not copied
-    expect(second.nodes).toBe(first.nodes)
+    expect(second.peers).toBe(first.peers)
   })
 
   it('relist emits only real differences: no duplicates, deletions for what vanished', () => {
@@ -260,5 +255,23 @@ describe('snapshot file', () => {
     expect(() => parseSavedCatalog('{"format":2}', 'x')).toThrow(/unknown snapshot format 2/)
     expect(() => parseSavedCatalog(JSON.stringify({ format: 1, savedAt: 0, services: [{}], endpointSlices: [], nodes: [], peers: [] }), 'x')).toThrow(/malformed/)
     expect(serializeSnapshot(new CatalogStore().snapshot(), 5)).toBe('{"format":1,"savedAt":5,"services":[],"endpointSlices":[],"nodes":[],"peers":[]}')
+  })
+
+  it('loads a file an older agent wrote (with Nodes and renewed peer records): the Nodes are ignored, renewTime reads as the last write', async () => {
+    const old = join(dir, 'old.json')
+    await writeFile(old, JSON.stringify({
+      format: 1,
+      savedAt: 1_700_000_000_000,
+      services: [svc('a', 'web')],
+      endpointSlices: [],
+      nodes: [{ name: 'n1', resourceVersion: '5', internalIPs: ['10.1.0.2'], externalIPs: [], hostname: 'n1', ready: true }],
+      peers: [{ nodeName: 'edge-1', resourceVersion: '9', peerId: '12D3KooWx', addresses: ['/ip4/10.1.0.2/tcp/4004'], renewTime: 1_699_999_990_000, leaseDurationSeconds: 40 }]
+    }))
+    const saved = (await readSnapshotFile(old))!
+    expect(saved.services.map((s) => s.name)).toEqual(['web'])
+    expect('nodes' in saved).toBe(false)
+    expect(saved.peers).toEqual([{ nodeName: 'edge-1', resourceVersion: '9', peerId: '12D3KooWx', addresses: ['/ip4/10.1.0.2/tcp/4004'], writtenAt: 1_699_999_990_000 }])
+    // a file without "nodes" (none written by this version, but harmless) loads too
+    expect(parseSavedCatalog(JSON.stringify({ format: 1, savedAt: 0, services: [], endpointSlices: [], peers: [] }), 'x').peers).toEqual([])
   })
 })

@@ -318,8 +318,8 @@ describe('incremental apply', () => {
     expect(names).toContain('2.0.1.10.in-addr.arpa')
     expect(names).toContain('alias.default.svc.cluster.local') // its CNAME target changed
     expect(names).not.toContain('web.default.svc.cluster.local')
-    // node and peer changes are not DNS changes
-    expect(z.apply(c2.snapshot, [{ kind: 'node', type: 'upsert', key: 'n1' }]).names.size).toBe(0)
+    // peer changes are not DNS changes
+    expect(z.apply(c2.snapshot, [{ kind: 'peer', type: 'upsert', key: 'n1' }]).names.size).toBe(0)
   })
 
   it('a headless Service losing its last ready endpoint vanishes with its subtree (and the namespace when it was the last)', () => {
