@@ -60,8 +60,8 @@ export async function callAgent<T> (socketPath: string, method: string, path: st
 const ms = (v: number | null | undefined): string => v == null ? '-' : `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ms`
 
 export function formatStatus (s: { node: string, peerId: string, relays: RelayStatus[], peers: PeerStatus[] }): string {
-  const relays = renderTable(['RELAY', 'UDP', 'OBSERVED AS', 'CIRCUIT', 'RTT'],
-    s.relays.map((r) => [r.host, r.udp, r.observed, r.circuit, ms(r.rttMs)]))
+  const relays = renderTable(['RELAY', 'ROLE', 'UDP', 'OBSERVED AS', 'CIRCUIT', 'RTT'],
+    s.relays.map((r) => [r.host, r.role, r.udp, r.observed, r.circuit, ms(r.rttMs)]))
   const peers = renderTable(['NODE', 'PEER ID', 'PATH', 'REMOTE', 'RTT', 'OTHER PATHS'],
     s.peers.map((p) => [p.node, `${p.peerId.slice(0, 8)}…${p.peerId.slice(-4)}`, p.path, p.remote, ms(p.rttMs), p.paths.slice(1).map((x) => x.path).join(',') || '-']))
   return `${s.node} (${s.peerId})\n\n${relays}\n\n${peers}\n`

@@ -30,6 +30,17 @@ export class PeerAbsentError extends Error {
 
 export interface DialTarget { nodeName: string, peerId: PeerId, addresses: string[], advertised: string[] }
 
+/**
+ * Which relays to reach a peer through (relay-set.ts): the peer's home relay first. Each
+ * introducer resolves to a client registered at that relay (ours, or a visitor registration),
+ * or undefined when that relay cannot introduce us (lost, or UDP blocked here).
+ */
+export interface RelayRoute {
+  introducers: Array<{ relay: RelayRef, client: () => Promise<RendezvousClient | undefined> }>
+  /** relays for a circuit (relay-tcp) dial, in order */
+  circuits: RelayRef[]
+}
+
 export interface DialerOptions {
   node: AgentNode
   punches: PunchRegistry
@@ -61,13 +72,13 @@ export class Dialer {
 
   /**
    * Dials until connected (dial-attempts.ts): fresh attempts beside one that hangs, another
-   * shortly after one that found the peer absent; `clients()` (the relays answering now) is
-   * asked for each attempt. Ends with the first connection, a refusal, or `signal`.
+   * shortly after one that found the peer absent; `route()` (the relays to go through, as known
+   * now) is asked for each attempt. Ends with the first connection, a refusal, or `signal`.
    */
-  async dialUntilConnected (target: DialTarget, clients: () => RendezvousClient[], signal: AbortSignal): Promise<Connection> {
+  async dialUntilConnected (target: DialTarget, route: () => RelayRoute, signal: AbortSignal): Promise<Connection> {
     return await dialWithAttempts(async (s, n) => {
       if (n > 1) this.opts.log.debug({ peer: target.nodeName, attempt: n }, 'dial: another attempt')
-      return await this.dial(target, clients(), s)
+      return await this.dial(target, route(), s)
     }, { signal, retryable: (err) => err instanceof PeerAbsentError })
   }
 
@@ -77,12 +88,12 @@ export class Dialer {
    * LAN: whether the peer shares our public IP is not known before the relay's introduction.
    * One attempt: throws PeerAbsentError when no relay holds a reservation for the peer.
    */
-  async dial (target: DialTarget, clients: RendezvousClient[], signal: AbortSignal): Promise<Connection> {
+  async dial (target: DialTarget, route: RelayRoute, signal: AbortSignal): Promise<Connection> {
     const attempts: Array<Promise<Connection>> = []
     const ctx = { local: localIPv4(), sameSite: false }
     const advertised = target.advertised.filter((a) => { const host = tcpHostOf(a); return host != null && isDialableTcpCandidate(host, ctx) })
     for (const a of new Set([...target.addresses, ...advertised])) attempts.push(this.dialTcp(multiaddr(a), target.peerId, signal))
-    attempts.push(clients.length > 0 ? this.rendezvousDial(clients, target.peerId, signal) : this.circuitDial(target.peerId, signal))
+    attempts.push(this.rendezvousDial(route, target.peerId, signal))
     try {
       return await Promise.any(attempts)
     } catch (err: any) {
@@ -92,22 +103,25 @@ export class Dialer {
     }
   }
 
-  private async rendezvousDial (clients: RendezvousClient[], peerId: PeerId, signal: AbortSignal): Promise<Connection> {
+  private async rendezvousDial (route: RelayRoute, peerId: PeerId, signal: AbortSignal): Promise<Connection> {
     const want = peerId.toMultihash().bytes
     let info: PeerInfoMessage | undefined
     let client: RendezvousClient | undefined
-    // relays in order (several for availability): the first that answers introduces us
-    for (const c of clients) {
+    // the peer's home relay first (then the rest of its ranking): the first that answers introduces us
+    for (const intro of route.introducers) {
+      const c = await intro.client()
+      if (signal.aborted) break
+      if (c == null) continue // lost, or no registration of ours can be accepted there
       try {
         info = await c.connect(want, true, 1_500, signal)
         client = c
         break
       } catch {
         // silent relay, or the peer is not registered over UDP there (UDP blocked at its
-        // site, answered at once): try the next relay, then TCP circuits
+        // site, or homed elsewhere: answered at once): try the next relay, then TCP circuits
       }
     }
-    if (info == null || client == null) return await this.circuitDial(peerId, signal)
+    if (info == null || client == null) return await this.circuitDial(route.circuits, peerId, signal)
     if (info.peer.byteLength !== want.byteLength || !info.peer.every((b, i) => b === want[i])) throw new Error('relay introduced the wrong peer')
     const legs = this.startLegs(client, info, peerId, signal)
     let first: Connection
@@ -115,7 +129,7 @@ export class Dialer {
       first = await Promise.any(legs.all)
     } catch {
       // no UDP leg worked (for example both sides symmetric and no relay leg): TCP circuit
-      return await this.circuitDial(peerId, signal)
+      return await this.circuitDial(route.circuits, peerId, signal)
     }
     // The relay usually wins by a hair even when the punch worked (both run a handshake).
     // If the hole is already open, the direct connection is moments away: take it instead,
@@ -191,17 +205,18 @@ export class Dialer {
   }
 
   /**
-   * relay-tcp: libp2p circuit relay v2 through each relay in turn. A relay that answers
+   * relay-tcp: libp2p circuit relay v2 through each relay in turn (the peer's home relay
+   * first: that is where it holds its reservation). A relay that answers
    * NO_RESERVATION is asked again for a few seconds: right after a relay restarts, the target
    * re-reserves within about a second, while the dial's other legs (TCP to private addresses
    * of another site) may hang to their own timeout and would hold the dial's failure anyway.
    */
-  async circuitDial (peerId: PeerId, signal: AbortSignal): Promise<Connection> {
+  async circuitDial (relays: RelayRef[], peerId: PeerId, signal: AbortSignal): Promise<Connection> {
     const started = performance.now()
     for (;;) {
       const errors: string[] = []
       let noReservation = false
-      for (const relay of this.opts.config.relays) {
+      for (const relay of relays) {
         try {
           const conn = await this.opts.node.dial(circuitAddr(relay, peerId), { force: true, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
           this.opts.adopt(conn, 'relay-tcp')

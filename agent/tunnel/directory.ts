@@ -17,6 +17,8 @@ export interface PeerRecord {
    * when the candidate filter (candidates.ts) finds them on our LAN
    */
   advertised?: string[]
+  /** the peer id of the relay the peer is homed on (its record; relay-set.ts): where to reach it relayed */
+  homeRelay?: string
 }
 
 export interface PeerDirectory {

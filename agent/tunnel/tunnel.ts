@@ -5,7 +5,9 @@
 //   - every success is kept; new streams always go to the best open connection, so traffic
 //     moves to a direct path as soon as one opens;
 //   - while only relayed, punching is retried in the background;
-//   - sites with UDP blocked use libp2p circuit relay v2 over TCP (relay-tcp).
+//   - sites with UDP blocked use libp2p circuit relay v2 over TCP (relay-tcp);
+//   - with several relays, this agent registers and reserves only at its home relay and reaches
+//     a peer through the peer's home relay (relay-set.ts).
 import { randomBytes } from 'node:crypto'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Connection, PeerId, PrivateKey, Stream, StreamHandler } from '@libp2p/interface'
@@ -26,8 +28,10 @@ import { createAgentNode, type AgentNode } from './node.ts'
 import type { DeadPathReason, UdxPathStats } from './dgram-transport.ts'
 import { classifyLibp2pConnection, isDirect, pathRank, type PathKind } from './paths.ts'
 import { PunchRegistry } from './punch.ts'
-import { Dialer, rejectAfter } from './dialer.ts'
+import { Dialer, rejectAfter, type RelayRoute } from './dialer.ts'
 import { RendezvousClient } from './rendezvous-client.ts'
+import { RelaySet, type RelayRole } from './relay-set.ts'
+import type { RelayRef } from '../../shared/config.ts'
 import { readExactly, readStream, send } from './stream-io.ts'
 import { explainPingFailure, formatFailedPhases, RECENT_RESTART_MS, round, rttSummary, type ConnectionOrigin, type PingFailure, type PingPhase, type PingResult, type RelayDrop } from './ping-outcome.ts'
 import { muxerOf, openOptimistic } from './optimistic-select.ts'
@@ -44,6 +48,8 @@ export interface TunnelOptions {
   psk?: Uint8Array
   log: Logger
   metrics: Metrics
+  /** the home relay changed (its peer id): published in this node's peer record */
+  onHomeRelay?: (relayPeerId: string) => void
 }
 
 export interface PathStatus { path: PathKind, remote: string, streams: number, openedAt: number, udx?: UdxPathStats }
@@ -58,7 +64,8 @@ export interface PeerStatus {
   paths: PathStatus[]
 }
 
-export interface RelayStatus { host: string, peerId: string, udp: 'up' | 'down', observed: string | null, circuit: 'reserved' | 'none', rttMs: number | null }
+/** role: home (registered and reserved here), visitor (registered to reach peers homed here), idle, down (lost) */
+export interface RelayStatus { host: string, peerId: string, role: RelayRole, udp: 'up' | 'down', observed: string | null, circuit: 'reserved' | 'none', rttMs: number | null }
 
 interface PeerState {
   record: PeerRecord
@@ -95,8 +102,7 @@ export class Tunnel implements TunnelApi {
   private readonly opts: TunnelOptions
   private readonly socket: UdxSocket
   private readonly punches: PunchRegistry
-  private readonly clients: RendezvousClient[] = []
-  private readonly clientsByEndpoint = new Map<string, RendezvousClient>()
+  private relaySet!: RelaySet<RendezvousClient>
   private readonly peers = new Map<string, PeerState>()
   private readonly relayPeerIds: Set<string>
   private readonly connPaths = new Map<string, PathKind>()
@@ -150,49 +156,76 @@ export class Tunnel implements TunnelApi {
   }
 
   private async init (): Promise<void> {
-    const { config, nodeName } = this.opts
+    const { config } = this.opts
     this.socket.on('message', (buf, from) => { this.onDatagram(buf, from) })
-    const peerIdBytes = this.node.peerId.toMultihash().bytes
+    const verifiers = new Map<string, (data: Uint8Array, signature: Uint8Array) => boolean>()
     for (const [i, relay] of config.relays.entries()) {
-      let verifyRelay
       try {
-        verifyRelay = ed25519Verifier(parsePeerId(relay.peerId, `relays[${i}].peerId`))
+        verifiers.set(relay.peerId, ed25519Verifier(parsePeerId(relay.peerId, `relays[${i}].peerId`)))
       } catch (err: any) {
         throw new ConfigError(String(err.message).startsWith('relays[') ? err.message : `relays[${i}].peerId: ${err.message}`)
       }
-      const client = new RendezvousClient({
-        relay,
-        endpoint: { host: relay.host, port: relay.udpPort },
-        socket: this.socket,
-        privateKey: this.opts.privateKey,
-        peerIdBytes,
-        nodeName,
-        candidates: () => this.localCandidates(),
-        ...(this.opts.psk != null ? { psk: this.opts.psk } : {}),
-        keepaliveMs: config.tunnel.keepaliveMs,
-        verifyRelay,
-        log: this.log.child({ component: 'rendezvous' })
-      })
-      client.on('incoming', (info) => { this.onIncoming(client, info) })
-      client.on('restarted', () => {
-        this.lastRelayRestart = { relay: endpointKey(client.endpoint), at: Date.now() }
-        this.dropRelaySessions(client, 'relay-restarted')
-      })
-      // a relay that stopped answering takes its relayed sessions with it: close them so new
-      // streams redial (through another relay when there is one)
-      client.on('state', (up) => { if (!up) this.dropRelaySessions(client, 'relay-down') })
-      this.clients.push(client)
-      this.clientsByEndpoint.set(endpointKey(client.endpoint), client)
-      client.start()
     }
+    this.relaySet = new RelaySet({
+      selfPeerId: this.node.peerId.toString(),
+      relays: config.relays,
+      createClient: (relay) => this.createClient(relay, verifiers.get(relay.peerId)!),
+      probe: async (relay) => await this.probeRelay(relay),
+      inUse: (relay) => this.relayUdpSessions(relay).length > 0,
+      onHome: (home) => { this.opts.onHomeRelay?.(home.peerId) },
+      // found lost (its TCP connection closed and a re-dial refused): what went through it is gone
+      onLost: (relay) => { this.dropRelaySessions(relay, 'relay-down') },
+      watch: (relay) => { void this.probeRelay(relay) },
+      log: this.log.child({ component: 'relays' })
+    })
     this.node.addEventListener('connection:open', (evt) => { this.onConnectionOpen(evt.detail) })
     this.node.addEventListener('connection:close', (evt) => { this.onConnectionClose(evt.detail) })
+    this.relaySet.start()
     await this.node.handle(PING_PROTOCOL, (stream) => { void this.servePing(stream) }, { runOnLimitedConnection: true })
     this.maintenanceTimer = setInterval(() => { this.maintain() }, 1_000)
     this.maintenanceTimer.unref()
     this.maintain()
     // give registration a moment so the first dial can use UDP paths; never block start-up long
-    await Promise.race(this.clients.map(async (c) => await c.waitUp(1_500)))
+    await this.relaySet.homeClient?.waitUp(1_500)
+  }
+
+  /** Our conversation with one relay (home or visitor): started by the relay set. */
+  private createClient (relay: RelayRef, verifyRelay: (data: Uint8Array, signature: Uint8Array) => boolean): RendezvousClient {
+    const client = new RendezvousClient({
+      relay,
+      endpoint: { host: relay.host, port: relay.udpPort },
+      socket: this.socket,
+      privateKey: this.opts.privateKey,
+      peerIdBytes: this.node.peerId.toMultihash().bytes,
+      nodeName: this.opts.nodeName,
+      candidates: () => this.localCandidates(),
+      ...(this.opts.psk != null ? { psk: this.opts.psk } : {}),
+      keepaliveMs: this.opts.config.tunnel.keepaliveMs,
+      verifyRelay,
+      log: this.log.child({ component: 'rendezvous' })
+    })
+    // introductions arrive through any relay we are registered with (home or visitor)
+    client.on('incoming', (info) => { this.onIncoming(client, info) })
+    client.on('restarted', () => {
+      this.lastRelayRestart = { relay: endpointKey(client.endpoint), at: Date.now() }
+      this.dropRelaySessions(relay, 'relay-restarted')
+    })
+    // a relay that stopped answering takes its relayed sessions with it: close them so new
+    // streams redial (through another relay when there is one)
+    client.on('state', (up) => { if (!up) this.dropRelaySessions(relay, 'relay-down') })
+    return client
+  }
+
+  /** Whether the relay answers over TCP: an open connection, or a fresh dial that succeeds. */
+  private async probeRelay (relay: RelayRef): Promise<boolean> {
+    if (this.abort.signal.aborted) return false
+    if (this.node.getConnections(peerIdFromString(relay.peerId)).some((c) => c.status === 'open')) return true
+    try {
+      await this.node.dial(multiaddr(`/ip4/${relay.host}/tcp/${relay.tcpPort}/p2p/${relay.peerId}`), { signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(2_000)]) })
+      return true
+    } catch {
+      return false
+    }
   }
 
   get peerId (): PeerId { return this.node.peerId }
@@ -203,7 +236,7 @@ export class Tunnel implements TunnelApi {
     const { metrics } = this.opts
     if (!looksLikeRendezvous(buf)) { metrics.droppedDatagrams.inc({ reason: 'not-rendezvous' }); return }
     // a relay's address can be spoofed: what claims to come from one is checked by its client
-    const client = this.clientsByEndpoint.get(endpointKey(from))
+    const client = this.relaySet.clientAt(from)
     // another release (not an attack): counted under its own reason, and the client says so once
     if (versionOf(buf) !== VERSION) {
       client?.onOtherVersion(versionOf(buf))
@@ -271,6 +304,7 @@ export class Tunnel implements TunnelApi {
   }
 
   private onConnectionOpen (conn: Connection): void {
+    if (this.relayPeerIds.has(conn.remotePeer.toString())) this.relaySet.onRelayConnection(conn.remotePeer.toString(), true)
     // UDX connections are labelled by the dgram transport once their upgrade returns (adopt)
     const path = this.pathOf(conn)
     if (path != null) this.adopt(conn, path)
@@ -293,6 +327,11 @@ export class Tunnel implements TunnelApi {
   }
 
   private onConnectionClose (conn: Connection): void {
+    const remote = conn.remotePeer.toString()
+    // the last connection to a relay gone (a killed relay closes them at once): a sign of its loss
+    if (this.relayPeerIds.has(remote) && !this.node.getConnections(conn.remotePeer).some((c) => c.id !== conn.id && c.status === 'open')) {
+      this.relaySet.onRelayConnection(remote, false)
+    }
     const path = this.connPaths.get(conn.id)
     this.connPaths.delete(conn.id)
     this.updateConnectionGauge()
@@ -396,14 +435,19 @@ export class Tunnel implements TunnelApi {
 
   // ---------------------------------------------------------------- dialing
 
-  private upClient (): RendezvousClient | undefined {
-    return this.clients.find((c) => c.up)
+  /** The relays to reach a peer through: its home relay (published, or computed) first. */
+  private routeTo (state: PeerState): RelayRoute {
+    const relays = this.relaySet.routeTo(state.record.peerId, state.record.homeRelay)
+    return {
+      introducers: relays.map((relay) => ({ relay, client: async () => await this.relaySet.introducer(relay) })),
+      circuits: relays
+    }
   }
 
   private async dial (state: PeerState): Promise<Connection> {
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
     const target = { nodeName: state.record.nodeName, peerId: state.peerId, addresses: state.record.addresses, advertised: state.record.advertised ?? [] }
-    return await this.dialer.dialUntilConnected(target, () => this.clients.filter((c) => c.up), signal)
+    return await this.dialer.dialUntilConnected(target, () => this.routeTo(state), signal)
   }
 
   /** The relay introduced a peer that wants to reach us: run our side of every leg. */
@@ -447,16 +491,21 @@ export class Tunnel implements TunnelApi {
    * is relay-tcp (for example after a relay restart), also take a UDP relay leg: it is faster.
    */
   private retryPunch (state: PeerState, now: number, best: PathKind): void {
-    const client = this.upClient()
     // relay-tcp only (say, after a relay restart): a UDP relay leg is worth asking for soon;
     // otherwise punching is retried every punchRetryMs
     const interval = best === 'relay-tcp' ? state.retryDelayMs : this.opts.config.tunnel.punchRetryMs
-    if (client == null || state.punching || now - state.lastPunchAt < interval) return
+    // the peer's home relay introduces (a UDP-blocked site has no client up anywhere: nothing to ask)
+    const relay = this.relaySet.routeTo(state.record.peerId, state.record.homeRelay)[0]
+    if (relay == null || this.relaySet.homeClient?.up !== true || state.punching || now - state.lastPunchAt < interval) return
     state.punching = true
     state.lastPunchAt = now
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
-    client.connect(state.peerId.toMultihash().bytes, best === 'relay-tcp', 2_000, signal)
-      .then(async (info) => { await Promise.any(this.dialer.startLegs(client, info, state.peerId, signal).all) })
+    this.relaySet.introducer(relay)
+      .then(async (client) => {
+        if (client == null) throw new Error('no registration at the peer\'s home relay')
+        const info = await client.connect(state.peerId.toMultihash().bytes, best === 'relay-tcp', 2_000, signal)
+        await Promise.any(this.dialer.startLegs(client, info, state.peerId, signal).all)
+      })
       .then(() => {
         state.retryDelayMs = 2_000
         this.log.debug({ peer: state.record.nodeName }, 'background attempt opened a better path')
@@ -469,34 +518,50 @@ export class Tunnel implements TunnelApi {
   }
 
   /**
-   * Listens on each relay's circuit address; re-reserves after the relay restarts. One
-   * reservation at a time: the circuit transport's reservation queue stalled when two
-   * listens on different relays overlapped.
+   * Listens on the home relay's circuit address; re-reserves after the relay restarts. A
+   * reservation left at a former home is released (its connection closed) once no circuit
+   * runs through it. One reservation at a time: the circuit transport's reservation queue
+   * stalled when two listens on different relays overlapped.
    */
   private ensureCircuitReservations (): void {
-    if (this.circuitBusy) return
     const addrs = this.node.getMultiaddrs().map(String)
-    const missing = this.opts.config.relays.filter((r) => !addrs.some((a) => a.includes(`/p2p/${r.peerId}/p2p-circuit`)))
-    const relay = missing[0]
-    if (relay == null) return
+    const home = this.relaySet.home
+    for (const relay of this.opts.config.relays) {
+      if (relay.peerId === home?.peerId || !addrs.some((a) => a.includes(`/p2p/${relay.peerId}/p2p-circuit`))) continue
+      const conns = this.node.getConnections(peerIdFromString(relay.peerId))
+      if (conns.some((c) => c.streams.some((st) => st.protocol?.startsWith('/libp2p/circuit/relay/') === true))) continue
+      this.log.info({ relay: relay.host }, 'releasing the circuit reservation at a former home relay')
+      this.relaySet.expectClose(relay.peerId)
+      for (const c of conns) c.close().catch(() => { c.abort(new Error('reservation released')) })
+    }
+    if (this.circuitBusy || home == null || addrs.some((a) => a.includes(`/p2p/${home.peerId}/p2p-circuit`))) return
     this.circuitBusy = true
-    const listenAddr = multiaddr(`/ip4/${relay.host}/tcp/${relay.tcpPort}/p2p/${relay.peerId}/p2p-circuit`)
+    const listenAddr = multiaddr(`/ip4/${home.host}/tcp/${home.tcpPort}/p2p/${home.peerId}/p2p-circuit`)
     const tm = (this.node as any).components.transportManager
     Promise.race([tm.listen([listenAddr]), rejectAfter(10_000)])
-      .catch((err: any) => { this.log.debug({ relay: relay.host, err: err.message }, 'circuit reservation failed; retrying') })
+      .then(() => { this.relaySet.onReservation(home.peerId, true) }, (err: any) => {
+        this.log.debug({ relay: home.host, err: err.message }, 'circuit reservation failed; retrying')
+        this.relaySet.onReservation(home.peerId, false)
+      })
       .finally(() => { this.circuitBusy = false })
   }
 
-  /** A restarted relay lost every blind relay pair: close our sessions through it so streams redial. */
-  private dropRelaySessions (client: RendezvousClient, reason: RelayDrop['reason']): void {
-    const relay = endpointKey(client.endpoint)
-    for (const conn of this.node.getConnections()) {
+  /** relay-udp connections through this relay */
+  private relayUdpSessions (relay: RelayRef): Connection[] {
+    const key = endpointKey({ host: relay.host, port: relay.udpPort })
+    return this.node.getConnections().filter((conn) => {
       const p = this.node.services.dgram.pathOf(conn)
-      if (p?.path === 'relay-udp' && endpointKey(p.remote) === relay) {
-        // recorded first: the abort wakes whoever is waiting on this connection
-        this.relayDrops.set(conn, { relay, reason })
-        conn.abort(new Error(reason === 'relay-restarted' ? 'relay restarted' : 'relay stopped answering'))
-      }
+      return p?.path === 'relay-udp' && endpointKey(p.remote) === key
+    })
+  }
+
+  /** A restarted (or lost) relay lost every blind relay pair: close our sessions through it so streams redial. */
+  private dropRelaySessions (relay: RelayRef, reason: RelayDrop['reason']): void {
+    const key = endpointKey({ host: relay.host, port: relay.udpPort })
+    for (const conn of this.relayUdpSessions(relay)) {
+      // recorded first: the abort wakes whoever is waiting on this connection
+      this.relayDrops.set(conn, { relay: key, reason })
+      conn.abort(new Error(reason === 'relay-restarted' ? 'relay restarted' : 'relay stopped answering'))
     }
   }
 
@@ -595,13 +660,14 @@ export class Tunnel implements TunnelApi {
 
   status (): { node: string, peerId: string, relays: RelayStatus[], peers: PeerStatus[] } {
     const addrs = this.node.getMultiaddrs().map(String)
-    const relays: RelayStatus[] = this.clients.map((c) => ({
-      host: c.relay.host,
-      peerId: c.relay.peerId,
-      udp: c.up ? 'up' : 'down',
-      observed: c.observed != null ? endpointKey(c.observed) : null,
-      circuit: addrs.some((a) => a.includes(`/p2p/${c.relay.peerId}/p2p-circuit`)) ? 'reserved' : 'none',
-      rttMs: c.lastRttMs
+    const relays: RelayStatus[] = this.relaySet.view().map(({ relay, role, client: c }) => ({
+      host: relay.host,
+      peerId: relay.peerId,
+      role,
+      udp: c?.up === true ? 'up' : 'down',
+      observed: c?.observed != null ? endpointKey(c.observed) : null,
+      circuit: addrs.some((a) => a.includes(`/p2p/${relay.peerId}/p2p-circuit`)) ? 'reserved' : 'none',
+      rttMs: c?.lastRttMs ?? null
     }))
     const peers: PeerStatus[] = []
     for (const record of this.opts.directory.list()) {
@@ -627,7 +693,7 @@ export class Tunnel implements TunnelApi {
   async stop (): Promise<void> {
     this.abort.abort(new Error('tunnel stopping'))
     clearInterval(this.maintenanceTimer)
-    for (const c of this.clients) c.stop()
+    this.relaySet.stop()
     await this.node.stop()
     await this.socket.close()
   }

@@ -6,8 +6,8 @@ import { Metrics } from '../../shared/metrics.ts'
 const udx = (rttMs: number): any => ({ rttMs, cwndPackets: 10, inflightBytes: 0, mtu: 1200, retransmits: 0, packetsSent: 1, packetsReceived: 1, bytesSent: 1, bytesReceived: 1 })
 const status: TunnelStatusView = {
   relays: [
-    { host: '198.51.100.10', peerId: 'R1', udp: 'up', observed: '198.51.100.20:4003', circuit: 'reserved', rttMs: 1.5 },
-    { host: '198.51.100.11', peerId: 'R2', udp: 'down', observed: null, circuit: 'none', rttMs: 9 }
+    { host: '198.51.100.10', peerId: 'R1', role: 'home', udp: 'up', observed: '198.51.100.20:4003', circuit: 'reserved', rttMs: 1.5 },
+    { host: '198.51.100.11', peerId: 'R2', role: 'visitor', udp: 'down', observed: null, circuit: 'none', rttMs: 9 }
   ],
   peers: [
     { node: 'b', peerId: 'B', path: 'direct-udp', remote: 'x', rttMs: null, paths: [{ path: 'direct-udp', remote: 'x', streams: 1, openedAt: 0, udx: udx(3) }, { path: 'relay-tcp', remote: 'y', streams: 0, openedAt: 0 }] },

@@ -1,0 +1,269 @@
+// Unit tests for the relay set (agent/tunnel/relay-set.ts): home selection by ranking, failover
+// on a confirmed loss, hysteresis before moving back, visitors on demand and their idle stop,
+// and routes through a peer's home. Clients, probes and timers are fakes.
+import { EventEmitter } from 'node:events'
+import { describe, expect, it } from 'vitest'
+import { RelaySet, type RelaySetTimers } from '../../agent/tunnel/relay-set.ts'
+import { rankRelays } from '../../agent/tunnel/home-relay.ts'
+import type { RelayRef } from '../../shared/config.ts'
+
+class FakeClient extends EventEmitter<{ state: [boolean] }> {
+  readonly relay: RelayRef
+  readonly endpoint: { host: string, port: number }
+  up = false
+  started = false
+  stopped = false
+  /** what waitUp answers (a registration accepted within the wait) */
+  answers: boolean
+  constructor (relay: RelayRef, answers: boolean) {
+    super()
+    this.relay = relay
+    this.endpoint = { host: relay.host, port: relay.udpPort }
+    this.answers = answers
+  }
+
+  start (): void { this.started = true; if (this.answers) this.setUp(true) }
+  stop (): void { this.stopped = true }
+  setUp (up: boolean): void { this.up = up; this.emit('state', up) }
+  async waitUp (): Promise<boolean> { return this.up }
+}
+
+class FakeTimers implements RelaySetTimers {
+  t = 0
+  private fn: (() => void) | undefined
+  now (): number { return this.t }
+  setInterval (fn: () => void): unknown { this.fn = fn; return 1 }
+  clearInterval (): void { this.fn = undefined }
+  /** advances time one second per tick */
+  async advance (ms: number): Promise<void> {
+    for (let i = 0; i < ms / 1000; i++) { this.t += 1000; this.fn?.(); await flush() }
+  }
+}
+
+const flush = async (): Promise<void> => { for (let i = 0; i < 5; i++) await Promise.resolve() }
+
+const relays: RelayRef[] = [0, 1, 2].map((i) => ({ host: `198.51.100.${10 + i}`, peerId: `12D3KooWrelay${i}`, tcpPort: 4001, udpPort: 4002 }))
+const SELF = '12D3KooWself'
+const ranking = rankRelays(SELF, relays)
+
+function setup (opts: { relays?: RelayRef[], udp?: boolean, reachable?: (r: RelayRef) => boolean, inUse?: (r: RelayRef) => boolean } = {}) {
+  const timers = new FakeTimers()
+  const clients: FakeClient[] = []
+  const homes: Array<[string, string | null]> = []
+  const lost: string[] = []
+  const probes: string[] = []
+  const watched: string[] = []
+  const reachable = new Set((opts.relays ?? relays).filter((r) => opts.reachable?.(r) ?? true).map((r) => r.peerId))
+  const set = new RelaySet<FakeClient>({
+    selfPeerId: SELF,
+    relays: opts.relays ?? relays,
+    createClient: (relay) => { const c = new FakeClient(relay, opts.udp !== false && reachable.has(relay.peerId)); clients.push(c); return c },
+    probe: async (relay) => { probes.push(relay.peerId); return reachable.has(relay.peerId) },
+    inUse: opts.inUse ?? (() => false),
+    onHome: (home, previous) => { homes.push([home.peerId, previous?.peerId ?? null]) },
+    onLost: (relay) => { lost.push(relay.peerId) },
+    watch: (relay) => { watched.push(relay.peerId) },
+    timers,
+    settings: { stableMs: 30_000, visitorIdleMs: 60_000, probeIntervalMs: 2_000, homeGraceMs: 5_000 }
+  })
+  const running = (): string[] => clients.filter((c) => !c.stopped).map((c) => c.relay.peerId)
+  const roles = (): Record<string, string> => Object.fromEntries(set.view().map((v) => [v.relay.peerId, v.role]))
+  return { set, timers, clients, homes, lost, probes, watched, reachable, running, roles }
+}
+
+describe('RelaySet', () => {
+  it('homes on the first relay of its ranking and runs a client there only', () => {
+    const t = setup()
+    t.set.start()
+    expect(t.set.home).toBe(ranking[0])
+    expect(t.homes).toEqual([[ranking[0]!.peerId, null]])
+    expect(t.running()).toEqual([ranking[0]!.peerId])
+    expect(t.roles()[ranking[0]!.peerId]).toBe('home')
+    expect(Object.values(t.roles()).filter((r) => r === 'idle')).toHaveLength(2)
+  })
+
+  it('a home lost (connection closed, re-dial refused) moves to the next relay at once and drops its sessions', async () => {
+    const t = setup()
+    t.set.start()
+    const [first, second] = ranking
+    t.reachable.delete(first!.peerId)
+    t.set.onRelayConnection(first!.peerId, false)
+    await flush()
+    expect(t.probes).toEqual([first!.peerId])
+    expect(t.lost).toEqual([first!.peerId])
+    expect(t.set.home).toBe(second)
+    expect(t.homes.at(-1)).toEqual([second!.peerId, first!.peerId])
+    expect(t.running()).toEqual([second!.peerId])
+    expect(t.roles()[first!.peerId]).toBe('down')
+  })
+
+  it('a closed connection whose relay still answers a re-dial changes nothing', async () => {
+    const t = setup()
+    t.set.start()
+    t.set.onRelayConnection(ranking[0]!.peerId, false)
+    await flush()
+    expect(t.lost).toEqual([])
+    expect(t.set.home).toBe(ranking[0])
+  })
+
+  it('missed keepalives count as a sign of loss too', async () => {
+    const t = setup()
+    t.set.start()
+    t.reachable.delete(ranking[0]!.peerId)
+    t.clients[0]!.setUp(false)
+    await flush()
+    expect(t.set.home).toBe(ranking[1])
+  })
+
+  it('our own close of a connection is no loss', async () => {
+    const t = setup()
+    t.set.start()
+    t.reachable.delete(ranking[0]!.peerId)
+    t.set.expectClose(ranking[0]!.peerId)
+    t.set.onRelayConnection(ranking[0]!.peerId, false)
+    await flush()
+    expect(t.probes).toEqual([])
+    expect(t.set.home).toBe(ranking[0])
+  })
+
+  it('moves back to the preferred relay only after it answered for stableMs, and a loss meanwhile restarts the wait', async () => {
+    const t = setup()
+    t.set.start()
+    const [first, second] = ranking
+    t.reachable.delete(first!.peerId)
+    t.set.onRelayConnection(first!.peerId, false)
+    await flush()
+    expect(t.set.home).toBe(second)
+    // re-dialled every 2 s while lost; back at t = 10 s
+    await t.timers.advance(10_000)
+    expect(t.probes.filter((p) => p === first!.peerId).length).toBeGreaterThanOrEqual(4)
+    t.reachable.add(first!.peerId)
+    await t.timers.advance(2_000)
+    expect(t.roles()[first!.peerId]).toBe('idle')
+    await t.timers.advance(20_000)
+    expect(t.set.home).toBe(second) // not yet: answering for ~20 s
+    // lost again: the wait starts over
+    t.reachable.delete(first!.peerId)
+    t.set.onRelayConnection(first!.peerId, false)
+    await flush()
+    t.reachable.add(first!.peerId)
+    await t.timers.advance(3_000)
+    await t.timers.advance(20_000)
+    expect(t.set.home).toBe(second)
+    await t.timers.advance(12_000)
+    expect(t.set.home).toBe(first)
+    expect(t.homes.at(-1)).toEqual([first!.peerId, second!.peerId])
+    expect(t.running()).toEqual([first!.peerId])
+  })
+
+  it('a home that never answers (dead at start) is checked after the grace and left', async () => {
+    const t = setup({ reachable: (r) => r !== ranking[0] })
+    t.set.start()
+    expect(t.set.home).toBe(ranking[0])
+    await t.timers.advance(5_000)
+    expect(t.set.home).toBe(ranking[1])
+  })
+
+  it('a failed circuit reservation at home is a sign of loss (a UDP-blocked site has no other)', async () => {
+    const t = setup({ udp: false, reachable: (r) => r !== ranking[0] })
+    t.set.start()
+    t.set.onReservation(ranking[0]!.peerId, false)
+    await flush()
+    expect(t.set.home).toBe(ranking[1])
+    t.set.onReservation(ranking[1]!.peerId, true)
+    await t.timers.advance(10_000)
+    expect(t.set.home).toBe(ranking[1])
+  })
+
+  it('with every relay lost the home stays where it is', async () => {
+    const t = setup({ relays: relays.slice(0, 2), reachable: () => false })
+    t.set.start()
+    const home = t.set.home
+    t.set.onRelayConnection(home!.peerId, false)
+    await flush()
+    const other = t.set.home!
+    expect(other).not.toBe(home)
+    t.set.onRelayConnection(other.peerId, false)
+    await flush()
+    expect(t.set.home).toBe(other)
+  })
+
+  it('one relay is home whatever happens: no probes, no loss', async () => {
+    const t = setup({ relays: relays.slice(0, 1), reachable: () => false })
+    t.set.start()
+    t.set.onRelayConnection(relays[0]!.peerId, false)
+    t.clients[0]!.setUp(false)
+    t.set.onReservation(relays[0]!.peerId, false)
+    await t.timers.advance(10_000)
+    expect(t.probes).toEqual([])
+    expect(t.lost).toEqual([])
+    expect(t.set.home).toBe(relays[0])
+    expect(t.running()).toEqual([relays[0]!.peerId])
+  })
+
+  it('routes to a peer through its published home, else its ranking; lost relays last', async () => {
+    const t = setup()
+    t.set.start()
+    const peer = '12D3KooWpeer'
+    const peerRanking = rankRelays(peer, relays)
+    expect(t.set.routeTo(peer)).toEqual(peerRanking)
+    expect(t.set.routeTo(peer, peerRanking[2]!.peerId)).toEqual([peerRanking[2], peerRanking[0], peerRanking[1]])
+    expect(t.set.routeTo(peer, '12D3KooWunknown')).toEqual(peerRanking)
+    t.reachable.delete(peerRanking[0]!.peerId)
+    t.set.onRelayConnection(peerRanking[0]!.peerId, false)
+    await flush()
+    expect(t.set.routeTo(peer)).toEqual([peerRanking[1], peerRanking[2], peerRanking[0]])
+  })
+
+  it('registers as a visitor on demand, keeps it while used, stops it once idle', async () => {
+    let used = false
+    const t = setup({ inUse: () => used })
+    t.set.start()
+    const other = ranking[2]!
+    const client = await t.set.introducer(other)
+    expect(client?.relay).toBe(other)
+    expect(t.running().sort()).toEqual([ranking[0]!.peerId, other.peerId].sort())
+    expect(t.watched).toEqual([other.peerId])
+    expect(t.roles()[other.peerId]).toBe('visitor')
+    expect(t.set.clientAt(client!.endpoint)).toBe(client)
+    // the home's own client introduces for peers homed with us
+    expect(await t.set.introducer(ranking[0]!)).toBe(t.clients[0])
+    used = true
+    await t.timers.advance(70_000)
+    expect(t.roles()[other.peerId]).toBe('visitor')
+    used = false
+    await t.timers.advance(1_000)
+    expect(t.roles()[other.peerId]).toBe('idle')
+    expect(client!.stopped).toBe(true)
+    expect(t.running()).toEqual([ranking[0]!.peerId])
+  })
+
+  it('no visitor registration where UDP does not work, nor at a lost relay', async () => {
+    const blocked = setup({ udp: false })
+    blocked.set.start()
+    expect(await blocked.set.introducer(ranking[1]!)).toBeUndefined()
+    expect(blocked.running()).toEqual([ranking[0]!.peerId])
+
+    const t = setup()
+    t.set.start()
+    t.reachable.delete(ranking[2]!.peerId)
+    t.set.onRelayConnection(ranking[2]!.peerId, false)
+    await flush()
+    expect(await t.set.introducer(ranking[2]!)).toBeUndefined()
+    expect(t.running()).toEqual([ranking[0]!.peerId])
+  })
+
+  it('a former home still in use stays registered as a visitor after the home moves back', async () => {
+    const t = setup({ inUse: (r) => r === ranking[1] })
+    t.set.start()
+    t.reachable.delete(ranking[0]!.peerId)
+    t.clients[0]!.setUp(false)
+    await flush()
+    expect(t.set.home).toBe(ranking[1])
+    t.reachable.add(ranking[0]!.peerId)
+    await t.timers.advance(40_000)
+    expect(t.set.home).toBe(ranking[0])
+    expect(t.roles()[ranking[1]!.peerId]).toBe('visitor')
+    expect(t.running().sort()).toEqual([ranking[0]!.peerId, ranking[1]!.peerId].sort())
+  })
+})
