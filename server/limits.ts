@@ -152,6 +152,43 @@ export class KeyedCounter {
   get keys (): number { return this.counts.size }
 }
 
+/**
+ * The per-IP caps when the config leaves them unset. With a PSK every registration (its MAC) and
+ * every TCP connection (pnet) proves membership, and a site with all its nodes behind one NAT
+ * must be able to register and reserve for each of them: the caps are the relay's totals (a
+ * member is bounded by how fast it may join, joinsPerIpPerSecond, and by the totals). Without
+ * a PSK anyone can register, so one address keeps a cap of OPEN_RELAY_PER_IP.
+ */
+export const OPEN_RELAY_PER_IP = 256
+
+export function perIpLimits (limits: { maxAgentsPerIp?: number | undefined, maxReservationsPerIp?: number | undefined }, totals: { maxAgents: number, maxReservations: number }, hasPsk: boolean): { maxAgentsPerIp: number, maxReservationsPerIp: number } {
+  return {
+    maxAgentsPerIp: limits.maxAgentsPerIp ?? (hasPsk ? totals.maxAgents : OPEN_RELAY_PER_IP),
+    maxReservationsPerIp: limits.maxReservationsPerIp ?? (hasPsk ? totals.maxReservations : OPEN_RELAY_PER_IP)
+  }
+}
+
+/**
+ * TCP connections being upgraded (pnet, noise, yamux) at once. libp2p's default of 10 let a
+ * mass join over a WAN (an upgrade takes a few round trips) in at ~20 connections a second
+ * whatever the rate limits; each pending upgrade ends within libp2p's inboundUpgradeTimeout (10 s).
+ */
+export const MAX_PENDING_UPGRADES = 256
+
+/**
+ * libp2p's connection manager for the relay: one TCP connection per agent (its reservation;
+ * relayed circuits ride on it), twice that for reconnects that overlap the old connection's
+ * close; new connections per source IP per second as for registrations (libp2p's default of 5
+ * made 1,000 agents behind one NAT take over 3 minutes to reserve, failing and retrying).
+ */
+export function connectionLimits (maxAgents: number, maxReservations: number, joinsPerIpPerSecond: number): { maxConnections: number, inboundConnectionThreshold: number, maxIncomingPendingConnections: number } {
+  return {
+    maxConnections: 2 * Math.max(maxAgents, maxReservations),
+    inboundConnectionThreshold: Math.max(1, Math.ceil(joinsPerIpPerSecond)),
+    maxIncomingPendingConnections: MAX_PENDING_UPGRADES
+  }
+}
+
 /** Counts a refusal by reason and logs it, at most once a minute per reason. */
 export type Refuse = (reason: string, detail?: Record<string, unknown>) => void
 

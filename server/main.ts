@@ -14,6 +14,7 @@ import { BlindRelay } from './blind-relay.ts'
 import { RendezvousServer } from './rendezvous.ts'
 import { startRelayHost } from './relay-host.ts'
 import { exportRelayLoad } from './relay-metrics.ts'
+import { connectionLimits, perIpLimits } from './limits.ts'
 
 export interface RunningServer { stop: () => Promise<void>, peerId: string }
 
@@ -24,6 +25,8 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
   const psk = await loadPsk(config.pskFile)
   const identity = await loadRelayIdentity(config.identityFile)
   if (identity.created) log.info({ keyFile: config.identityFile }, 'generated a new relay identity')
+  // unset per-IP caps follow from whether registrations prove membership (server/limits.ts)
+  const limits = { ...config.limits, ...perIpLimits(config.limits, { maxAgents: config.maxAgents, maxReservations: config.limits.maxReservations }, psk != null) }
   if (psk == null) log.warn('NO PRE-SHARED KEY: this relay is open to any key. Anyone who reaches it can register, learn the addresses of registered agents, take blind-relay pairs and use the circuit relay. Set pskFile to the mesh\'s swarm.key (the Helm chart creates one by default; see manifests/README.md, "Cluster membership (PSK)")')
 
   // a part that fails to start stops the ones already started; errors name the config field
@@ -37,13 +40,13 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
     parts.push('blind relay', () => { relay.stop() })
     const rendezvous = new RendezvousServer({
       socket, relay, metrics, log: log.child({ component: 'rendezvous' }), sign: ed25519Signer(identity.privateKey),
-      keepaliveMs: config.keepaliveMs, maxAgents: config.maxAgents, limits: config.limits, ...(psk != null ? { psk } : {})
+      keepaliveMs: config.keepaliveMs, maxAgents: config.maxAgents, limits, ...(psk != null ? { psk } : {})
     })
     parts.push('rendezvous', () => { rendezvous.stop() })
     socket.on('message', (buf, from) => { rendezvous.onDatagram(buf, from) })
 
     const host = await parts.start('listen.tcpPort',
-      async () => await startRelayHost({ privateKey: identity.privateKey, host: config.listen.host, tcpPort: config.listen.tcpPort, announce: config.announce, limits: config.limits, log: log.child({ component: 'circuit-relay' }), metrics, ...(psk != null ? { psk } : {}) })
+      async () => await startRelayHost({ privateKey: identity.privateKey, host: config.listen.host, tcpPort: config.listen.tcpPort, announce: config.announce, limits, connections: connectionLimits(config.maxAgents, limits.maxReservations, limits.joinsPerIpPerSecond), log: log.child({ component: 'circuit-relay' }), metrics, ...(psk != null ? { psk } : {}) })
         .catch((err: Error) => { throw new Error(listenFailure(err.message), { cause: err }) }),
       async (h) => { await h.stop() })
     host.addEventListener('connection:open', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })

@@ -22,7 +22,13 @@ import type { ServerConfig } from '../shared/config.ts'
 import { GroupLimiter, createRefuse, type Refuse } from './limits.ts'
 import { joinCircuitsWithBackpressure } from './circuit-join.ts'
 
-export type CircuitLimits = Pick<ServerConfig['limits'], 'maxReservations' | 'maxReservationsPerIp' | 'reservationTtlSeconds' | 'circuitDurationSeconds' | 'circuitDataBytes'>
+export type CircuitLimits = Pick<ServerConfig['limits'], 'maxReservations' | 'reservationTtlSeconds' | 'circuitDurationSeconds' | 'circuitDataBytes'> & {
+  /** resolved (server/limits.ts perIpLimits) */
+  maxReservationsPerIp: number
+}
+
+/** libp2p's connection manager limits (server/limits.ts connectionLimits) */
+export interface ConnectionLimits { maxConnections: number, inboundConnectionThreshold: number, maxIncomingPendingConnections: number }
 
 export interface RelayHostOptions {
   privateKey: PrivateKey
@@ -31,6 +37,7 @@ export interface RelayHostOptions {
   announce: string[]
   psk?: Uint8Array
   limits: CircuitLimits
+  connections: ConnectionLimits
   log: Logger
   metrics: Metrics
 }
@@ -44,7 +51,7 @@ const NO_DATA_LIMIT = 2n ** 63n - 1n
  * libp2p's reservation options for our limits. libp2p applies duration and data together or
  * neither; a 0 ("no limit") for one of them becomes its largest value. Its duration is in ms.
  */
-export function reservationOptions (l: CircuitLimits): { maxReservations: number, reservationTtl: number, applyDefaultLimit: boolean, defaultDurationLimit: number, defaultDataLimit: bigint } {
+export function reservationOptions (l: Omit<CircuitLimits, 'maxReservationsPerIp'>): { maxReservations: number, reservationTtl: number, applyDefaultLimit: boolean, defaultDurationLimit: number, defaultDataLimit: bigint } {
   const unlimited = l.circuitDurationSeconds === 0 && l.circuitDataBytes === 0
   return {
     maxReservations: l.maxReservations,
@@ -79,6 +86,27 @@ function countFailedUpgrades (node: Libp2p, refuse: Refuse): void {
       }
       throw err
     }
+  }
+}
+
+/**
+ * Counts the TCP connections libp2p's connection manager turns away before any handshake (it
+ * logs them only on its debug channel): too many upgrades pending, the source IP over its new
+ * connections per second, or maxConnections open. The reason is read from the manager's state
+ * as its own check does, in its order.
+ */
+function countRefusedConnections (node: Libp2p, refuse: Refuse, limits: ConnectionLimits): void {
+  const manager = (node as any).components.connectionManager
+  const accept = manager.acceptIncomingConnection.bind(manager)
+  manager.acceptIncomingConnection = (maConn: { remoteAddr: Multiaddr }): boolean => {
+    const pending: number = manager.incomingPendingConnections
+    if (accept(maConn) === true) return true
+    const ip = ipOf(maConn.remoteAddr)
+    const reason = pending >= limits.maxIncomingPendingConnections
+      ? 'circuit-connections-pending'
+      : node.getConnections().length >= limits.maxConnections ? 'circuit-connections-total' : 'circuit-connections-per-ip-rate'
+    refuse(reason, { ip })
+    return false
   }
 }
 
@@ -145,7 +173,7 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [meshYamux()], // window <= read buffer: see shared/yamux.ts
     ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
-    connectionManager: { maxConnections: 20_000 },
+    connectionManager: opts.connections,
     connectionGater: { denyDialMultiaddr: () => false, denyInboundRelayReservation: denyReservation },
     services: {
       identify: identify(),
@@ -157,6 +185,7 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
     }
   })
   countFailedUpgrades(node, refuse)
+  countRefusedConnections(node, refuse, opts.connections)
   // the library's own join keeps every byte the dialer sends: see circuit-join.ts
   joinCircuitsWithBackpressure(node.services.relay, opts.log)
   return node

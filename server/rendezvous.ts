@@ -33,6 +33,8 @@ export const UNPROVEN_REPLIES_PER_SECOND = 200
  */
 export const REGISTERS_PER_SECOND = 10
 const REGISTER_BURST = 20
+/** ServerConfig's default for limits.joinsPerIpPerSecond */
+export const DEFAULT_JOINS_PER_IP_PER_SECOND = 100
 /** A registration with no accepted register for this many keepalives counts as gone quiet. */
 const QUIET_KEEPALIVES = 3
 const MIN_QUIET_MS = 5_000
@@ -61,8 +63,11 @@ export interface RendezvousOptions {
   maxAgents: number
   /** signs what the relay tells agents, with its identity key (shared/ed25519.ts) */
   sign: (data: Uint8Array) => Uint8Array
-  /** registrations per source IP; connect requests per agent (token bucket) */
-  limits: { maxAgentsPerIp: number, connectsPerSecond: number, connectBurst: number }
+  /**
+   * registrations per source IP; connect requests per agent (token bucket); new registrations
+   * per source IP per second (default DEFAULT_JOINS_PER_IP_PER_SECOND)
+   */
+  limits: { maxAgentsPerIp: number, connectsPerSecond: number, connectBurst: number, joinsPerIpPerSecond?: number }
   psk?: Uint8Array
 }
 
@@ -78,6 +83,8 @@ export class RendezvousServer {
   private readonly registrations: GroupLimiter
   private readonly connectRate: KeyedRateLimiter
   private readonly registerRate = new KeyedRateLimiter(REGISTERS_PER_SECOND, REGISTER_BURST)
+  /** new registrations per source IP: a site may hold many agents, but joins at a bounded rate */
+  private readonly joinRate: KeyedRateLimiter
   private readonly unprovenReplies = new TokenBucket(UNPROVEN_REPLIES_PER_SECOND, UNPROVEN_REPLIES_PER_SECOND, performance.now())
   private readonly refuse: Refuse
   private readonly versionLog = new LogThrottle(10 * 60_000, 16)
@@ -86,6 +93,8 @@ export class RendezvousServer {
     this.opts = opts
     this.registrations = new GroupLimiter(opts.limits.maxAgentsPerIp, opts.maxAgents)
     this.connectRate = new KeyedRateLimiter(opts.limits.connectsPerSecond, opts.limits.connectBurst)
+    const joins = opts.limits.joinsPerIpPerSecond ?? DEFAULT_JOINS_PER_IP_PER_SECOND
+    this.joinRate = new KeyedRateLimiter(joins, Math.max(1, Math.ceil(joins)))
     this.refuse = createRefuse((reason) => { opts.metrics.relayRefusals.inc({ reason }) }, (d, msg) => { opts.log.warn(d, msg) })
     this.timer = setInterval(() => { this.expire() }, Math.max(1_000, opts.keepaliveMs))
     this.timer.unref()
@@ -155,6 +164,12 @@ export class RendezvousServer {
     if (!this.registerRate.allow(key, performance.now())) { this.refuse('register-rate', { peer: key, from: endpointKey(from) }); return }
     const existing = this.byPeer.get(key)
     const sameSource = existing != null && endpointKey(existing.observed) === endpointKey(from)
+    // a new agent, or one moving to another IP, joins (a NAT that changed the port does not):
+    // dropped unanswered beyond the rate, the agent re-registers within a second while it is down
+    if ((existing == null || existing.observed.host !== from.host) && !this.joinRate.allow(from.host, performance.now())) {
+      this.refuse('registrations-per-ip-rate', { peer: key, from: endpointKey(from) })
+      return
+    }
     const verdict = this.registrations.check(key, from.host)
     if (verdict !== 'ok') {
       this.refuse(verdict === 'total' ? 'registrations-total' : 'registrations-per-ip', { peer: key, from: endpointKey(from) })
@@ -307,6 +322,7 @@ export class RendezvousServer {
     for (const [k, c] of this.recentConnects) if (now - c.at > 10_000) this.recentConnects.delete(k)
     this.connectRate.prune(now)
     this.registerRate.prune(performance.now())
+    this.joinRate.prune(performance.now())
     this.opts.metrics.registeredAgents.set(this.byPeer.size)
   }
 

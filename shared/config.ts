@@ -64,17 +64,22 @@ export const ServerConfig = z.object({
   maxAgents: z.number().int().positive().default(10_000),
   /** what one member may take from the relay; each refusal counts in edgemesh_relay_refusals_total{reason} */
   limits: z.object({
-    /** agents registered from one source IP (one site's NAT); maxAgents bounds the total */
-    maxAgentsPerIp: z.number().int().positive().default(256),
+    /**
+     * agents registered from one source IP (one site's NAT); maxAgents bounds the total. Unset:
+     * maxAgents with a PSK (each registration proves membership), 256 without (server/limits.ts perIpLimits)
+     */
+    maxAgentsPerIp: z.number().int().positive().optional(),
+    /** new agents (registrations, TCP connections) accepted from one source IP per second: a site's mass join, not its size */
+    joinsPerIpPerSecond: z.number().positive().max(100_000).default(100),
     /** connect requests (candidate queries) per agent: sustained rate and burst of a token bucket */
     connectsPerSecond: z.number().positive().max(100_000).default(20),
     connectBurst: z.number().int().positive().max(100_000).default(100),
     /** blind UDP relay pairs one agent may hold open as the caller, and in total */
     relayPairsPerAgent: z.number().int().positive().default(256),
     maxRelayPairs: z.number().int().positive().default(20_000),
-    /** circuit relay (TCP) reservations in total and per source IP (one per peer id, always) */
+    /** circuit relay (TCP) reservations in total and per source IP (one per peer id, always); per IP unset: as maxAgentsPerIp */
     maxReservations: z.number().int().positive().default(10_000),
-    maxReservationsPerIp: z.number().int().positive().default(256),
+    maxReservationsPerIp: z.number().int().positive().optional(),
     /** a reservation not refreshed (agents refresh 5 min before expiry) frees its slot after this */
     reservationTtlSeconds: z.number().int().min(600).max(86_400).default(3_600),
     /** one relayed TCP circuit is closed after this long or this many bytes; 0: no limit (timers stop at ~24.8 days) */

@@ -10,6 +10,7 @@
 // Used by test/e2e/relay-capacity.test.ts and by bench:scale (lane C) for the relay half.
 // Needs dist/ (npm run build): the relay runs as it ships.
 import { fork, type ChildProcess } from 'node:child_process'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -128,6 +129,8 @@ export interface PunchStats {
   maxMs: number
   /** coordinations completed per second over the run */
   ratePerS: number
+  /** the workers' own event loop delay p99 during the run (the highest): a loaded worker delays what it measures */
+  workerLagP99Ms: number
 }
 
 export interface Fleet {
@@ -188,7 +191,7 @@ export async function startFleet (relay: RelayUnderTest, opts: { workers?: numbe
       await w.call({ op: 'grow', total: Math.floor(total / count) + (i < total % count ? 1 : 0), timeoutMs })))),
     stats: async () => sum(await Promise.all(workers.map(async (w) => await w.call({ op: 'stats' })))),
     punch: async (ratePerS, seconds) => {
-      const parts: Array<{ latencies: number[], attempted: number, failed: number }> = await Promise.all(workers.map(async (w) => await w.call({ op: 'punch', ratePerS: ratePerS / count, seconds })))
+      const parts: Array<{ latencies: number[], attempted: number, failed: number, lagP99Ms: number }> = await Promise.all(workers.map(async (w) => await w.call({ op: 'punch', ratePerS: ratePerS / count, seconds })))
       const latencies = parts.flatMap((p) => p.latencies).sort((a, b) => a - b)
       const q = (p: number): number => latencies.length === 0 ? NaN : latencies[Math.min(latencies.length - 1, Math.ceil(p * latencies.length) - 1)]!
       const round = (v: number): number => Math.round(v * 10) / 10
@@ -199,7 +202,8 @@ export async function startFleet (relay: RelayUnderTest, opts: { workers?: numbe
         p50Ms: round(q(0.5)),
         p99Ms: round(q(0.99)),
         maxMs: round(latencies.at(-1) ?? NaN),
-        ratePerS: round(latencies.length / seconds)
+        ratePerS: round(latencies.length / seconds),
+        workerLagP99Ms: round(Math.max(...parts.map((p) => p.lagP99Ms)))
       }
     },
     stop: async () => {
@@ -370,7 +374,9 @@ class Worker {
     return Math.max(tA, tB) - t0
   }
 
-  private async punch (ratePerS: number, seconds: number): Promise<{ latencies: number[], attempted: number, failed: number }> {
+  private async punch (ratePerS: number, seconds: number): Promise<{ latencies: number[], attempted: number, failed: number, lagP99Ms: number }> {
+    const lag = monitorEventLoopDelay({ resolution: 10 })
+    lag.enable()
     const latencies: number[] = []
     let attempted = 0; let failed = 0
     const started = performance.now()
@@ -385,8 +391,9 @@ class Worker {
       runs.push(this.coordinate().then((ms) => { latencies.push(ms) }, () => { failed++ }))
     }
     await Promise.all(runs)
+    lag.disable()
     this.incoming.clear()
-    return { latencies, attempted, failed }
+    return { latencies, attempted, failed, lagP99Ms: lag.percentile(99) / 1e6 }
   }
 }
 
@@ -414,7 +421,12 @@ export interface RelayRun {
   relay_rss_mb: number
   relay_rss_per_agent_kb: number
   relay_heap_used_mb: number
+  /** ArrayBuffers and other memory outside the V8 heap that V8 knows of */
+  relay_external_mb: number
   relay_cpu_pct: number
+  /** the relay's event loop delay p99 (prom-client's default metric) after the punch phase */
+  relay_loop_lag_p99_ms: number
+  worker_loop_lag_p99_ms: number
   punch_target_per_s: number
   punch_coordinations_per_s: number
   punch_completed: number
@@ -446,7 +458,8 @@ export async function measureRelay (opts: {
   opts.signal?.addEventListener('abort', onAbort)
   try {
     const idle = await settledMem(relay.pid)
-    log(`[relay-load] relay idle RSS ${idle.rssMb} MiB`)
+    const idleMetrics = await relayMetrics(relay)
+    log(`[relay-load] relay idle RSS ${idle.rssMb} MiB, heap used ${(metricSum(idleMetrics, 'nodejs_heap_size_used_bytes') / 2 ** 20).toFixed(1)} MiB, external ${(metricSum(idleMetrics, 'nodejs_external_memory_bytes') / 2 ** 20).toFixed(1)} MiB`)
     fleet = await startFleet(relay, { ...(opts.workers != null ? { workers: opts.workers } : {}) })
     for (const n of opts.ns) {
       const t0 = performance.now()
@@ -454,7 +467,9 @@ export async function measureRelay (opts: {
       const joinS = (performance.now() - t0) / 1000
       log(`[relay-load] ${s.agents} agents: ${s.registered} registered, ${s.reserved} reserved in ${joinS.toFixed(1)} s (${s.registerRefusals} register refusals, ${s.reservationFailures} reservation failures)`)
       const mem = await settledMem(relay.pid, { timeoutMs: 20_000 })
-      const heap = metricSum(await relayMetrics(relay), 'nodejs_heap_size_used_bytes') / 2 ** 20
+      const before = await relayMetrics(relay)
+      const heap = metricSum(before, 'nodejs_heap_size_used_bytes') / 2 ** 20
+      const external = metricSum(before, 'nodejs_external_memory_bytes') / 2 ** 20
       const rate = opts.punchRate ?? 100
       const cpu0 = cpuSeconds(relay.pid); const wall0 = performance.now()
       const p = await fleet.punch(rate, opts.punchSeconds ?? 10)
@@ -472,7 +487,10 @@ export async function measureRelay (opts: {
         relay_rss_mb: mem.rssMb,
         relay_rss_per_agent_kb: Math.round((mem.rssMb - idle.rssMb) * 1024 / n * 10) / 10,
         relay_heap_used_mb: Math.round(heap * 10) / 10,
+        relay_external_mb: Math.round(external * 10) / 10,
         relay_cpu_pct: Math.round(cpuPct * 10) / 10,
+        relay_loop_lag_p99_ms: Math.round(metricSum(metrics, 'nodejs_eventloop_lag_p99_seconds') * 1e4) / 10,
+        worker_loop_lag_p99_ms: p.workerLagP99Ms,
         punch_target_per_s: rate,
         punch_coordinations_per_s: p.ratePerS,
         punch_completed: p.completed,

@@ -50,8 +50,9 @@ const SERVER_DEFAULTS = {
   keepaliveMs: 2_000,
   maxAgents: 10_000,
   limits: {
-    maxAgentsPerIp: 256, connectsPerSecond: 20, connectBurst: 100, relayPairsPerAgent: 256, maxRelayPairs: 20_000,
-    maxReservations: 10_000, maxReservationsPerIp: 256, reservationTtlSeconds: 3_600, circuitDurationSeconds: 86_400, circuitDataBytes: 64 * 2 ** 30
+    // per-IP caps unset: they follow from the PSK (server/limits.ts perIpLimits)
+    joinsPerIpPerSecond: 100, connectsPerSecond: 20, connectBurst: 100, relayPairsPerAgent: 256, maxRelayPairs: 20_000,
+    maxReservations: 10_000, reservationTtlSeconds: 3_600, circuitDurationSeconds: 86_400, circuitDataBytes: 64 * 2 ** 30
   },
   logLevel: 'info'
 }

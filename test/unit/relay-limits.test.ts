@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import { multiaddr } from '@multiformats/multiaddr'
-import { GroupLimiter, KeyedCounter, KeyedRateLimiter, LogThrottle, TokenBucket, createRefuse } from '../../server/limits.ts'
+import { GroupLimiter, KeyedCounter, KeyedRateLimiter, LogThrottle, MAX_PENDING_UPGRADES, OPEN_RELAY_PER_IP, TokenBucket, connectionLimits, createRefuse, perIpLimits } from '../../server/limits.ts'
 import { ipOf, reservationGate, reservationOptions } from '../../server/relay-host.ts'
 import { ServerConfig, loadConfig } from '../../shared/config.ts'
 import { ConfigError } from '../../shared/errors.ts'
@@ -214,15 +214,17 @@ describe('circuit relay options (libp2p reservations)', () => {
 })
 
 describe('ServerConfig limits', () => {
+  // maxAgentsPerIp and maxReservationsPerIp have no fixed default any more (were 256 each): unset,
+  // they follow from the PSK (perIpLimits below), so a site with more nodes than 256 behind one
+  // NAT can register them all on a relay whose registrations prove membership
   it('documented defaults', () => {
     expect(ServerConfig.parse({}).limits).toEqual({
-      maxAgentsPerIp: 256,
+      joinsPerIpPerSecond: 100,
       connectsPerSecond: 20,
       connectBurst: 100,
       relayPairsPerAgent: 256,
       maxRelayPairs: 20_000,
       maxReservations: 10_000,
-      maxReservationsPerIp: 256,
       reservationTtlSeconds: 3600,
       circuitDurationSeconds: 86_400,
       circuitDataBytes: 68_719_476_736
@@ -230,11 +232,27 @@ describe('ServerConfig limits', () => {
     expect(ServerConfig.parse({}).maxAgents).toBe(10_000)
   })
 
+  it('unset per-IP caps: the totals with a PSK (registrations prove membership), OPEN_RELAY_PER_IP without; a configured cap always wins', () => {
+    const totals = { maxAgents: 10_000, maxReservations: 8_000 }
+    expect(perIpLimits({}, totals, true)).toEqual({ maxAgentsPerIp: 10_000, maxReservationsPerIp: 8_000 })
+    expect(perIpLimits({}, totals, false)).toEqual({ maxAgentsPerIp: OPEN_RELAY_PER_IP, maxReservationsPerIp: OPEN_RELAY_PER_IP })
+    expect(OPEN_RELAY_PER_IP).toBe(256)
+    expect(perIpLimits({ maxAgentsPerIp: 3, maxReservationsPerIp: 2 }, totals, true)).toEqual({ maxAgentsPerIp: 3, maxReservationsPerIp: 2 })
+    expect(perIpLimits({ maxReservationsPerIp: 2 }, totals, false)).toEqual({ maxAgentsPerIp: OPEN_RELAY_PER_IP, maxReservationsPerIp: 2 })
+  })
+
+  it('libp2p connection limits follow maxAgents/maxReservations and the join rate (its defaults: 5 per IP per second, 10 pending)', () => {
+    expect(connectionLimits(10_000, 10_000, 100)).toEqual({ maxConnections: 20_000, inboundConnectionThreshold: 100, maxIncomingPendingConnections: MAX_PENDING_UPGRADES })
+    expect(connectionLimits(1_000, 3_000, 0.5)).toMatchObject({ maxConnections: 6_000, inboundConnectionThreshold: 1 })
+    expect(MAX_PENDING_UPGRADES).toBeGreaterThan(10)
+  })
+
   it('a field given keeps the other defaults; errors name the field', async () => {
     const c = await loadConfig(ServerConfig, { overrides: [['limits.maxAgentsPerIp', '3']] })
     expect(c.limits.maxAgentsPerIp).toBe(3)
     expect(c.limits.connectBurst).toBe(100)
     await expect(loadConfig(ServerConfig, { overrides: [['limits.connectsPerSecond', '0']] })).rejects.toThrow(/limits\.connectsPerSecond/)
+    await expect(loadConfig(ServerConfig, { overrides: [['limits.joinsPerIpPerSecond', '0']] })).rejects.toThrow(/limits\.joinsPerIpPerSecond/)
     await expect(loadConfig(ServerConfig, { overrides: [['limits.reservationTtlSeconds', '60']] })).rejects.toThrow(/limits\.reservationTtlSeconds/)
     await expect(loadConfig(ServerConfig, { overrides: [['limits.maxPairs', '1']] })).rejects.toThrow(ConfigError)
   })

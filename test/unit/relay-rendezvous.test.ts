@@ -231,6 +231,43 @@ describe('a refused registration', () => {
   })
 })
 
+describe('new registrations per source IP are rate-limited (joins), not counted as a cap', () => {
+  it('beyond joinsPerIpPerSecond new agents from one IP are dropped unanswered and counted; refreshes, port changes and other IPs pass; a second later more join', async () => {
+    server.stop()
+    const relaySign = ed25519Signer(relayKey)
+    server = new RendezvousServer({
+      socket: { trySend: (buf: Uint8Array, port: number, host: string) => { sent.push({ m: decodeMessage(buf).message, to: { host, port } }) } } as unknown as UdxSocket,
+      relay: { allocateId: () => 1, open: () => true } as unknown as BlindRelay,
+      log: createLogger({ name: 'test', level: 'silent' }),
+      metrics,
+      keepaliveMs: KEEPALIVE_MS,
+      maxAgents: 100,
+      sign: (d) => { signatures++; return relaySign(d) },
+      limits: { maxAgentsPerIp: 100, connectsPerSecond: 1, connectBurst: 2, joinsPerIpPerSecond: 3 }
+    })
+    const site = '203.0.113.80'
+    const keys = await Promise.all(Array.from({ length: 5 }, async () => await generateKeyPair('Ed25519')))
+    const t = Date.now()
+    const reg = async (k: PrivateKey, ts: number, from: Endpoint): Promise<string[]> => {
+      const body = encodeRegisterBody({ timestampMs: ts, peerId: idBytes(k), nodeName: 'n', candidates: [] })
+      return (await deliver(encodeRegister(body, await k.sign(body), new Uint8Array(0)), from)).map((x) => x.m.type)
+    }
+    for (const [i, k] of keys.slice(0, 3).entries()) expect(await reg(k, t, { host: site, port: 1000 + i })).toEqual(['registered'])
+    const signed = signatures
+    expect(await reg(keys[3]!, t, { host: site, port: 1003 })).toEqual([])
+    expect(signatures).toBe(signed) // no answer, no signature
+    expect(await counter(metrics.relayRefusals, 'registrations-per-ip-rate')).toBe(1)
+    // the agents already registered refresh, and one whose NAT changed its port stays registered
+    expect(await reg(keys[0]!, t + 1, { host: site, port: 1000 })).toEqual(['registered'])
+    expect(await reg(keys[1]!, t + 1, { host: site, port: 1101 })).toEqual(['registered'])
+    // another site is not held back by this one
+    expect(await reg(keys[4]!, t, { host: '203.0.113.81', port: 1000 })).toEqual(['registered'])
+    vi.advanceTimersByTime(1_000)
+    expect(await reg(keys[3]!, t + 2, { host: site, port: 1003 })).toEqual(['registered'])
+    expect(await counter(metrics.relayRefusals, 'registrations-per-ip-rate')).toBe(1)
+  })
+})
+
 describe('another protocol version', () => {
   it('is counted as unsupported-version (not malformed) and logged once', async () => {
     const v1 = await registerDatagram(keyA, Date.now(), 'edge-a')
