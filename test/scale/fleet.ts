@@ -166,6 +166,7 @@ export class ScaleEnv {
   readonly agents: FleetAgent[] = []
   /** ms spent minting pod-bound tokens (and creating Nodes and Pods), per agent */
   readonly tokenMs: number[] = []
+  private readonly minted = new Map<number, string>()
   private readonly workers: Worker[]
   private readonly opts: ScaleEnvOptions
   private readonly common: WorkerCommon
@@ -217,21 +218,29 @@ export class ScaleEnv {
   get workerPids (): number[] { return this.workers.map((w) => w.child.pid!) }
   get settings (): Pick<WorkerCommon, 'keepaliveMs' | 'leaseDurationSeconds'> { return { keepaliveMs: this.common.keepaliveMs, leaseDurationSeconds: this.common.leaseDurationSeconds } }
 
-  /** Mints the Node, Pod and pod-bound token of agents [from, to) (concurrently). */
-  private async tokens (from: number, to: number): Promise<string[]> {
-    const out: string[] = new Array(to - from)
-    if (this.opts.tokens === 'admin') return out.fill(this.cp.adminToken)
+  /**
+   * Mints the Node, Pod and pod-bound token of agents [from, to) ahead of their start (8 at a
+   * time), the way the kubelet has a pod's token before the agent runs.
+   */
+  async mintTokens (to: number, from = this.agents.length): Promise<void> {
+    if (this.opts.tokens === 'admin') return
     let next = from
     const one = async (): Promise<void> => {
       while (next < to) {
         const i = next++
+        if (this.minted.has(i)) continue
         const t0 = performance.now()
-        out[i - from] = await agentToken(this.cp, { namespace: MESH_NAMESPACE, nodeName: simNodeName(i), expirationSeconds: 7200 })
+        this.minted.set(i, await agentToken(this.cp, { namespace: MESH_NAMESPACE, nodeName: simNodeName(i), expirationSeconds: 7200 }))
         this.tokenMs.push(performance.now() - t0)
       }
     }
     await Promise.all(Array.from({ length: 8 }, one))
-    return out
+  }
+
+  private async tokens (from: number, to: number): Promise<string[]> {
+    if (this.opts.tokens === 'admin') return new Array<string>(to - from).fill(this.cp.adminToken)
+    await this.mintTokens(to, from)
+    return Array.from({ length: to - from }, (_, k) => this.minted.get(from + k)!)
   }
 
   /** Adds simulated agents until there are n (round-robin over the workers); returns the new ones. */
@@ -264,6 +273,10 @@ export class ScaleEnv {
       dropped: sum((s) => s.dropped),
       minPeers: populated.length === 0 ? 0 : Math.min(...populated.map(({ s }) => s.minPeers)),
       watchEvents: sum((s) => s.watchEvents),
+      watchEventsByResource: all.reduce<Record<string, number>>((acc, { s }) => {
+        for (const [r, v] of Object.entries(s.watchEventsByResource)) acc[r] = (acc[r] ?? 0) + v
+        return acc
+      }, {}),
       watchBytesMetric: optSum((s) => s.watchBytesMetric),
       watchBytesCounted: sum((s) => s.watchBytesCounted),
       kubeWrites: sum((s) => s.kubeWrites),

@@ -32,6 +32,8 @@ export interface WorkerStats {
   minPeers: number
   /** sum of the agents' edgemesh_catalog_watch_events_total */
   watchEvents: number
+  /** the same by resource (services, endpointSlices, nodes, peers, ...) */
+  watchEventsByResource: Record<string, number>
   /** sum of edgemesh_catalog_watch_bytes_total when the agent exports it */
   watchBytesMetric: number | undefined
   /** the harness's own count of watch event bytes (JSON lines) */

@@ -204,6 +204,18 @@ export class SimAgent {
     return data.values.reduce((s, v) => s + v.value, 0)
   }
 
+  /** A counter of this agent's registry by one label (all other labels summed). */
+  async counterBy (name: string, label: string): Promise<Record<string, number>> {
+    const metric = this.metrics.registry.getSingleMetric(name)
+    const out: Record<string, number> = {}
+    if (metric == null) return out
+    for (const v of (await metric.get()).values) {
+      const k = String(v.labels[label] ?? '')
+      out[k] = (out[k] ?? 0) + v.value
+    }
+    return out
+  }
+
   async stop (): Promise<void> {
     this.stopped = true
     clearInterval(this.reserveTimer)

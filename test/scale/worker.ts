@@ -56,8 +56,12 @@ async function stats (): Promise<WorkerStats> {
   let peerRecordWrites: number | undefined
   let registered = 0; let synced = 0; let reserved = 0; let dropped = 0
   let minPeers = Infinity
+  const watchEventsByResource: Record<string, number> = {}
   for (const a of list) {
-    watchEvents += await a.counter('edgemesh_catalog_watch_events_total') ?? 0
+    for (const [r, v] of Object.entries(await a.counterBy('edgemesh_catalog_watch_events_total', 'resource'))) {
+      watchEventsByResource[r] = (watchEventsByResource[r] ?? 0) + v
+      watchEvents += v
+    }
     const wb = await a.counter('edgemesh_catalog_watch_bytes_total')
     if (wb !== undefined) watchBytesMetric = (watchBytesMetric ?? 0) + wb
     const pw = await a.counter('edgemesh_peer_record_writes_total')
@@ -74,7 +78,7 @@ async function stats (): Promise<WorkerStats> {
   return {
     agents: list.length, registered, synced, reserved, dropped,
     minPeers: list.length === 0 ? 0 : minPeers,
-    watchEvents, watchBytesMetric, watchBytesCounted, kubeWrites, peerRecordWrites,
+    watchEvents, watchEventsByResource, watchBytesMetric, watchBytesCounted, kubeWrites, peerRecordWrites,
     rssBytes: process.memoryUsage.rss(), heapUsedBytes: process.memoryUsage().heapUsed, cpuMicros: cpu.user + cpu.system, at: now()
   }
 }
