@@ -474,7 +474,7 @@ export class Tunnel implements TunnelApi {
       const conns = this.connectionsOf(state.peerId)
       if (conns.length === 0) continue
       const best = conns[0]!
-      if (!isDirect(best.path)) this.retryPunch(state, now, best.path)
+      if (!isDirect(best.path)) this.retryPunch(state, now, best)
       // connections on worse paths that carry no streams are closed once the better one has
       // been up a while (streams already on them finish where they are)
       for (const { conn, path } of conns.slice(1)) {
@@ -490,17 +490,22 @@ export class Tunnel implements TunnelApi {
    * While a peer is only relayed: ask for a new introduction and punch again. If all we have
    * is relay-tcp (for example after a relay restart), also take a UDP relay leg: it is faster.
    */
-  private retryPunch (state: PeerState, now: number, best: PathKind): void {
+  private retryPunch (state: PeerState, now: number, { conn: bestConn, path: best }: { conn: Connection, path: PathKind }): void {
     // relay-tcp only (say, after a relay restart): a UDP relay leg is worth asking for soon;
     // otherwise punching is retried every punchRetryMs
     const interval = best === 'relay-tcp' ? state.retryDelayMs : this.opts.config.tunnel.punchRetryMs
-    // the peer's home relay introduces (a UDP-blocked site has no client up anywhere: nothing to ask)
+    if (this.relaySet.homeClient?.up !== true || state.punching || now - state.lastPunchAt < interval) return
+    // asked of the relay our relay-udp path goes through (both sides are registered there), else
+    // of the peer's home relay (a UDP-blocked site has no client up anywhere: nothing to ask)
+    const relayedVia = best === 'relay-udp' ? this.node.services.dgram.pathOf(bestConn)?.remote : undefined
+    const through = relayedVia != null ? this.relaySet.clientAt(relayedVia) : undefined
     const relay = this.relaySet.routeTo(state.record.peerId, state.record.homeRelay)[0]
-    if (relay == null || this.relaySet.homeClient?.up !== true || state.punching || now - state.lastPunchAt < interval) return
+    if (relay == null) return
     state.punching = true
     state.lastPunchAt = now
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
-    this.relaySet.introducer(relay)
+    const introducer = through?.up === true ? Promise.resolve(through) : this.relaySet.introducer(relay)
+    introducer
       .then(async (client) => {
         if (client == null) throw new Error('no registration at the peer\'s home relay')
         const info = await client.connect(state.peerId.toMultihash().bytes, best === 'relay-tcp', 2_000, signal)

@@ -58,9 +58,9 @@ export async function startK8sMesh (lab: Lab, opts: Omit<MeshOptions, 'peersFile
     mesh = await Mesh.start(lab, {
       ...opts,
       peersFile: false,
-      agentConfig: (host) => ({
+      agentConfig: (host, relays) => ({
         kubernetes: { kubeconfig: kubeconfigs.get(host), namespace: 'edgemesh', snapshotFile: join(dir, `${host}-catalog.json`) },
-        ...(opts.agentConfig?.(host) ?? {})
+        ...(opts.agentConfig?.(host, relays) ?? {})
       })
     })
     return { cp: api, mesh, rbac, dir, admin, stop }

@@ -37,8 +37,8 @@ export interface MeshOptions {
   psk?: boolean
   diagnostics?: boolean
   logLevel?: string
-  /** extra agent config per host (merged over the generated one) */
-  agentConfig?: (host: string) => Record<string, unknown>
+  /** extra agent config per host (merged over the generated one); relays: the mesh's relays, started */
+  agentConfig?: (host: string, relays: readonly MeshRelay[]) => Record<string, unknown>
   /** extra relay config (merged over the generated one), e.g. { limits: { maxAgentsPerIp: 3 } } */
   relayConfig?: Record<string, unknown>
   /** environment for agent processes (e.g. NODE_OPTIONS for profiling) */
@@ -130,7 +130,7 @@ export class Mesh {
         diagnostics: opts.diagnostics ?? true,
         logLevel: opts.logLevel ?? 'info',
         ...pskFile,
-        ...(opts.agentConfig?.(host) ?? {})
+        ...(opts.agentConfig?.(host, this.relays) ?? {})
       }))
       const peerId = await this.printPeerId(AGENT_BIN, configFile)
       this.agents.set(host, { host, nodeName: this.nodeName(host), peerId, socket, configFile, proc: undefined as unknown as LabProcess })
