@@ -37,7 +37,9 @@ export function catalogResources (namespace: string): Array<ResourceSpec<Resourc
   return [
     { kind: 'services', path: '/api/v1/services', transform: toService, keyOf: nsName },
     { kind: 'endpointSlices', path: '/apis/discovery.k8s.io/v1/endpointslices', transform: toEndpointSlice, keyOf: nsName },
-    { kind: 'peers', path: `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`, labelSelector: `${PEER_LABEL}=true`, transform: toPeer, keyOf: name }
+    // the only filtered watch: it shares the leases watch cache with every kubelet's node lease
+    // (renewed every 10 s), so only bookmarks keep its resume point inside the cache's window
+    { kind: 'peers', path: `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`, labelSelector: `${PEER_LABEL}=true`, transform: toPeer, keyOf: name, bookmarks: true }
   ] as Array<ResourceSpec<ResourceKind>>
 }
 

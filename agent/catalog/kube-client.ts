@@ -12,11 +12,16 @@ const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount'
 /** projected tokens rotate (kubelet refreshes at 80% of their life): re-read this often */
 const TOKEN_REREAD_MS = 60_000
 /**
- * A watch that delivers nothing (not even a bookmark) for this long is presumed dead. The
- * apiserver sends bookmarks to quiet watches only every minute or two (measured: the first
- * after ~120 s), so this stays above that; a false alarm costs only a cheap re-watch.
+ * A watch that asked for bookmarks and delivers nothing (not even a bookmark) for this long is
+ * presumed dead. The apiserver sends bookmarks to quiet watches only every minute or two
+ * (measured: the first after ~120 s), so this stays above that; a false alarm costs only a cheap
+ * re-watch. A watch without bookmarks may rightly be silent until its server-side timeout: it is
+ * presumed dead only WATCH_END_MARGIN_MS after that (or when another watch of the same client is:
+ * they share the path to the apiserver).
  */
 export const WATCH_IDLE_MS = 150_000
+/** how long after its timeoutSeconds a watch without bookmarks may still end on its own */
+export const WATCH_END_MARGIN_MS = 30_000
 
 export interface KubeCredentials {
   server: string
@@ -105,6 +110,18 @@ async function loadCredentials (file: string | undefined, serverOverride: string
 }
 
 export interface ListResult<T = any> { items: T[], resourceVersion: string }
+export interface WatchParams {
+  resourceVersion: string
+  timeoutSeconds: number
+  labelSelector?: string
+  /**
+   * ask for bookmarks (default true): worth it only for a filtered watch, whose resume point
+   * would otherwise fall behind the events it does not see and out of the watch cache
+   */
+  bookmarks?: boolean
+  /** bytes of the response body as they arrive */
+  onBytes?: (n: number) => void
+}
 export interface WatchEvent { type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR', object: any }
 
 export class KubeClient {
@@ -114,6 +131,8 @@ export class KubeClient {
   private readonly https: boolean
   private token: string | undefined
   private tokenReadAt = 0
+  /** each open watch's "presume dead" switch */
+  private readonly openWatches = new Set<() => void>()
 
   constructor (creds: KubeCredentials) {
     this.creds = creds
@@ -236,13 +255,16 @@ export class KubeClient {
    * (timeoutSeconds) or rejects on transport/HTTP errors. An ERROR event is delivered as is.
    * onOpen: the apiserver accepted the watch (200), before any event.
    */
-  async watch (path: string, params: { resourceVersion: string, timeoutSeconds: number, labelSelector?: string, /** bytes of the response body as they arrive */ onBytes?: (n: number) => void }, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal, onOpen?: () => void): Promise<void> {
-    const q = new URLSearchParams({ watch: '1', allowWatchBookmarks: 'true', resourceVersion: params.resourceVersion, timeoutSeconds: String(params.timeoutSeconds) })
+  async watch (path: string, params: WatchParams, onEvent: (ev: WatchEvent) => void, signal?: AbortSignal, onOpen?: () => void): Promise<void> {
+    const bookmarks = params.bookmarks ?? true
+    const q = new URLSearchParams({ watch: '1', resourceVersion: params.resourceVersion, timeoutSeconds: String(params.timeoutSeconds) })
+    if (bookmarks) q.set('allowWatchBookmarks', 'true')
     if (params.labelSelector != null) q.set('labelSelector', params.labelSelector)
-    const idleMs = this.creds.watchIdleMs ?? WATCH_IDLE_MS
+    const configuredIdleMs = this.creds.watchIdleMs ?? WATCH_IDLE_MS
+    const idleMs = bookmarks ? configuredIdleMs : Math.max(configuredIdleMs, params.timeoutSeconds * 1000 + WATCH_END_MARGIN_MS)
     // a watch whose headers take longer than the idle window is as dead as a silent stream
     // (a re-watch started inside a partition would otherwise hang for the full 30 s)
-    const res = await this.open('GET', `${path}?${q}`, undefined, '', signal, Math.min(30_000, idleMs))
+    const res = await this.open('GET', `${path}?${q}`, undefined, '', signal, Math.min(30_000, configuredIdleMs))
     const status = res.statusCode ?? 0
     if (status !== 200) throw KubeClient.errorFrom(status, await KubeClient.readAll(res), `WATCH ${path}`)
     onOpen?.()
@@ -250,7 +272,15 @@ export class KubeClient {
     res.socket.setTimeout(0) // the request timeout covered connect + headers; the stream has its own
     let partial = ''
     let idle = false
-    const idleTimer = setTimeout(() => { idle = true; res.destroy(); this.dropConnections() }, idleMs)
+    const presumeDead = (): void => { idle = true; res.destroy() }
+    const idleTimer = setTimeout(() => {
+      presumeDead()
+      this.dropConnections()
+      // the others share the path that just went silent: they resume too instead of waiting
+      // out their own (for watches without bookmarks, much longer) idle windows
+      for (const other of this.openWatches) if (other !== presumeDead) other()
+    }, idleMs)
+    this.openWatches.add(presumeDead)
     try {
       for await (const chunk of res) {
         idleTimer.refresh()
@@ -271,6 +301,7 @@ export class KubeClient {
       throw err
     } finally {
       clearTimeout(idleTimer)
+      this.openWatches.delete(presumeDead)
     }
     if (idle) return
     if (partial.trim() !== '') onEvent(JSON.parse(partial) as WatchEvent)

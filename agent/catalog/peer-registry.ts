@@ -51,6 +51,8 @@ export class LeasePublisher {
   /** resourceVersion and owner of our last write or check: a content update is one PUT against it */
   private lastResourceVersion: string | undefined
   private lastOwner: NodeOwner | undefined
+  /** our Node was seen once: if it is gone now, the node is being removed (see reconcile) */
+  private hadOwner = false
   private readonly unsubscribe: (() => void) | undefined
   /** resolves after the record was first found or written current (tests and start-up logging) */
   readonly published: Promise<void>
@@ -131,16 +133,24 @@ export class LeasePublisher {
     return await this.opts.client.request(verb, url, body)
   }
 
-  /** Our Node's name and uid; undefined when it has none (standalone) or we may not read it. */
+  /**
+   * Our Node's name and uid; undefined when it has none (standalone) or we may not read it. A
+   * Node that existed and is gone now means the node is being removed: the garbage collector
+   * deleted (or will delete) its record, and an ownerless copy would never be collected, so
+   * this throws and the publisher retries (with backoff) until the Node is back.
+   */
   private async nodeOwner (): Promise<NodeOwner | undefined> {
     const { nodeName, log } = this.opts
     try {
       const node = await this.call('GET', `/api/v1/nodes/${encodeURIComponent(nodeName)}`)
       const uid = node?.metadata?.uid
-      return typeof uid === 'string' && uid !== '' ? { name: nodeName, uid } : undefined
+      if (typeof uid !== 'string' || uid === '') return undefined
+      this.hadOwner = true
+      return { name: nodeName, uid }
     } catch (err) {
       if (!(err instanceof KubeApiError && (err.status === 404 || err.status === 403))) throw err
-      if (this.lastOwner !== undefined || this.failures === 0) log.warn({ node: nodeName, status: err.status }, 'cannot read this node\'s Node object; the peer record gets no owner (it will not be garbage-collected with the Node)')
+      if (err.status === 404 && this.hadOwner) throw new Error(`this node's Node ${nodeName} was deleted: its peer record is not recreated until the Node is back`)
+      if (this.failures === 0) log.warn({ node: nodeName, status: err.status }, 'cannot read this node\'s Node object; the peer record gets no owner (it will not be garbage-collected with the Node)')
       return undefined
     }
   }

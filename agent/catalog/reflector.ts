@@ -1,7 +1,8 @@
 // LIST then WATCH one resource into the catalog store, like client-go's reflector: a watch that
 // ends (server timeout) resumes from the last resourceVersion; 410 Gone (history compacted, or a
 // restarted apiserver's fresh watch cache) relists; any other failure retries with capped,
-// jittered backoff and never stops for good. Bookmarks keep the resume point fresh.
+// jittered backoff and never stops for good. Bookmarks (filtered watches only) keep the resume
+// point fresh.
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { Metrics } from '../../shared/metrics.ts'
@@ -16,6 +17,13 @@ export interface ResourceSpec<K extends ResourceKind> {
   transform: (obj: unknown) => ItemOf<K> | undefined
   /** store key of a raw object (for DELETED events, which need no transform) */
   keyOf: (obj: any) => string
+  /**
+   * Ask for watch bookmarks. Only a filtered watch (labelSelector) needs them: it does not see
+   * the events of the objects it filters out, so without bookmarks its resourceVersion falls
+   * behind, out of the watch cache's window, and the next re-watch is a 410 and a full relist.
+   * An unfiltered watch sees every event of its resource: its resume point is always current.
+   */
+  bookmarks?: boolean
 }
 
 export interface ReflectorSink<K extends ResourceKind> {
@@ -105,7 +113,7 @@ export async function runReflector<K extends ResourceKind> (spec: ResourceSpec<K
         if (listReason !== 'initial' || failures > 0) log.info({ resource, items: items.length, reason: listReason }, 'catalog relisted')
       }
       const timeoutSeconds = minTimeout + Math.floor(Math.random() * (maxTimeout - minTimeout + 1))
-      await client.watch(spec.path, { resourceVersion: rv, timeoutSeconds, onBytes, ...(spec.labelSelector != null ? { labelSelector: spec.labelSelector } : {}) }, onEvent, signal, () => { sink.heard?.(resource) })
+      await client.watch(spec.path, { resourceVersion: rv, timeoutSeconds, onBytes, bookmarks: spec.bookmarks === true, ...(spec.labelSelector != null ? { labelSelector: spec.labelSelector } : {}) }, onEvent, signal, () => { sink.heard?.(resource) })
       backoff = 0
       failures = 0
     } catch (err) {

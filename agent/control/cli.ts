@@ -24,7 +24,7 @@ commands:
                       Default size 16M (K/M/G: powers of 1024). --via 203.0.113.5:4004 dials that
                       TCP address of <node> for this transfer only. Both agents need
                       \`diagnostics: true\` in their config.
-  catalog             the Kubernetes catalog: source (api or disk), counts, peer records and their liveness
+  catalog             the Kubernetes catalog: source (api or disk), counts, peer records and when they were written
   proxy               the ClusterIP proxy: iptables backend, last sync, the service ports the agent carries
   nc <node|service> <port> [--proxy HOST:PORT] [--user NAME --password-file FILE] [--connect-timeout S]
                       a stdio pipe to <node> (or a Service, svc.ns) through the agent's SOCKS5 proxy,
@@ -67,11 +67,13 @@ export function formatStatus (s: { node: string, peerId: string, relays: RelaySt
   return `${s.node} (${s.peerId})\n\n${relays}\n\n${peers}\n`
 }
 
-export function formatCatalog (c: { source: string, synced: boolean, version: number, counts: Record<string, number>, peers: Array<{ node: string, peerId: string, live: boolean, renewedSecondsAgo: number | null }> }): string {
+export function formatCatalog (c: { source: string, synced: boolean, version: number, counts: Record<string, number>, peers: Array<{ node: string, peerId: string, homeRelay?: string, writtenSecondsAgo: number | null }> }): string {
   const counts = Object.entries(c.counts).map(([k, v]) => `${v} ${k}`).join(', ')
   const source = c.source === 'disk' ? 'disk snapshot (the Kubernetes API is unreachable)' : c.source === 'api' ? 'Kubernetes API' : c.source
-  const peers = renderTable(['NODE', 'PEER ID', 'LIVE', 'RENEWED'],
-    c.peers.map((p) => [p.node, `${p.peerId.slice(0, 8)}…${p.peerId.slice(-4)}`, p.live ? 'yes' : 'no', p.renewedSecondsAgo == null ? '-' : `${p.renewedSecondsAgo} s ago`]))
+  // records are rewritten only when they change: WRITTEN is not a heartbeat (`status` shows who is reachable)
+  const short = (id: string): string => `${id.slice(0, 8)}…${id.slice(-4)}`
+  const peers = renderTable(['NODE', 'PEER ID', 'HOME RELAY', 'WRITTEN'],
+    c.peers.map((p) => [p.node, short(p.peerId), p.homeRelay != null ? short(p.homeRelay) : '-', p.writtenSecondsAgo == null ? '-' : `${p.writtenSecondsAgo} s ago`]))
   return `catalog from ${source}, version ${c.version}: ${counts}\n\n${peers}\n`
 }
 

@@ -45,7 +45,7 @@ const grants = (group: string, resources: string[], verbs: string[]): string[] =
   resources.flatMap((r) => verbs.map((v) => `${group}/${r}:${v}`))
 const READ = ['get', 'list', 'watch']
 /** the agent's ClusterRole: the catalog, cluster-wide */
-const AGENT_CLUSTER_RULES = [...grants('', ['services', 'nodes'], READ), ...grants('discovery.k8s.io', ['endpointslices'], READ), ...grants('networking.istio.io', ['destinationrules'], READ)].sort()
+const AGENT_CLUSTER_RULES = [...grants('', ['services'], READ), '/nodes:get', ...grants('discovery.k8s.io', ['endpointslices'], READ), ...grants('networking.istio.io', ['destinationrules'], READ)].sort()
 /** plus its Role in the mesh namespace: the peer records */
 const AGENT_NAMESPACE_RULES = [...AGENT_CLUSTER_RULES, ...grants('coordination.k8s.io', ['leases'], [...READ, 'create', 'update', 'patch'])].sort()
 
@@ -148,7 +148,7 @@ describe('install', () => {
 })
 
 describe('agent permissions (SelfSubjectRulesReview)', () => {
-  it(`in ${NS}: exactly read services, nodes, endpointslices, destinationrules and read/write leases (no delete)`, async () => {
+  it(`in ${NS}: exactly read services, endpointslices, destinationrules, get nodes and read/write leases (no delete)`, async () => {
     const { resources, nonResourceExtras } = await grantedRules(agentA, NS)
     expect(resources).toEqual(AGENT_NAMESPACE_RULES)
     expect(nonResourceExtras).toEqual([])
@@ -175,8 +175,7 @@ describe('agent permissions (SelfSubjectRulesReview)', () => {
 describe('agent reads the catalog', () => {
   for (const [what, path, item] of [
     ['services', '/api/v1/services', 'echo'],
-    ['endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', 'echo-1'],
-    ['nodes', '/api/v1/nodes', 'node-a']
+    ['endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', 'echo-1']
   ] as const) {
     it(`lists and watches ${what} cluster-wide`, async () => {
       const list = await apiRequest(cp, agentA, 'GET', path)
@@ -189,6 +188,17 @@ describe('agent reads the catalog', () => {
       expect(events.some((e) => e.type === 'ADDED' && e.object.metadata.name === item), watch.text.slice(0, 500)).toBe(true)
     })
   }
+
+  it('gets a Node by name (its own: the peer record\'s owner; another: SOCKS5\'s "no agent there"), but may not list or watch Nodes', async () => {
+    await admin('POST', '/api/v1/nodes', { metadata: { name: 'node-bare' } }, 201)
+    const own = await apiRequest(cp, agentA, 'GET', '/api/v1/nodes/node-a')
+    expect(own.status, own.text).toBe(200)
+    expect(own.body.metadata.uid).toMatch(/^[0-9a-f-]{36}$/)
+    expect((await apiRequest(cp, agentA, 'GET', '/api/v1/nodes/node-bare')).status).toBe(200)
+    expect((await apiRequest(cp, agentA, 'GET', '/api/v1/nodes/no-such-node')).status).toBe(404)
+    expectForbiddenByRbac(await apiRequest(cp, agentA, 'GET', '/api/v1/nodes'), 'list', 'nodes', 'at the cluster scope')
+    expectForbiddenByRbac(await apiRequest(cp, agentA, 'GET', '/api/v1/nodes?watch=1&timeoutSeconds=1'), 'watch', 'nodes', 'at the cluster scope')
+  })
 
   it('reads the peer records (Leases) in the mesh namespace, and nothing in another namespace', async () => {
     expect((await apiRequest(cp, agentA, 'GET', LEASES())).status).toBe(200)

@@ -197,6 +197,23 @@ describe('restored when someone else changes it', () => {
     p.stop()
   })
 
+  it('its Node deleted (the node is being removed): the record the garbage collector deleted is not recreated ownerless; the Node back (new uid): recreated, owned by it', async () => {
+    const api = fakeApi()
+    const cat = fakeCatalog()
+    const p = publisher(api.client, { catalog: cat.catalog, maxBackoffMs: 20 })
+    p.start()
+    await p.published
+    api.node.uid = undefined
+    api.leases.delete('edge-1')
+    cat.show(undefined)
+    await eventually(() => { if (api.calls.filter((c) => c === `GET ${NODE}`).length < 4) throw new Error('not retried yet') })
+    expect(api.leases.get('edge-1')).toBeUndefined()
+    expect(api.calls.filter((c) => c.startsWith('POST'))).toHaveLength(1) // the first record only
+    api.node.uid = 'uid-3'
+    await eventually(() => { if (api.leases.get('edge-1')?.metadata.ownerReferences?.[0]?.uid !== 'uid-3') throw new Error('not recreated') })
+    p.stop()
+  })
+
   it('failures are retried with backoff until the API answers', async () => {
     const api = fakeApi()
     api.failing.on = true

@@ -454,9 +454,9 @@ describe('plain manifest: API permissions', () => {
   }).sort()
   const read = ['get', 'list', 'watch']
 
-  it('agent ClusterRole: read services, nodes, endpointslices and destinationrules; nothing else cluster-wide', () => {
+  it('agent ClusterRole: read services, endpointslices and destinationrules, get (only) nodes; nothing else cluster-wide', () => {
     expect(flat(find('ClusterRole', 'edgemesh-agent').rules)).toEqual([
-      ...read.map((v) => `/nodes:${v}`), ...read.map((v) => `/services:${v}`), ...read.map((v) => `discovery.k8s.io/endpointslices:${v}`),
+      '/nodes:get', ...read.map((v) => `/services:${v}`), ...read.map((v) => `discovery.k8s.io/endpointslices:${v}`),
       ...read.map((v) => `networking.istio.io/destinationrules:${v}`)
     ].sort())
   })
@@ -480,7 +480,7 @@ describe('plain manifest: API permissions', () => {
     }
   })
 
-  it('the peer-record policy: agent Lease writes in the mesh namespace, the name must be the token\'s node-name claim', () => {
+  it('the peer-record policy: agent Lease writes in the mesh namespace, the name must be the token\'s node-name claim, the owner its Node', () => {
     const vap = find('ValidatingAdmissionPolicy', 'edgemesh-agent-peer-record')
     expect(vap.apiVersion).toBe('admissionregistration.k8s.io/v1')
     expect(vap.spec.failurePolicy).toBe('Fail')
@@ -494,12 +494,17 @@ describe('plain manifest: API permissions', () => {
     expect(vap.spec.variables[0].expression).toContain(`${claim}[0]`)
     // a token without the claim yields '' and is denied
     expect(vap.spec.variables[0].expression).toMatch(/: ''$/)
-    expect(vap.spec.validations).toHaveLength(1)
+    expect(vap.spec.validations).toHaveLength(2)
     const v = vap.spec.validations[0]
     expect(v.expression).toBe("variables.nodeName != '' && request.name == variables.nodeName")
     expect(v.reason).toBe('Forbidden')
     expect(v.messageExpression).toContain("'edgemesh-agent on node ' + variables.nodeName + ' may only write the peer record named ' + variables.nodeName")
     expect(v.messageExpression).not.toMatch(/\n/)
+    // the record's owner (the garbage collector deletes it with that Node) may only be its own Node
+    const owner = vap.spec.validations[1]
+    expect(owner.expression).toBe("request.operation == 'DELETE' || !has(object.metadata.ownerReferences) || object.metadata.ownerReferences.all(r, r.apiVersion == 'v1' && r.kind == 'Node' && r.name == variables.nodeName)")
+    expect(owner.reason).toBe('Forbidden')
+    expect(owner.messageExpression).toBe("'edgemesh-agent on node ' + variables.nodeName + ' may only name its own Node ' + variables.nodeName + ' as the owner of its peer record'")
     const binding = find('ValidatingAdmissionPolicyBinding', 'edgemesh-agent-peer-record')
     expect(binding.apiVersion).toBe('admissionregistration.k8s.io/v1')
     expect(binding.spec).toEqual({ policyName: 'edgemesh-agent-peer-record', validationActions: ['Deny'] })
