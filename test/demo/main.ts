@@ -5,7 +5,8 @@
 // edgemesh-agent binaries with node-local DNS and the ClusterIP proxy, pods (namespaces behind
 // the edge hosts) calling Services by DNS name across NATs, and every user journey built so
 // far, ending in a status table. The last journey installs the Helm chart with the image built
-// from manifests/Dockerfile on real kubelets in a lab of its own (test/demo/helm-journey.ts).
+// from manifests/Dockerfile on real kubelets in a lab of its own (test/demo/helm-journey.ts);
+// the one before it, relay federation, has a two-relay lab of its own (test/demo/federation-journey.ts).
 // The lab and the control plane are torn down on success, failure and Ctrl-C.
 import { join } from 'node:path'
 import { createLab, type Lab, type LabPod, type LabProcess } from '../lab/lab.ts'
@@ -16,6 +17,7 @@ import { sleep } from '../lab/wait.ts'
 import { CLI_BIN } from '../lab/mesh.ts'
 import { clientKeys, sshOptions, startSshd } from '../lab/sshd.ts'
 import { helmInstallJourney } from './helm-journey.ts'
+import { relayFederationJourney } from './federation-journey.ts'
 
 const say = (s: string): void => { process.stdout.write(`${s}\n`) }
 const WORKLOAD = join(import.meta.dirname, '../lab/workload.mjs')
@@ -270,6 +272,11 @@ async function main (): Promise<number> {
         const detail = legs.map((l, i) => l == null ? `${names[i]}: no recovery in 15 s` : `${names[i]} ${l.path} after ${l.ms} ms`).join('; ')
         return { detail: `relayed pings answer after the restart: ${detail}`, ok: legs.every((l) => l != null && l.ms < 5_000) }
       }
+    })
+
+    journeys.push({
+      name: 'relay federation (own lab, two relays): agents homed on different relays connect; the home relay killed, its agent moves and is reached again within 5 s',
+      run: async () => await relayFederationJourney(say)
     })
 
     journeys.push({

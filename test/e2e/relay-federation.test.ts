@@ -9,10 +9,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab } from '../lab/lab.ts'
-import { Mesh, metricValue, type MeshRelay } from '../lab/mesh.ts'
+import { Mesh, metricValue } from '../lab/mesh.ts'
 import { eventually } from '../lab/wait.ts'
-import { homeRelay } from '../../agent/tunnel/home-relay.ts'
-import { loadOrCreateIdentity } from '../../shared/identity.ts'
+import { homeKeyPool } from '../lab/home-keys.ts'
 
 /** host -> index of the relay it must be homed on */
 const HOMES: Record<string, number> = { a1: 0, b1: 0, a2: 1, b2: 1, d1: 1 }
@@ -25,21 +24,9 @@ let keyDir: string
 
 beforeAll(async () => {
   keyDir = await mkdtemp(join(tmpdir(), 'edgemesh-federation-keys-'))
-  // a pool of keys; each host takes one homed where it must be once the relays' ids are known
-  // (64 keys, about half on each relay: 3 needed on one side)
-  const pool = await Promise.all(Array.from({ length: 64 }, async (_, i) => {
-    const file = join(keyDir, `key${i}`)
-    return { file, peerId: (await loadOrCreateIdentity(file)).peerId.toString() }
-  }))
-  const taken = new Set<string>()
-  const keyHomedOn = (host: string, relays: readonly MeshRelay[]): string => {
-    const k = pool.find((p) => !taken.has(p.file) && homeRelay(p.peerId, relays) === relays[HOMES[host]!])
-    if (k == null) throw new Error(`no key in the pool is homed on relay${HOMES[host]} for ${host}`)
-    taken.add(k.file)
-    return k.file
-  }
+  const keys = await homeKeyPool(keyDir)
   lab = await createLab({ relays: 2, sites: [{ name: 'a', nat: 'symmetric', hosts: 2 }, { name: 'b', nat: 'symmetric', hosts: 2 }, { name: 'd', nat: 'udp-blocked' }] })
-  mesh = await Mesh.start(lab, { agents: HOSTS, agentConfig: (host, relays) => ({ identityFile: keyHomedOn(host, relays) }) })
+  mesh = await Mesh.start(lab, { agents: HOSTS, agentConfig: (host, relays) => ({ identityFile: keys.take(relays, HOMES[host]!) }) })
 })
 
 afterAll(async () => {
