@@ -21,6 +21,7 @@ import type { Metrics } from '../shared/metrics.ts'
 import type { ServerConfig } from '../shared/config.ts'
 import { GroupLimiter, createRefuse, type Refuse } from './limits.ts'
 import { joinCircuitsWithBackpressure } from './circuit-join.ts'
+import { startLivenessSweep } from './connection-liveness.ts'
 
 export type CircuitLimits = Pick<ServerConfig['limits'], 'maxReservations' | 'reservationTtlSeconds' | 'circuitDurationSeconds' | 'circuitDataBytes'> & {
   /** resolved (server/limits.ts perIpLimits) */
@@ -174,6 +175,8 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
     streamMuxers: [meshYamux()], // window <= read buffer: see shared/yamux.ts
     ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
     connectionManager: opts.connections,
+    // its ping of every connection at once stalled the relay: server/connection-liveness.ts instead
+    connectionMonitor: { enabled: false },
     connectionGater: { denyDialMultiaddr: () => false, denyInboundRelayReservation: denyReservation },
     services: {
       identify: identify(),
@@ -186,6 +189,8 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
   })
   countFailedUpgrades(node, refuse)
   countRefusedConnections(node, refuse, opts.connections)
+  const stopLiveness = startLivenessSweep(() => node.getConnections(), opts.log)
+  node.addEventListener('stop', stopLiveness, { once: true })
   // the library's own join keeps every byte the dialer sends: see circuit-join.ts
   joinCircuitsWithBackpressure(node.services.relay, opts.log)
   return node
