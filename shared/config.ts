@@ -123,7 +123,11 @@ export const AgentConfigFields = z.object({
     snapshotFile: z.string().default('/var/lib/edgemesh/catalog.json'),
     /** at most one snapshot write per this many seconds (each start relists anyway; the file only serves offline starts) */
     snapshotIntervalSeconds: z.number().int().min(1).max(86_400).default(30),
-    /** how long a peer record counts as live without renewal */
+    /**
+     * written into the peer record's Lease (spec.leaseDurationSeconds) for older agents; nothing
+     * renews records any more (they change only when their content does, and the garbage
+     * collector removes a deleted Node's), so it no longer decides anything
+     */
     leaseDurationSeconds: z.number().int().min(10).max(3600).default(40),
     /** give up on an initial sync after this long and serve the disk snapshot */
     syncTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
