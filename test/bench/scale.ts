@@ -116,7 +116,8 @@ async function joins (env: ScaleEnv, n: number): Promise<number[]> {
         await env.connect(pick(others), joined!, 1_000)
         break
       } catch (err) {
-        if (now() - t0 > 30_000) throw new Error(`agent ${joined!.nodeName} not reachable 30 s after its start: ${(err as Error).message}`)
+        // not reachable within 30 s: counted at 30 s (the p99 then says so), and the bench goes on
+        if (now() - t0 > 30_000) { log(`agent ${joined!.nodeName} not reachable 30 s after its start: ${(err as Error).message}`); break }
         await sleep(20)
       }
     }

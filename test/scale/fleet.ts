@@ -1,25 +1,22 @@
 // The scale harness's environment: a real etcd + kube-apiserver (test/controlplane/harness.ts)
-// with the chart's RBAC and peer-record policy, a real edgemesh-server process (bin/, runs dist/),
+// with the chart's RBAC and peer-record policy, a real edgemesh-server process (bin/, runs dist/;
+// started by test/scale/relay-load.ts with the manifests' runtime flags, a fresh key and PSK),
 // and a fleet of simulated agents (sim-agent.ts) spread over worker processes (worker.ts).
 // Each simulated agent has its own Node, its own pod-bound token (the admission policy applies),
 // its own loopback address (127.20.x.y) for its UDP socket and TCP listener.
 // stop() ends the workers, the relay and the control plane (by PID) and removes the temp dir.
 import { fork, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { stringify } from 'yaml'
 import { startControlPlane, type ControlPlane } from '../controlplane/harness.ts'
 import { agentToken, installMeshRbac } from '../controlplane/cluster.ts'
-import { startProcess, type LabProcess } from '../lab/proc.ts'
-import { freePort } from '../lab/ports.ts'
+import { startRelay, type RelayUnderTest } from './relay-load.ts'
 import { AgentConfigFields } from '../../shared/config.ts'
 import type { SimRelay } from './sim-agent.ts'
 import type { WorkerCommon, WorkerRequest, WorkerStats } from './protocol.ts'
 
-export const SERVER_BIN = fileURLToPath(new URL('../../bin/edgemesh-server.js', import.meta.url))
 const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url))
 export const MESH_NAMESPACE = 'edgemesh'
 
@@ -38,7 +35,7 @@ export interface ScaleEnvOptions {
 
 export interface FleetAgent { index: number, nodeName: string, peerId: string, worker: number }
 
-export interface RelayProcess { proc: LabProcess, peerId: string, udpPort: number, tcpPort: number, http: string }
+export type RelayProcess = RelayUnderTest
 
 /** Loopback address of simulated agent i: 127.20.0.1 .. (250 per /24, never .0 or .255). */
 export const simAddress = (i: number): string => `127.20.${Math.floor(i / 250)}.${(i % 250) + 1}`
@@ -112,31 +109,6 @@ export async function findPid (parts: string[]): Promise<number | undefined> {
   return undefined
 }
 
-export async function startRelay (dir: string, extra: Record<string, unknown>, pskFile: string | undefined): Promise<RelayProcess> {
-  const configFile = join(dir, 'relay.yaml')
-  await writeFile(configFile, stringify({
-    identityFile: join(dir, 'relay.key'),
-    // the TCP port is announced in circuit reservations as configured: it cannot be 0
-    listen: { host: '127.0.0.1', tcpPort: await freePort('tcp'), udpPort: 0, http: '127.0.0.1:0' },
-    announce: ['127.0.0.1'],
-    logLevel: 'warn',
-    ...(pskFile != null ? { pskFile } : {}),
-    ...extra,
-    limits: {
-      // every simulated agent's TCP connection comes from 127.0.0.1 (the UDP ones have their own
-      // addresses): on a real cluster these are the sites' public IPs
-      maxReservationsPerIp: 100_000,
-      ...(extra.limits as object ?? {})
-    }
-  }))
-  const proc = startProcess([process.execPath, SERVER_BIN, '--config', configFile, '--set', 'logLevel=info'], { logFile: join(dir, 'relay.log') })
-  const line = await proc.waitForLine(/edgemesh-server ready/, 30_000)
-  const ready = JSON.parse(line.slice(line.indexOf('{')))
-  const udpPort = Number(String(ready.udp).split(':').pop())
-  const tcpPort = Number(/\/tcp\/(\d+)/.exec((ready.tcp as string[])[0] ?? '')?.[1])
-  return { proc, peerId: ready.peerId, udpPort, tcpPort, http: String(ready.http) }
-}
-
 /** Prometheus text -> sum of the samples of `name` whose labels match every `want` pair. */
 export function sumSamples (text: string, name: string, want: Record<string, string | RegExp> = {}): number {
   let sum = 0
@@ -186,18 +158,15 @@ export class ScaleEnv {
       cp = await startControlPlane()
       await installMeshRbac(cp, { namespace: MESH_NAMESPACE })
       const apiserverPid = await findPid(['kube-apiserver', `--secure-port=${cp.port}`])
-      const pskHex = randomBytes(32).toString('hex')
-      const pskFile = join(dir, 'swarm.key')
-      await writeFile(pskFile, `/key/swarm/psk/1.0.0/\n/base16/\n${pskHex}`)
-      log('relay (edgemesh-server)')
-      relay = await startRelay(dir, opts.relayConfig ?? {}, pskFile)
+      log('relay (edgemesh-server, as the manifests run it: test/scale/relay-load.ts startRelay)')
+      relay = await startRelay({ ...(opts.relayConfig != null ? { config: opts.relayConfig } : {}) })
       const kubeDefaults = AgentConfigFields.shape.kubernetes.unwrap().parse({})
       const tunnelDefaults = AgentConfigFields.shape.tunnel.parse(undefined)
       const common: WorkerCommon = {
         kubeServer: cp.url, caPem: cp.caPem, namespace: MESH_NAMESPACE,
         relays: [{ host: '127.0.0.1', peerId: relay.peerId, tcpPort: relay.tcpPort, udpPort: relay.udpPort }] satisfies SimRelay[],
         // the psk file's bytes, as the agent's loadPsk returns them
-        pskHex: Buffer.from(await readFile(pskFile)).toString('hex'),
+        pskHex: Buffer.from(await readFile(relay.pskFile)).toString('hex'),
         keepaliveMs: tunnelDefaults.keepaliveMs,
         leaseDurationSeconds: kubeDefaults.leaseDurationSeconds,
         catalog: opts.catalog ?? true,
@@ -208,7 +177,7 @@ export class ScaleEnv {
       return new ScaleEnv(cp, relay, dir, apiserverPid, workers, opts, common)
     } catch (err) {
       await Promise.allSettled(workers.map(async (w) => { await w.kill() }))
-      await relay?.proc.kill('SIGKILL').catch(() => {})
+      await relay?.stop().catch(() => {})
       await cp?.stop().catch(() => {})
       await rm(dir, { recursive: true, force: true })
       throw err
@@ -333,7 +302,7 @@ export class ScaleEnv {
       await w.kill()
     }))
     for (const w of this.workers) if (w.child.exitCode == null && w.child.signalCode == null) left.push(`worker ${w.child.pid}`)
-    await this.relay.proc.kill('SIGTERM', 3000).catch((err: Error) => { left.push(`relay ${this.relay.proc.pid}: ${err.message}`) })
+    await this.relay.stop().catch((err: Error) => { left.push(`relay ${this.relay.pid}: ${err.message}`) })
     await this.cp.stop().catch((err: Error) => { left.push(`control plane: ${err.message}`) })
     await rm(this.dir, { recursive: true, force: true }).catch((err: Error) => { left.push(`${this.dir}: ${err.message}`) })
     return left

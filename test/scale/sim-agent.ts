@@ -149,13 +149,13 @@ export class SimAgent {
       const kube = this.kube = new CountingKubeClient({ server: opts.kube.server, ca: opts.kube.caPem, token: opts.kube.token })
       this.catalog = new Catalog({ client: kube, namespace: opts.namespace, syncTimeoutMs: 600_000, log: opts.log, metrics: this.metrics })
       void this.catalog.start().catch((err: Error) => { opts.log.error({ err: err.message }, 'catalog start failed') })
-      this.publisher = new LeasePublisher({
+      // as agent/main.ts builds it (older trees ignore the options they do not know: the before run)
+      const publisherOptions = {
         client: kube, namespace: opts.namespace, nodeName: opts.nodeName, peerId: this.peerId.toString(),
-        addresses: tcpPort !== 0 ? [`/ip4/${opts.bindHost}/tcp/${tcpPort}`] : [], leaseDurationSeconds: opts.leaseDurationSeconds, log: opts.log
-      })
-      // the record names the home relay once peer-registry.ts can say so (lane A's update())
-      const withHome = this.publisher as unknown as { update?: (f: { homeRelay?: string }) => void }
-      withHome.update?.({ homeRelay: home.peerId })
+        addresses: tcpPort !== 0 ? [`/ip4/${opts.bindHost}/tcp/${tcpPort}`] : [], leaseDurationSeconds: opts.leaseDurationSeconds,
+        homeRelay: home.peerId, log: opts.log, metrics: this.metrics, catalog: this.catalog
+      }
+      this.publisher = new LeasePublisher(publisherOptions)
       this.publisher.start()
     }
   }
