@@ -152,7 +152,7 @@ beforeAll(async () => {
   const common = {
     own: { nodeName: 'edge-a', allowedPorts: [ECHO, DIGEST, CLOSED, ONLY_A], dialAddresses: ['127.0.0.1'], connectTimeoutMs: 1_500 },
     clusterDomain: 'cluster.local', nodeSuffix: 'edge', services: true, handshakeTimeoutMs: 1_000, connectTimeoutMs: 1_500, maxConnections: 1024,
-    tunnel: mesh.tunnel('edge-a'), nodeKind: (n: string) => NODES[n], snapshot: () => snap, directCidrs: [], log: logA.log, metrics: new Socks5Metrics(metricsA)
+    tunnel: mesh.tunnel('edge-a'), nodeKind: async (n: string) => await Promise.resolve(NODES[n]) /* answered later, like the API lookup of a node with no agent */, snapshot: () => snap, directCidrs: [], log: logA.log, metrics: new Socks5Metrics(metricsA)
   }
   const patient = { handshakeTimeoutMs: 10_000, connectTimeoutMs: 15_000, own: { ...common.own, connectTimeoutMs: 15_000 } }
   serverA = await Socks5Server.start({ ...common, ...patient, listen: [{ host: '127.0.0.1', port: 0 }] })
