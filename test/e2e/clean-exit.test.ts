@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab } from '../lab/lab.ts'
 import { startK8sMesh, type K8sMesh } from '../lab/k8s-mesh.ts'
 import { eventually } from '../lab/wait.ts'
+import { metricValue } from '../lab/mesh.ts'
 import { peerIdFromCertificateFile } from '../../shared/relay-certificate.ts'
 
 const ROOT = join(import.meta.dirname, '../..')
@@ -122,23 +123,27 @@ describe('a clean exit (SIGTERM) leaves the node as it found it', () => {
     await eventually(async () => { if ((await k.mesh.status('a1')).relays[0].udp !== 'up') throw new Error('not registered yet') }, 30_000, 200)
   }, 60_000)
 
-  it('a rolling restart of a1 (SIGTERM, then a new agent with the node\'s key) keeps its peer record: same content, b1 keeps the peer live and reaches it again', async () => {
+  it('a rolling restart of a1 (SIGTERM, then a new agent with the node\'s key) keeps its peer record: the new agent finds it current and writes nothing; b1 keeps the peer and reaches it again', async () => {
     const lease = async (): Promise<any> => await k.admin('GET', '/apis/coordination.k8s.io/v1/namespaces/edgemesh/leases/edge-a1')
-    const peerOnB1 = async (): Promise<{ peerId: string, live: boolean } | undefined> => (await k.mesh.call('b1', 'GET', '/catalog')).peers.find((p: any) => p.node === 'edge-a1')
+    const peerOnB1 = async (): Promise<{ peerId: string } | undefined> => (await k.mesh.call('b1', 'GET', '/catalog')).peers.find((p: any) => p.node === 'edge-a1')
+    const recordRequests = async (verb: string): Promise<number> => metricValue(await k.mesh.agentMetrics('a1'), 'edgemesh_peer_record_writes_total', `verb="${verb}"`)
     await eventually(async () => { await k.mesh.ping('b1', 'a1') }, 60_000, 500)
     const before = await lease()
     const a = k.mesh.agent('a1')
     expect(before.spec.holderIdentity).toBe(a.peerId)
     await terminate('a1')
-    // the old pod is gone, its record is not: b1 still holds the peer, live, while the new pod starts
+    // the old pod is gone, its record is not: b1 still holds the peer while the new pod starts
     const during = await lease()
     expect({ annotations: during.metadata.annotations, holder: during.spec.holderIdentity }).toEqual({ annotations: before.metadata.annotations, holder: before.spec.holderIdentity })
-    expect(await peerOnB1()).toEqual(expect.objectContaining({ peerId: a.peerId, live: true }))
+    expect(await peerOnB1()).toEqual(expect.objectContaining({ peerId: a.peerId }))
     await k.mesh.startAgent(a) // the DaemonSet's new pod: the same hostPath key
-    await eventually(async () => { if ((await lease()).spec.renewTime === during.spec.renewTime) throw new Error('not renewed yet') }, 30_000, 200)
+    // it reads its Node and its record, finds the record current and writes nothing (no event to any agent)
+    await eventually(async () => { if (await recordRequests('GET') < 2) throw new Error('record not checked yet') }, 30_000, 200)
+    expect([await recordRequests('POST'), await recordRequests('PUT')]).toEqual([0, 0])
     const after = await lease()
+    expect(after.metadata.resourceVersion).toBe(during.metadata.resourceVersion)
     expect({ annotations: after.metadata.annotations, holder: after.spec.holderIdentity }).toEqual({ annotations: before.metadata.annotations, holder: before.spec.holderIdentity })
-    expect(await peerOnB1()).toEqual(expect.objectContaining({ peerId: a.peerId, live: true }))
+    expect(await peerOnB1()).toEqual(expect.objectContaining({ peerId: a.peerId }))
     const pong = await eventually(async () => await k.mesh.ping('b1', 'a1'), 60_000, 500)
     expect(pong.rttMs).toBeGreaterThan(0)
   }, 180_000)
