@@ -78,6 +78,10 @@ async function peerEvents (a: Agent): Promise<Record<string, number>> {
   for (const v of (await a.metrics.catalogWatchEvents.get()).values) if (v.labels.resource === 'peers') out[String(v.labels.type)] = v.value
   return out
 }
+/** edgemesh_catalog_watch_bytes_total for the peer records */
+async function peerBytes (a: Agent): Promise<number> {
+  return (await a.metrics.catalogWatchBytes.get()).values.find((v) => v.labels.resource === 'peers')?.value ?? 0
+}
 const changes = (e: Record<string, number>): number => (e.ADDED ?? 0) + (e.MODIFIED ?? 0) + (e.DELETED ?? 0)
 
 const lease = async (node: string): Promise<ApiResponse> => await admin('GET', `${LEASES}/${node}`)
@@ -132,12 +136,14 @@ describe('peer records on the real apiserver', () => {
     const rvBefore = await Promise.all(['node-a', 'node-b'].map(async (n) => (await lease(n)).body.metadata.resourceVersion))
     const writesBefore = await Promise.all(agents.map(writes))
     const eventsBefore = await Promise.all(agents.map(peerEvents))
+    const bytesBefore = await Promise.all(agents.map(peerBytes))
+    let rawBytes = 0
     // a raw watch of every peer record from now on, like any agent's
     const list = await admin('GET', `${LEASES}?labelSelector=edgemesh.io%2Fpeer-record%3Dtrue`)
     const seen: WatchEvent[] = []
     const watcher = new KubeClient({ server: cp.url, ca: cp.caPem, token: cp.adminToken })
     const stopWatch = new AbortController()
-    const watching = watcher.watch(LEASES, { resourceVersion: list.body.metadata.resourceVersion, timeoutSeconds: 300, labelSelector: 'edgemesh.io/peer-record=true', bookmarks: false },
+    const watching = watcher.watch(LEASES, { resourceVersion: list.body.metadata.resourceVersion, timeoutSeconds: 300, labelSelector: 'edgemesh.io/peer-record=true', bookmarks: false, onBytes: (n) => { rawBytes += n } },
       (ev) => { seen.push(ev) }, stopWatch.signal).catch(() => {})
 
     // what used to cost a write each: the same content again, and a restarted agent (same key)
@@ -163,6 +169,13 @@ describe('peer records on the real apiserver', () => {
     expect(seen.filter((e) => e.type !== 'BOOKMARK').map((e) => `${e.type} ${e.object?.metadata?.name}`)).toEqual(['ADDED marker'])
     const eventsAfter = await Promise.all(agents.map(peerEvents))
     for (const i of [0, 1]) expect(changes(eventsAfter[i]!) - changes(eventsBefore[i]!), agents[i]!.node).toBe(1) // the marker only
+    // the bytes the agents' watches read: the marker's event, as the raw watch read it, plus at most a bookmark or two
+    const bytesAfter = await Promise.all(agents.map(peerBytes))
+    expect(rawBytes).toBeGreaterThan(100)
+    for (const i of [0, 1]) {
+      expect(bytesAfter[i]! - bytesBefore[i]!, agents[i]!.node).toBeGreaterThanOrEqual(rawBytes)
+      expect(bytesAfter[i]! - bytesBefore[i]!, agents[i]!.node).toBeLessThan(rawBytes + 1000)
+    }
     const rvAfter = await Promise.all(['node-a', 'node-b'].map(async (n) => (await lease(n)).body.metadata.resourceVersion))
     expect(rvAfter).toEqual(rvBefore)
     const writesAfter = await Promise.all(agents.map(writes))
