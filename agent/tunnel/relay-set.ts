@@ -72,6 +72,8 @@ export interface RelaySetOptions<C extends RelayClientLike> {
   onLost: (relay: RelayRef) => void
   /** a visitor registration started: hold a TCP connection to the relay so its loss shows at once */
   watch?: (relay: RelayRef) => void
+  /** a visitor registration stopped (unused): the connection watch() opened may go */
+  unwatch?: (relay: RelayRef) => void
   log?: { info: (obj: object, msg: string) => void }
   settings?: Partial<RelaySetSettings>
   timers?: RelaySetTimers
@@ -87,8 +89,8 @@ interface Entry<C> {
   lastUsed: number
   lastProbe: number
   probing: boolean
-  /** our own close of its connection is no loss */
-  expectClose: boolean
+  /** our own close of its connection (announced until then) is no loss */
+  expectCloseUntil: number
 }
 
 export interface RelayView<C> { relay: RelayRef, role: RelayRole, client: C | null }
@@ -104,13 +106,15 @@ export class RelaySet<C extends RelayClientLike> {
   private homeSince = 0
   private timer: unknown
   private stopped = false
+  /** a registration of ours was ever accepted (never, at a site that blocks UDP) */
+  private udpSeen = false
 
   constructor (opts: RelaySetOptions<C>) {
     this.opts = opts
     this.settings = { ...DEFAULT_RELAY_SET_SETTINGS, ...opts.settings }
     this.timers = opts.timers ?? realTimers
     this.entries = rankRelays(opts.selfPeerId, opts.relays).map((relay) => ({
-      relay, client: null, role: 'idle', lost: false, upSince: null, lastUsed: -Infinity, lastProbe: -Infinity, probing: false, expectClose: false
+      relay, client: null, role: 'idle', lost: false, upSince: null, lastUsed: -Infinity, lastProbe: -Infinity, probing: false, expectCloseUntil: -Infinity
     }))
     for (const e of this.entries) this.byPeerId.set(e.relay.peerId, e)
   }
@@ -166,8 +170,9 @@ export class RelaySet<C extends RelayClientLike> {
     e.lastUsed = now
     if (e.role === 'home') {
       if (e.client!.up) return e.client!
-      // a new home registers within a round trip: worth a short wait; an old silent one is not
-      if (now - this.homeSince < this.settings.homeGraceMs && await e.client!.waitUp(this.settings.registerWaitMs)) return e.client!
+      // a new home registers within a round trip: worth a short wait where UDP works at all; an
+      // old silent one is not
+      if (this.udpSeen && now - this.homeSince < this.settings.homeGraceMs && await e.client!.waitUp(this.settings.registerWaitMs)) return e.client!
       return undefined
     }
     if (e.lost || !this.udpWorks()) return undefined
@@ -181,9 +186,9 @@ export class RelaySet<C extends RelayClientLike> {
     return client.up || await client.waitUp(this.settings.registerWaitMs) ? client : undefined
   }
 
-  /** Whether our UDP registrations are answered at all (a UDP-blocked site: never). */
+  /** Whether our UDP registrations are answered (a UDP-blocked site: never), or were until the home just moved. */
   private udpWorks (): boolean {
-    return this.entries.some((e) => e.client?.up === true)
+    return this.entries.some((e) => e.client?.up === true) || (this.udpSeen && this.timers.now() - this.homeSince < this.settings.homeGraceMs)
   }
 
   // ------------------------------------------------------------- health signals
@@ -193,7 +198,7 @@ export class RelaySet<C extends RelayClientLike> {
     const e = this.byPeerId.get(peerId)
     if (e == null || this.stopped) return
     if (open) { this.alive(e); return }
-    if (e.expectClose) { e.expectClose = false; return }
+    if (this.timers.now() <= e.expectCloseUntil) { e.expectCloseUntil = -Infinity; return }
     this.suspect(e, 'connection closed')
   }
 
@@ -205,10 +210,10 @@ export class RelaySet<C extends RelayClientLike> {
     else this.suspect(e, 'reservation failed')
   }
 
-  /** Our own close of the connection to this relay follows: not a sign of loss. */
+  /** Our own close of the connection to this relay follows (within 5 s): not a sign of loss. */
   expectClose (peerId: string): void {
     const e = this.byPeerId.get(peerId)
-    if (e != null) e.expectClose = true
+    if (e != null) e.expectCloseUntil = this.timers.now() + 5_000
   }
 
   private alive (e: Entry<C>): void {
@@ -281,10 +286,10 @@ export class RelaySet<C extends RelayClientLike> {
 
   private createClient (e: Entry<C>): C {
     const client = this.opts.createClient(e.relay)
+    e.client = client // before start(): its first state event must find it
     client.on('state', (up) => {
       if (this.stopped || e.client !== client) return
-      if (up) this.alive(e)
-      else this.suspect(e, 'keepalives unanswered')
+      if (up) { this.udpSeen = true; this.alive(e) } else this.suspect(e, 'keepalives unanswered')
     })
     client.start()
     return client
@@ -315,6 +320,8 @@ export class RelaySet<C extends RelayClientLike> {
       if (e.lost || (now - e.lastUsed >= this.settings.visitorIdleMs && !this.opts.inUse(e.relay))) {
         this.opts.log?.info({ relay: e.relay.host }, 'visitor registration stopped (unused)')
         this.stopClient(e)
+        // a relay we prefer to the home keeps its connection: its loss must show while it may become home
+        if (!e.lost && this.entries.indexOf(e) > this.entries.indexOf(home)) this.opts.unwatch?.(e.relay)
       }
     }
     this.reselect()

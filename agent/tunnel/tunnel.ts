@@ -176,6 +176,7 @@ export class Tunnel implements TunnelApi {
       // found lost (its TCP connection closed and a re-dial refused): what went through it is gone
       onLost: (relay) => { this.dropRelaySessions(relay, 'relay-down') },
       watch: (relay) => { void this.probeRelay(relay) },
+      unwatch: (relay) => { this.closeIdleRelayConnection(relay) },
       log: this.log.child({ component: 'relays' })
     })
     this.node.addEventListener('connection:open', (evt) => { this.onConnectionOpen(evt.detail) })
@@ -549,6 +550,14 @@ export class Tunnel implements TunnelApi {
         this.relaySet.onReservation(home.peerId, false)
       })
       .finally(() => { this.circuitBusy = false })
+  }
+
+  /** Closes our connections to a relay we no longer visit, unless a stream (a circuit) still runs on one. */
+  private closeIdleRelayConnection (relay: RelayRef): void {
+    const conns = this.node.getConnections(peerIdFromString(relay.peerId))
+    if (conns.length === 0 || conns.some((c) => c.streams.length > 0)) return
+    this.relaySet.expectClose(relay.peerId)
+    for (const c of conns) c.close().catch(() => { c.abort(new Error('relay no longer visited')) })
   }
 
   /** relay-udp connections through this relay */

@@ -25,7 +25,8 @@ class FakeClient extends EventEmitter<{ state: [boolean] }> {
   start (): void { this.started = true; if (this.answers) this.setUp(true) }
   stop (): void { this.stopped = true }
   setUp (up: boolean): void { this.up = up; this.emit('state', up) }
-  async waitUp (): Promise<boolean> { return this.up }
+  waits = 0
+  async waitUp (): Promise<boolean> { this.waits++; return this.up }
 }
 
 class FakeTimers implements RelaySetTimers {
@@ -53,6 +54,7 @@ function setup (opts: { relays?: RelayRef[], udp?: boolean, reachable?: (r: Rela
   const lost: string[] = []
   const probes: string[] = []
   const watched: string[] = []
+  const unwatched: string[] = []
   const reachable = new Set((opts.relays ?? relays).filter((r) => opts.reachable?.(r) ?? true).map((r) => r.peerId))
   const set = new RelaySet<FakeClient>({
     selfPeerId: SELF,
@@ -63,12 +65,13 @@ function setup (opts: { relays?: RelayRef[], udp?: boolean, reachable?: (r: Rela
     onHome: (home, previous) => { homes.push([home.peerId, previous?.peerId ?? null]) },
     onLost: (relay) => { lost.push(relay.peerId) },
     watch: (relay) => { watched.push(relay.peerId) },
+    unwatch: (relay) => { unwatched.push(relay.peerId) },
     timers,
     settings: { stableMs: 30_000, visitorIdleMs: 60_000, probeIntervalMs: 2_000, homeGraceMs: 5_000 }
   })
   const running = (): string[] => clients.filter((c) => !c.stopped).map((c) => c.relay.peerId)
   const roles = (): Record<string, string> => Object.fromEntries(set.view().map((v) => [v.relay.peerId, v.role]))
-  return { set, timers, clients, homes, lost, probes, watched, reachable, running, roles }
+  return { set, timers, clients, homes, lost, probes, watched, unwatched, reachable, running, roles }
 }
 
 describe('RelaySet', () => {
@@ -231,10 +234,12 @@ describe('RelaySet', () => {
     used = true
     await t.timers.advance(70_000)
     expect(t.roles()[other.peerId]).toBe('visitor')
+    expect(t.unwatched).toEqual([])
     used = false
     await t.timers.advance(1_000)
     expect(t.roles()[other.peerId]).toBe('idle')
     expect(client!.stopped).toBe(true)
+    expect(t.unwatched).toEqual([other.peerId])
     expect(t.running()).toEqual([ranking[0]!.peerId])
   })
 
@@ -265,5 +270,24 @@ describe('RelaySet', () => {
     expect(t.set.home).toBe(ranking[0])
     expect(t.roles()[ranking[1]!.peerId]).toBe('visitor')
     expect(t.running().sort()).toEqual([ranking[0]!.peerId, ranking[1]!.peerId].sort())
+  })
+
+  it('a UDP-blocked site never waits for a registration; where UDP worked, a dial waits briefly for a new home', async () => {
+    const blocked = setup({ udp: false })
+    blocked.set.start()
+    expect(await blocked.set.introducer(ranking[0]!)).toBeUndefined()
+    expect(blocked.clients[0]!.waits).toBe(0)
+
+    const t = setup()
+    t.set.start()
+    t.reachable.delete(ranking[0]!.peerId)
+    t.set.onRelayConnection(ranking[0]!.peerId, false)
+    await flush()
+    const newHome = t.clients.find((c) => c.relay === ranking[1])!
+    newHome.up = false // not registered yet
+    expect(await t.set.introducer(ranking[1]!)).toBeUndefined()
+    expect(newHome.waits).toBe(1)
+    newHome.up = true
+    expect(await t.set.introducer(ranking[1]!)).toBe(newHome)
   })
 })
