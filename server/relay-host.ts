@@ -14,7 +14,7 @@ import { identify } from '@libp2p/identify'
 import { preSharedKey } from '@libp2p/pnet'
 import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { Connection, PeerId, PrivateKey } from '@libp2p/interface'
+import type { ComponentLogger, Connection, Logger as Libp2pLogger, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../shared/logging.ts'
 import type { Metrics } from '../shared/metrics.ts'
@@ -111,6 +111,18 @@ function countRefusedConnections (node: Libp2p, refuse: Refuse, limits: Connecti
   }
 }
 
+/**
+ * libp2p's debug logging, off: one shared logger that does nothing. libp2p makes new debug
+ * loggers (three functions with their properties each) for every connection, stream and
+ * scope, whether DEBUG is set or not: a few KiB of heap per agent on a relay holding
+ * thousands. With DEBUG set (libp2p:*) the library's own logger is used, as before.
+ */
+export function quietLibp2pLogger (): ComponentLogger {
+  const log = Object.assign((() => {}) as unknown as Libp2pLogger, { error: () => {}, trace: () => {}, enabled: false })
+  log.newScope = () => log
+  return { forComponent: () => log }
+}
+
 /** What the reservation gate needs of libp2p's reservation store (peer ids as strings). */
 export interface Reservations { has: (peer: string) => boolean, size: number }
 
@@ -165,6 +177,7 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
 
   node = await createLibp2p({
     privateKey: opts.privateKey,
+    ...(process.env.DEBUG == null || process.env.DEBUG === '' ? { logger: quietLibp2pLogger() } : {}),
     addresses: {
       listen: [`/ip4/${opts.host}/tcp/${opts.tcpPort}`],
       // without announce, reservations would hand agents 127.0.0.1/LAN circuit addresses
@@ -179,7 +192,10 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
     connectionMonitor: { enabled: false },
     connectionGater: { denyDialMultiaddr: () => false, denyInboundRelayReservation: denyReservation },
     services: {
-      identify: identify(),
+      // the relay answers identify (agents learn it speaks circuit relay) but asks no agent:
+      // nothing here reads an agent's identify (reservations and circuits use the connection),
+      // and each answer cost a stream and a peer store record per agent
+      identify: identify({ runOnConnectionOpen: false }),
       relay: circuitRelayServer({
         reservations: reservationOptions(opts.limits),
         maxInboundHopStreams: 4096,
