@@ -137,8 +137,6 @@ export class RelaySet<C extends RelayClientLike> {
     return undefined
   }
 
-  clients (): C[] { return this.entries.flatMap((e) => e.client != null ? [e.client] : []) }
-
   view (): Array<RelayView<C>> {
     // in configuration order: what the operator wrote
     return this.opts.relays.map((relay) => {

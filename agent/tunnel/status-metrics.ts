@@ -1,6 +1,7 @@
 // Tunnel numbers read from the tunnel's status at scrape time (what `edgemesh status` shows):
 // peers by the path their new streams take, the smoothed RTT of each open UDX tunnel path, and
-// the round trip of the last registration with each relay. Nothing is kept between scrapes, so
+// the round trip of the last registration with each relay, each relay's role (home, visitor, idle,
+// down: relay-set.ts). Nothing is kept between scrapes, so
 // a peer or relay that went away leaves no stale series.
 import { Gauge } from 'prom-client'
 import type { Metrics } from '../../shared/metrics.ts'
@@ -14,6 +15,7 @@ export interface TunnelSamples {
   /** UDX smoothed RTT per open UDP path (TCP paths have no transport RTT) */
   pathRtts: Array<{ peer: string, path: string, ms: number }>
   relayRtts: Array<{ relay: string, ms: number }>
+  relayRoles: Array<{ relay: string, role: string }>
 }
 
 export const PEER_PATHS = ['direct-tcp', 'direct-udp', 'relay-udp', 'relay-tcp', 'idle'] as const
@@ -28,7 +30,8 @@ export function tunnelSamples (s: TunnelStatusView): TunnelSamples {
     }
   }
   const relayRtts = s.relays.filter((r) => r.rttMs != null && r.udp === 'up').map((r) => ({ relay: r.host, ms: r.rttMs! }))
-  return { peersByPath, pathRtts, relayRtts }
+  const relayRoles = s.relays.map((r) => ({ relay: r.host, role: r.role }))
+  return { peersByPath, pathRtts, relayRtts, relayRoles }
 }
 
 export function exportTunnelStatus (metrics: Metrics, status: () => TunnelStatusView): void {
@@ -63,6 +66,16 @@ export function exportTunnelStatus (metrics: Metrics, status: () => TunnelStatus
     collect () {
       this.reset()
       for (const r of samples().relayRtts) this.set({ relay: r.relay }, r.ms)
+    }
+  })
+  new Gauge({
+    name: 'edgemesh_tunnel_relays',
+    help: 'Each configured relay by its role for this agent (1): home (registered and reserved there), visitor (registered to reach peers homed there), idle, down (lost)',
+    labelNames: ['relay', 'role'] as const,
+    registers,
+    collect () {
+      this.reset()
+      for (const r of samples().relayRoles) this.set({ relay: r.relay, role: r.role }, 1)
     }
   })
 }

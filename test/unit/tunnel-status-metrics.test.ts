@@ -1,4 +1,4 @@
-// Tunnel gauges read from `edgemesh status` at scrape time: peers by path, UDX path RTTs, relay RTTs.
+// Tunnel gauges read from `edgemesh status` at scrape time: peers by path, UDX path RTTs, relay RTTs and roles.
 import { describe, expect, it } from 'vitest'
 import { exportTunnelStatus, tunnelSamples, type TunnelStatusView } from '../../agent/tunnel/status-metrics.ts'
 import { Metrics } from '../../shared/metrics.ts'
@@ -23,6 +23,7 @@ describe('tunnel status metrics', () => {
     expect(s.peersByPath).toEqual({ 'direct-tcp': 1, 'direct-udp': 1, 'relay-udp': 1, 'relay-tcp': 0, idle: 1 })
     expect(s.pathRtts).toEqual([{ peer: 'b', path: 'direct-udp', ms: 3 }, { peer: 'c', path: 'relay-udp', ms: 7 }])
     expect(s.relayRtts).toEqual([{ relay: '198.51.100.10', ms: 1.5 }])
+    expect(s.relayRoles).toEqual([{ relay: '198.51.100.10', role: 'home' }, { relay: '198.51.100.11', role: 'visitor' }])
   })
 
   it('exports the current status on every scrape and forgets peers that went away', async () => {
@@ -33,11 +34,14 @@ describe('tunnel status metrics', () => {
     expect(text).toContain('edgemesh_tunnel_peers{path="direct-udp"} 1')
     expect(text).toContain('edgemesh_tunnel_rtt_ms{peer="c",path="relay-udp"} 7')
     expect(text).toContain('edgemesh_relay_rtt_ms{relay="198.51.100.10"} 1.5')
+    expect(text).toContain('edgemesh_tunnel_relays{relay="198.51.100.10",role="home"} 1')
+    expect(text).toContain('edgemesh_tunnel_relays{relay="198.51.100.11",role="visitor"} 1')
     view = { relays: [], peers: [status.peers[0]!] }
     text = await metrics.registry.metrics()
     expect(text).toContain('edgemesh_tunnel_peers{path="relay-udp"} 0')
     expect(text).not.toContain('peer="c"')
     expect(text).toContain('# TYPE edgemesh_relay_rtt_ms gauge')
     expect(text).not.toContain('edgemesh_relay_rtt_ms{')
+    expect(text).not.toContain('edgemesh_tunnel_relays{')
   })
 })
