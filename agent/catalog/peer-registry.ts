@@ -35,6 +35,10 @@ export interface LeasePublisherOptions {
   maxBackoffMs?: number
 }
 
+/** foreign rewrites restored at once before restoring backs off; a quiet minute resets the count */
+const RESTORES_BEFORE_BACKOFF = 3
+const RESTORE_QUIET_MS = 60_000
+
 export interface PeerRecordFields { addresses?: string[], homeRelay?: string }
 
 /** Keeps this node's peer record present and current, writing only when its content changes. */
@@ -53,6 +57,11 @@ export class LeasePublisher {
   private lastOwner: NodeOwner | undefined
   /** our Node was seen once: if it is gone now, the node is being removed (see reconcile) */
   private hadOwner = false
+  /** resourceVersions of our latest writes (their echoes in the catalog are not foreign changes) */
+  private readonly ownWrites: string[] = []
+  /** foreign rewrites restored in a row (see observe) */
+  private restores = 0
+  private lastRestoreAt = 0
   private readonly unsubscribe: (() => void) | undefined
   /** resolves after the record was first found or written current (tests and start-up logging) */
   readonly published: Promise<void>
@@ -89,8 +98,37 @@ export class LeasePublisher {
   /** The catalog saw our record: missing or saying something else means someone else wrote it. */
   private observe (seen: PeerInfo | undefined): void {
     if (seen != null && samePeerContent(seen, this.desired)) return
+    // the echo of an earlier write of ours (an update() since): the newer write follows it
+    if (seen != null && seen.resourceVersion !== '' && this.ownWrites.includes(seen.resourceVersion)) return
     this.lastResourceVersion = undefined // re-read it before writing
+    if (seen != null) {
+      // someone else wrote other content: restore it, but another writer of this record (a second
+      // agent with this node's name) must not turn into a write loop, each write an event to
+      // every agent: restores in a row back off like failures
+      const now = Date.now()
+      this.restores = now - this.lastRestoreAt > RESTORE_QUIET_MS ? 1 : this.restores + 1
+      this.lastRestoreAt = now
+      if (this.restores > RESTORES_BEFORE_BACKOFF) {
+        if (this.restores === RESTORES_BEFORE_BACKOFF + 1) this.opts.log.warn({ node: this.opts.nodeName, peerId: seen.peerId }, 'this node\'s peer record keeps being rewritten by someone else (another agent with this node name?); restoring it with backoff')
+        const cap = this.opts.maxBackoffMs ?? 30_000
+        const delay = Math.min(cap, 1000 * 2 ** Math.min(this.restores - RESTORES_BEFORE_BACKOFF - 1, 5))
+        if (this.timer == null && !this.stopped) {
+          this.timer = setTimeout(() => { this.timer = undefined; this.kick() }, delay)
+          this.timer.unref()
+        }
+        return
+      }
+    }
     this.kick()
+  }
+
+  /** remembers the resourceVersion of a write of ours, to know its echo */
+  private wrote (resourceVersion: string | undefined): string | undefined {
+    if (resourceVersion != null) {
+      this.ownWrites.push(resourceVersion)
+      if (this.ownWrites.length > 8) this.ownWrites.shift()
+    }
+    return resourceVersion
   }
 
   private kick (): void {
@@ -118,6 +156,7 @@ export class LeasePublisher {
           if (this.stopped) return
           const cap = this.opts.maxBackoffMs ?? 30_000
           const delay = Math.round(Math.min(cap, 1000 * 2 ** Math.min(this.failures - 1, 5)) * (0.8 + Math.random() * 0.4))
+          if (this.timer != null) clearTimeout(this.timer) // a restore waiting out its backoff: this retry covers it
           this.timer = setTimeout(() => { this.timer = undefined; if (!this.stopped && !this.running) void this.run() }, delay)
           this.timer.unref()
           return
@@ -173,7 +212,7 @@ export class LeasePublisher {
       const body = this.body(this.lastOwner)
       body.metadata.resourceVersion = this.lastResourceVersion
       try {
-        this.lastResourceVersion = (await this.call('PUT', url, body)).metadata.resourceVersion
+        this.lastResourceVersion = this.wrote((await this.call('PUT', url, body)).metadata.resourceVersion)
         return
       } catch (err) {
         this.lastResourceVersion = undefined
@@ -187,7 +226,7 @@ export class LeasePublisher {
       existing = await this.call('GET', url)
     } catch (err) {
       if (!(err instanceof KubeApiError && err.status === 404)) throw err
-      this.lastResourceVersion = (await this.call('POST', this.path, this.body(owner))).metadata.resourceVersion
+      this.lastResourceVersion = this.wrote((await this.call('POST', this.path, this.body(owner))).metadata.resourceVersion)
       return
     }
     const seen = toPeer(existing)
@@ -198,7 +237,7 @@ export class LeasePublisher {
     }
     const body = this.body(owner)
     body.metadata.resourceVersion = existing.metadata.resourceVersion
-    this.lastResourceVersion = (await this.call('PUT', url, body)).metadata.resourceVersion
+    this.lastResourceVersion = this.wrote((await this.call('PUT', url, body)).metadata.resourceVersion)
   }
 
   stop (): void {
