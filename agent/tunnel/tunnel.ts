@@ -172,7 +172,8 @@ export class Tunnel implements TunnelApi {
       createClient: (relay) => this.createClient(relay, verifiers.get(relay.peerId)!),
       probe: async (relay) => await this.probeRelay(relay),
       inUse: (relay) => this.relayUdpSessions(relay).length > 0,
-      onHome: (home) => { this.opts.onHomeRelay?.(home.peerId) },
+      // the reservation moves with the home at once (not at the next maintenance tick)
+      onHome: (home) => { this.opts.onHomeRelay?.(home.peerId); if (this.maintenanceTimer != null) this.ensureCircuitReservations() },
       // found lost (its TCP connection closed and a re-dial refused): what went through it is gone
       onLost: (relay) => { this.dropRelaySessions(relay, 'relay-down') },
       watch: (relay) => { void this.probeRelay(relay) },
