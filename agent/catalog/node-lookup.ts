@@ -13,6 +13,12 @@ export interface NodeLookupOptions {
   maxEntries?: number
   /** per GET (default 5 s) */
   timeoutMs?: number
+  /**
+   * GETs at once at most (default 16): names come from SOCKS5 clients, each new one a GET, so a
+   * client asking for many names cannot turn into as many concurrent requests to the apiserver;
+   * over the cap a name is answered as unknown (exists() throws)
+   */
+  maxInFlight?: number
   now?: () => number
 }
 
@@ -41,6 +47,7 @@ export class KubeNodeLookup {
     if (hit != null && this.now() - hit.at < (this.opts.ttlMs ?? 30_000)) return hit.exists
     const pending = this.inFlight.get(name)
     if (pending != null) return await pending
+    if (this.inFlight.size >= (this.opts.maxInFlight ?? 16)) throw new KubeApiError(0, 'TooManyLookups', `node lookup of ${name}: ${this.inFlight.size} already in flight`)
     const ask = this.ask(name).finally(() => { this.inFlight.delete(name) })
     this.inFlight.set(name, ask)
     return await ask

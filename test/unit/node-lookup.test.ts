@@ -1,6 +1,7 @@
 // agent/catalog/node-lookup.ts: whether a Node exists, asked on demand instead of watching every
 // Node. Answers (negative too) are reused for the TTL, concurrent asks share one GET, the cache
 // is bounded, API failures are not cached, and names that cannot be Node names cost no request.
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { couldBeNodeName, KubeNodeLookup } from '../../agent/catalog/node-lookup.ts'
 import { KubeApiError } from '../../agent/catalog/kube-client.ts'
@@ -53,6 +54,29 @@ describe('KubeNodeLookup', () => {
     expect(api.gets).toHaveLength(4)
     await lookup.exists('a') // evicted: asked again
     expect(api.gets).toHaveLength(5)
+  })
+
+  it('at most maxInFlight GETs at once: a further new name is not asked (throws), a name in flight shares its GET', async () => {
+    const api = fakeClient(new Set(['n1']))
+    const lookup = new KubeNodeLookup({ client: api.client as any, maxInFlight: 2 })
+    const first = [lookup.exists('n1'), lookup.exists('n2')]
+    await expect(lookup.exists('n3')).rejects.toThrow(/already in flight/)
+    const shared = lookup.exists('n1')
+    expect(await Promise.all([...first, shared])).toEqual([true, false, true])
+    expect(api.gets).toEqual(['GET /api/v1/nodes/n1', 'GET /api/v1/nodes/n2'])
+    expect(await lookup.exists('n3')).toBe(false) // asked once the others answered
+  })
+
+  it('fuzz: any name from a SOCKS5 request costs at most one GET of one /api/v1/nodes/<name> path, only for a possible Node name', async () => {
+    await fc.assert(fc.asyncProperty(fc.oneof(fc.string({ maxLength: 300 }), fc.domain(), fc.stringMatching(/^[a-z0-9.-]{1,20}$/)), async (name) => {
+      const api = fakeClient(new Set())
+      const lookup = new KubeNodeLookup({ client: api.client as any })
+      expect(await lookup.exists(name)).toBe(false)
+      if (!couldBeNodeName(name)) { expect(api.gets).toEqual([]); return }
+      expect(name.length).toBeLessThanOrEqual(253)
+      expect(api.gets).toEqual([`GET /api/v1/nodes/${name}`]) // nothing to escape: no '/', '?', '%', '..' alone
+      expect(name).not.toMatch(/^\.|\.\.|[^a-z0-9.-]/)
+    }), { numRuns: 500 })
   })
 
   it('an API failure throws and is not cached; a name that cannot be a Node costs no request', async () => {
