@@ -246,8 +246,14 @@ describe('peer records on the real apiserver', () => {
     expect((await admin('DELETE', '/api/v1/nodes/node-b')).status).toBe(200)
     await eventually(async () => { expect((await lease('node-b')).status).toBe(404) }, 60_000, 200)
     await eventually(async () => { expect(a.catalog.snapshot().peers.has('node-b')).toBe(false) }, 10_000, 50)
-    // agent B saw it go and checked (its Node is gone, or its token with it): it wrote nothing back
-    await eventually(async () => { expect((await writes(b)).GET - getsBefore).toBeGreaterThanOrEqual(2) }, 15_000, 100)
+    // agent B saw it go and checked (its pod-bound token stays valid: the apiserver only reads the
+    // node claims of a pod-bound token): its Node is gone, so it wrote nothing back. Three GETs: a
+    // publisher that recreated the record would stop after two (Node, record) and a POST, and
+    // waiting for only two would look before that POST had landed
+    await eventually(async () => { expect((await writes(b)).GET - getsBefore).toBeGreaterThanOrEqual(3) }, 15_000, 100)
+    expect((await writes(b)).POST).toBe(1)
+    const asB = await apiRequest(cp, b.token, 'GET', '/api/v1/nodes/node-b')
+    expect(asB.status, asB.text).toBe(404) // B's token still works: it chose not to write
     expect((await lease('node-b')).status).toBe(404)
     console.log(`[peer-records] garbage collector deleted node-b's record; agent B re-checked ${(await writes(b)).GET - getsBefore} times and wrote nothing`)
 
