@@ -21,6 +21,7 @@
 // Env: EDGEMESH_BENCH_SCALE_NS (100,300,1000), EDGEMESH_BENCH_REST_S (60), EDGEMESH_BENCH_WORKERS (4),
 // EDGEMESH_BENCH_TOKENS (pod-bound | admin), EDGEMESH_BENCH_RESERVATIONS (1).
 // Prints progress on stderr, a table, then one JSON line (last line).
+import { readFile } from 'node:fs/promises'
 import { ScaleEnv, procUsage, sumSamples, TICKS_PER_SECOND, type FleetAgent, type FleetStats } from '../scale/fleet.ts'
 import { renderTable } from '../../shared/table.ts'
 import { sleep } from '../lab/wait.ts'
@@ -74,6 +75,8 @@ interface Run {
   punch_p50_ms: number
   punch_p99_ms: number
   punch_lost: number
+  /** the kernel's UDP receive-buffer drops (/proc/net/snmp, whole host) during the paced phase: a dropped connect costs a 200 ms retransmit */
+  udp_rcvbuf_errors_during_punch: number
   join_p50_ms: number
   join_p99_ms: number
   sim_rss_kb_per_agent: number
@@ -158,6 +161,13 @@ async function punchSaturation (env: ScaleEnv, relayPid: number): Promise<{ rate
   }
 }
 
+/** UDP RcvbufErrors of the whole host (/proc/net/snmp). */
+async function udpRcvbufErrors (): Promise<number> {
+  const lines = (await readFile('/proc/net/snmp', 'utf8')).split('\n').filter((l) => l.startsWith('Udp:'))
+  const [head, values] = [lines[0]!.split(/\s+/), lines[1]!.split(/\s+/)]
+  return Number(values[head.indexOf('RcvbufErrors')] ?? NaN)
+}
+
 /** Open loop at PACED_RATE: each request's time until both sides have the relay's peer-info. */
 async function punchPaced (env: ScaleEnv): Promise<{ latencies: number[], lost: number, rate: number }> {
   await env.takeIncoming()
@@ -212,7 +222,9 @@ async function measureRun (env: ScaleEnv, n: number, idle: { rssBytes: number, l
   log(`N=${n}: punch coordination at saturation (${SAT_S} s, ${SAT_CONCURRENCY} in flight per worker)`)
   const sat = await punchSaturation(env, relayPid)
   log(`N=${n}: ${PACED_RATE} coordinations/s for ${PACED_S} s`)
+  const udp0 = await udpRcvbufErrors()
   const paced = await punchPaced(env)
+  const udpDrops = await udpRcvbufErrors() - udp0
   log(`N=${n}: reachability sweep`)
   const reachable = await reachability(env)
   const relayMetrics = await env.relayMetrics()
@@ -243,6 +255,7 @@ async function measureRun (env: ScaleEnv, n: number, idle: { rssBytes: number, l
     punch_p50_ms: r1(pct(paced.latencies, 50)),
     punch_p99_ms: r1(pct(paced.latencies, 99)),
     punch_lost: paced.lost,
+    udp_rcvbuf_errors_during_punch: udpDrops,
     join_p50_ms: r1(pct(joinMs, 50)),
     join_p99_ms: r1(pct(joinMs, 99)),
     sim_rss_kb_per_agent: r1((s1.rssBytes - prevSim.rssBytes) / 1024 / (n - prevSim.agents)),
@@ -257,6 +270,13 @@ async function main (): Promise<void> {
   const started = now()
   let env: ScaleEnv | undefined
   let leftovers: string[] = []
+  // Ctrl-C or a kill: the relay, etcd and kube-apiserver run in their own process groups
+  const interrupted = (signal: NodeJS.Signals): void => {
+    log(`${signal}: stopping everything`)
+    void (env?.stop() ?? Promise.resolve([])).then((left) => { if (left.length > 0) log(`leftovers: ${left.join('; ')}`) }).finally(() => { process.exit(130) })
+  }
+  process.once('SIGINT', interrupted)
+  process.once('SIGTERM', interrupted)
   try {
     env = await ScaleEnv.start({ workers: WORKERS, tokens: TOKENS, reservation: RESERVATIONS, log })
     // the apiserver's own Lease writes (its identity lease) and the relay's idle size, before any agent
