@@ -5,7 +5,8 @@
 // Measures the relay's RSS idle and with N agents, how many registered and reserved, the
 // refusals the relay counted, and punch coordination (A asks to reach B: until both sides hold
 // the peer-info) p50/p99 at a target rate.
-//   node test/scale/relay-load.ts [--agents 100,300,1000] [--workers 4] [--rate 100] [--seconds 10]
+//   node test/scale/relay-load.ts [--agents 100,300,1000] [--workers 4] [--rate 100] [--seconds 10] [--rest 0]
+//     [--relay-config '{"limits":{...}}'] [--relay-node-flags '--heapsnapshot-signal=SIGUSR2']
 // Last stdout line: {"runs": [{ "n", "relay_rss_mb", "relay_rss_per_agent_kb", ... }]}.
 // Used by test/e2e/relay-capacity.test.ts and by bench:scale (lane C) for the relay half.
 // Needs dist/ (npm run build): the relay runs as it ships.
@@ -421,6 +422,8 @@ export interface RelayRun {
   relay_rss_mb: number
   relay_rss_per_agent_kb: number
   relay_heap_used_mb: number
+  /** the V8 heap's committed size (used + garbage not yet collected + free pages kept) */
+  relay_heap_total_mb: number
   /** ArrayBuffers and other memory outside the V8 heap that V8 knows of */
   relay_external_mb: number
   relay_cpu_pct: number
@@ -448,6 +451,8 @@ function cpuSeconds (pid: number): number {
  */
 export async function measureRelay (opts: {
   ns: number[], workers?: number, punchRate?: number, punchSeconds?: number, relayConfig?: Record<string, unknown>, relayNodeFlags?: string[]
+  /** rest this long after each step's join before reading the RSS (the join's garbage is collected and given back meanwhile) */
+  restSeconds?: number
   log?: (s: string) => void, signal?: AbortSignal
 }): Promise<RelayRun[]> {
   const log = opts.log ?? ((s: string) => { process.stderr.write(`${s}\n`) })
@@ -466,10 +471,12 @@ export async function measureRelay (opts: {
       const s = await fleet.grow(n)
       const joinS = (performance.now() - t0) / 1000
       log(`[relay-load] ${s.agents} agents: ${s.registered} registered, ${s.reserved} reserved in ${joinS.toFixed(1)} s (${s.registerRefusals} register refusals, ${s.reservationFailures} reservation failures)`)
+      if ((opts.restSeconds ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, opts.restSeconds! * 1000))
       const mem = await settledMem(relay.pid, { timeoutMs: 20_000 })
       const before = await relayMetrics(relay)
       const heap = metricSum(before, 'nodejs_heap_size_used_bytes') / 2 ** 20
       const external = metricSum(before, 'nodejs_external_memory_bytes') / 2 ** 20
+      const heapTotal = metricSum(before, 'nodejs_heap_size_total_bytes') / 2 ** 20
       const rate = opts.punchRate ?? 100
       const cpu0 = cpuSeconds(relay.pid); const wall0 = performance.now()
       const p = await fleet.punch(rate, opts.punchSeconds ?? 10)
@@ -487,6 +494,7 @@ export async function measureRelay (opts: {
         relay_rss_mb: mem.rssMb,
         relay_rss_per_agent_kb: Math.round((mem.rssMb - idle.rssMb) * 1024 / n * 10) / 10,
         relay_heap_used_mb: Math.round(heap * 10) / 10,
+        relay_heap_total_mb: Math.round(heapTotal * 10) / 10,
         relay_external_mb: Math.round(external * 10) / 10,
         relay_cpu_pct: Math.round(cpuPct * 10) / 10,
         relay_loop_lag_p99_ms: Math.round(metricSum(metrics, 'nodejs_eventloop_lag_p99_seconds') * 1e4) / 10,
@@ -529,6 +537,7 @@ if (process.argv[2] === '--worker') {
     workers: Number(arg('workers') ?? 4),
     punchRate: Number(arg('rate') ?? 100),
     punchSeconds: Number(arg('seconds') ?? 10),
+    restSeconds: Number(arg('rest') ?? 0),
     ...(arg('relay-config') != null ? { relayConfig: JSON.parse(arg('relay-config')!) } : {})
   })
   process.stdout.write(`${JSON.stringify({ runs })}\n`)

@@ -231,6 +231,22 @@ describe('a refused registration', () => {
   })
 })
 
+describe('register signatures', () => {
+  it('a register not signed by the peer id\'s key is dropped and counted, before and after that peer registered (the key is kept per registration)', async () => {
+    const forged = async (ts: number): Promise<Uint8Array> => {
+      const body = encodeRegisterBody({ timestampMs: ts, peerId: idBytes(keyA), nodeName: 'edge-a', candidates: [] })
+      return encodeRegister(body, await keyB.sign(body), new Uint8Array(0))
+    }
+    const t = Date.now()
+    expect(await deliver(await forged(t), A_AT)).toEqual([])
+    expect(await counter(metrics.droppedDatagrams, 'bad-signature')).toBe(1)
+    expect((await register(keyA, t + 1, A_AT)).map((x) => x.m.type)).toEqual(['registered'])
+    expect(await deliver(await forged(t + 2), A_AT)).toEqual([])
+    expect(await counter(metrics.droppedDatagrams, 'bad-signature')).toBe(2)
+    expect((await register(keyA, t + 3, A_AT)).map((x) => x.m.type)).toEqual(['registered'])
+  })
+})
+
 describe('new registrations per source IP are rate-limited (joins), not counted as a cap', () => {
   it('beyond joinsPerIpPerSecond new agents from one IP are dropped unanswered and counted; refreshes, port changes and other IPs pass; a second later more join', async () => {
     server.stop()
