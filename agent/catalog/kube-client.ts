@@ -34,6 +34,8 @@ export interface KubeCredentials {
   insecureSkipTlsVerify?: boolean
   /** see WATCH_IDLE_MS */
   watchIdleMs?: number
+  /** see WATCH_END_MARGIN_MS (tests) */
+  watchEndMarginMs?: number
 }
 
 export class KubeApiError extends Error {
@@ -262,7 +264,7 @@ export class KubeClient {
     if (bookmarks) q.set('allowWatchBookmarks', 'true')
     if (params.labelSelector != null) q.set('labelSelector', params.labelSelector)
     const configuredIdleMs = this.creds.watchIdleMs ?? WATCH_IDLE_MS
-    const idleMs = bookmarks ? configuredIdleMs : Math.max(configuredIdleMs, params.timeoutSeconds * 1000 + WATCH_END_MARGIN_MS)
+    const idleMs = bookmarks ? configuredIdleMs : Math.max(configuredIdleMs, params.timeoutSeconds * 1000 + (this.creds.watchEndMarginMs ?? WATCH_END_MARGIN_MS))
     // a watch whose headers take longer than the idle window is as dead as a silent stream
     // (a re-watch started inside a partition would otherwise hang for the full 30 s)
     const res = await this.open('GET', `${path}?${q}`, undefined, '', signal, Math.min(30_000, configuredIdleMs))

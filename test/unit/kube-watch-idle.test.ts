@@ -11,7 +11,8 @@ import { KubeClient, type WatchEvent } from '../../agent/catalog/kube-client.ts'
 
 interface Seen { query: URLSearchParams, endedByServer: boolean, closedByClient: boolean }
 
-async function fakeApiserver (): Promise<{ server: Server, url: string, seen: Seen[] }> {
+/** deaf: the server never ends a watch (a connection whose far end is gone looks the same) */
+async function fakeApiserver (opts: { deaf?: boolean } = {}): Promise<{ server: Server, url: string, seen: Seen[] }> {
   const seen: Seen[] = []
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const query = new URL(req.url ?? '/', 'http://x').searchParams
@@ -19,7 +20,7 @@ async function fakeApiserver (): Promise<{ server: Server, url: string, seen: Se
     seen.push(s)
     res.writeHead(200, { 'content-type': 'application/json' })
     res.flushHeaders()
-    const timer = setTimeout(() => { s.endedByServer = true; res.end() }, Number(query.get('timeoutSeconds')) * 1000)
+    const timer = setTimeout(() => { if (opts.deaf !== true) { s.endedByServer = true; res.end() } }, Number(query.get('timeoutSeconds')) * 1000)
     res.on('close', () => { if (!s.endedByServer) s.closedByClient = true; clearTimeout(timer) })
   })
   await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
@@ -53,6 +54,15 @@ describe('watch idle timeout', () => {
     expect(api.seen[0]!.query.get('timeoutSeconds')).toBe('2')
     expect(api.seen[0]!.endedByServer).toBe(true) // 20x watchIdleMs of silence: not torn down
     expect(api.seen[0]!.closedByClient).toBe(false)
+  })
+
+  it('a watch without bookmarks that outlives its timeoutSeconds (the server is gone) is presumed dead after the margin and ends for a resume', async () => {
+    api = await fakeApiserver({ deaf: true })
+    client = new KubeClient({ server: api.url, watchIdleMs: 100, watchEndMarginMs: 300 })
+    await client.watch('/api/v1/services', { resourceVersion: '5', timeoutSeconds: 1, bookmarks: false }, onEvent)
+    await settled(api.seen)
+    expect(api.seen[0]!.endedByServer).toBe(false)
+    expect(api.seen[0]!.closedByClient).toBe(true)
   })
 
   it('a quiet watch that asked for bookmarks is presumed dead after watchIdleMs and ends for a resume', async () => {
