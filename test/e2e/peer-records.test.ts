@@ -261,6 +261,14 @@ describe('peer records on the real apiserver', () => {
     await ensureNode(cp, 'node-b')
     const newUid = await nodeUid('node-b')
     expect(newUid).not.toBe(oldUid)
+    // the live agent, still retrying, publishes again, owned by the new Node
+    await eventually(async () => {
+      const r = await lease('node-b')
+      expect(r.status).toBe(200)
+      expect(r.body.metadata.ownerReferences).toEqual([{ apiVersion: 'v1', kind: 'Node', name: 'node-b', uid: newUid }])
+    }, 15_000, 100)
+    expect((await writes(b)).POST).toBe(2)
+    // and a restarted one finds it current
     await stopAgent(b)
     const b2 = await startAgent('node-b', PEER_B, [ADDR_B])
     await b2.publisher.published
