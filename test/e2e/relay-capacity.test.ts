@@ -12,9 +12,11 @@ import { settledMem, type MemSample } from '../lab/rss.ts'
 /** more than the old 256 per IP; what two loaded cores set up well within the time limit */
 const AGENTS = 300
 /**
- * RSS per agent the relay may add. Measured (relay-load, 300 agents): ~110-160 KB on an idle
- * machine, the V8 heap's garbage between collections included; 3x that is a bound a loaded
- * machine cannot break, while a per-agent leak or buffer of even 0.5 MiB would.
+ * RSS per agent the relay may add. Measured right after the join (relay-load, 300 agents):
+ * 67-104 KiB, the V8 heap's garbage between collections included (76 KiB at 1,000 after a
+ * minute at rest); before the fixes 160 KiB. 512 is a bound a loaded machine cannot break,
+ * while a per-agent leak or buffer of even 0.5 MiB (a pinned 64 KiB receive buffer per agent
+ * and more) would.
  */
 const MAX_RSS_PER_AGENT_KB = 512
 
