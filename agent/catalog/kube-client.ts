@@ -23,6 +23,13 @@ const TOKEN_REREAD_MS = 60_000
 export const WATCH_IDLE_MS = 150_000
 /** how long after its timeoutSeconds a watch without bookmarks may still end on its own */
 export const WATCH_END_MARGIN_MS = 30_000
+/**
+ * TCP keep-alive on watch connections after this much silence. A quiet watch without bookmarks
+ * sends nothing for minutes, and NATs on the way from an edge site drop idle TCP mappings (AWS
+ * NAT gateway: 350 s, below our 300-600 s watch timeouts): the watch would then hear nothing,
+ * not even its end, until timeoutSeconds + WATCH_END_MARGIN_MS. A probe keeps the mapping.
+ */
+export const WATCH_KEEPALIVE_MS = 30_000
 
 export interface KubeCredentials {
   server: string
@@ -273,6 +280,7 @@ export class KubeClient {
     onOpen?.()
     res.setEncoding('utf8')
     res.socket.setTimeout(0) // the request timeout covered connect + headers; the stream has its own
+    res.socket.setKeepAlive(true, WATCH_KEEPALIVE_MS)
     let partial = ''
     let idle = false
     const presumeDead = (): void => { idle = true; res.destroy() }

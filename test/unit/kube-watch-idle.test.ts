@@ -4,6 +4,7 @@
 // left alone until the server ends it; when one watch is presumed dead, the client's other
 // watches (same path to the apiserver) end for a resume too. A loopback HTTP server plays the
 // apiserver: it holds each watch open silently and ends it after timeoutSeconds.
+import { execFileSync } from 'node:child_process'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -63,6 +64,20 @@ describe('watch idle timeout', () => {
     await settled(api.seen)
     expect(api.seen[0]!.endedByServer).toBe(false)
     expect(api.seen[0]!.closedByClient).toBe(true)
+  })
+
+  it('a watch connection has TCP keep-alive on (probes keep a NAT mapping of a quiet watch; seen by ss)', async () => {
+    api = await fakeApiserver()
+    client = new KubeClient({ server: api.url, watchIdleMs: 100 })
+    const port = new URL(api.url).port
+    let opened!: () => void
+    const open = new Promise<void>((resolve) => { opened = resolve })
+    const watching = client.watch('/api/v1/services', { resourceVersion: '5', timeoutSeconds: 2, bookmarks: false }, onEvent, undefined, () => { opened() })
+    await open
+    await new Promise((resolve) => setImmediate(resolve)) // past the line after onOpen that sets it
+    const ss = execFileSync('ss', ['-tnoH', 'state', 'established', `( dport = :${port} )`], { encoding: 'utf8' })
+    expect(ss).toMatch(/timer:\(keepalive,(2\d|30)sec/) // the client's end: 30 s to the first probe
+    await watching
   })
 
   it('a quiet watch that asked for bookmarks is presumed dead after watchIdleMs and ends for a resume', async () => {
