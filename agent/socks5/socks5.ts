@@ -14,6 +14,24 @@ import { Socks5Metrics } from './metrics.ts'
 import { checkDialAddresses, NodeServer, type OwnNode } from './node-server.ts'
 import { SOCKS5_NODE_PROTOCOL } from './node-wire.ts'
 import { Socks5Server, type NodeKind } from './server.ts'
+import { serviceName } from './targets.ts'
+import { serviceKey } from '../catalog/store.ts'
+
+/**
+ * What a name is to SOCKS5: this node, a peer (in the directory), a Node without an agent (asked
+ * of the API: nodes), or nothing. A name that is a known Service is not asked about: every new
+ * name costs a GET of the Node (cached 30 s), and a client using Services by name would make
+ * each agent GET a Node per Service every 30 s. Such a name, if also a Node without an agent,
+ * reaches the Service instead of a "no agent" refusal.
+ */
+export function nodeKindOf (o: { nodeName: string, directory: Pick<PeerDirectory, 'byName'>, nodes?: NodeLookup, isService: (name: string) => boolean }): (name: string) => Promise<NodeKind | undefined> {
+  return async (name) => {
+    if (name === o.nodeName) return 'self'
+    if (o.directory.byName(name) != null) return 'peer'
+    if (o.nodes != null && !o.isService(name) && await o.nodes.exists(name)) return 'no-agent'
+    return undefined
+  }
+}
 
 export type Socks5Config = NonNullable<AgentConfig['socks5']>
 
@@ -65,13 +83,14 @@ export async function startSocks5 (opts: Socks5Options): Promise<RunningSocks5> 
       for (const ip of new Set(listen.map((l) => l.host).filter(isLinkLocal))) await ensureListenAddress(config.device, ip)
     }
     const catalog = opts.catalog
-    const nodes = opts.nodes
-    const nodeKind = async (name: string): Promise<NodeKind | undefined> => {
-      if (name === opts.nodeName) return 'self'
-      if (opts.directory.byName(name) != null) return 'peer'
-      if (nodes != null && await nodes.exists(name)) return 'no-agent'
-      return undefined
-    }
+    const nodeKind = nodeKindOf({
+      nodeName: opts.nodeName, directory: opts.directory, ...(opts.nodes != null ? { nodes: opts.nodes } : {}),
+      isService: (name) => {
+        if (!config.services || catalog == null) return false
+        const svc = serviceName(name, opts.clusterDomain)
+        return svc != null && catalog.snapshot().services.has(serviceKey(svc.namespace, svc.name))
+      }
+    })
     try {
       server = await Socks5Server.start({
         listen, own, clusterDomain: opts.clusterDomain, nodeSuffix: config.nodeSuffix, services: config.services,
