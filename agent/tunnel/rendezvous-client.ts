@@ -21,6 +21,18 @@ import { RelayAuth } from './relay-auth.ts'
 const MISSES_BEFORE_DOWN = 3
 /** After the first, forged relay messages are logged at most this often (they are counted always). */
 const FORGERY_LOG_INTERVAL_MS = 10 * 60_000
+/** Each register interval is its nominal length +- this fraction, uniformly (mean: the nominal length). */
+export const KEEPALIVE_JITTER = 0.15
+
+/**
+ * One register interval: `nominalMs` +- KEEPALIVE_JITTER. Agents that start together (a site
+ * powering up, all of them back after a relay restart) would otherwise register in lock-step,
+ * every keepalive a burst of the whole fleet at the relay; drawn afresh per interval, their
+ * phases spread out within a few intervals. `random` returns [0, 1).
+ */
+export function jitteredInterval (nominalMs: number, random: () => number = Math.random): number {
+  return Math.round(nominalMs * (1 + KEEPALIVE_JITTER * (2 * random() - 1)))
+}
 
 export class ConnectRefusedError extends Error {
   readonly code: number
@@ -54,6 +66,8 @@ export interface RendezvousClientOptions {
   /** checks a signature with the relay's public key (from relay.peerId) */
   verifyRelay: (data: Uint8Array, signature: Uint8Array) => boolean
   log: Logger
+  /** [0, 1) for the keepalive jitter (tests); Math.random by default */
+  random?: () => number
 }
 
 /** What became of a datagram from the relay's address. */
@@ -100,8 +114,9 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   private schedule (): void {
     clearTimeout(this.timer)
     if (this.stopped) return
-    // register quickly while down so a restarted relay is found again within about a second
-    const delay = this.up ? this.keepaliveMs : Math.min(1_000, this.keepaliveMs)
+    // register quickly while down so a restarted relay is found again within about a second;
+    // jittered either way (see jitteredInterval)
+    const delay = jitteredInterval(this.up ? this.keepaliveMs : Math.min(1_000, this.keepaliveMs), this.opts.random)
     this.timer = setTimeout(() => {
       if (this.lastRegisterSentAt > 0 && ++this.misses >= MISSES_BEFORE_DOWN && this.up) this.setUp(false)
       void this.register()

@@ -268,7 +268,8 @@ describe('RendezvousClient', () => {
       candidates: () => [],
       keepaliveMs: 5_000,
       verifyRelay,
-      log
+      log,
+      random: () => 0.5 // no keepalive jitter: these tests count registers over exact intervals
     })
     let restarts = 0
     client.on('restarted', () => { restarts++ })
