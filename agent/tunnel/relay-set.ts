@@ -8,8 +8,11 @@
 // Health of a relay comes from two signals: the rendezvous client's state (missed keepalives) and
 // the libp2p TCP connection to the relay (a killed relay process closes it at once). Either one
 // going makes the relay suspect; a re-dial then decides (refused or silent: lost). A lost home is
-// replaced by the next relay of the ranking at once; the preferred one takes over again only
-// after it has answered for `stableMs` (hysteresis: a flapping relay does not move its agents).
+// replaced by the next relay of the ranking within `failoverJitterMs`; the preferred one takes
+// over again only after it has answered for `stableMs` plus this agent's share of
+// `stableJitterMs` (hysteresis: a flapping relay does not move its agents). The jitter spreads
+// the agents of one relay (up to 1,000) over an interval instead of all registering and
+// reserving at the next relay in the same instant.
 // With one relay it is everyone's home and nothing ever moves.
 import type { RelayRef } from '../../shared/config.ts'
 import { endpointKey, type Endpoint } from '../../shared/wire/addr.ts'
@@ -31,6 +34,10 @@ export type RelayRole = 'home' | 'visitor' | 'idle' | 'down'
 export interface RelaySetSettings {
   /** a relay ranked above the home must answer this long before it becomes home again */
   stableMs: number
+  /** plus a random share of this, drawn per agent (agents moving back are spread over it) */
+  stableJitterMs: number
+  /** a lost home is left after a random delay below this (agents failing over are spread over it) */
+  failoverJitterMs: number
   /** a visitor registration unused this long (and carrying no relayed path) is stopped */
   visitorIdleMs: number
   /** how long a dial waits for a visitor registration (or a new home's) to be accepted */
@@ -42,19 +49,23 @@ export interface RelaySetSettings {
 }
 
 export const DEFAULT_RELAY_SET_SETTINGS: RelaySetSettings = {
-  stableMs: 30_000, visitorIdleMs: 60_000, registerWaitMs: 700, probeIntervalMs: 2_000, homeGraceMs: 5_000
+  stableMs: 30_000, stableJitterMs: 10_000, failoverJitterMs: 1_000, visitorIdleMs: 60_000, registerWaitMs: 700, probeIntervalMs: 2_000, homeGraceMs: 5_000
 }
 
 export interface RelaySetTimers {
   now: () => number
   setInterval: (fn: () => void, ms: number) => unknown
   clearInterval: (handle: unknown) => void
+  setTimeout: (fn: () => void, ms: number) => unknown
+  clearTimeout: (handle: unknown) => void
 }
 
 const realTimers: RelaySetTimers = {
   now: () => performance.now(),
   setInterval: (fn, ms) => { const t = setInterval(fn, ms); t.unref(); return t },
-  clearInterval: (h) => { clearInterval(h as NodeJS.Timeout) }
+  clearInterval: (h) => { clearInterval(h as NodeJS.Timeout) },
+  setTimeout: (fn, ms) => { const t = setTimeout(fn, ms); t.unref(); return t },
+  clearTimeout: (h) => { clearTimeout(h as NodeJS.Timeout) }
 }
 
 export interface RelaySetOptions<C extends RelayClientLike> {
@@ -77,6 +88,8 @@ export interface RelaySetOptions<C extends RelayClientLike> {
   log?: { info: (obj: object, msg: string) => void }
   settings?: Partial<RelaySetSettings>
   timers?: RelaySetTimers
+  /** [0, 1) for the jitter (tests); Math.random by default */
+  random?: () => number
 }
 
 interface Entry<C> {
@@ -99,12 +112,17 @@ export class RelaySet<C extends RelayClientLike> {
   private readonly opts: RelaySetOptions<C>
   private readonly settings: RelaySetSettings
   private readonly timers: RelaySetTimers
+  private readonly random: () => number
   /** in this agent's preference order */
   private readonly entries: Array<Entry<C>>
   private readonly byPeerId = new Map<string, Entry<C>>()
   private homeEntry: Entry<C> | null = null
   private homeSince = 0
   private timer: unknown
+  /** a lost home is about to be left (the failover jitter) */
+  private leaveTimer: unknown = undefined
+  /** stableMs plus this agent's share of stableJitterMs */
+  private readonly stableAfterMs: number
   private stopped = false
   /** a registration of ours was ever accepted (never, at a site that blocks UDP) */
   private udpSeen = false
@@ -113,6 +131,8 @@ export class RelaySet<C extends RelayClientLike> {
     this.opts = opts
     this.settings = { ...DEFAULT_RELAY_SET_SETTINGS, ...opts.settings }
     this.timers = opts.timers ?? realTimers
+    this.random = opts.random ?? Math.random
+    this.stableAfterMs = this.settings.stableMs + this.settings.stableJitterMs * this.random()
     this.entries = rankRelays(opts.selfPeerId, opts.relays).map((relay) => ({
       relay, client: null, role: 'idle', lost: false, upSince: null, lastUsed: -Infinity, lastProbe: -Infinity, probing: false, expectCloseUntil: -Infinity
     }))
@@ -251,15 +271,30 @@ export class RelaySet<C extends RelayClientLike> {
     if (home == null) return
     const now = this.timers.now()
     if (home.lost) {
-      const next = this.entries.find((e) => !e.lost)
-      if (next != null && next !== home) this.setHome(next)
+      // left for the next relay that answers, after this agent's share of the jitter (every relay
+      // lost: it stays, its client keeps registering, lost relays are re-dialled until one is back)
+      if (this.leaveTimer != null || !this.entries.some((e) => !e.lost)) return
+      const delay = Math.round(this.settings.failoverJitterMs * this.random())
+      if (delay <= 0) { this.leaveLostHome(); return }
+      this.leaveTimer = this.timers.setTimeout(() => {
+        this.leaveTimer = undefined
+        if (!this.stopped) this.leaveLostHome()
+      }, delay)
       return
     }
-    // a relay we prefer, back and answering for stableMs
+    // a relay we prefer, back and answering for stableMs (plus this agent's jitter)
     for (const e of this.entries) {
       if (e === home) break
-      if (!e.lost && e.upSince != null && now - e.upSince >= this.settings.stableMs) { this.setHome(e); return }
+      if (!e.lost && e.upSince != null && now - e.upSince >= this.stableAfterMs) { this.setHome(e); return }
     }
+  }
+
+  /** The home is still lost (it may have answered again during the jitter): the next relay that answers. */
+  private leaveLostHome (): void {
+    const home = this.homeEntry
+    if (home == null || !home.lost) return
+    const next = this.entries.find((e) => !e.lost)
+    if (next != null) this.setHome(next)
   }
 
   private setHome (next: Entry<C>): void {
@@ -328,6 +363,7 @@ export class RelaySet<C extends RelayClientLike> {
   stop (): void {
     this.stopped = true
     this.timers.clearInterval(this.timer)
+    if (this.leaveTimer != null) this.timers.clearTimeout(this.leaveTimer)
     for (const e of this.entries) this.stopClient(e)
   }
 }

@@ -32,13 +32,23 @@ class FakeClient extends EventEmitter<{ state: [boolean] }> {
 class FakeTimers implements RelaySetTimers {
   t = 0
   private fn: (() => void) | undefined
+  private readonly timeouts = new Map<number, { due: number, fn: () => void }>()
+  private nextId = 1
   now (): number { return this.t }
   setInterval (fn: () => void): unknown { this.fn = fn; return 1 }
   clearInterval (): void { this.fn = undefined }
+  setTimeout (fn: () => void, ms: number): unknown { const id = this.nextId++; this.timeouts.set(id, { due: this.t + ms, fn }); return id }
+  clearTimeout (h: unknown): void { this.timeouts.delete(h as number) }
+  get pendingTimeouts (): number { return this.timeouts.size }
+  private fireDue (): void {
+    for (const [id, { due, fn }] of [...this.timeouts]) if (due <= this.t) { this.timeouts.delete(id); fn() }
+  }
   /** advances time one second per tick */
   async advance (ms: number): Promise<void> {
-    for (let i = 0; i < ms / 1000; i++) { this.t += 1000; this.fn?.(); await flush() }
+    for (let i = 0; i < ms / 1000; i++) { this.t += 1000; this.fireDue(); this.fn?.(); await flush() }
   }
+  /** advances time without a tick (timeouts only) */
+  async advanceMs (ms: number): Promise<void> { this.t += ms; this.fireDue(); await flush() }
 }
 
 const flush = async (): Promise<void> => { for (let i = 0; i < 5; i++) await Promise.resolve() }
@@ -47,7 +57,7 @@ const relays: RelayRef[] = [0, 1, 2].map((i) => ({ host: `198.51.100.${10 + i}`,
 const SELF = '12D3KooWself'
 const ranking = rankRelays(SELF, relays)
 
-function setup (opts: { relays?: RelayRef[], udp?: boolean, reachable?: (r: RelayRef) => boolean, inUse?: (r: RelayRef) => boolean } = {}) {
+function setup (opts: { relays?: RelayRef[], udp?: boolean, reachable?: (r: RelayRef) => boolean, inUse?: (r: RelayRef) => boolean, jitter?: { stableJitterMs: number, failoverJitterMs: number, random: () => number } } = {}) {
   const timers = new FakeTimers()
   const clients: FakeClient[] = []
   const homes: Array<[string, string | null]> = []
@@ -67,7 +77,9 @@ function setup (opts: { relays?: RelayRef[], udp?: boolean, reachable?: (r: Rela
     watch: (relay) => { watched.push(relay.peerId) },
     unwatch: (relay) => { unwatched.push(relay.peerId) },
     timers,
-    settings: { stableMs: 30_000, visitorIdleMs: 60_000, probeIntervalMs: 2_000, homeGraceMs: 5_000 }
+    // no jitter unless a test asks for it (its own tests below)
+    random: opts.jitter?.random ?? (() => 0),
+    settings: { stableMs: 30_000, stableJitterMs: opts.jitter?.stableJitterMs ?? 0, failoverJitterMs: opts.jitter?.failoverJitterMs ?? 0, visitorIdleMs: 60_000, probeIntervalMs: 2_000, homeGraceMs: 5_000 }
   })
   const running = (): string[] => clients.filter((c) => !c.stopped).map((c) => c.relay.peerId)
   const roles = (): Record<string, string> => Object.fromEntries(set.view().map((v) => [v.relay.peerId, v.role]))
@@ -189,6 +201,87 @@ describe('RelaySet', () => {
     t.set.onRelayConnection(other.peerId, false)
     await flush()
     expect(t.set.home).toBe(other)
+  })
+
+  it('with every relay lost it keeps re-dialling them and moves to the first one back', async () => {
+    const t = setup({ reachable: () => false })
+    t.set.start()
+    for (const r of ranking) t.set.onRelayConnection(r.peerId, false)
+    await flush()
+    expect(t.lost.sort()).toEqual(ranking.map((r) => r.peerId).sort())
+    // nowhere to go: the last home stays (its client still registering)
+    const stuck = t.set.home!
+    expect(t.roles()[stuck.peerId]).toBe('down')
+    expect(t.running()).toEqual([stuck.peerId])
+    const before = t.probes.length
+    await t.timers.advance(60_000)
+    // each lost relay re-dialled every probeIntervalMs for as long as it takes
+    expect(t.probes.length - before).toBeGreaterThanOrEqual(3 * 25)
+    const back = ranking.find((r) => r !== stuck && r !== ranking[0])!
+    t.reachable.add(back.peerId)
+    await t.timers.advance(3_000)
+    expect(t.set.home).toBe(back)
+    expect(t.roles()[back.peerId]).toBe('home')
+    expect(t.running()).toEqual([back.peerId])
+    // and the preferred relay back later takes over after the hysteresis
+    t.reachable.add(ranking[0]!.peerId)
+    await t.timers.advance(40_000)
+    expect(t.set.home).toBe(ranking[0])
+  })
+
+  it('failover jitter: a lost home is left after this agent\'s random delay, not at once; a home answering again meanwhile is kept', async () => {
+    const t = setup({ jitter: { stableJitterMs: 0, failoverJitterMs: 1_000, random: () => 0.6 } })
+    t.set.start()
+    t.reachable.delete(ranking[0]!.peerId)
+    t.set.onRelayConnection(ranking[0]!.peerId, false)
+    await flush()
+    expect(t.lost).toEqual([ranking[0]!.peerId]) // its sessions are dropped at once
+    expect(t.set.home).toBe(ranking[0])
+    await t.timers.advanceMs(599)
+    expect(t.set.home).toBe(ranking[0])
+    await t.timers.advanceMs(1)
+    expect(t.set.home).toBe(ranking[1])
+    expect(t.timers.pendingTimeouts).toBe(0)
+
+    // the home answers again within the delay: nobody moves
+    const u = setup({ jitter: { stableJitterMs: 0, failoverJitterMs: 1_000, random: () => 0.6 } })
+    u.set.start()
+    u.reachable.delete(ranking[0]!.peerId)
+    u.set.onRelayConnection(ranking[0]!.peerId, false)
+    await flush()
+    u.set.onRelayConnection(ranking[0]!.peerId, true)
+    await u.timers.advanceMs(1_000)
+    expect(u.set.home).toBe(ranking[0])
+    expect(u.homes).toHaveLength(1)
+  })
+
+  it('move-back jitter: the preferred relay takes over after stableMs plus this agent\'s share of stableJitterMs', async () => {
+    const t = setup({ jitter: { stableJitterMs: 10_000, failoverJitterMs: 0, random: () => 0.5 } })
+    t.set.start()
+    t.reachable.delete(ranking[0]!.peerId)
+    t.set.onRelayConnection(ranking[0]!.peerId, false)
+    await flush()
+    expect(t.set.home).toBe(ranking[1])
+    t.reachable.add(ranking[0]!.peerId)
+    await t.timers.advance(2_000) // re-dialled: answering since t = 2 s
+    const backAt = t.timers.t
+    await t.timers.advance(34_000)
+    expect(t.set.home).toBe(ranking[1]) // 34 s < 30 s + 5 s
+    await t.timers.advance(2_000)
+    expect(t.set.home).toBe(ranking[0])
+    expect(t.timers.t - backAt).toBeLessThanOrEqual(36_000)
+  })
+
+  it('stop() clears a pending failover', async () => {
+    const t = setup({ jitter: { stableJitterMs: 0, failoverJitterMs: 1_000, random: () => 0.6 } })
+    t.set.start()
+    t.reachable.delete(ranking[0]!.peerId)
+    t.set.onRelayConnection(ranking[0]!.peerId, false)
+    await flush()
+    expect(t.timers.pendingTimeouts).toBe(1)
+    t.set.stop()
+    expect(t.timers.pendingTimeouts).toBe(0)
+    expect(t.running()).toEqual([])
   })
 
   it('one relay is home whatever happens: no probes, no loss', async () => {
