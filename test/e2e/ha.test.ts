@@ -3,7 +3,7 @@
 // circuit alike).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLab, type Lab } from '../lab/lab.ts'
-import { Mesh } from '../lab/mesh.ts'
+import { Mesh, metricValue } from '../lab/mesh.ts'
 import { eventually } from '../lab/wait.ts'
 import { homeRelay } from '../../agent/tunnel/home-relay.ts'
 
@@ -33,6 +33,14 @@ describe('two relays', () => {
         expect(s.relays.map((r: any) => r.circuit)).toEqual(mesh.relays.map((_, i) => i === home ? 'reserved' : 'none'))
         // UDP-blocked d1 registers nowhere; the others only at home
         expect(s.relays.map((r: any) => r.udp)).toEqual(mesh.relays.map((_, i) => i === home && host !== 'd1' ? 'up' : 'down'))
+      }
+    }, 10_000, 200)
+    // the relays' own books agree: each counts only the agents homed on it
+    await eventually(async () => {
+      for (const [i] of mesh.relays.entries()) {
+        const m = await mesh.relayMetrics(i)
+        expect(metricValue(m, 'edgemesh_registered_agents')).toBe(['a1', 'c1'].filter((h) => homeIndex(h) === i).length)
+        expect(metricValue(m, 'edgemesh_circuit_reservations')).toBe(['a1', 'c1', 'd1'].filter((h) => homeIndex(h) === i).length)
       }
     }, 10_000, 200)
   })
