@@ -28,9 +28,10 @@ import { createAgentNode, type AgentNode } from './node.ts'
 import type { DeadPathReason, UdxPathStats } from './dgram-transport.ts'
 import { classifyLibp2pConnection, isDirect, pathRank, type PathKind } from './paths.ts'
 import { PunchRegistry } from './punch.ts'
-import { Dialer, rejectAfter, type RelayRoute } from './dialer.ts'
+import { Dialer, type RelayRoute } from './dialer.ts'
 import { RendezvousClient } from './rendezvous-client.ts'
 import { RelaySet, type RelayRole } from './relay-set.ts'
+import { RelayLinks } from './relay-links.ts'
 import type { RelayRef } from '../../shared/config.ts'
 import { readExactly, readStream, send } from './stream-io.ts'
 import { explainPingFailure, formatFailedPhases, RECENT_RESTART_MS, round, rttSummary, type ConnectionOrigin, type PingFailure, type PingPhase, type PingResult, type RelayDrop } from './ping-outcome.ts'
@@ -103,12 +104,12 @@ export class Tunnel implements TunnelApi {
   private readonly socket: UdxSocket
   private readonly punches: PunchRegistry
   private relaySet!: RelaySet<RendezvousClient>
+  private relayLinks!: RelayLinks
   private readonly peers = new Map<string, PeerState>()
   private readonly relayPeerIds: Set<string>
   private readonly connPaths = new Map<string, PathKind>()
   private readonly abort = new AbortController()
   private maintenanceTimer: NodeJS.Timeout | undefined
-  private circuitBusy = false
   private readonly log: Logger
   private readonly dialer: Dialer
   /** relayed connections this tunnel closed itself, and why (a ping on one names the cause) */
@@ -166,18 +167,27 @@ export class Tunnel implements TunnelApi {
         throw new ConfigError(String(err.message).startsWith('relays[') ? err.message : `relays[${i}].peerId: ${err.message}`)
       }
     }
+    this.relayLinks = new RelayLinks({
+      node: this.node,
+      relays: config.relays,
+      home: () => this.relaySet.home,
+      expectClose: (peerId) => { this.relaySet.expectClose(peerId) },
+      onReservation: (peerId, ok) => { this.relaySet.onReservation(peerId, ok) },
+      log: this.log,
+      signal: this.abort.signal
+    })
     this.relaySet = new RelaySet({
       selfPeerId: this.node.peerId.toString(),
       relays: config.relays,
       createClient: (relay) => this.createClient(relay, verifiers.get(relay.peerId)!),
-      probe: async (relay) => await this.probeRelay(relay),
+      probe: async (relay) => await this.relayLinks.probe(relay),
       inUse: (relay) => this.relayUdpSessions(relay).length > 0,
       // the reservation moves with the home at once (not at the next maintenance tick)
-      onHome: (home) => { this.opts.onHomeRelay?.(home.peerId); if (this.maintenanceTimer != null) this.ensureCircuitReservations() },
+      onHome: (home) => { this.opts.onHomeRelay?.(home.peerId); if (this.maintenanceTimer != null) this.relayLinks.ensureReservation() },
       // found lost (its TCP connection closed and a re-dial refused): what went through it is gone
       onLost: (relay) => { this.dropRelaySessions(relay, 'relay-down') },
-      watch: (relay) => { void this.probeRelay(relay) },
-      unwatch: (relay) => { this.closeIdleRelayConnection(relay) },
+      watch: (relay) => { void this.relayLinks.probe(relay) },
+      unwatch: (relay) => { this.relayLinks.closeUnvisited(relay) },
       log: this.log.child({ component: 'relays' })
     })
     this.node.addEventListener('connection:open', (evt) => { this.onConnectionOpen(evt.detail) })
@@ -216,18 +226,6 @@ export class Tunnel implements TunnelApi {
     // streams redial (through another relay when there is one)
     client.on('state', (up) => { if (!up) this.dropRelaySessions(relay, 'relay-down') })
     return client
-  }
-
-  /** Whether the relay answers over TCP: an open connection, or a fresh dial that succeeds. */
-  private async probeRelay (relay: RelayRef): Promise<boolean> {
-    if (this.abort.signal.aborted) return false
-    if (this.node.getConnections(peerIdFromString(relay.peerId)).some((c) => c.status === 'open')) return true
-    try {
-      await this.node.dial(multiaddr(`/ip4/${relay.host}/tcp/${relay.tcpPort}/p2p/${relay.peerId}`), { signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(2_000)]) })
-      return true
-    } catch {
-      return false
-    }
   }
 
   get peerId (): PeerId { return this.node.peerId }
@@ -470,7 +468,7 @@ export class Tunnel implements TunnelApi {
 
   /** Runs every second: circuit reservations, background punching, idle relay cleanup. */
   private maintain (): void {
-    this.ensureCircuitReservations()
+    this.relayLinks.ensureReservation()
     const now = Date.now()
     for (const state of this.peers.values()) {
       const conns = this.connectionsOf(state.peerId)
@@ -522,43 +520,6 @@ export class Tunnel implements TunnelApi {
         state.retryDelayMs = Math.min(state.retryDelayMs * 2, this.opts.config.tunnel.punchRetryMs)
       })
       .finally(() => { state.punching = false })
-  }
-
-  /**
-   * Listens on the home relay's circuit address; re-reserves after the relay restarts. A
-   * reservation left at a former home is released (its connection closed) once no circuit
-   * runs through it. One reservation at a time: the circuit transport's reservation queue
-   * stalled when two listens on different relays overlapped.
-   */
-  private ensureCircuitReservations (): void {
-    const addrs = this.node.getMultiaddrs().map(String)
-    const home = this.relaySet.home
-    for (const relay of this.opts.config.relays) {
-      if (relay.peerId === home?.peerId || !addrs.some((a) => a.includes(`/p2p/${relay.peerId}/p2p-circuit`))) continue
-      const conns = this.node.getConnections(peerIdFromString(relay.peerId))
-      if (conns.some((c) => c.streams.some((st) => st.protocol?.startsWith('/libp2p/circuit/relay/') === true))) continue
-      this.log.info({ relay: relay.host }, 'releasing the circuit reservation at a former home relay')
-      this.relaySet.expectClose(relay.peerId)
-      for (const c of conns) c.close().catch(() => { c.abort(new Error('reservation released')) })
-    }
-    if (this.circuitBusy || home == null || addrs.some((a) => a.includes(`/p2p/${home.peerId}/p2p-circuit`))) return
-    this.circuitBusy = true
-    const listenAddr = multiaddr(`/ip4/${home.host}/tcp/${home.tcpPort}/p2p/${home.peerId}/p2p-circuit`)
-    const tm = (this.node as any).components.transportManager
-    Promise.race([tm.listen([listenAddr]), rejectAfter(10_000)])
-      .then(() => { this.relaySet.onReservation(home.peerId, true) }, (err: any) => {
-        this.log.debug({ relay: home.host, err: err.message }, 'circuit reservation failed; retrying')
-        this.relaySet.onReservation(home.peerId, false)
-      })
-      .finally(() => { this.circuitBusy = false })
-  }
-
-  /** Closes our connections to a relay we no longer visit, unless a stream (a circuit) still runs on one. */
-  private closeIdleRelayConnection (relay: RelayRef): void {
-    const conns = this.node.getConnections(peerIdFromString(relay.peerId))
-    if (conns.length === 0 || conns.some((c) => c.streams.length > 0)) return
-    this.relaySet.expectClose(relay.peerId)
-    for (const c of conns) c.close().catch(() => { c.abort(new Error('relay no longer visited')) })
   }
 
   /** relay-udp connections through this relay */
