@@ -134,14 +134,24 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     }), async (t) => { await t.stop() })
     if (config.diagnostics) await parts.step('diagnostics', async () => { await m.registerDiagnostics(tunnel) })
     if (kube != null && config.kubernetes != null) {
+      // only a home the ranking does not give, once it has held a while (home-publication.ts)
+      const { HomePublication } = await import('./tunnel/home-publication.ts')
+      const { homeRelay: rankedHome } = await import('./tunnel/home-relay.ts')
+      let publish = (_home: string | undefined): void => {}
+      const homePublication = new HomePublication({
+        rankedFirst: rankedHome(tunnel.peerId.toString(), config.relays)?.peerId ?? '',
+        publish: (home) => { publish(home) }
+      }, homeRelay)
+      const initialHome = homePublication.initial
       const publisher = new m.LeasePublisher({
         client: kube, namespace: config.kubernetes.namespace, nodeName: config.nodeName, peerId: tunnel.peerId.toString(),
         addresses: m.localTcpAddresses(config.listen.tcpPort, config.tunnel.advertise), leaseDurationSeconds: config.kubernetes.leaseDurationSeconds,
-        ...(homeRelay != null ? { homeRelay } : {}), log: log.child({ component: 'peers' }), metrics, ...(catalog != null ? { catalog } : {})
+        ...(initialHome != null ? { homeRelay: initialHome } : {}), log: log.child({ component: 'peers' }), metrics, ...(catalog != null ? { catalog } : {})
       })
-      onHomeRelay = (peerId) => { publisher.update({ homeRelay: peerId }) }
+      publish = (home) => { publisher.update({ homeRelay: home }) }
+      onHomeRelay = (peerId) => { homePublication.observe(peerId) }
       publisher.start()
-      parts.push('peer record', () => { publisher.stop() })
+      parts.push('peer record', () => { homePublication.stop(); publisher.stop() })
     }
     let proxy: import('./proxy/proxy.ts').ServiceProxy | undefined
     if (config.proxy != null) {
