@@ -153,7 +153,9 @@ export class SimAgent {
       const publisherOptions = {
         client: kube, namespace: opts.namespace, nodeName: opts.nodeName, peerId: this.peerId.toString(),
         addresses: tcpPort !== 0 ? [`/ip4/${opts.bindHost}/tcp/${tcpPort}`] : [], leaseDurationSeconds: opts.leaseDurationSeconds,
-        homeRelay: home.peerId, log: opts.log, metrics: this.metrics, catalog: this.catalog
+        // no homeRelay: a simulated agent is always on the home its ranking gives, which
+        // agent/main.ts does not publish (agent/tunnel/home-publication.ts)
+        log: opts.log, metrics: this.metrics, catalog: this.catalog
       }
       this.publisher = new LeasePublisher(publisherOptions)
       this.publisher.start()
