@@ -124,34 +124,23 @@ export async function startAgent (config: AgentConfig): Promise<RunningAgent> {
     }
     const directory: PeerDirectory = registry ?? staticPeers
 
-    // the home relay (relay-set.ts) goes into this node's peer record: peers reach us through it
-    let homeRelay: string | undefined
-    let onHomeRelay = (peerId: string): void => { homeRelay = peerId }
+    // the home relay (relay-set.ts) is not published in the peer record: peers rank the relays
+    // themselves and skip one that does not answer, while publishing it would make a relay
+    // that fails with k agents homed on it cost k writes, each an event to every agent
+    // (k x N: 33 million at 10,000 nodes and 3 relays; README "How it scales")
     const tunnel = await parts.start('tunnel', async () => await m.Tunnel.start({
       nodeName: config.nodeName, privateKey: identity.privateKey, config, directory,
-      ...(psk != null ? { psk } : {}), log: log.child({ component: 'tunnel' }), metrics,
-      onHomeRelay: (peerId) => { onHomeRelay(peerId) }
+      ...(psk != null ? { psk } : {}), log: log.child({ component: 'tunnel' }), metrics
     }), async (t) => { await t.stop() })
     if (config.diagnostics) await parts.step('diagnostics', async () => { await m.registerDiagnostics(tunnel) })
     if (kube != null && config.kubernetes != null) {
-      // only a home the ranking does not give, once it has held a while (home-publication.ts)
-      const { HomePublication } = await import('./tunnel/home-publication.ts')
-      const { homeRelay: rankedHome } = await import('./tunnel/home-relay.ts')
-      let publish = (_home: string | undefined): void => {}
-      const homePublication = new HomePublication({
-        rankedFirst: rankedHome(tunnel.peerId.toString(), config.relays)?.peerId ?? '',
-        publish: (home) => { publish(home) }
-      }, homeRelay)
-      const initialHome = homePublication.initial
       const publisher = new m.LeasePublisher({
         client: kube, namespace: config.kubernetes.namespace, nodeName: config.nodeName, peerId: tunnel.peerId.toString(),
         addresses: m.localTcpAddresses(config.listen.tcpPort, config.tunnel.advertise), leaseDurationSeconds: config.kubernetes.leaseDurationSeconds,
-        ...(initialHome != null ? { homeRelay: initialHome } : {}), log: log.child({ component: 'peers' }), metrics, ...(catalog != null ? { catalog } : {})
+        log: log.child({ component: 'peers' }), metrics, ...(catalog != null ? { catalog } : {})
       })
-      publish = (home) => { publisher.update({ homeRelay: home }) }
-      onHomeRelay = (peerId) => { homePublication.observe(peerId) }
       publisher.start()
-      parts.push('peer record', () => { homePublication.stop(); publisher.stop() })
+      parts.push('peer record', () => { publisher.stop() })
     }
     let proxy: import('./proxy/proxy.ts').ServiceProxy | undefined
     if (config.proxy != null) {
