@@ -73,7 +73,10 @@ export interface RelaySetOptions<C extends RelayClientLike> {
   relays: readonly RelayRef[]
   /** a rendezvous client for the relay, not started (the caller wires its other events) */
   createClient: (relay: RelayRef) => C
-  /** whether the relay answers over TCP now (a libp2p dial; an open connection answers at once) */
+  /**
+   * whether the relay answers over TCP now (a libp2p dial; an open connection answers at once).
+   * The connection it opens stays: a visited relay's loss then shows at once (it closes).
+   */
   probe: (relay: RelayRef) => Promise<boolean>
   /** something still goes through this relay (a relay-udp path): its visitor registration stays */
   inUse: (relay: RelayRef) => boolean
@@ -81,9 +84,7 @@ export interface RelaySetOptions<C extends RelayClientLike> {
   onHome: (home: RelayRef, previous: RelayRef | null) => void
   /** the relay was found lost: whatever goes through it is gone */
   onLost: (relay: RelayRef) => void
-  /** a visitor registration started: hold a TCP connection to the relay so its loss shows at once */
-  watch?: (relay: RelayRef) => void
-  /** a visitor registration stopped (unused): the connection watch() opened may go */
+  /** a visitor registration stopped (unused): the connection its probe opened may go */
   unwatch?: (relay: RelayRef) => void
   log?: { info: (obj: object, msg: string) => void }
   settings?: Partial<RelaySetSettings>
@@ -198,7 +199,9 @@ export class RelaySet<C extends RelayClientLike> {
       e.client = this.createClient(e)
       e.role = 'visitor'
       this.opts.log?.info({ relay: e.relay.host }, 'registering as a visitor with a peer\'s home relay')
-      this.opts.watch?.(e.relay)
+      // dialled at once: a relay that does not answer is lost here (routes put it last, dials
+      // stop waiting for a registration there) instead of costing every dial registerWaitMs
+      this.verify(e, 'no answer to a visit')
     }
     const client = e.client
     return client.up || await client.waitUp(this.settings.registerWaitMs) ? client : undefined
@@ -245,6 +248,12 @@ export class RelaySet<C extends RelayClientLike> {
     // one relay is everyone's home whatever happens: its client and reservation loop recover it
     if (this.entries.length < 2 || e.lost || e.probing) return
     e.upSince = null
+    this.verify(e, why)
+  }
+
+  /** Re-dials the relay: answered, it is alive; refused or silent, lost. */
+  private verify (e: Entry<C>, why: string): void {
+    if (e.lost || e.probing) return
     e.probing = true
     e.lastProbe = this.timers.now()
     this.opts.probe(e.relay).then((ok) => {

@@ -186,7 +186,6 @@ export class Tunnel implements TunnelApi {
       onHome: (home) => { this.opts.onHomeRelay?.(home.peerId); if (this.maintenanceTimer != null) this.relayLinks.ensureReservation() },
       // found lost (its TCP connection closed and a re-dial refused): what went through it is gone
       onLost: (relay) => { this.dropRelaySessions(relay, 'relay-down') },
-      watch: (relay) => { void this.relayLinks.probe(relay) },
       unwatch: (relay) => { this.relayLinks.closeUnvisited(relay) },
       log: this.log.child({ component: 'relays' })
     })

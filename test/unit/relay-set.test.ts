@@ -63,7 +63,6 @@ function setup (opts: { relays?: RelayRef[], udp?: boolean, reachable?: (r: Rela
   const homes: Array<[string, string | null]> = []
   const lost: string[] = []
   const probes: string[] = []
-  const watched: string[] = []
   const unwatched: string[] = []
   const reachable = new Set((opts.relays ?? relays).filter((r) => opts.reachable?.(r) ?? true).map((r) => r.peerId))
   const set = new RelaySet<FakeClient>({
@@ -74,7 +73,6 @@ function setup (opts: { relays?: RelayRef[], udp?: boolean, reachable?: (r: Rela
     inUse: opts.inUse ?? (() => false),
     onHome: (home, previous) => { homes.push([home.peerId, previous?.peerId ?? null]) },
     onLost: (relay) => { lost.push(relay.peerId) },
-    watch: (relay) => { watched.push(relay.peerId) },
     unwatch: (relay) => { unwatched.push(relay.peerId) },
     timers,
     // no jitter unless a test asks for it (its own tests below)
@@ -83,7 +81,7 @@ function setup (opts: { relays?: RelayRef[], udp?: boolean, reachable?: (r: Rela
   })
   const running = (): string[] => clients.filter((c) => !c.stopped).map((c) => c.relay.peerId)
   const roles = (): Record<string, string> => Object.fromEntries(set.view().map((v) => [v.relay.peerId, v.role]))
-  return { set, timers, clients, homes, lost, probes, watched, unwatched, reachable, running, roles }
+  return { set, timers, clients, homes, lost, probes, unwatched, reachable, running, roles }
 }
 
 describe('RelaySet', () => {
@@ -319,7 +317,8 @@ describe('RelaySet', () => {
     const client = await t.set.introducer(other)
     expect(client?.relay).toBe(other)
     expect(t.running().sort()).toEqual([ranking[0]!.peerId, other.peerId].sort())
-    expect(t.watched).toEqual([other.peerId])
+    // dialled at once (the connection that shows its loss)
+    expect(t.probes).toEqual([other.peerId])
     expect(t.roles()[other.peerId]).toBe('visitor')
     expect(t.set.clientAt(client!.endpoint)).toBe(client)
     // the home's own client introduces for peers homed with us
@@ -333,6 +332,23 @@ describe('RelaySet', () => {
     expect(t.roles()[other.peerId]).toBe('idle')
     expect(client!.stopped).toBe(true)
     expect(t.unwatched).toEqual([other.peerId])
+    expect(t.running()).toEqual([ranking[0]!.peerId])
+  })
+
+  it('a visited relay that does not answer its dial is lost here: routes put it last, dials stop waiting there', async () => {
+    const t = setup({ reachable: (r) => r !== ranking[2] })
+    t.set.start()
+    const dead = ranking[2]!
+    expect(await t.set.introducer(dead)).toBeUndefined() // its registration is never accepted
+    await flush()
+    expect(t.probes).toEqual([dead.peerId])
+    expect(t.lost).toEqual([dead.peerId])
+    expect(t.roles()[dead.peerId]).toBe('down')
+    expect(t.set.routeTo('12D3KooWany', dead.peerId).at(-1)).toBe(dead)
+    const waitsBefore = t.clients.find((c) => c.relay === dead)!.waits
+    expect(await t.set.introducer(dead)).toBeUndefined()
+    expect(t.clients.find((c) => c.relay === dead)!.waits).toBe(waitsBefore)
+    await t.timers.advance(1_000) // and the visitor registration is stopped
     expect(t.running()).toEqual([ranking[0]!.peerId])
   })
 
