@@ -7,7 +7,6 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { RelayRef } from '../../shared/config.ts'
 import type { Logger } from '../../shared/logging.ts'
 import type { AgentNode } from './node.ts'
-import { rejectAfter } from './dialer.ts'
 
 const CIRCUIT_PROTOCOL_PREFIX = '/libp2p/circuit/relay/'
 
@@ -68,12 +67,15 @@ export class RelayLinks {
     this.reserving = true
     const listenAddr = multiaddr(`/ip4/${home.host}/tcp/${home.tcpPort}/p2p/${home.peerId}/p2p-circuit`)
     const tm = (node as any).components.transportManager
-    Promise.race([tm.listen([listenAddr]), rejectAfter(10_000)])
+    // bounded (a silent relay); the timer goes with the attempt, and never holds the process open
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error('timeout')) }, 10_000); timer.unref() })
+    Promise.race([tm.listen([listenAddr]), timeout])
       .then(() => { this.opts.onReservation(home.peerId, true) }, (err: any) => {
         log.debug({ relay: home.host, err: err.message }, 'circuit reservation failed; retrying')
         this.opts.onReservation(home.peerId, false)
       })
-      .finally(() => { this.reserving = false })
+      .finally(() => { clearTimeout(timer); this.reserving = false })
   }
 
   /** Closes our connections to a relay we no longer visit, unless a stream (a circuit) still runs on one. */
