@@ -561,6 +561,8 @@ export class Tunnel implements TunnelApi {
     const count = opts.count ?? 3
     if (!Number.isInteger(count) || count < 1) throw new Error(`ping: count must be a positive integer, not ${count}`)
     const t0 = performance.now()
+    // an operator's action, one line each: also the moment a test knows the ping is under way
+    this.log.info({ peer: nodeName, count }, 'ping: started')
     const first = await this.pingAttempt(nodeName, count, t0, opts.signal)
     let result: PingResult
     if ('result' in first) {

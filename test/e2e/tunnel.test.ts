@@ -195,8 +195,15 @@ describe('relay restart and circuit reservations', () => {
     const a1 = mesh.agent('a1')
     const downLines = (): number => a1.proc.stdout().split('\n').filter((l) => l.includes('"msg":"relay not answering over UDP"')).length
     const downBefore = downLines()
+    const pingLines = (): number => a1.proc.stdout().split('\n').filter((l) => l.includes('"msg":"ping: started"')).length
+    const pingsBefore = pingLines()
     await relay.proc.kill('SIGKILL')
     const ping = mesh.cli('a1', ['ping', node('c1')])
+    // the relay comes back only once the ping is under way on the old session: started sooner,
+    // a1 could see the new boot id and replace the session before the CLI (a process start)
+    // asked, and the ping would find nothing to retry
+    await eventually(async () => { expect(pingLines()).toBeGreaterThan(pingsBefore) }, 20_000, 20)
+    expect(downLines(), 'a1 marked the relay down before the ping started (3 keepalives missed while the CLI started)').toBe(downBefore)
     await mesh.startRelay(relay)
     const out = await ping
     const markedDown = downLines() > downBefore
