@@ -6,7 +6,9 @@
 // the edge hosts) calling Services by DNS name across NATs, and every user journey built so
 // far, ending in a status table. The last journey installs the Helm chart with the image built
 // from manifests/Dockerfile on real kubelets in a lab of its own (test/demo/helm-journey.ts);
-// the one before it, relay federation, has a two-relay lab of its own (test/demo/federation-journey.ts).
+// the one before it, relay federation, has a two-relay lab of its own (test/demo/federation-journey.ts);
+// before that, 60 simulated agents on a control plane and relay of their own show the mesh at
+// rest (test/demo/scale-journey.ts).
 // The lab and the control plane are torn down on success, failure and Ctrl-C.
 import { join } from 'node:path'
 import { createLab, type Lab, type LabPod, type LabProcess } from '../lab/lab.ts'
@@ -18,6 +20,7 @@ import { CLI_BIN } from '../lab/mesh.ts'
 import { clientKeys, sshOptions, startSshd } from '../lab/sshd.ts'
 import { helmInstallJourney } from './helm-journey.ts'
 import { relayFederationJourney } from './federation-journey.ts'
+import { scaleJourney } from './scale-journey.ts'
 
 const say = (s: string): void => { process.stdout.write(`${s}\n`) }
 const WORKLOAD = join(import.meta.dirname, '../lab/workload.mjs')
@@ -272,6 +275,11 @@ async function main (): Promise<number> {
         const detail = legs.map((l, i) => l == null ? `${names[i]}: no recovery in 15 s` : `${names[i]} ${l.path} after ${l.ms} ms`).join('; ')
         return { detail: `relayed pings answer after the restart: ${detail}`, ok: legs.every((l) => l != null && l.ms < 5_000) }
       }
+    })
+
+    journeys.push({
+      name: 'at scale (own apiserver + relay): 60 simulated agents registered and reachable; 15 s at rest: no mesh Lease writes, ~0 peer watch events, relay RSS per agent',
+      run: async () => await scaleJourney(say)
     })
 
     journeys.push({
