@@ -209,5 +209,23 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
   node.addEventListener('stop', stopLiveness, { once: true })
   // the library's own join keeps every byte the dialer sends: see circuit-join.ts
   joinCircuitsWithBackpressure(node.services.relay, opts.log)
+  releaseReservationsOfGonePeers(node)
   return node
+}
+
+/**
+ * libp2p keeps a reservation until its TTL (an hour) after its holder is gone: an agent that
+ * moved to another home relay (or left) still counted against the caps, and its one-hour
+ * timer stayed. A circuit to a peer with no connection fails anyway (NO_RESERVATION), so the
+ * reservation goes with the holder's last connection; an agent that comes back re-reserves
+ * on connecting, as it does after a relay restart.
+ */
+export function releaseReservationsOfGonePeers (node: Libp2p<{ relay: CircuitRelayService }>): void {
+  node.addEventListener('peer:disconnect', (evt) => {
+    const reservations = node.services.relay.reservations
+    const gone = reservations.get(evt.detail)
+    if (gone == null) return
+    gone.signal.clear()
+    reservations.delete(evt.detail)
+  })
 }
