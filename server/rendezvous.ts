@@ -205,7 +205,8 @@ export class RendezvousServer {
     } else {
       if (existing != null) this.byEndpoint.delete(endpointKey(existing.observed))
       // copied: the datagram is a slice of a 68 KiB receive buffer, which a kept slice would pin
-      const peerIdBytes = m.peerId.slice()
+      // (m.peerId is a Buffer, whose slice() is a view, not a copy: heap snapshots showed it)
+      const peerIdBytes = new Uint8Array(m.peerId)
       reg = {
         peerId: peerIdFromBytes(peerIdBytes),
         ...(verify != null ? { verify } : {}),

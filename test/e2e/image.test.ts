@@ -141,7 +141,7 @@ describe('the edgemesh image (manifests/Dockerfile, built with buildah)', () => 
   })
 
   it('runs the relay as PID 1 (its full module graph loads) and stops it cleanly on SIGTERM, what the kubelet sends', async () => {
-    const { id, bundle } = bundleFor(['node', '--max-semi-space-size=2', 'bin/edgemesh-server.js'])
+    const { id, bundle } = bundleFor(['node', '--max-semi-space-size=2', '--heap-growing-percent=25', 'bin/edgemesh-server.js'])
     const [cmd, ...args] = runc('run', '--bundle', bundle, id)
     const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''

@@ -18,6 +18,8 @@ const NODE = process.execPath
 export const NODE_FLAGS = ['--max-semi-space-size=2']
 /** the agent also compacts its heap once after bulk catalog loads (see agent/main.ts) */
 export const AGENT_NODE_FLAGS = [...NODE_FLAGS, '--expose-gc']
+/** the relay's, as the manifests give them (test/scale/relay-load.ts measures with the same) */
+export const RELAY_NODE_FLAGS = [...NODE_FLAGS, '--heap-growing-percent=25']
 /**
  * the environment the manifests give the agent: glibc's mmap threshold fixed low, so freed
  * buffers of 16 KiB and more go back to the OS at once instead of staying in the malloc heap
@@ -146,7 +148,7 @@ export class Mesh {
 
   async startRelay (r: MeshRelay): Promise<void> {
     // the image sets the agent's malloc tunable for every process, the relay's too (manifests/Dockerfile)
-    r.proc = this.lab.spawn(r.host, [NODE, ...NODE_FLAGS, SERVER_BIN, '--config', r.configFile], { logFile: join(this.dir, `${r.host}.log`), env: AGENT_ENV })
+    r.proc = this.lab.spawn(r.host, [NODE, ...RELAY_NODE_FLAGS, SERVER_BIN, '--config', r.configFile], { logFile: join(this.dir, `${r.host}.log`), env: AGENT_ENV })
     await r.proc.waitForLine(/edgemesh-server ready/, 20_000)
   }
 

@@ -35,7 +35,7 @@ import { createAgentNode, type AgentNode } from '../../agent/tunnel/node.ts'
 const ROOT = resolve(import.meta.dirname, '../..')
 const SERVER_BIN = join(ROOT, 'bin/edgemesh-server.js')
 /** the runtime flags and malloc tunable the manifests give the relay (test/lab/mesh.ts) */
-const RELAY_NODE_FLAGS = ['--max-semi-space-size=2']
+const RELAY_NODE_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=25']
 const RELAY_ENV = { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=16384' }
 /** the agent's default tunnel.keepaliveMs (the relay may ask for less) */
 const AGENT_KEEPALIVE_MS = 5_000

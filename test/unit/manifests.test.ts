@@ -418,7 +418,7 @@ describe('plain manifest: relay Deployment, Service and server.yaml', () => {
     expect(Object.keys(d.spec.template.spec.nodeSelector ?? {})).not.toHaveLength(0)
     const c = container(d, 'server')
     expect(c.command).toEqual(['node'])
-    expect(c.args).toEqual(['--max-semi-space-size=2', 'bin/edgemesh-server.js', '--config', '/etc/edgemesh/server.yaml'])
+    expect(c.args).toEqual(['--max-semi-space-size=2', '--heap-growing-percent=25', 'bin/edgemesh-server.js', '--config', '/etc/edgemesh/server.yaml'])
     expect(c.securityContext.capabilities.drop).toEqual(['ALL'])
     expect(c.securityContext.capabilities.add).toBeUndefined()
   })
