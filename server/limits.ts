@@ -180,12 +180,19 @@ export const MAX_PENDING_UPGRADES = 256
  * relayed circuits ride on it), twice that for reconnects that overlap the old connection's
  * close; new connections per source IP per second as for registrations (libp2p's default of 5
  * made 1,000 agents behind one NAT take over 3 minutes to reserve, failing and retrying).
+ * Open connections per source IP (pending upgrades included) follow the per-IP caps the same
+ * way, twice the larger: without a PSK noise completes for anyone, and one address at the join
+ * rate filled all 20,000 (measured ~25 KiB RSS each: past the chart's 512Mi, and every new agent
+ * refused); with a PSK the per-IP caps are the totals, so a site of any size behind one NAT fits.
  */
-export function connectionLimits (maxAgents: number, maxReservations: number, joinsPerIpPerSecond: number): { maxConnections: number, inboundConnectionThreshold: number, maxIncomingPendingConnections: number } {
+export function connectionLimits (maxAgents: number, maxReservations: number, joinsPerIpPerSecond: number,
+  perIp: { maxAgentsPerIp: number, maxReservationsPerIp: number }): { maxConnections: number, inboundConnectionThreshold: number, maxIncomingPendingConnections: number, maxConnectionsPerIp: number } {
+  const maxConnections = 2 * Math.max(maxAgents, maxReservations)
   return {
-    maxConnections: 2 * Math.max(maxAgents, maxReservations),
+    maxConnections,
     inboundConnectionThreshold: Math.max(1, Math.ceil(joinsPerIpPerSecond)),
-    maxIncomingPendingConnections: MAX_PENDING_UPGRADES
+    maxIncomingPendingConnections: MAX_PENDING_UPGRADES,
+    maxConnectionsPerIp: Math.min(maxConnections, 2 * Math.max(perIp.maxAgentsPerIp, perIp.maxReservationsPerIp))
   }
 }
 

@@ -46,7 +46,7 @@ export async function startServer (config: ServerConfig): Promise<RunningServer>
     socket.on('message', (buf, from) => { rendezvous.onDatagram(buf, from) })
 
     const host = await parts.start('listen.tcpPort',
-      async () => await startRelayHost({ privateKey: identity.privateKey, host: config.listen.host, tcpPort: config.listen.tcpPort, announce: config.announce, limits, connections: connectionLimits(config.maxAgents, limits.maxReservations, limits.joinsPerIpPerSecond), log: log.child({ component: 'circuit-relay' }), metrics, ...(psk != null ? { psk } : {}) })
+      async () => await startRelayHost({ privateKey: identity.privateKey, host: config.listen.host, tcpPort: config.listen.tcpPort, announce: config.announce, limits, connections: connectionLimits(config.maxAgents, limits.maxReservations, limits.joinsPerIpPerSecond, limits), log: log.child({ component: 'circuit-relay' }), metrics, ...(psk != null ? { psk } : {}) })
         .catch((err: Error) => { throw new Error(listenFailure(err.message), { cause: err }) }),
       async (h) => { await h.stop() })
     host.addEventListener('connection:open', () => { metrics.peerConnections.set({ path: 'relay-tcp' }, host.getConnections().length) })

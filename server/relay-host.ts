@@ -19,7 +19,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../shared/logging.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { ServerConfig } from '../shared/config.ts'
-import { GroupLimiter, createRefuse, type Refuse } from './limits.ts'
+import { GroupLimiter, KeyedCounter, createRefuse, type Refuse } from './limits.ts'
 import { joinCircuitsWithBackpressure } from './circuit-join.ts'
 import { startLivenessSweep } from './connection-liveness.ts'
 
@@ -29,7 +29,13 @@ export type CircuitLimits = Pick<ServerConfig['limits'], 'maxReservations' | 're
 }
 
 /** libp2p's connection manager limits (server/limits.ts connectionLimits) */
-export interface ConnectionLimits { maxConnections: number, inboundConnectionThreshold: number, maxIncomingPendingConnections: number }
+export interface ConnectionLimits {
+  maxConnections: number
+  inboundConnectionThreshold: number
+  maxIncomingPendingConnections: number
+  /** TCP connections one source IP may hold open, pending upgrades included; unset: maxConnections */
+  maxConnectionsPerIp?: number
+}
 
 export interface RelayHostOptions {
   privateKey: PrivateKey
@@ -99,7 +105,8 @@ function countFailedUpgrades (node: Libp2p, refuse: Refuse): void {
 function countRefusedConnections (node: Libp2p, refuse: Refuse, limits: ConnectionLimits): void {
   const manager = (node as any).components.connectionManager
   const accept = manager.acceptIncomingConnection.bind(manager)
-  manager.acceptIncomingConnection = (maConn: { remoteAddr: Multiaddr }): boolean => {
+  const perIp = openConnectionsPerIp(limits.maxConnectionsPerIp ?? limits.maxConnections, refuse)
+  manager.acceptIncomingConnection = (maConn: InboundConnection): boolean => perIp.admit(maConn, () => {
     const pending: number = manager.incomingPendingConnections
     if (accept(maConn) === true) return true
     const ip = ipOf(maConn.remoteAddr)
@@ -108,6 +115,40 @@ function countRefusedConnections (node: Libp2p, refuse: Refuse, limits: Connecti
       : node.getConnections().length >= limits.maxConnections ? 'circuit-connections-total' : 'circuit-connections-per-ip-rate'
     refuse(reason, { ip })
     return false
+  })
+}
+
+/** What the per-IP gate needs of an inbound TCP connection (libp2p's MultiaddrConnection). */
+export interface InboundConnection {
+  remoteAddr: Multiaddr
+  status: string
+  addEventListener: (type: 'close', listener: () => void, options: { once: true }) => void
+}
+
+/**
+ * At most `max` inbound TCP connections open per source IP, counted from acceptance (so
+ * pending upgrades count) until the connection closes, whatever ends it. Checked before
+ * libp2p's own accept, which counts a pending upgrade once it says yes.
+ */
+export function openConnectionsPerIp (max: number, refuse: Refuse): {
+  admit: (maConn: InboundConnection, accept: () => boolean) => boolean
+  countOf: (ip: string) => number
+} {
+  const open = new KeyedCounter(max)
+  return {
+    admit (maConn, accept) {
+      const ip = ipOf(maConn.remoteAddr)
+      if (open.count(ip) >= max) {
+        refuse('circuit-connections-per-ip', { ip, connections: open.count(ip) })
+        return false
+      }
+      if (!accept()) return false
+      // closed already (its close event has fired): nothing to count
+      if (maConn.status !== 'open' || !open.tryAcquire(ip)) return true
+      maConn.addEventListener('close', () => { open.release(ip) }, { once: true })
+      return true
+    },
+    countOf: (ip) => open.count(ip)
   }
 }
 
@@ -187,7 +228,7 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [meshYamux()], // window <= read buffer: see shared/yamux.ts
     ...(opts.psk != null ? { connectionProtector: preSharedKey({ psk: opts.psk }) } : {}),
-    connectionManager: opts.connections,
+    connectionManager: { maxConnections: opts.connections.maxConnections, inboundConnectionThreshold: opts.connections.inboundConnectionThreshold, maxIncomingPendingConnections: opts.connections.maxIncomingPendingConnections },
     // its ping of every connection at once stalled the relay: server/connection-liveness.ts instead
     connectionMonitor: { enabled: false },
     connectionGater: { denyDialMultiaddr: () => false, denyInboundRelayReservation: denyReservation },

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import { multiaddr } from '@multiformats/multiaddr'
 import { GroupLimiter, KeyedCounter, KeyedRateLimiter, LogThrottle, MAX_PENDING_UPGRADES, OPEN_RELAY_PER_IP, TokenBucket, connectionLimits, createRefuse, perIpLimits } from '../../server/limits.ts'
-import { ipOf, reservationGate, reservationOptions } from '../../server/relay-host.ts'
+import { ipOf, openConnectionsPerIp, reservationGate, reservationOptions, type InboundConnection } from '../../server/relay-host.ts'
 import { ServerConfig, loadConfig } from '../../shared/config.ts'
 import { ConfigError } from '../../shared/errors.ts'
 
@@ -152,6 +152,64 @@ describe('circuit reservation gate (per source IP, and in total)', () => {
   })
 })
 
+/** A fake inbound TCP connection: closes (fires its close listeners once) when told to. */
+function inbound (ip: string): InboundConnection & { close: () => void } {
+  const listeners: Array<() => void> = []
+  const c = {
+    remoteAddr: multiaddr(`/ip4/${ip}/tcp/40000`),
+    status: 'open',
+    addEventListener: (_t: 'close', l: () => void) => { listeners.push(l) },
+    close: () => { if (c.status !== 'open') return; c.status = 'closed'; for (const l of listeners.splice(0)) l() }
+  }
+  return c
+}
+
+describe('open TCP connections per source IP', () => {
+  it('refuses the N+1th open connection of an IP (counted, with its reason) before libp2p sees it; other IPs and closed connections free room', () => {
+    const refused: string[] = []
+    const gate = openConnectionsPerIp(2, (reason) => { refused.push(reason) })
+    let asked = 0
+    const accept = (): boolean => { asked++; return true }
+    const a = [inbound('192.0.2.1'), inbound('192.0.2.1'), inbound('192.0.2.1')]
+    expect(a.map((c) => gate.admit(c, accept))).toEqual([true, true, false])
+    expect(refused).toEqual(['circuit-connections-per-ip'])
+    expect(asked).toBe(2) // libp2p's accept (which counts a pending upgrade) not asked for the refused one
+    expect(gate.admit(inbound('192.0.2.2'), accept)).toBe(true)
+    a[0]!.close()
+    a[0]!.close()
+    expect(gate.countOf('192.0.2.1')).toBe(1)
+    expect(gate.admit(inbound('192.0.2.1'), accept)).toBe(true)
+    expect(gate.admit(inbound('192.0.2.1'), accept)).toBe(false)
+  })
+
+  it('one libp2p refused, or already closed, does not count', () => {
+    const gate = openConnectionsPerIp(1, () => {})
+    expect(gate.admit(inbound('192.0.2.1'), () => false)).toBe(false)
+    const closed = inbound('192.0.2.1'); closed.close()
+    expect(gate.admit(closed, () => true)).toBe(true)
+    expect(gate.countOf('192.0.2.1')).toBe(0)
+  })
+
+  it('over any run of opens and closes, counts exactly the admitted connections still open, never above the cap', () => {
+    fc.assert(fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 2 }), fc.nat()), { maxLength: 200 }), (ops) => {
+      const gate = openConnectionsPerIp(3, () => {})
+      const open: Array<ReturnType<typeof inbound> & { ip: string }> = []
+      for (const [opening, host, pick] of ops) {
+        const ip = `198.51.100.${host}`
+        if (opening) {
+          const c = Object.assign(inbound(ip), { ip })
+          const before = open.filter((o) => o.ip === ip).length
+          expect(gate.admit(c, () => true)).toBe(before < 3)
+          if (before < 3) open.push(c)
+        } else if (open.length > 0) {
+          open.splice(pick % open.length, 1)[0]!.close()
+        }
+        for (const h of [0, 1, 2]) expect(gate.countOf(`198.51.100.${h}`)).toBe(open.filter((o) => o.ip === `198.51.100.${h}`).length)
+      }
+    }))
+  })
+})
+
 describe('KeyedCounter (blind-relay pairs per agent)', () => {
   it('at most max per key until released', () => {
     const c = new KeyedCounter(2)
@@ -242,9 +300,18 @@ describe('ServerConfig limits', () => {
   })
 
   it('libp2p connection limits follow maxAgents/maxReservations and the join rate (its defaults: 5 per IP per second, 10 pending)', () => {
-    expect(connectionLimits(10_000, 10_000, 100)).toEqual({ maxConnections: 20_000, inboundConnectionThreshold: 100, maxIncomingPendingConnections: MAX_PENDING_UPGRADES })
-    expect(connectionLimits(1_000, 3_000, 0.5)).toMatchObject({ maxConnections: 6_000, inboundConnectionThreshold: 1 })
+    const open = perIpLimits({}, { maxAgents: 10_000, maxReservations: 10_000 }, false)
+    expect(connectionLimits(10_000, 10_000, 100, open)).toEqual({ maxConnections: 20_000, inboundConnectionThreshold: 100, maxIncomingPendingConnections: MAX_PENDING_UPGRADES, maxConnectionsPerIp: 2 * OPEN_RELAY_PER_IP })
+    expect(connectionLimits(1_000, 3_000, 0.5, { maxAgentsPerIp: 5, maxReservationsPerIp: 7 })).toMatchObject({ maxConnections: 6_000, inboundConnectionThreshold: 1, maxConnectionsPerIp: 14 })
     expect(MAX_PENDING_UPGRADES).toBeGreaterThan(10)
+  })
+
+  it('open connections per IP follow the PSK: the total with one (a site of 1,000 behind one NAT), 512 without', () => {
+    const totals = { maxAgents: 10_000, maxReservations: 10_000 }
+    expect(connectionLimits(10_000, 10_000, 100, perIpLimits({}, totals, true)).maxConnectionsPerIp).toBe(20_000)
+    expect(connectionLimits(10_000, 10_000, 100, perIpLimits({}, totals, false)).maxConnectionsPerIp).toBe(512)
+    // never above the total
+    expect(connectionLimits(100, 100, 100, { maxAgentsPerIp: 1_000, maxReservationsPerIp: 1_000 }).maxConnectionsPerIp).toBe(200)
   })
 
   it('a field given keeps the other defaults; errors name the field', async () => {
