@@ -247,6 +247,35 @@ describe('register signatures', () => {
   })
 })
 
+describe('a registration refreshed in place', () => {
+  it('keeps its endpoint, name and candidates against forged, replayed and moved-back registers from its own or another address', async () => {
+    const withCandidates = async (key: PrivateKey, ts: number, name: string, lan: string): Promise<Uint8Array> => {
+      const body = encodeRegisterBody({ timestampMs: ts, peerId: idBytes(keyA), nodeName: name, candidates: [{ proto: 'udp', host: lan, port: 4003 }] })
+      return encodeRegister(body, await key.sign(body), new Uint8Array(0))
+    }
+    const t = Date.now()
+    const captured = await withCandidates(keyA, t, 'edge-a-old', '10.0.0.1')
+    expect((await deliver(captured, A_AT)).map((x) => x.m.type)).toEqual(['registered'])
+    vi.advanceTimersByTime(KEEPALIVE_MS)
+    const [live] = await deliver(await withCandidates(keyA, t + KEEPALIVE_MS, 'edge-a', '10.0.0.2'), A_AT)
+    expect(live?.m.type).toBe('registered')
+    const cookie = (live!.m as { cookie: Uint8Array }).cookie
+    const elsewhere = { host: '203.0.113.9', port: 1 }
+    // newer but signed by another key, from A's address and from elsewhere
+    for (const from of [A_AT, elsewhere]) expect(await deliver(await withCandidates(keyB, t + 10 * KEEPALIVE_MS, 'evil', '10.6.6.6'), from)).toEqual([])
+    // the captured (older) one, from A's address and from elsewhere
+    for (const from of [A_AT, elsewhere]) expect(await deliver(captured, from)).toEqual([])
+    expect(await counter(metrics.droppedDatagrams, 'bad-signature')).toBe(2)
+    expect(await counter(metrics.droppedDatagrams, 'replay')).toBe(2)
+    expect(server.registration(peerIdFromPrivateKey(keyA).toString())).toEqual({ nodeName: 'edge-a', observed: A_AT })
+    // what B is told of A when A asks for B: the live name and candidates; A's cookie still works
+    await register(keyB, Date.now(), B_AT)
+    const replies = await deliver(connect(4, cookie), A_AT)
+    const aInfo = replies.find((x) => x.to.port === B_AT.port)?.m
+    expect(aInfo).toMatchObject({ type: 'peer-info', peerName: 'edge-a', candidates: [{ proto: 'udp', ...A_AT }, { proto: 'udp', host: '10.0.0.2', port: 4003 }] })
+  })
+})
+
 describe('new registrations per source IP are rate-limited (joins), not counted as a cap', () => {
   it('beyond joinsPerIpPerSecond new agents from one IP are dropped unanswered and counted; refreshes, port changes and other IPs pass; a second later more join', async () => {
     server.stop()
