@@ -300,6 +300,12 @@ async function main (): Promise<void> {
     const tokenMsP50 = pct(env.tokenMs, 50)
     const settings = env.settings
 
+    // the slope between runs (the first run's includes one-off costs: compiled code, a larger
+    // young generation); information only, the target is on relay_kb_per_agent
+    for (const [i, r] of runs.entries()) {
+      const prev = runs[i - 1]
+      if (prev != null) (r as Run & { relay_kb_per_agent_marginal?: number }).relay_kb_per_agent_marginal = r1((r.relay_rss_mb - prev.relay_rss_mb) * 1024 / (r.n - prev.n))
+    }
     const first = runs[0]!
     const at1000 = runs.find((r) => r.n === 1000)
     const at100 = runs.find((r) => r.n === 100)
@@ -313,7 +319,7 @@ async function main (): Promise<void> {
     }
     const yes = (b: boolean | null): string => b == null ? 'not measured' : b ? 'met' : 'NOT met'
     const rows = runs.map((r) => [r.n, `${r.registered}/${r.reachable}`, r.watch_events_per_agent_per_s, r.watch_bytes_per_agent_per_s, r.mesh_writes_per_s, r.apiserver_cpu_pct, r.relay_cpu_pct,
-      `${r.relay_rss_mb} (+${r.relay_kb_per_agent} KB/agent)`, r.punch_coordinations_per_s, r.punch_p99_ms, r.join_p99_ms, r.sim_rss_kb_per_agent, r.sim_cpu_pct_per_agent])
+      `${r.relay_rss_mb} (+${r.relay_kb_per_agent} KB/agent${(r as { relay_kb_per_agent_marginal?: number }).relay_kb_per_agent_marginal != null ? `, ${(r as { relay_kb_per_agent_marginal?: number }).relay_kb_per_agent_marginal} per added agent` : ''})`, r.punch_coordinations_per_s, r.punch_p99_ms, r.join_p99_ms, r.sim_rss_kb_per_agent, r.sim_cpu_pct_per_agent])
     process.stdout.write(`\nscale benchmark: one kube-apiserver and one edgemesh-server, one fleet of simulated agents grown ${NS.join(' -> ')} over ${WORKERS} worker processes; ` +
       `${TOKENS === 'pod-bound' ? 'a pod-bound token per agent' : 'one admin token'} (median mint ${r1(tokenMsP50)} ms); circuit reservations ${RESERVATIONS ? 'on' : 'off'}; ` +
       `agent settings: lease ${settings.leaseDurationSeconds} s, relay keepalive ${settings.keepaliveMs} ms; at rest over ${REST_S} s; idle relay ${first.relay_rss_idle_mb} MB, apiserver's own lease writes ${r3(idle.leaseWritesPerS)}/s (subtracted); ${Math.round((now() - started) / 1000)} s in all\n\n`)
