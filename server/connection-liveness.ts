@@ -4,7 +4,7 @@
 // tick held the relay's event loop long enough to put punch coordination's p99 at 1.7 s (2.7 ms
 // without it). Here each connection gets a yamux ping (one frame, no stream) once per interval,
 // spread evenly over the interval's ticks; one unanswered within the timeout is aborted, which
-// frees what it held (its reservation stays until its TTL, as libp2p does).
+// frees what it held (its reservation too: relay-host.ts releaseReservationsOfGonePeers).
 import type { Connection } from '@libp2p/interface'
 import type { Logger } from '../shared/logging.ts'
 
@@ -33,23 +33,34 @@ interface Pingable { id: string, status: string, abort: (err: Error) => void, mu
 export function startLivenessSweep (connections: () => Connection[], log: Logger, opts: LivenessOptions = DEFAULT_LIVENESS): () => void {
   const slices = Math.max(1, Math.round(opts.intervalMs / opts.tickMs))
   let tick = 0
-  const stopping = new AbortController()
+  let stopped = false
+  // one controller per ping, ended by its own timer or by stop() (AbortSignal.any over a signal
+  // living as long as the sweep kept every ping's composite signal around for a while)
+  const inFlight = new Set<{ controller: AbortController, timer?: NodeJS.Timeout }>()
+  const settle = (ping: { controller: AbortController, timer?: NodeJS.Timeout }): void => { clearTimeout(ping.timer); inFlight.delete(ping) }
   const timer = setInterval(() => {
     const slice = tick++ % slices
     for (const c of connections() as unknown as Pingable[]) {
       if (c.status !== 'open' || c.muxer?.ping == null || sliceOf(c.id, slices) !== slice) continue
-      const timeout = new AbortController()
-      const timer = setTimeout(() => { timeout.abort(new Error('ping timed out')) }, opts.timeoutMs)
-      timer.unref()
-      const signal = AbortSignal.any([stopping.signal, timeout.signal])
-      c.muxer.ping({ signal }).then(() => { clearTimeout(timer) }, (err: Error) => {
-        clearTimeout(timer)
-        if (stopping.signal.aborted || c.status !== 'open') return
+      const ping: { controller: AbortController, timer?: NodeJS.Timeout } = { controller: new AbortController() }
+      // the verdict waits for the I/O already received: after a stall of the event loop its timers
+      // run before the sockets are read, and an answer waiting there must still count
+      ping.timer = setTimeout(() => { setImmediate(() => { ping.controller.abort(new Error('ping timed out')) }) }, opts.timeoutMs)
+      ping.timer.unref()
+      inFlight.add(ping)
+      c.muxer.ping({ signal: ping.controller.signal }).then(() => { settle(ping) }, (err: Error) => {
+        settle(ping)
+        if (stopped || c.status !== 'open') return
         log.debug({ connection: c.id, err: err.message }, 'connection did not answer a ping: aborted')
         c.abort(new Error(`no answer to a ping within ${opts.timeoutMs} ms`))
       })
     }
   }, opts.tickMs)
   timer.unref()
-  return () => { clearInterval(timer); stopping.abort() }
+  return () => {
+    stopped = true
+    clearInterval(timer)
+    for (const ping of inFlight) { clearTimeout(ping.timer); ping.controller.abort(new Error('liveness sweep stopped')) }
+    inFlight.clear()
+  }
 }

@@ -57,4 +57,18 @@ describe('liveness sweep', () => {
     await vi.advanceTimersByTimeAsync(30_000)
     expect(conns[0]!.pings.length).toBeLessThanOrEqual(2)
   })
+
+  it('stop() ends the pings in flight without judging their connections, and leaves no timer behind', async () => {
+    const conns = Array.from({ length: 30 }, (_, i) => fakeConnection(`c${i}`, false))
+    const stop = startLivenessSweep(() => conns.map((c) => c.conn), createLogger({ name: 't', level: 'silent' }), { intervalMs: 10_000, tickMs: 1_000, timeoutMs: 5_000 })
+    await vi.advanceTimersByTimeAsync(3_000)
+    const pinged = conns.filter((c) => c.pings.length > 0).length
+    expect(pinged).toBeGreaterThan(0)
+    expect(vi.getTimerCount()).toBe(1 + pinged) // the sweep's and one per unanswered ping
+    stop()
+    expect(vi.getTimerCount()).toBe(0)
+    await vi.advanceTimersByTimeAsync(60_000)
+    expect(conns.filter((c) => c.aborted.length > 0)).toHaveLength(0)
+    expect(conns.reduce((n, c) => n + c.pings.length, 0)).toBe(pinged)
+  })
 })
