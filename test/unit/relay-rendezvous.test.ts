@@ -2,6 +2,7 @@
 // and fake clocks: what a host that spoofs an agent's public address, or replays what it once
 // captured, can make the relay do (nothing), and what each refused request costs (no signature).
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import fc from 'fast-check'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
@@ -273,6 +274,35 @@ describe('a registration refreshed in place', () => {
     const replies = await deliver(connect(4, cookie), A_AT)
     const aInfo = replies.find((x) => x.to.port === B_AT.port)?.m
     expect(aInfo).toMatchObject({ type: 'peer-info', peerName: 'edge-a', candidates: [{ proto: 'udp', ...A_AT }, { proto: 'udp', host: '10.0.0.2', port: 4003 }] })
+  })
+})
+
+describe('fuzz: what a host off the agent\'s path can send', () => {
+  const total = async (c: Metrics['droppedDatagrams']): Promise<number> => (await c.get()).values.reduce((n, v) => n + v.value, 0)
+
+  it('arbitrary datagrams and mutated copies of a captured register, from anywhere, change no registration and are each counted', async () => {
+    const t = Date.now()
+    const captured = await registerDatagram(keyA, t, 'edge-a')
+    expect((await deliver(captured, A_AT)).map((x) => x.m.type)).toEqual(['registered'])
+    vi.advanceTimersByTime(KEEPALIVE_MS)
+    expect((await register(keyA, Date.now(), A_AT)).map((x) => x.m.type)).toEqual(['registered'])
+    const a = peerIdFromPrivateKey(keyA).toString()
+    const before = server.registration(a)
+    const from = fc.constantFrom(A_AT, { host: '203.0.113.9', port: 1 }, { host: A_AT.host, port: A_AT.port + 1 })
+    const mutated = fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }).map((flips) => {
+      const b = captured.slice()
+      for (const [i, v] of flips) b[i % b.length] = v
+      return b
+    })
+    const truncated = fc.nat().map((n) => captured.slice(0, n % captured.length))
+    await fc.assert(fc.asyncProperty(fc.oneof(fc.uint8Array({ maxLength: 300 }), mutated, truncated), from, async (buf, at) => {
+      const counted = await total(metrics.droppedDatagrams) + await total(metrics.relayRefusals)
+      const replies = await deliver(buf, at)
+      expect(replies.filter((x) => x.m.type === 'registered' || x.m.type === 'peer-info')).toEqual([])
+      expect(server.registration(a)).toEqual(before)
+      expect(server.registeredCount).toBe(1)
+      expect(await total(metrics.droppedDatagrams) + await total(metrics.relayRefusals)).toBeGreaterThan(counted)
+    }), { numRuns: 300 })
   })
 })
 
