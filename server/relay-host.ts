@@ -22,6 +22,7 @@ import type { ServerConfig } from '../shared/config.ts'
 import { GroupLimiter, KeyedCounter, createRefuse, type Refuse } from './limits.ts'
 import { joinCircuitsWithBackpressure } from './circuit-join.ts'
 import { startLivenessSweep } from './connection-liveness.ts'
+import { HOP_HANDSHAKE_TIMEOUT_MS, MAX_HOP_HANDSHAKES, MAX_HOP_HANDSHAKES_PER_CONNECTION, hopHandshakeGate, limitHopHandshakes } from './hop-handshakes.ts'
 
 export type CircuitLimits = Pick<ServerConfig['limits'], 'maxReservations' | 'reservationTtlSeconds' | 'circuitDurationSeconds' | 'circuitDataBytes'> & {
   /** resolved (server/limits.ts perIpLimits) */
@@ -240,6 +241,7 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
       relay: circuitRelayServer({
         reservations: reservationOptions(opts.limits),
         maxInboundHopStreams: 4096,
+        hopTimeout: HOP_HANDSHAKE_TIMEOUT_MS,
         maxOutboundStopStreams: 4096
       })
     }
@@ -250,6 +252,8 @@ export async function startRelayHost (opts: RelayHostOptions): Promise<Libp2p<{ 
   node.addEventListener('stop', stopLiveness, { once: true })
   // the library's own join keeps every byte the dialer sends: see circuit-join.ts
   joinCircuitsWithBackpressure(node.services.relay, opts.log)
+  // idle HOP streams cost ~43 KiB each until the hop timeout: see hop-handshakes.ts
+  await limitHopHandshakes((node as any).components.registrar, hopHandshakeGate({ perConnection: MAX_HOP_HANDSHAKES_PER_CONNECTION, total: MAX_HOP_HANDSHAKES }, refuse))
   releaseReservationsOfGonePeers(node)
   return node
 }
