@@ -65,7 +65,7 @@ export class Metrics {
   /** What the relay refused a requester (server/limits.ts, config `limits`), by reason. */
   readonly relayRefusals = new Counter({
     name: 'edgemesh_relay_refusals_total',
-    help: 'Relay requests refused: a limit reached (registrations per IP or total, connect rate, blind relay pairs, circuit reservations) or not a member (connect before registering, circuit handshake without the PSK)',
+    help: 'Relay requests refused: a limit reached (registrations per IP or total, connect rate, blind relay pairs, circuit reservations, circuit HOP handshakes) or not a member (connect before registering, circuit handshake without the PSK)',
     labelNames: ['reason'] as const,
     registers: [this.registry]
   })
