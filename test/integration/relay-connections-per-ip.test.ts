@@ -6,14 +6,12 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { startRelayHost, ipOf } from '../../server/relay-host.ts'
+import { ipOf } from '../../server/relay-host.ts'
 import { meshYamux } from '../../shared/yamux.ts'
-import { createLogger } from '../../shared/logging.ts'
 import { Metrics } from '../../shared/metrics.ts'
 import { eventually } from '../lab/wait.ts'
+import { refusals as refusalsOf, testRelayHost } from './relay-host-fixture.ts'
 
-const log = createLogger({ name: 'test', level: 'silent' })
 const stops: Array<() => Promise<void>> = []
 afterEach(async () => { for (const stop of stops.splice(0).reverse()) await stop().catch(() => {}) })
 
@@ -34,15 +32,9 @@ async function dialer (localAddress: string): Promise<Libp2p> {
 describe('relay: open TCP connections per source IP', () => {
   it('one IP is refused past its cap (counted by reason) while another IP still connects; a closed one frees room', async () => {
     const metrics = new Metrics({ processMetrics: false })
-    const host = await startRelayHost({
-      privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', tcpPort: 0, announce: [],
-      limits: { maxReservations: 100, maxReservationsPerIp: 100, reservationTtlSeconds: 3_600, circuitDurationSeconds: 0, circuitDataBytes: 0 },
-      connections: { maxConnections: 100, inboundConnectionThreshold: 100, maxIncomingPendingConnections: 100, maxConnectionsPerIp: PER_IP },
-      log, metrics
-    })
-    stops.push(async () => { await host.stop() })
+    const host = await testRelayHost(stops, { metrics, maxConnectionsPerIp: PER_IP })
     const target = host.getMultiaddrs().find((a) => a.toString().includes('/tcp/'))!
-    const refusals = async (reason: string): Promise<number> => (await metrics.relayRefusals.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0
+    const refusals = async (reason: string): Promise<number> => await refusalsOf(metrics, reason)
     const openFrom = (ip: string): number => host.getConnections().filter((c) => ipOf(c.remoteAddr) === ip).length
 
     const hostile = await dialer('127.0.0.1')

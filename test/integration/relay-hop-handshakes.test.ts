@@ -2,40 +2,21 @@
 // (server/hop-handshakes.ts): one connection held up to yamux's 1,000, ~43 KiB each, until the
 // 30 s hop timeout. A real circuit through the relay still works while the cap is reached.
 import { afterEach, describe, expect, it } from 'vitest'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { startRelayHost } from '../../server/relay-host.ts'
 import { HOP_PROTOCOL, MAX_HOP_HANDSHAKES_PER_CONNECTION } from '../../server/hop-handshakes.ts'
-import { createAgentNode, type AgentNode } from '../../agent/tunnel/node.ts'
-import { createLogger } from '../../shared/logging.ts'
+import type { AgentNode } from '../../agent/tunnel/node.ts'
 import { Metrics } from '../../shared/metrics.ts'
 import { eventually } from '../lab/wait.ts'
+import { refusals, testAgentNode, testRelayHost } from './relay-host-fixture.ts'
 
-const log = createLogger({ name: 'test', level: 'silent' })
 const stops: Array<() => Promise<void>> = []
 afterEach(async () => { for (const stop of stops.splice(0).reverse()) await stop().catch(() => {}) })
-
-async function agent (): Promise<AgentNode> {
-  const node = await createAgentNode({ privateKey: await generateKeyPair('Ed25519'), listenHost: '127.0.0.1', tcpPort: 0, isAllowedPeer: () => true, log, metrics: new Metrics({ processMetrics: false }) })
-  stops.push(async () => { await node.stop() })
-  return node
-}
-
-async function refusals (metrics: Metrics, reason: string): Promise<number> {
-  const m = await metrics.relayRefusals.get()
-  return m.values.find((v) => v.labels.reason === reason)?.value ?? 0
-}
+const agent = async (): Promise<AgentNode> => await testAgentNode(stops)
 
 describe('relay HOP handshakes', () => {
   it('one connection holds at most the cap of idle HOP streams; a circuit dial still works', async () => {
     const metrics = new Metrics({ processMetrics: false })
-    const host = await startRelayHost({
-      privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', tcpPort: 0, announce: [],
-      limits: { maxReservations: 100, maxReservationsPerIp: 100, reservationTtlSeconds: 3_600, circuitDurationSeconds: 0, circuitDataBytes: 0 },
-      connections: { maxConnections: 100, inboundConnectionThreshold: 100, maxIncomingPendingConnections: 100 },
-      log, metrics
-    })
-    stops.push(async () => { await host.stop() })
+    const host = await testRelayHost(stops, { metrics })
     const tcp = host.getMultiaddrs().find((a) => a.toString().includes('/tcp/'))!
     const relayAddr = multiaddr(`${tcp.toString().replace(/\/p2p\/.*$/, '')}/p2p/${host.peerId.toString()}`)
 
