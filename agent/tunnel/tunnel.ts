@@ -49,8 +49,6 @@ export interface TunnelOptions {
   psk?: Uint8Array
   log: Logger
   metrics: Metrics
-  /** the home relay changed (its peer id): published in this node's peer record */
-  onHomeRelay?: (relayPeerId: string) => void
 }
 
 export interface PathStatus { path: PathKind, remote: string, streams: number, openedAt: number, udx?: UdxPathStats }
@@ -183,7 +181,7 @@ export class Tunnel implements TunnelApi {
       probe: async (relay) => await this.relayLinks.probe(relay),
       inUse: (relay) => this.relayUdpSessions(relay).length > 0,
       // the reservation moves with the home at once (not at the next maintenance tick)
-      onHome: (home) => { this.opts.onHomeRelay?.(home.peerId); if (this.maintenanceTimer != null) this.relayLinks.ensureReservation() },
+      onHome: () => { if (this.maintenanceTimer != null) this.relayLinks.ensureReservation() },
       // found lost (its TCP connection closed and a re-dial refused): what went through it is gone
       onLost: (relay) => { this.dropRelaySessions(relay, 'relay-down') },
       unwatch: (relay) => { this.relayLinks.closeUnvisited(relay) },

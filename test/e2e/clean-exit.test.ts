@@ -147,7 +147,7 @@ describe('a clean exit (SIGTERM) leaves the node as it found it', () => {
     const pong = await eventually(async () => await k.mesh.ping('b1', 'a1'), 60_000, 500)
     expect(pong.rttMs).toBeGreaterThan(0)
     // the checks above ran as soon as the second GET was sent, before a PUT it might lead to: once
-    // b1 reached the new agent (its tunnel homed, onHomeRelay called), still nothing written
+    // b1 reached the new agent (its tunnel homed), still nothing written
     expect([await recordRequests('POST'), await recordRequests('PUT')]).toEqual([0, 0])
     expect((await lease()).metadata.resourceVersion).toBe(during.metadata.resourceVersion)
   }, 180_000)
